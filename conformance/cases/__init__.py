@@ -1,0 +1,1 @@
+"""One module per protocol family; each exports ``PROTOCOLS`` for :mod:`conformance.registry`."""

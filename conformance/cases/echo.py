@@ -1,0 +1,430 @@
+"""Echo (RFC 862) over TCP, TLS and UDP.
+
+The same TCP cases run over TLS as ``echo.tls.*``. A target may upper-case ASCII letters instead of
+echoing verbatim (``--echo-transform upper``); every case then expects the transformed bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from functools import partial
+
+import trio
+from hypothesis import strategies as st
+
+from conformance.context import CaseContext
+from conformance.model import CaseFailed, Option, Protocol, case
+from conformance.search import search
+from conformance.streams import (
+    expect_equal,
+    receive_datagram,
+    receive_exactly,
+    receive_until_eof,
+    reset,
+    send_eof,
+)
+from conformance.targets import TargetEnv
+from harness.echo.server import serve_echo_tcp, serve_echo_udp
+from harness.echo.transform import TRANSFORMS
+
+OPTIONS = (
+    Option(
+        "--echo-transform",
+        help="what the echo target does to the bytes: identity, or upper (ASCII a-z to A-Z)",
+        default="identity",
+        choices=tuple(TRANSFORMS),
+    ),
+    Option(
+        "--echo-clients",
+        help="clients held open at once by the concurrency case",
+        default=50,
+        type=int,
+    ),
+)
+# Deadline for one small exchange: generous for a loaded CI machine, short for a silent target.
+EXCHANGE_SECONDS = 2.0
+SEND_SECONDS = 5.0
+LARGE_SIZE = 1 << 20
+HALF_CLOSE_SIZE = 256 * 1024
+# After a client resets, the server gets this long to fall over before we check it still serves:
+# a crash caused by the reset happens after the reset, not before our next connect.
+RESET_OBSERVATION_SECONDS = 0.3
+
+
+async def _embedded_tcp(nursery: trio.Nursery, env: TargetEnv) -> tuple[str, int]:
+    port: int = await nursery.start(
+        partial(serve_echo_tcp, host="127.0.0.1", port=0, transform=env.options["echo_transform"])
+    )
+    return ("127.0.0.1", port)
+
+
+async def _embedded_tls(nursery: trio.Nursery, env: TargetEnv) -> tuple[str, int]:
+    port: int = await nursery.start(
+        partial(
+            serve_echo_tcp,
+            host="127.0.0.1",
+            port=0,
+            transform=env.options["echo_transform"],
+            ssl_context=env.tls_files().server_context(),
+        )
+    )
+    return ("127.0.0.1", port)
+
+
+async def _embedded_udp(nursery: trio.Nursery, env: TargetEnv) -> tuple[str, int]:
+    port: int = await nursery.start(
+        partial(serve_echo_udp, host="127.0.0.1", port=0, transform=env.options["echo_transform"])
+    )
+    return ("127.0.0.1", port)
+
+
+async def _tcp_alive(ctx: CaseContext) -> None:
+    await ctx.connect()
+
+
+async def _udp_alive(ctx: CaseContext) -> None:
+    sock = await ctx.udp_socket()
+    probe = b"liveness probe"
+    await sock.sendto(probe, ctx.address)
+    data, _ = await receive_datagram(ctx, sock, doing="waiting for the echo of a liveness probe")
+    if data != _transformed(ctx, probe):
+        raise CaseFailed("the liveness probe was not echoed", sent=probe, actual=data)
+
+
+ECHO = Protocol(
+    name="echo",
+    id_prefix="echo.tcp",
+    transport="tcp",
+    description="RFC 862 echo over TCP",
+    default_port=7,
+    embedded=_embedded_tcp,
+    options=OPTIONS,
+    liveness=_tcp_alive,
+)
+ECHO_TLS = Protocol(
+    name="echo-tls",
+    id_prefix="echo.tls",
+    transport="tcp",
+    tls=True,
+    description="RFC 862 echo over TLS",
+    default_port=7,
+    embedded=_embedded_tls,
+    spec_suffix=" over TLS (RFC 8446)",
+    options=OPTIONS,
+    liveness=_tcp_alive,
+)
+UDP_ECHO = Protocol(
+    name="udp-echo",
+    id_prefix="echo.udp",
+    transport="udp",
+    description="RFC 862 echo over UDP",
+    default_port=7,
+    embedded=_embedded_udp,
+    options=OPTIONS,
+    liveness=_udp_alive,
+)
+PROTOCOLS = (ECHO, ECHO_TLS, UDP_ECHO)
+STREAMS = (ECHO, ECHO_TLS)
+
+
+def _transformed(ctx: CaseContext, data: bytes) -> bytes:
+    return TRANSFORMS[ctx.option("echo_transform")](data)
+
+
+def _payload(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def _send(ctx: CaseContext, stream: trio.abc.SendStream, data: bytes) -> None:
+    with ctx.deadline(SEND_SECONDS, f"sending {len(data)} bytes (the server stopped reading)"):
+        await stream.send_all(data)
+
+
+async def _exchange(ctx: CaseContext, stream: trio.abc.Stream, data: bytes, what: str) -> None:
+    await _send(ctx, stream, data)
+    expected = _transformed(ctx, data)
+    echoed = await receive_exactly(ctx, stream, len(expected), doing=f"waiting for the echo of {what}")
+    expect_equal(f"the echo of {what} differs from what was sent", sent=data, expected=expected, actual=echoed)
+
+
+# -- TCP and TLS -----------------------------------------------------------------------------------
+
+
+@case(*STREAMS, slug="round-trip", spec="RFC 862 §1")
+async def round_trip(ctx: CaseContext) -> None:
+    """One short message comes back as sent."""
+    stream = await ctx.connect()
+    await _exchange(ctx, stream, b"hello, echo\n", "one short message")
+
+
+@case(*STREAMS, slug="many-messages", spec="RFC 862 §1")
+async def many_messages(ctx: CaseContext) -> None:
+    """Twenty messages on one connection, each echoed before the next is sent."""
+    stream = await ctx.connect()
+    for index in range(20):
+        message = f"message {index}: ".encode() + b"x" * (index * 37) + b"\n"
+        await _exchange(ctx, stream, message, f"message {index + 1} of 20")
+
+
+@case(*STREAMS, slug="binary", spec="RFC 862 §1 (any octets)")
+async def binary(ctx: CaseContext) -> None:
+    """All 256 byte values, NUL and invalid UTF-8 included, come back unchanged."""
+    stream = await ctx.connect()
+    await _exchange(ctx, stream, bytes(range(256)) * 4, "1024 bytes holding every byte value")
+
+
+@case(*STREAMS, slug="large", spec="RFC 862 §1; RFC 9293 §3.8 (flow control)")
+async def large(ctx: CaseContext) -> None:
+    """1 MiB, more than the socket buffers hold, echoed while the client is still writing."""
+    stream = await ctx.connect()
+    payload = _payload(LARGE_SIZE, seed=862)
+    expected = _transformed(ctx, payload)
+    echoed = b""
+
+    async def read() -> None:
+        nonlocal echoed
+        echoed = await receive_exactly(ctx, stream, len(expected), doing="reading the echo of 1 MiB")
+
+    with ctx.deadline(30, "echoing 1 MiB"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await stream.send_all(payload)
+    expect_equal("the echo of 1 MiB differs from what was sent", sent=payload, expected=expected, actual=echoed)
+
+
+_TEXT = st.text(
+    alphabet=st.sampled_from("ab \nz:\x00éß中文😀") | st.characters(codec="utf-8", exclude_categories=["Cs"]),
+    min_size=1,
+    max_size=120,
+)
+
+
+@st.composite
+def _segmented_text(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, bool]]]:
+    payload = draw(_TEXT).encode("utf-8")
+    style = draw(st.sampled_from(["split", "bytewise", "whole"]))
+    if style == "whole" or len(payload) == 1:
+        sizes = [len(payload)]
+    elif style == "bytewise":
+        sizes = [1] * len(payload)
+    else:
+        cuts = sorted(draw(st.sets(st.integers(1, len(payload) - 1), min_size=1, max_size=12)))
+        bounds = [0, *cuts, len(payload)]
+        sizes = [b - a for a, b in itertools.pairwise(bounds)]
+    waits = draw(st.lists(st.booleans(), min_size=len(sizes), max_size=len(sizes)))
+    return payload, list(zip(sizes, waits))
+
+
+_TRICKY = "é中😀ß:\n".encode()
+# Tried on every run before the random search: byte by byte through multi-byte characters, one write,
+# and sticky writes sent without waiting.
+_SEGMENTATION_EXAMPLES = (
+    (_TRICKY, [(1, True)] * len(_TRICKY)),
+    (_TRICKY, [(len(_TRICKY), True)]),
+    (_TRICKY, [(1, False)] * len(_TRICKY)),
+)
+
+
+@case(*STREAMS, slug="segmentation", spec="RFC 862 §1; RFC 9293 §3.1 (a byte stream, not messages)")
+async def segmentation(ctx: CaseContext) -> None:
+    """Text written in pieces drawn by hypothesis (1-byte writes, one write, random cuts) echoes intact."""
+
+    async def check(example: tuple[bytes, list[tuple[int, bool]]]) -> None:
+        payload, writes = example
+        if sum(size for size, _ in writes) != len(payload):
+            raise CaseFailed("replay input is inconsistent: the write sizes do not add up to the payload")
+        expected = _transformed(ctx, payload)
+        stream = await ctx.connect()
+        try:
+            echoed = bytearray()
+            offset = 0
+            for number, (size, wait) in enumerate(writes, 1):
+                await _send(ctx, stream, payload[offset : offset + size])
+                offset += size
+                # Waiting for the echo to catch up makes the server see exactly this cut.
+                if wait and len(echoed) < len(expected[:offset]):
+                    echoed += await receive_exactly(
+                        ctx, stream, offset - len(echoed), doing=f"waiting for the echo after write {number}"
+                    )
+            echoed += await receive_exactly(
+                ctx, stream, len(expected) - len(echoed), doing="waiting for the rest of the echo"
+            )
+        finally:
+            await trio.aclose_forcefully(stream)
+        expect_equal(
+            f"the echo of {len(payload)} bytes written as {[size for size, _ in writes]} differs",
+            sent=payload,
+            expected=expected,
+            actual=bytes(echoed),
+        )
+
+    await search(ctx, _segmented_text(), check, always=_SEGMENTATION_EXAMPLES)
+
+
+@case(*STREAMS, slug="half-close", spec="RFC 862 §1; RFC 9293 §3.6 (half-close)")
+async def half_close(ctx: CaseContext) -> None:
+    """After the client's EOF the server echoes everything still pending, then closes its side."""
+    stream = await ctx.connect()
+    payload = _payload(HALF_CLOSE_SIZE, seed=9293)
+    expected = _transformed(ctx, payload)
+    echoed = b""
+
+    async def read() -> None:
+        nonlocal echoed
+        echoed = await receive_until_eof(
+            ctx, stream, limit=len(expected), doing="after the client's EOF (the server should echo the rest and close)"
+        )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await _send(ctx, stream, payload)
+        await send_eof(stream)
+    if len(echoed) < len(expected):
+        raise CaseFailed(
+            f"the server closed after echoing {len(echoed)} of {len(expected)} bytes: it cut the echo short at EOF",
+            actual=echoed,
+        )
+    expect_equal("the echo before EOF differs from what was sent", sent=payload, expected=expected, actual=echoed)
+
+
+@case(*STREAMS, slug="reset", spec="RFC 9293 §3.5.2 (reset); RFC 862 §1")
+async def reset_survival(ctx: CaseContext) -> None:
+    """A client that aborts with a TCP reset does not take the server down: the next client is served."""
+    first = await ctx.connect()
+    await _send(ctx, first, _payload(65536, seed=1))
+    reset(first)
+    await trio.sleep(ctx.seconds(RESET_OBSERVATION_SECONDS))
+    try:
+        second = await ctx.connect()
+    except CaseFailed as failure:
+        raise CaseFailed(f"after a client reset its connection, the next client failed: {failure.summary}") from None
+    await _exchange(ctx, second, b"still there?\n", "a message from the next client")
+
+
+@case(*STREAMS, slug="concurrency", spec="RFC 862 §1 (a server for many clients)")
+async def concurrency(ctx: CaseContext) -> None:
+    """N clients (--echo-clients, default 50) connect; each is served while the others sit idle."""
+    count = ctx.option("echo_clients")
+    streams = []
+    for index in range(count):
+        try:
+            streams.append(await ctx.connect())
+        except CaseFailed as failure:
+            raise CaseFailed(f"client {index + 1} of {count} could not connect: {failure.summary}") from None
+    # The last to connect talks first: a server serving one client at a time is still busy with the first.
+    for index in reversed(range(count)):
+        message = f"client {index + 1} of {count}\n".encode()
+        try:
+            await _exchange(ctx, streams[index], message, f"client {index + 1}'s message")
+        except CaseFailed as failure:
+            raise CaseFailed(
+                f"client {index + 1} of {count} was not served while the other clients were connected "
+                f"and idle (does the server handle one client at a time?): {failure.summary}"
+            ) from None
+
+
+_UPPER_TEXT = "Straße café ÀÉÎ naïve 中文 abc xyz".encode()
+
+
+@case(*STREAMS, slug="upper", spec="course variant of RFC 862: ASCII a-z become A-Z, other bytes untouched")
+async def upper(ctx: CaseContext) -> None:
+    """An upper-casing server changes only ASCII a-z, even in binary data and split characters."""
+    if ctx.option("echo_transform") != "upper":
+        ctx.unsupported("the target is an identity echo; pass --echo-transform upper to test an upper-casing one")
+    stream = await ctx.connect()
+    await _exchange(ctx, stream, _UPPER_TEXT + bytes(range(256)), "accented text and every byte value")
+    # Cut inside the two-byte 'ß' and the three-byte '中', waiting for each piece's echo.
+    cut_sharp_s = _UPPER_TEXT.index("ß".encode()) + 1
+    cut_han = _UPPER_TEXT.index("中".encode()) + 2
+    for piece in (_UPPER_TEXT[:cut_sharp_s], _UPPER_TEXT[cut_sharp_s:cut_han], _UPPER_TEXT[cut_han:]):
+        await _exchange(ctx, stream, piece, f"a piece cut inside a character ({len(piece)} bytes)")
+
+
+# -- UDP -------------------------------------------------------------------------------------------
+
+
+async def _datagram_exchange(ctx: CaseContext, sock: trio.socket.SocketType, data: bytes, what: str) -> tuple[str, int]:
+    await sock.sendto(data, ctx.address)
+    echoed, source = await receive_datagram(ctx, sock, doing=f"waiting for the echo of {what}")
+    expected = _transformed(ctx, data)
+    if echoed != expected and len(echoed) < len(expected) and expected.startswith(echoed):
+        raise CaseFailed(
+            f"a {len(data)}-byte datagram came back cut to {len(echoed)} bytes "
+            "(does the server read with a small buffer, like recvfrom(1024)?)"
+        )
+    expect_equal(f"the echo of {what} differs", sent=data, expected=expected, actual=echoed)
+    return source
+
+
+@case(UDP_ECHO, slug="round-trip", spec="RFC 862 §2")
+async def udp_round_trip(ctx: CaseContext) -> None:
+    """One datagram is answered with one datagram holding the same data."""
+    sock = await ctx.udp_socket()
+    await _datagram_exchange(ctx, sock, b"hello, udp echo", "one datagram")
+
+
+@case(UDP_ECHO, slug="reply-address", spec="RFC 862 §2; RFC 768 (source and destination ports)")
+async def udp_reply_address(ctx: CaseContext) -> None:
+    """The echo goes to the sender's address and port and comes from the port the datagram went to."""
+    sock = await ctx.udp_socket()
+    source = await _datagram_exchange(ctx, sock, b"who answers?", "one datagram")
+    if source != ctx.address:
+        raise CaseFailed(
+            f"the echo came from {source[0]}:{source[1]}, not from {ctx.address[0]}:{ctx.address[1]}, "
+            "the address it was sent to; a client with a connected socket never sees it"
+        )
+
+
+UDP_SIZES = (0, 1, 100, 512, 1024, 1025, 1472, 4096, 8192, 32768, 65507)
+
+
+@case(UDP_ECHO, slug="sizes", spec="RFC 862 §2; RFC 768 (datagrams up to 65507 bytes over IPv4)")
+async def udp_sizes(ctx: CaseContext) -> None:
+    """Datagrams of 0 to 65507 bytes each come back whole."""
+    sock = await ctx.udp_socket(receive_buffer=1 << 20)
+    for size in UDP_SIZES:
+        await _datagram_exchange(ctx, sock, _payload(size, seed=size), f"a {size}-byte datagram")
+
+
+@case(UDP_ECHO, slug="interleaved", spec="RFC 862 §2")
+async def udp_interleaved(ctx: CaseContext) -> None:
+    """Four clients take turns; each gets its own echoes and nobody else's."""
+    sockets = [await ctx.udp_socket() for _ in range(4)]
+    for round_number in range(5):
+        for index, sock in enumerate(sockets):
+            message = f"client {index} round {round_number}".encode()
+            await sock.sendto(message, ctx.address)
+            echoed, _ = await receive_datagram(ctx, sock, doing=f"waiting for client {index}'s echo")
+            if echoed != _transformed(ctx, message):
+                raise CaseFailed(
+                    f"client {index} received a datagram that is not its own echo",
+                    sent=message,
+                    expected=_transformed(ctx, message),
+                    actual=echoed,
+                )
+
+
+BURST = 64
+
+
+@case(UDP_ECHO, slug="burst", spec="RFC 862 §2")
+async def udp_burst(ctx: CaseContext) -> None:
+    """64 datagrams sent back to back all come back."""
+    sock = await ctx.udp_socket(receive_buffer=4 << 20)
+    messages = {f"burst {index:03d} ".encode() + _payload(480, seed=index) for index in range(BURST)}
+    for message in sorted(messages):
+        await sock.sendto(message, ctx.address)
+    expected = {_transformed(ctx, message) for message in messages}
+    seen: set[bytes] = set()
+    with trio.move_on_after(ctx.seconds(3.0)):
+        while seen != expected:
+            data, _ = await sock.recvfrom(65536)
+            if data not in expected:
+                raise CaseFailed("a datagram that was not sent came back during the burst", actual=data)
+            seen.add(data)
+    if seen != expected:
+        raise CaseFailed(
+            f"only {len(seen)} of {BURST} datagrams sent back to back came back within "
+            f"{ctx.seconds(3.0):.1f} s (is the server slow per datagram, or its receive buffer small?)"
+        )

@@ -1,0 +1,188 @@
+"""The ``conformance`` command: run the cases against targets, list them, and write reports."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from conformance import registry
+from conformance.context import RunOptions
+from conformance.model import Option, TargetUnusable
+from conformance.report import TableWriter, summarize, write_json, write_junit
+from conformance.runner import CaseResult, run_cases, select_cases
+from conformance.targets import TargetHost, UsageError, resolve_specs
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+FUZZ_EXAMPLES = 1000
+DEFAULT_DB = Path(".hypothesis") / "conformance"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        # One line and the pointer to --help; the full usage block buries the reason.
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def add_option(parser: argparse.ArgumentParser | Any, option: Option) -> None:
+    help_text = option.help + (f" (default: {option.default})" if option.default is not None else "")
+    parser.add_argument(
+        option.flag, dest=option.dest, default=option.default, choices=option.choices, type=option.type, help=help_text
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    protocols = registry.protocols()
+    names = ", ".join(protocols)
+    parser = _Parser(
+        prog="conformance",
+        description="Conformance suite for course socket protocols: echo, TFTP, framed upload, UDP chat, broadcast.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        help="run cases against targets and print a verdict table",
+        description=(
+            "Run conformance cases. With no --target or --target-cmd, every protocol is tested against its "
+            f"embedded reference server. Protocols: {names}. Exit status: 0 when nothing failed, 1 when a "
+            "case failed or errored, 2 for bad usage or an unreachable target."
+        ),
+    )
+    run.add_argument(
+        "--target", action="append", default=[], metavar="PROTO=HOST:PORT",
+        help="test the server at HOST:PORT as PROTO (repeatable); PROTO=embedded uses the reference",
+    )
+    run.add_argument(
+        "--target-cmd", action="append", default=[], metavar="PROTO=COMMAND",
+        help="start COMMAND with {port} replaced by a free port, test it as PROTO, then stop it; TLS "
+        "protocols also offer {cert} {key} {ca}",
+    )
+    run.add_argument(
+        "-k", dest="patterns", action="append", default=[], metavar="GLOB",
+        help="only cases whose id matches GLOB (repeatable; without wildcards, a substring)",
+    )
+    run.add_argument("--tls-ca", type=Path, metavar="PATH", help="CA certificate that signed an outside TLS server's certificate")
+    run.add_argument("--tls-servername", metavar="NAME", help="name to verify in an outside TLS server's certificate (default: its host)")
+    run.add_argument("--timeout-scale", type=float, default=1.0, metavar="X", help="multiply every deadline by X (default: 1)")
+    run.add_argument("--strict", action="store_true", help="make SHOULD-level failures fatal")
+    examples = run.add_mutually_exclusive_group()
+    examples.add_argument("--examples", type=int, metavar="N", help="hypothesis examples per search case (default: each case's own, about 25)")
+    examples.add_argument("--fuzz", action="store_true", help=f"a fuzzing session: {FUZZ_EXAMPLES} examples per search case")
+    run.add_argument(
+        "--hypothesis-db", default=str(DEFAULT_DB), metavar="PATH",
+        help=f"where failing examples are kept, so they replay first next time; 'none' keeps nothing (default: {DEFAULT_DB})",
+    )
+    run.add_argument("--replay", metavar="LITERAL", help="run a search case on this one input (from a failure's replay line)")
+    run.add_argument("--json", type=Path, metavar="PATH", help="write a JSON report")
+    run.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report")
+    run.add_argument("-v", "--verbose", action="store_true", help="show each case's notes (timings, examples run)")
+    for option in registry.all_options():
+        add_option(run, option)
+    run.set_defaults(handler=_run)
+
+    listing = commands.add_parser("list", help="list every case with its spec reference", description="List cases.")
+    listing.add_argument("-k", dest="patterns", action="append", default=[], metavar="GLOB", help="only matching case ids")
+    listing.set_defaults(handler=_list)
+    return parser
+
+
+def _list(args: argparse.Namespace) -> int:
+    cases = select_cases(registry.protocols().values(), args.patterns)
+    if not cases:
+        raise UsageError(f"no case matches {' '.join(args.patterns)}")
+    width = max(len(case.id) for case in cases)
+    for case in cases:
+        level = "" if case.level.value == "MUST" else f" [{case.level.value}]"
+        print(f"{case.id:<{width}}  {case.description}{level}  ({case.spec})")
+    return EXIT_OK
+
+
+def _option_words(args: argparse.Namespace) -> tuple[str, ...]:
+    words: list[str] = []
+    for option in registry.all_options():
+        value = getattr(args, option.dest)
+        if value != option.default:
+            words.extend([option.flag, shlex.quote(str(value))])
+    if args.timeout_scale != 1.0:
+        words.extend(["--timeout-scale", str(args.timeout_scale)])
+    return tuple(words)
+
+
+def _run(args: argparse.Namespace) -> int:
+    protocols = registry.protocols()
+    specs = resolve_specs(args.target, args.target_cmd, protocols)
+    wanted = {spec.protocol for spec in specs}
+    cases = select_cases([p for name, p in protocols.items() if name in wanted], args.patterns)
+    if not cases:
+        raise UsageError(
+            f"no case of {', '.join(sorted(wanted))} matches {' '.join(args.patterns)}; see 'conformance list'"
+        )
+    if args.timeout_scale <= 0:
+        raise UsageError("--timeout-scale must be positive")
+    if args.examples is not None and args.examples < 1:
+        raise UsageError("--examples must be at least 1")
+    if args.replay is not None:
+        try:
+            ast.literal_eval(args.replay)
+        except (ValueError, SyntaxError):
+            raise UsageError(f"--replay {args.replay!r} is not a Python literal; copy it from a failure's replay line") from None
+    used = {case.protocol for case in cases}
+    specs = [spec for spec in specs if spec.protocol in used]
+    protocol_options = {option.dest: getattr(args, option.dest) for option in registry.all_options()}
+    options = RunOptions(
+        timeout_scale=args.timeout_scale,
+        strict=args.strict,
+        examples=FUZZ_EXAMPLES if args.fuzz else args.examples,
+        hypothesis_db=None if args.hypothesis_db == "none" else Path(args.hypothesis_db),
+        replay=args.replay,
+        protocol_options=protocol_options,
+        option_words=_option_words(args),
+    )
+    table = TableWriter(sys.stdout, max(len(case.id) for case in cases), strict=args.strict, verbose=args.verbose)
+    started = time.monotonic()
+    with TargetHost(
+        specs,
+        protocols,
+        options=protocol_options,
+        timeout_scale=args.timeout_scale,
+        tls_ca=args.tls_ca,
+        tls_servername=args.tls_servername,
+    ) as targets:
+        table.header([f"target {name}: {target.describe()}" for name, target in targets.items()])
+        plan = [(case, targets[case.protocol]) for case in cases]
+        results: list[CaseResult] = trio.run(run_cases, plan, options, table.row)
+        described = {name: target.describe() for name, target in targets.items()}
+    summary = summarize(results, strict=args.strict, duration_s=time.monotonic() - started)
+    table.details(results)
+    table.summary(summary)
+    if args.json is not None:
+        write_json(args.json, results, summary, described)
+    if args.junit is not None:
+        write_junit(args.junit, results, summary)
+    return EXIT_OK if summary["ok"] else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except (UsageError, TargetUnusable) as exc:
+        print(f"conformance: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        # Reports that cannot be written, a CA file that cannot be read: the user's to fix.
+        print(f"conformance: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("conformance: interrupted", file=sys.stderr)
+        return 130
+    return result

@@ -1,0 +1,145 @@
+"""What a case function gets: the target, the options, deadlines and connection helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import socket
+import ssl
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import trio
+
+from conformance.model import Case, CaseFailed, Unsupported
+from conformance.targets import ResolvedTarget
+
+CONNECT_SECONDS = 5.0
+# The number of examples a search case draws by default; --examples scales time budgets against it.
+TYPICAL_EXAMPLES = 25
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    timeout_scale: float = 1.0
+    strict: bool = False
+    # None keeps each search case's own default number of hypothesis examples.
+    examples: int | None = None
+    hypothesis_db: Path | None = None
+    replay: str | None = None
+    protocol_options: Mapping[str, Any] = field(default_factory=dict)
+    # Options whose values differ from their defaults, as command-line words, for replay lines.
+    option_words: tuple[str, ...] = ()
+
+    @property
+    def search_factor(self) -> float:
+        """How much longer searches (and so their cases) may run, when --examples asks for more."""
+        if self.examples is None:
+            return 1.0
+        return max(1.0, self.examples / TYPICAL_EXAMPLES)
+
+
+def describe_target_error(exc: BaseException) -> str | None:
+    """A message for an error that means the target misbehaved (reset, closed, bad TLS), else None."""
+    if isinstance(exc, trio.BrokenResourceError):
+        cause = exc.__cause__
+        return f"the connection broke: {cause!r}" if cause is not None else "the connection broke"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, ConnectionResetError):
+        return "the target reset the connection"
+    if isinstance(exc, ConnectionRefusedError):
+        return "the target refused the connection (nothing is listening, or an ICMP port unreachable came back)"
+    if isinstance(exc, OSError):
+        return f"network error: {exc.strerror or exc}"
+    return None
+
+
+class CaseContext:
+    def __init__(self, case: Case, target: ResolvedTarget, options: RunOptions) -> None:
+        self.case = case
+        self.target = target
+        self.options = options
+        self.notes: list[str] = []
+        self._resources: list[trio.abc.AsyncResource | trio.socket.SocketType] = []
+
+    # -- facts ---------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.target.host, self.target.port)
+
+    def option(self, dest: str) -> Any:
+        return self.options.protocol_options[dest]
+
+    def seconds(self, seconds: float) -> float:
+        """A deadline in seconds, scaled by --timeout-scale."""
+        return seconds * self.options.timeout_scale
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        """Informational text reported with the case whatever its outcome (e.g. measured timings)."""
+        self.notes.append(text)
+
+    def unsupported(self, reason: str) -> NoReturn:
+        raise Unsupported(reason)
+
+    @contextlib.contextmanager
+    def deadline(self, seconds: float, doing: str) -> Iterator[None]:
+        """Fail the case with 'no answer within N s <doing>' when the block overruns."""
+        limit = self.seconds(seconds)
+        try:
+            with trio.fail_after(limit):
+                yield
+        except trio.TooSlowError:
+            raise CaseFailed(f"timed out after {limit:.1f} s {doing}") from None
+
+    def replay_command(self, example: str) -> str:
+        words = ["conformance", "run", self.target.spec.cli_form(), "-k", self.case.id]
+        words.extend(self.options.option_words)
+        words.extend(["--replay", shlex.quote(example)])
+        return " ".join(words)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def connect(self) -> trio.abc.Stream:
+        """A fresh TCP (or TLS, for a TLS protocol) connection to the target, closed after the case."""
+        target = self.target
+        with self.deadline(CONNECT_SECONDS, f"connecting to {target.host}:{target.port}"):
+            try:
+                stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
+            except OSError as exc:
+                raise CaseFailed(
+                    f"cannot connect to {target.host}:{target.port}: {exc.strerror or exc}"
+                ) from None
+            self._resources.append(stream)
+            if target.ssl_context is not None:
+                tls = trio.SSLStream(stream, target.ssl_context, server_hostname=target.server_hostname)
+                self._resources.append(tls)
+                try:
+                    await tls.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    raise CaseFailed(f"TLS handshake failed: {exc.__cause__!r}") from None
+                stream = tls
+        return stream
+
+    async def udp_socket(self, *, receive_buffer: int | None = None) -> trio.socket.SocketType:
+        """A UDP socket on an ephemeral port, closed after the case."""
+        family = socket.AF_INET6 if ":" in self.target.host else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+        self._resources.append(sock)
+        if receive_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        await sock.bind(("", 0))
+        return sock
+
+    async def aclose(self) -> None:
+        for resource in reversed(self._resources):
+            if isinstance(resource, trio.abc.AsyncResource):
+                await trio.aclose_forcefully(resource)
+            else:
+                resource.close()
+        self._resources.clear()

@@ -1,0 +1,182 @@
+"""The case model: protocols, cases, levels, outcomes and the exceptions a case raises.
+
+A :class:`Protocol` names one kind of target (``echo``, ``udp-echo``, ``tftp``...). Its module registers
+cases with :func:`case`, may declare command-line options, and knows how to start its embedded
+reference server and how to check that a target is still alive before each case.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import trio
+
+    from conformance.context import CaseContext
+    from conformance.targets import TargetEnv
+
+CaseFunction = Callable[["CaseContext"], Awaitable[None]]
+# Starts the embedded reference server in the nursery; returns the (host, port) to test.
+EmbeddedStarter = Callable[["trio.Nursery", "TargetEnv"], Awaitable[tuple[str, int]]]
+# Writes whatever a program started with --target-cmd needs; returns extra {placeholder: value}.
+CommandPreparer = Callable[["TargetEnv"], Mapping[str, str]]
+LivenessCheck = Callable[["CaseContext"], Awaitable[None]]
+Preflight = Callable[["CaseContext"], Awaitable[None]]
+
+
+class Level(enum.Enum):
+    """Requirement level, as the RFCs use the words. SHOULD failures are fatal only with --strict."""
+
+    MUST = "MUST"
+    SHOULD = "SHOULD"
+
+
+class Outcome(enum.StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    UNSUPPORTED = "unsupported"
+    ERROR = "error"
+
+
+class CaseFailed(Exception):
+    """The target did something the spec does not allow.
+
+    ``sent``, ``expected`` and ``actual`` are rendered under the summary line, bytes escaped and cut.
+    """
+
+    def __init__(
+        self,
+        summary: str,
+        *,
+        sent: object = None,
+        expected: object = None,
+        actual: object = None,
+        details: str | None = None,
+    ) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.sent = sent
+        self.expected = expected
+        self.actual = actual
+        self.details = details
+        self.example: str | None = None
+        self.replay: str | None = None
+
+    def __str__(self) -> str:
+        from conformance.showbytes import show
+
+        lines = [self.summary]
+        for label, value in (("sent", self.sent), ("expected", self.expected), ("actual", self.actual)):
+            if value is not None:
+                lines.append(f"  {label + ':':<9} {show(value)}")
+        if self.details:
+            lines.extend("  " + line for line in self.details.splitlines())
+        if self.example is not None:
+            lines.append(f"  shrunk input: {self.example}")
+        if self.replay is not None:
+            lines.append(f"  replay: {self.replay}")
+        return "\n".join(lines)
+
+
+class Unsupported(Exception):
+    """The target does not offer an optional feature this case needs (or the transport cannot say it)."""
+
+
+class TargetUnusable(Exception):
+    """The target cannot be tested at all (unreachable, missing fixture files): exit 2 with this line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """A protocol option, offered both as ``conformance run FLAG`` and as a pytest option."""
+
+    flag: str
+    help: str
+    default: Any
+    choices: tuple[str, ...] | None = None
+    type: Callable[[str], Any] = str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    id: str
+    protocol: str
+    description: str
+    spec: str
+    level: Level
+    func: CaseFunction = field(repr=False)
+    # Hard cap on the whole case, liveness check included, before --timeout-scale.
+    budget: float = 30.0
+    slow: bool = False
+
+
+@dataclass(eq=False)
+class Protocol:
+    name: str
+    id_prefix: str
+    transport: str  # "tcp" or "udp"
+    description: str
+    default_port: int
+    embedded: EmbeddedStarter
+    tls: bool = False
+    spec_suffix: str = ""
+    options: tuple[Option, ...] = ()
+    liveness: LivenessCheck | None = None
+    preflight: Preflight | None = None
+    prepare_command: CommandPreparer | None = None
+    # Address the suite uses for a program it starts; a broadcast responder is tested through
+    # the broadcast address rather than its unicast one.
+    command_host: str = "127.0.0.1"
+    cases: list[Case] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("tcp", "udp"):
+            raise ValueError(f"transport must be tcp or udp, not {self.transport!r}")
+
+
+def case(
+    *protocols: Protocol,
+    slug: str,
+    spec: str,
+    level: Level = Level.MUST,
+    budget: float = 30.0,
+    slow: bool = False,
+) -> Callable[[CaseFunction], CaseFunction]:
+    """Register the decorated function as case ``<prefix>.<slug>`` of each protocol given.
+
+    The first line of its docstring is the one-line description shown by ``conformance list``.
+    """
+    if not protocols:
+        raise TypeError("case() needs at least one protocol")
+
+    def register(func: CaseFunction) -> CaseFunction:
+        doc = (func.__doc__ or "").strip()
+        if not doc:
+            raise TypeError(f"case {slug!r} needs a docstring: its first line is the description")
+        description = doc.splitlines()[0]
+        for protocol in protocols:
+            case_id = f"{protocol.id_prefix}.{slug}"
+            if any(existing.id == case_id for existing in protocol.cases):
+                raise ValueError(f"duplicate case id {case_id}")
+            protocol.cases.append(
+                Case(
+                    id=case_id,
+                    protocol=protocol.name,
+                    description=description,
+                    spec=spec + protocol.spec_suffix,
+                    level=level,
+                    func=func,
+                    budget=budget,
+                    slow=slow,
+                )
+            )
+        return func
+
+    return register

@@ -1,0 +1,168 @@
+"""Reports: the verdict table for people, JSON and JUnit XML for CI. Files are written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from conformance.model import Level, Outcome
+from conformance.runner import CaseResult
+
+OUTCOME_ORDER = (Outcome.PASSED, Outcome.FAILED, Outcome.UNSUPPORTED, Outcome.ERROR)
+
+
+def summarize(results: Sequence[CaseResult], *, strict: bool, duration_s: float) -> dict[str, Any]:
+    counts = Counter(result.outcome for result in results)
+    non_fatal = sum(
+        1 for r in results if r.outcome is Outcome.FAILED and not r.is_fatal(strict)
+    )
+    return {
+        "total": len(results),
+        **{outcome.value: counts.get(outcome, 0) for outcome in OUTCOME_ORDER},
+        "should_failures_not_fatal": non_fatal,
+        "strict": strict,
+        "duration_s": round(duration_s, 3),
+        "ok": not any(r.is_fatal(strict) for r in results),
+    }
+
+
+class TableWriter:
+    """Prints one row per case as it finishes, then the details of what failed and a summary."""
+
+    def __init__(self, out: TextIO, id_width: int, *, strict: bool, verbose: bool = False) -> None:
+        self.out = out
+        self.id_width = max(id_width, len("CASE"))
+        self.strict = strict
+        self.verbose = verbose
+        self._header_done = False
+
+    def header(self, lines: Sequence[str] = ()) -> None:
+        for line in lines:
+            print(line, file=self.out)
+        print(f"{'CASE':<{self.id_width}}  {'VERDICT':<19}  {'TIME':>7}  SPEC", file=self.out)
+        self.out.flush()
+
+    def row(self, result: CaseResult) -> None:
+        verdict = result.outcome.value
+        if result.outcome is Outcome.FAILED and result.level is Level.SHOULD:
+            verdict += " (SHOULD)" if not self.strict else " (SHOULD!)"
+        print(
+            f"{result.id:<{self.id_width}}  {verdict:<19}  {result.duration_s:>6.2f}s  {result.spec}",
+            file=self.out,
+        )
+        if self.verbose and result.notes:
+            for note in result.notes:
+                print(f"{'':<{self.id_width}}    note: {note}", file=self.out)
+        self.out.flush()
+
+    def details(self, results: Sequence[CaseResult]) -> None:
+        troubled = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.ERROR)]
+        for result in troubled:
+            print(f"\n--- {result.id} {result.outcome.value}: {result.description}", file=self.out)
+            print(f"    spec: {result.spec}", file=self.out)
+            for line in result.message.splitlines():
+                print(f"    {line}", file=self.out)
+            for note in result.notes:
+                print(f"    note: {note}", file=self.out)
+            if result.output:
+                print("    target output during the case:", file=self.out)
+                for line in result.output:
+                    print(f"    | {line}", file=self.out)
+        self.out.flush()
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        parts = [f"{summary[outcome.value]} {outcome.value}" for outcome in OUTCOME_ORDER]
+        line = f"\n{summary['total']} cases: " + ", ".join(parts) + f" in {summary['duration_s']:.1f} s"
+        if summary["should_failures_not_fatal"]:
+            line += f" ({summary['should_failures_not_fatal']} SHOULD-level failures not fatal; --strict makes them so)"
+        print(line, file=self.out)
+        print("verdict: PASS" if summary["ok"] else "verdict: FAIL", file=self.out)
+        self.out.flush()
+
+
+def result_dict(result: CaseResult, *, strict: bool) -> dict[str, Any]:
+    return {
+        "id": result.id,
+        "protocol": result.protocol,
+        "outcome": result.outcome.value,
+        "duration_s": result.duration_s,
+        "message": result.message,
+        "spec": result.spec,
+        "level": result.level.value,
+        "fatal": result.is_fatal(strict),
+        "description": result.description,
+        "notes": result.notes,
+        "output": result.output,
+    }
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+def write_json(path: Path, results: Sequence[CaseResult], summary: dict[str, Any], targets: dict[str, str]) -> None:
+    document = {
+        "cases": [result_dict(r, strict=summary["strict"]) for r in results],
+        "summary": summary,
+        "targets": targets,
+    }
+    write_atomically(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def write_junit(path: Path, results: Sequence[CaseResult], summary: dict[str, Any]) -> None:
+    suites = ET.Element("testsuites", name="conformance", tests=str(len(results)))
+    by_protocol: dict[str, list[CaseResult]] = {}
+    for result in results:
+        by_protocol.setdefault(result.protocol, []).append(result)
+    for protocol, members in by_protocol.items():
+        counts = Counter(r.outcome for r in members)
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=protocol,
+            tests=str(len(members)),
+            failures=str(sum(1 for r in members if r.outcome is Outcome.FAILED and r.is_fatal(summary["strict"]))),
+            errors=str(counts.get(Outcome.ERROR, 0)),
+            skipped=str(
+                counts.get(Outcome.UNSUPPORTED, 0)
+                + sum(1 for r in members if r.outcome is Outcome.FAILED and not r.is_fatal(summary["strict"]))
+            ),
+            time=f"{sum(r.duration_s for r in members):.3f}",
+        )
+        for result in members:
+            element = ET.SubElement(
+                suite, "testcase", name=result.id, classname=protocol, time=f"{result.duration_s:.3f}"
+            )
+            ET.SubElement(ET.SubElement(element, "properties"), "property", name="spec", value=result.spec)
+            first_line = result.message.splitlines()[0] if result.message else ""
+            if result.outcome is Outcome.FAILED and result.is_fatal(summary["strict"]):
+                ET.SubElement(element, "failure", message=first_line).text = result.message
+            elif result.outcome is Outcome.FAILED:
+                ET.SubElement(element, "skipped", message=f"SHOULD-level failure: {first_line}").text = result.message
+            elif result.outcome is Outcome.ERROR:
+                ET.SubElement(element, "error", message=first_line).text = result.message
+            elif result.outcome is Outcome.UNSUPPORTED:
+                ET.SubElement(element, "skipped", message=f"unsupported: {first_line}")
+            if result.notes:
+                ET.SubElement(element, "system-out").text = "\n".join(result.notes)
+            if result.output:
+                ET.SubElement(element, "system-err").text = "\n".join(result.output)
+    ET.indent(suites)
+    write_atomically(path, ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n")

@@ -1,0 +1,94 @@
+"""Stream and datagram helpers for cases: every wait bounded, every failure saying what was seen."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import trio
+
+from conformance.context import CaseContext
+from conformance.model import CaseFailed, Unsupported
+from conformance.showbytes import describe_mismatch
+
+# Without progress for this long, a peer that should be sending is taken to have stalled.
+IDLE_SECONDS = 3.0
+CHUNK = 65536
+
+
+async def receive_exactly(
+    ctx: CaseContext, stream: trio.abc.ReceiveStream, count: int, *, doing: str, idle: float = IDLE_SECONDS
+) -> bytes:
+    """Read exactly ``count`` bytes; fail on EOF or on ``idle`` seconds without any new byte."""
+    received = bytearray()
+    while len(received) < count:
+        with trio.move_on_after(ctx.seconds(idle)) as scope:
+            chunk = await stream.receive_some(min(CHUNK, count - len(received)))
+        if scope.cancelled_caught:
+            raise CaseFailed(
+                f"no data for {ctx.seconds(idle):.1f} s {doing}: got {len(received)} of {count} bytes",
+                actual=bytes(received) if received else None,
+            )
+        if not chunk:
+            raise CaseFailed(
+                f"the connection was closed {doing}: got {len(received)} of {count} bytes",
+                actual=bytes(received) if received else None,
+            )
+        received += chunk
+    return bytes(received)
+
+
+async def receive_until_eof(
+    ctx: CaseContext, stream: trio.abc.ReceiveStream, *, limit: int, doing: str, idle: float = IDLE_SECONDS
+) -> bytes:
+    """Read until EOF; fail on ``idle`` seconds without news, or when more than ``limit`` bytes come."""
+    received = bytearray()
+    while True:
+        with trio.move_on_after(ctx.seconds(idle)) as scope:
+            chunk = await stream.receive_some(CHUNK)
+        if scope.cancelled_caught:
+            raise CaseFailed(
+                f"no data and no EOF for {ctx.seconds(idle):.1f} s {doing}, after {len(received)} bytes",
+                actual=bytes(received) if received else None,
+            )
+        if not chunk:
+            return bytes(received)
+        received += chunk
+        if len(received) > limit:
+            raise CaseFailed(f"more than the {limit} bytes expected arrived {doing}", actual=bytes(received))
+
+
+def expect_equal(summary: str, *, sent: bytes | None, expected: bytes, actual: bytes) -> None:
+    if actual != expected:
+        raise CaseFailed(
+            summary, sent=sent, expected=expected, actual=actual, details=describe_mismatch(expected, actual)
+        )
+
+
+async def send_eof(stream: trio.abc.Stream) -> None:
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        raise Unsupported("half-close cannot be expressed over TLS: a TLS stream cannot close one direction")
+    await stream.send_eof()
+
+
+def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType:
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        raise TypeError(f"no socket under {stream!r}")
+    return stream.socket
+
+
+def reset(stream: trio.abc.Stream) -> None:
+    """Abort the connection with a TCP RST, as a crashing client would, instead of a FIN."""
+    sock = _socket_of(stream)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def receive_datagram(
+    ctx: CaseContext, sock: trio.socket.SocketType, *, doing: str, seconds: float = 2.0, size: int = 65536
+) -> tuple[bytes, tuple[str, int]]:
+    with ctx.deadline(seconds, doing):
+        data, source = await sock.recvfrom(size)
+    return data, (source[0], source[1])

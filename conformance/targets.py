@@ -1,0 +1,494 @@
+"""Targets: where the cases send their traffic.
+
+A target is the embedded reference server (started in-process on an ephemeral loopback port), an
+outside server given by address, or a program the suite starts itself (``--target-cmd``).
+
+Embedded servers run on their own Trio loop in a background thread. That keeps them alive across the
+separate ``trio.run`` calls pytest makes per item, and keeps a case that hogs its own loop from
+starving the server it is testing, as an outside server would not be starved either.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import trio
+
+from conformance.model import Protocol, TargetUnusable
+from conformance.process import ManagedProcess
+from conformance.tls import TlsFiles, client_context, make_tls_files
+
+# How long a started program gets to start listening, before --timeout-scale.
+STARTUP_SECONDS = 10.0
+# Without /proc we cannot see a UDP bind, so a UDP program gets this long to start.
+UDP_GRACE_SECONDS = 0.5
+POLL_SECONDS = 0.05
+ADDRESS_CHECK_SECONDS = 3.0
+EMBEDDED_LOG_LINES = 2000
+
+TargetKind = Literal["embedded", "address", "command"]
+
+
+class UsageError(Exception):
+    """A mistake in how targets were given: the command prints it and exits 2."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    protocol: str
+    kind: TargetKind
+    host: str | None = None
+    port: int | None = None
+    command: str | None = None
+
+    def cli_form(self) -> str:
+        """How this target is written on the ``conformance run`` command line (for replay lines)."""
+        import shlex
+
+        if self.kind == "address":
+            return f"--target {self.protocol}={self.host}:{self.port}"
+        if self.kind == "command":
+            return f"--target-cmd {shlex.quote(f'{self.protocol}={self.command}')}"
+        return f"--target {self.protocol}=embedded"
+
+
+def _split_assignment(text: str, flag: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise UsageError(f"{flag} {text!r} should look like PROTOCOL=VALUE, e.g. {flag} echo=127.0.0.1:7")
+    return name.strip(), value.strip()
+
+
+def parse_target(text: str) -> TargetSpec:
+    protocol, value = _split_assignment(text, "--target")
+    if value == "embedded":
+        return TargetSpec(protocol, "embedded")
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise UsageError(f"--target {text!r}: expected HOST:PORT after '=', e.g. {protocol}=127.0.0.1:7")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise UsageError(f"--target {text!r}: port {port_text!r} is not a number") from None
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--target {text!r}: port {port} is out of range 1-65535")
+    return TargetSpec(protocol, "address", host=host.strip("[]"), port=port)
+
+
+def parse_target_cmd(text: str) -> TargetSpec:
+    protocol, command = _split_assignment(text, "--target-cmd")
+    if "{port}" not in command:
+        raise UsageError(
+            f"--target-cmd {protocol}=...: the command has no {{port}}; put {{port}} where your "
+            "program takes its port, e.g. 'python server.py {port}'"
+        )
+    return TargetSpec(protocol, "command", command=command)
+
+
+def resolve_specs(
+    targets: list[str], commands: list[str], protocols: Mapping[str, Protocol]
+) -> list[TargetSpec]:
+    """Parse --target/--target-cmd values; with neither, every protocol gets its embedded reference."""
+    specs = [parse_target(t) for t in targets] + [parse_target_cmd(c) for c in commands]
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.protocol not in protocols:
+            known = ", ".join(protocols)
+            raise UsageError(f"unknown protocol {spec.protocol!r}; known protocols: {known}")
+        if spec.protocol in seen:
+            raise UsageError(f"protocol {spec.protocol!r} is given more than one target")
+        seen.add(spec.protocol)
+    if not specs:
+        specs = [TargetSpec(name, "embedded") for name in protocols]
+    return specs
+
+
+class LogTail(logging.Handler):
+    """Keeps recent log lines of the embedded servers, to show with a failed case."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=EMBEDDED_LOG_LINES)
+        self.count = 0
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((self.count, self.format(record)))
+        self.count += 1
+
+
+@dataclass
+class TargetEnv:
+    """What a protocol's hooks get when preparing a target: options, a private directory, TLS files."""
+
+    protocol: Protocol
+    options: Mapping[str, Any]
+    directory: Path
+    timeout_scale: float
+    attributes: dict[str, Any] = field(default_factory=dict)
+    _tls: TlsFiles | None = None
+
+    def tls_files(self) -> TlsFiles:
+        if self._tls is None:
+            self._tls = make_tls_files(self.directory)
+        return self._tls
+
+
+@dataclass(eq=False)
+class ResolvedTarget:
+    protocol: Protocol
+    spec: TargetSpec
+    host: str
+    port: int
+    env: TargetEnv
+    process: ManagedProcess | None = None
+    ssl_context: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+    log: LogTail | None = None
+    _host: TargetHost | None = None
+    _scope: trio.CancelScope | None = None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return self.env.attributes
+
+    @property
+    def kind(self) -> TargetKind:
+        return self.spec.kind
+
+    def describe(self) -> str:
+        where = f"{self.host}:{self.port}"
+        if self.spec.kind == "embedded":
+            return f"{where} (embedded reference)"
+        if self.spec.kind == "command":
+            return f"{where} (program: {self.spec.command})"
+        return where
+
+    def output_mark(self) -> int:
+        if self.process is not None:
+            return self.process.mark
+        if self.log is not None:
+            return self.log.count
+        return 0
+
+    def output_since(self, mark: int, limit: int = 40) -> list[str]:
+        if self.process is not None:
+            return self.process.output_since(mark, limit=limit)
+        if self.log is not None:
+            lines = [line for index, line in self.log.lines if index >= mark]
+            return lines[-limit:]
+        return []
+
+    def death(self) -> str | None:
+        """Why the target can no longer answer, when the suite can tell; None when it may be alive."""
+        if self.process is not None:
+            return self.process.describe_exit()
+        if self._host is not None and self._host.embedded_crash is not None:
+            return f"embedded reference server crashed: {self._host.embedded_crash!r}"
+        return None
+
+    def stop(self) -> None:
+        """Stop the target as an operator would (SIGTERM for a program); used by shutdown cases."""
+        if self.process is not None:
+            self.process.stop()
+        elif self._scope is not None and self._host is not None:
+            self._host.call_soon(self._scope.cancel)
+
+
+def free_port(transport: str, host: str = "127.0.0.1") -> int:
+    kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def fill_placeholders(command: str, values: Mapping[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            known = ", ".join("{" + key + "}" for key in values)
+            raise UsageError(f"--target-cmd: unknown placeholder {{{name}}}; this protocol offers {known}")
+        return values[name]
+
+    return _PLACEHOLDER.sub(replace, command)
+
+
+def _udp_port_bound(port: int) -> bool | None:
+    """Whether some socket is bound to this UDP port, from /proc; None when /proc cannot tell."""
+    found_any_table = False
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        found_any_table = True
+        for row in rows:
+            local = row.split()[1]
+            if int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False if found_any_table else None
+
+
+def _resolve_host(host: str, transport: str) -> str:
+    kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+    try:
+        info = socket.getaddrinfo(host, None, type=kind)
+    except socket.gaierror as exc:
+        raise TargetUnusable(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    return str(info[0][4][0])
+
+
+class TargetHost:
+    """Starts every target of a run and stops them all afterwards. Use as a context manager."""
+
+    def __init__(
+        self,
+        specs: list[TargetSpec],
+        protocols: Mapping[str, Protocol],
+        *,
+        options: Mapping[str, Any],
+        timeout_scale: float = 1.0,
+        tls_ca: Path | None = None,
+        tls_servername: str | None = None,
+    ) -> None:
+        self.specs = specs
+        self.protocols = protocols
+        self.options = options
+        self.timeout_scale = timeout_scale
+        self.tls_ca = tls_ca
+        self.tls_servername = tls_servername
+        self.targets: dict[str, ResolvedTarget] = {}
+        self.embedded_crash: BaseException | None = None
+        self._tempdir = tempfile.TemporaryDirectory(prefix="conformance-")
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._ready = threading.Event()
+        self._stop: trio.Event | None = None
+        self._startup_error: BaseException | None = None
+        self._log = LogTail()
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def __enter__(self) -> dict[str, ResolvedTarget]:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self.targets
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        envs = {spec.protocol: self._env(spec) for spec in self.specs}
+        embedded = [spec for spec in self.specs if spec.kind == "embedded"]
+        if embedded:
+            self._start_embedded(embedded, envs)
+        for spec in self.specs:
+            if spec.kind == "address":
+                self.targets[spec.protocol] = self._resolve_address(spec, envs[spec.protocol])
+            elif spec.kind == "command":
+                self.targets[spec.protocol] = self._start_command(spec, envs[spec.protocol])
+        # Keep the order the protocols were registered in, whatever order targets were given.
+        self.targets = {name: self.targets[name] for name in self.protocols if name in self.targets}
+
+    def close(self) -> None:
+        for target in self.targets.values():
+            if target.process is not None:
+                target.process.stop()
+        if self._thread is not None:
+            if self._token is not None and self._stop is not None:
+                try:
+                    trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+                except trio.RunFinishedError:
+                    pass
+            self._thread.join(10)
+            self._thread = None
+            logging.getLogger("harness").removeHandler(self._log)
+        self._tempdir.cleanup()
+
+    def call_soon(self, fn: Any) -> None:
+        if self._token is not None:
+            try:
+                trio.from_thread.run_sync(fn, trio_token=self._token)
+            except trio.RunFinishedError:
+                pass
+
+    # -- the three kinds of target -----------------------------------------------------------------
+
+    def _env(self, spec: TargetSpec) -> TargetEnv:
+        directory = Path(self._tempdir.name) / spec.protocol
+        directory.mkdir()
+        return TargetEnv(
+            protocol=self.protocols[spec.protocol],
+            options=self.options,
+            directory=directory,
+            timeout_scale=self.timeout_scale,
+        )
+
+    def _start_embedded(self, specs: list[TargetSpec], envs: Mapping[str, TargetEnv]) -> None:
+        harness_logger = logging.getLogger("harness")
+        harness_logger.addHandler(self._log)
+        harness_logger.setLevel(logging.INFO)
+        # The reference servers' warnings belong with the case that caused them, not on the terminal.
+        harness_logger.propagate = False
+        self._thread = threading.Thread(
+            target=self._run_embedded, args=(specs, envs), name="embedded targets", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise TargetUnusable(f"embedded reference server failed to start: {self._startup_error!r}")
+
+    def _run_embedded(self, specs: list[TargetSpec], envs: Mapping[str, TargetEnv]) -> None:
+        try:
+            trio.run(self._serve_embedded, specs, envs)
+        except BaseException as exc:  # reported through embedded_crash / _startup_error
+            if not self._ready.is_set():
+                self._startup_error = exc
+            else:
+                self.embedded_crash = exc
+        finally:
+            self._ready.set()
+
+    async def _serve_embedded(self, specs: list[TargetSpec], envs: Mapping[str, TargetEnv]) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for spec in specs:
+                env = envs[spec.protocol]
+                protocol = self.protocols[spec.protocol]
+                (host, port), scope = await nursery.start(self._host_one, protocol, env)
+                target = ResolvedTarget(
+                    protocol=protocol,
+                    spec=spec,
+                    host=host,
+                    port=port,
+                    env=env,
+                    log=self._log,
+                    _host=self,
+                    _scope=scope,
+                )
+                if protocol.tls:
+                    target.ssl_context = client_context(env.tls_files().ca)
+                    target.server_hostname = host
+                self.targets[spec.protocol] = target
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    @staticmethod
+    async def _host_one(
+        protocol: Protocol,
+        env: TargetEnv,
+        *,
+        task_status: trio.TaskStatus[tuple[tuple[str, int], trio.CancelScope]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                address = await protocol.embedded(nursery, env)
+                task_status.started((address, scope))
+
+    def _resolve_address(self, spec: TargetSpec, env: TargetEnv) -> ResolvedTarget:
+        protocol = self.protocols[spec.protocol]
+        assert spec.host is not None and spec.port is not None
+        host = _resolve_host(spec.host, protocol.transport)
+        target = ResolvedTarget(protocol=protocol, spec=spec, host=host, port=spec.port, env=env)
+        if protocol.tls:
+            if self.tls_ca is None:
+                raise UsageError(
+                    f"{spec.protocol} needs the CA that signed the server's certificate: add --tls-ca PATH"
+                )
+            target.ssl_context = client_context(self.tls_ca)
+            target.server_hostname = self.tls_servername or spec.host
+        if protocol.transport == "tcp":
+            try:
+                socket.create_connection((host, spec.port), timeout=ADDRESS_CHECK_SECONDS).close()
+            except OSError as exc:
+                reason = exc.strerror or str(exc) or type(exc).__name__
+                raise TargetUnusable(
+                    f"{spec.protocol} target {spec.host}:{spec.port} is not reachable ({reason}); "
+                    "is the server running and listening on that port?"
+                ) from None
+        return target
+
+    def _start_command(self, spec: TargetSpec, env: TargetEnv) -> ResolvedTarget:
+        protocol = self.protocols[spec.protocol]
+        assert spec.command is not None
+        port = free_port(protocol.transport)
+        values = {"port": str(port), "host": "127.0.0.1"}
+        if protocol.tls:
+            files = env.tls_files()
+            values.update(cert=str(files.cert), key=str(files.key), ca=str(files.ca))
+        if protocol.prepare_command is not None:
+            values.update(protocol.prepare_command(env))
+        command = fill_placeholders(spec.command, values)
+        try:
+            process = ManagedProcess(command)
+        except (OSError, ValueError) as exc:
+            raise TargetUnusable(f"cannot start {command!r}: {exc}") from None
+        target = ResolvedTarget(
+            protocol=protocol,
+            spec=spec,
+            host=protocol.command_host,
+            port=port,
+            env=env,
+            process=process,
+        )
+        # Registered before waiting, so that close() stops it even when it never comes up.
+        self.targets[spec.protocol] = target
+        if protocol.tls:
+            target.ssl_context = client_context(env.tls_files().ca)
+            target.server_hostname = "127.0.0.1"
+        self._wait_until_up(target, process, port, protocol.transport)
+        return target
+
+    def _wait_until_up(self, target: ResolvedTarget, process: ManagedProcess, port: int, transport: str) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS * self.timeout_scale
+        while True:
+            death = process.describe_exit()
+            if death is not None:
+                output = "\n".join("  | " + line for line in process.output_since(0, limit=20))
+                raise TargetUnusable(
+                    f"{death} before it was reachable on port {port}"
+                    + (f"; its output:\n{output}" if output else " (it printed nothing)")
+                )
+            if transport == "tcp":
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=POLL_SECONDS * 4).close()
+                    return
+                except OSError:
+                    pass
+            else:
+                bound = _udp_port_bound(port)
+                if bound is None:
+                    time.sleep(UDP_GRACE_SECONDS * self.timeout_scale)
+                    return
+                if bound:
+                    return
+            if time.monotonic() > deadline:
+                what = "accept connections" if transport == "tcp" else "bind its UDP port"
+                raise TargetUnusable(
+                    f"program {target.spec.command!r} did not {what} on port {port} within "
+                    f"{STARTUP_SECONDS * self.timeout_scale:.0f} s; does it use the port it is given?"
+                )
+            # Polling the port is the only signal an arbitrary program gives that it is ready.
+            time.sleep(POLL_SECONDS)
+

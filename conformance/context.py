@@ -45,7 +45,9 @@ def describe_target_error(exc: BaseException) -> str | None:
     """A message for an error that means the target misbehaved (reset, closed, bad TLS), else None."""
     if isinstance(exc, trio.BrokenResourceError):
         cause = exc.__cause__
-        return f"the connection broke: {cause!r}" if cause is not None else "the connection broke"
+        if cause is None:
+            return "the connection broke"
+        return describe_target_error(cause) or f"the connection broke: {cause!r}"
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, ConnectionResetError):

@@ -26,6 +26,7 @@ from conformance.targets import ResolvedTarget
 LIVENESS_SECONDS = 2.0
 OUTPUT_LINES_SHOWN = 20
 PREFLIGHT_SECONDS = 10.0
+OUTPUT_SETTLE_SECONDS = 0.1
 
 
 @dataclass
@@ -132,6 +133,9 @@ async def run_case(case: Case, target: ResolvedTarget, options: RunOptions) -> C
     duration = trio.current_time() - start
     output: list[str] = []
     if outcome in (Outcome.FAILED, Outcome.ERROR):
+        if target.process is not None:
+            # The program's last words are still in the pipe when a failure shows up on the socket.
+            await trio.sleep(OUTPUT_SETTLE_SECONDS)
         death = target.death()
         if death is not None and death not in message:
             message = f"{message}\n  ({death})"

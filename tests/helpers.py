@@ -1,0 +1,50 @@
+"""Running the ``conformance`` command as a user would, and reading its reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "fixtures"
+# Generous: a run's own deadlines bound it far below this; this only stops a broken test.
+COMMAND_SECONDS = 240
+
+
+@dataclass
+class Run:
+    status: int
+    stdout: str
+    stderr: str
+    report: dict[str, Any] | None
+
+    def outcomes(self) -> dict[str, str]:
+        assert self.report is not None, self.stderr
+        return {case["id"]: case["outcome"] for case in self.report["cases"]}
+
+    def failed(self) -> set[str]:
+        return {case_id for case_id, outcome in self.outcomes().items() if outcome == "failed"}
+
+    def case(self, case_id: str) -> dict[str, Any]:
+        assert self.report is not None
+        return next(case for case in self.report["cases"] if case["id"] == case_id)
+
+
+def conformance(tmp_path: Path, *args: str) -> Run:
+    report = tmp_path / "report.json"
+    report.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "conformance", *args]
+    if args and args[0] == "run":
+        argv += ["--json", str(report), "--hypothesis-db", "none"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_SECONDS, cwd=tmp_path)
+    loaded = json.loads(report.read_text()) if report.exists() else None
+    return Run(done.returncode, done.stdout, done.stderr, loaded)
+
+
+def fixture_command(protocol: str, script: str, *extra: str) -> str:
+    words = [sys.executable, str(FIXTURES / script), "{port}", *extra]
+    return f"{protocol}=" + " ".join(words)

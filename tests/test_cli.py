@@ -1,0 +1,118 @@
+"""The ``conformance`` command's contract: exit codes, one-line errors, reports."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import conformance
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def assert_one_line_usage_error(run: object, fragment: str) -> None:
+    status, stderr = run.status, run.stderr  # type: ignore[attr-defined]
+    assert status == 2, stderr
+    assert "Traceback" not in stderr
+    assert fragment in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_list_shows_ids_descriptions_and_specs(tmp_path: Path) -> None:
+    run = conformance(tmp_path, "list")
+    assert run.status == 0
+    line = next(line for line in run.stdout.splitlines() if line.startswith("echo.tcp.half-close "))
+    assert "EOF" in line and "RFC 862" in line and "RFC 9293" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "--target", "nosuch=127.0.0.1:7"], "unknown protocol 'nosuch'"),
+        (["run", "--target", "echo=127.0.0.1"], "HOST:PORT"),
+        (["run", "--target", "echo=127.0.0.1:http"], "not a number"),
+        (["run", "--target-cmd", "echo=python server.py"], "has no {port}"),
+        (["run", "--target-cmd", "echo=python server.py {port} {root}"], "unknown placeholder {root}"),
+        (["run", "-k", "no-such-case"], "no case"),
+        (["run", "--target", "echo-tls=127.0.0.1:1"], "--tls-ca"),
+        (["run", "--replay", "[1, 2"], "not a Python literal"),
+        (["run", "--timeout-scale", "0"], "positive"),
+        (["run", "--echo-transform", "lower"], "invalid choice"),
+        (["list", "-k", "zzz"], "no case matches"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:
+    assert_one_line_usage_error(conformance(tmp_path, *args), fragment)
+
+
+def test_unreachable_target_exits_2(tmp_path: Path) -> None:
+    port = closed_port()
+    run = conformance(tmp_path, "run", "--target", f"echo=127.0.0.1:{port}")
+    assert_one_line_usage_error(run, "not reachable")
+
+
+def test_program_that_dies_at_start_is_reported_with_its_output(tmp_path: Path) -> None:
+    script = tmp_path / "dies.py"
+    script.write_text("import sys\nprint('cannot bind: no such thing', flush=True)\nsys.exit(3)\n")
+    run = conformance(tmp_path, "run", "--target-cmd", f"echo={sys.executable} {script} {{port}}")
+    assert run.status == 2
+    assert "Traceback" not in run.stderr
+    assert "exited with status 3" in run.stderr
+    assert "cannot bind: no such thing" in run.stderr
+
+
+def test_program_that_never_listens_times_out(tmp_path: Path) -> None:
+    script = tmp_path / "idle.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    run = conformance(
+        tmp_path, "run", "--timeout-scale", "0.1", "--target-cmd", f"echo={sys.executable} {script} {{port}}"
+    )
+    assert_one_line_usage_error(run, "did not accept connections")
+
+
+def test_embedded_run_writes_json_and_junit(tmp_path: Path) -> None:
+    junit = tmp_path / "out" / "junit.xml"
+    run = conformance(tmp_path, "run", "-k", "echo.*.round-trip", "-k", "*half-close", "--junit", str(junit))
+    assert run.status == 0, run.stdout + run.stderr
+    assert run.report is not None
+    assert run.outcomes() == {
+        "echo.tcp.round-trip": "passed",
+        "echo.tcp.half-close": "passed",
+        "echo.tls.round-trip": "passed",
+        "echo.tls.half-close": "unsupported",
+        "echo.udp.round-trip": "passed",
+    }
+    for entry in run.report["cases"]:
+        assert {"id", "protocol", "outcome", "duration_s", "message", "spec"} <= entry.keys()
+    assert run.case("echo.tls.half-close")["message"].startswith("half-close cannot be expressed over TLS")
+    assert run.report["summary"]["passed"] == 4
+    assert run.report["summary"]["unsupported"] == 1
+    assert run.report["summary"]["ok"] is True
+    assert "verdict: PASS" in run.stdout
+    tree = ET.parse(junit)
+    cases = tree.getroot().findall(".//testcase")
+    assert {c.get("name") for c in cases} == set(run.outcomes())
+    skipped = [c.get("name") for c in cases if c.find("skipped") is not None]
+    assert skipped == ["echo.tls.half-close"]
+
+
+def test_protocols_not_named_are_not_run(tmp_path: Path) -> None:
+    # An embedded target named explicitly: only its protocol runs.
+    run = conformance(tmp_path, "run", "--target", "udp-echo=embedded")
+    assert run.status == 0, run.stdout
+    assert set(run.outcomes()) == {
+        "echo.udp.round-trip",
+        "echo.udp.reply-address",
+        "echo.udp.sizes",
+        "echo.udp.interleaved",
+        "echo.udp.burst",
+    }

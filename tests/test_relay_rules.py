@@ -371,15 +371,21 @@ def test_precedence_drop_over_reorder_over_dup() -> None:
     assert [impairer.process("up", b"x").action for _ in range(4)] == ["drop", "hold", "duplicate", "forward"]
 
 
-def test_loss_is_seeded_and_per_session() -> None:
+def test_loss_is_seeded_per_session_and_direction() -> None:
     rules = parse_impairments(loss=0.5, seed=7)
-    a, b = SessionImpairer(rules), SessionImpairer(rules)
-    pattern_a = [a.process("up", b"x").action for _ in range(200)]
-    pattern_b = [b.process("down", b"y").action for _ in range(200)]
-    assert pattern_a == pattern_b
-    assert 60 < pattern_a.count("loss") < 140
+    alone = SessionImpairer(rules)
+    pattern = [alone.process("up", b"x").action for _ in range(200)]
+    assert 60 < pattern.count("loss") < 140
+    # Another session with the same seed, with down datagrams interleaved: same up pattern.
+    mixed = SessionImpairer(rules)
+    interleaved = []
+    for number in range(200):
+        interleaved.append(mixed.process("up", b"x").action)
+        for _ in range(number % 3):
+            mixed.process("down", b"y")
+    assert interleaved == pattern
     other = SessionImpairer(parse_impairments(loss=0.5, seed=8))
-    assert [other.process("up", b"x").action for _ in range(200)] != pattern_a
+    assert [other.process("up", b"x").action for _ in range(200)] != pattern
 
 
 def test_loss_extremes() -> None:

@@ -35,6 +35,7 @@ Direction = Literal["up", "down"]
 SplitDirection = Literal["up", "down", "both"]
 SplitMode = Literal["sizes", "random", "at"]
 ClassifierName = Literal["auto", "tftp", "messenger", "raw"]
+SessionEventKind = Literal["open", "expire", "close"]
 Action = Literal["forward", "drop", "loss", "duplicate", "hold"]
 """What happened to a datagram: ``drop`` by a rule, ``loss`` by the random loss, ``hold`` for reorder."""
 
@@ -447,7 +448,9 @@ class SessionImpairer:
         self._counts: dict[tuple[Direction, str], int] = {}
         self._seq: dict[Direction, int] = {"up": 0, "down": 0}
         self._held: dict[Direction, list[_Held]] = {"up": [], "down": []}
-        self._rng = random.Random(self.impairments.seed)
+        # One generator per direction, so that each direction's loss pattern depends only on its own
+        # datagrams, not on how the two directions interleave.
+        self._rng = {d: random.Random(f"{self.impairments.seed}:{d}") for d in DIRECTIONS}
 
     def process(self, direction: Direction, payload: bytes) -> Verdict:
         rules = self.impairments
@@ -460,7 +463,7 @@ class SessionImpairer:
             return any(s.matches(direction, kind, index, seq) for s in selectors)
 
         # Draw for every datagram, so that the loss pattern does not depend on the other rules.
-        lost = rules.loss > 0 and self._rng.random() < rules.loss
+        lost = rules.loss > 0 and self._rng[direction].random() < rules.loss
         delay = rules.delay + next((rule.delay for rule in rules.delay_rules if matched(rule.selectors)), 0.0)
         action: Action
         if matched(rules.drop):
@@ -501,8 +504,9 @@ Address = tuple[str, int]
 class LogEntry:
     """One datagram handled by the UDP relay, or a released/discarded held one.
 
-    ``action`` is a :data:`Action`, or ``release`` (a held datagram went out) or ``discard`` (a held
-    datagram was never released because its session expired).  ``time`` is the relay's clock.
+    ``action`` is a :data:`Action`, or ``release`` (a held datagram went out), ``discard`` (a held
+    datagram was never released because its session expired) or ``overflow`` (too many delayed
+    datagrams were waiting, so this one was dropped).  ``time`` is the relay's clock.
     """
 
     client: Address
@@ -526,10 +530,11 @@ class LogEntry:
 
 @dataclass(frozen=True, slots=True)
 class SessionEvent:
-    """A client session opened (with the relay's upstream port for it) or expired."""
+    """A client session opened (with the relay's upstream port for it), expired when idle, or was
+    closed because the relay stopped."""
 
     client: Address
-    event: Literal["open", "expire"]
+    event: SessionEventKind
     upstream_port: int
     time: float = 0.0
 
@@ -542,16 +547,22 @@ class RelayLog:
     """An inspectable record of what a UDP relay did; pass one in, then look at it.
 
     ``on_record`` is called synchronously with every new entry or session event, from the relay's
-    task, so it must not block (printing a line or setting a ``trio.Event`` is fine).
+    task, so it must not block (printing a line or setting a ``trio.Event`` is fine).  With
+    ``keep=False`` records are only passed to ``on_record``, so a long-running relay does not grow.
     """
 
-    def __init__(self, on_record: Callable[[LogEntry | SessionEvent], None] | None = None) -> None:
+    def __init__(
+        self, on_record: Callable[[LogEntry | SessionEvent], None] | None = None, *, keep: bool = True
+    ) -> None:
         self.entries: list[LogEntry] = []
         self.sessions: list[SessionEvent] = []
         self.on_record = on_record
+        self.keep = keep
 
     def add(self, record: LogEntry | SessionEvent) -> None:
-        if isinstance(record, LogEntry):
+        if not self.keep:
+            pass
+        elif isinstance(record, LogEntry):
             self.entries.append(record)
         else:
             self.sessions.append(record)

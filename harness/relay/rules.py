@@ -62,6 +62,8 @@ the N-th (1-based) datagram of KIND in that direction of a client's session
 retransmissions counting as new datagrams.
 KIND is any, other (not recognised), or for TFTP rrq, wrq, data, ack, error, oack,
 or for the messenger protocol entry, exit, ansentry, sendmsg, recvmsg.
+One action per datagram: drop, then --loss, then reorder, then dup; delays add up
+(--delay for all, plus the first matching --delay-rule).
 Example: --drop ack#3 --dup down:data#7 --reorder data#4 --delay-rule 'data#2-3:200'."""
 
 # Digits only: int() alone would also take "+3", " 3" and "3_000".
@@ -123,7 +125,7 @@ class SplitSpec:
         if sep and head == "random":
             parts = rest.split(":")
             if len(parts) != 2:
-                raise RuleError(f"{spec!r}: use random:SEED:MAX, for example random:1:100")
+                raise RuleError("use random:SEED:MAX, for example random:1:100")
             seed = _parse_int(parts[0], "random SEED", signed=True)
             max_size = _parse_int(parts[1], "random MAX", minimum=1)
             return cls("random", seed=seed, max_size=max_size)
@@ -131,7 +133,7 @@ class SplitSpec:
             offsets = tuple(_parse_int(token, "offset", minimum=1) for token in rest.split(","))
             return cls("at", offsets=offsets)
         if sep:
-            raise RuleError(f"{spec!r}: unknown SPEC form {head!r}; use random:SEED:MAX or at:OFFSET,...")
+            raise RuleError(f"unknown SPEC form {head!r}; use random:SEED:MAX or at:OFFSET,...")
         sizes = tuple(_parse_int(token, "piece size", minimum=1) for token in spec.split(","))
         return cls("sizes", sizes=sizes)
 

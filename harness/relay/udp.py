@@ -147,11 +147,15 @@ class _UdpRelay:
             await self._handle(session, "up", payload)
 
     async def _open_session(self, client: SockAddr) -> _Session | None:
-        sock = trio.socket.socket(self.upstream_family, socket.SOCK_DGRAM)
+        try:
+            sock = trio.socket.socket(self.upstream_family, socket.SOCK_DGRAM)
+        except OSError as exc:  # out of file descriptors, typically
+            logger.warning("%s: cannot open an upstream socket: %s", _address(client), exc)
+            return None
         try:
             await sock.bind(("", 0))
         except OSError as exc:
-            logger.warning("%s: cannot open an upstream socket: %s", _address(client), exc)
+            logger.warning("%s: cannot bind an upstream socket: %s", _address(client), exc)
             sock.close()
             return None
         session = _Session(client, sock, self.upstream, self.rules)

@@ -1,0 +1,1 @@
+"""Fault-injection relays: a re-segmenting TCP relay and an impairing UDP relay."""

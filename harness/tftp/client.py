@@ -37,7 +37,7 @@ from harness.tftp.codec import (
     decode_packet,
     encode_error,
 )
-from harness.tftp.endpoint import Address, open_udp_socket, run_machine, send_quietly
+from harness.tftp.endpoint import Address, UdpSocket, open_udp_socket, run_machine, send_quietly
 from harness.tftp.errors import (
     ErrorCode,
     TftpDecodeError,
@@ -97,7 +97,7 @@ def _check_common(mode: str, rollover: int, timeout: float, retries: int) -> boo
     return mode.lower() == "netascii"
 
 
-async def _open_client_socket(host: str, port: int) -> tuple[trio.socket.SocketType, Address]:
+async def _open_client_socket(host: str, port: int) -> tuple[UdpSocket, Address]:
     infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
     family, _, _, _, server = infos[0]
     wildcard = "::" if family == stdlib_socket.AF_INET6 else "0.0.0.0"
@@ -105,7 +105,7 @@ async def _open_client_socket(host: str, port: int) -> tuple[trio.socket.SocketT
 
 
 async def _request(
-    sock: trio.socket.SocketType, server: Address, request: bytes, *, timeout: float, retries: int
+    sock: UdpSocket, server: Address, request: bytes, *, timeout: float, retries: int
 ) -> _Reply:
     """Send the request until the server's host answers; its source port is the TID."""
     tries = 0
@@ -133,7 +133,7 @@ async def _request(
         tries += 1
 
 
-async def _fail(sock: trio.socket.SocketType, peer: Address, error: TftpProtocolError) -> TftpProtocolError:
+async def _fail(sock: UdpSocket, peer: Address, error: TftpProtocolError) -> TftpProtocolError:
     await send_quietly(sock, encode_error(error.error_code, str(error)), peer)
     return error
 
@@ -145,7 +145,7 @@ def _raise_failure(machine: Sender | Receiver) -> None:
 
 
 async def _run(
-    sock: trio.socket.SocketType,
+    sock: UdpSocket,
     peer: Address,
     machine: Sender | Receiver,
     io_needed: Callable[[], bool],

@@ -11,7 +11,7 @@ import logging
 import math
 import socket as stdlib_socket
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
 
 import trio
 
@@ -30,22 +30,60 @@ Machine: TypeAlias = Sender | Receiver
 _SOCKET_BUFFER = 4 * 1024 * 1024
 
 
-async def open_udp_socket(host: str, port: int = 0) -> trio.socket.SocketType:
+class UdpSocket:
+    """A bound UDP socket: Trio waits for datagrams; sends go straight to the kernel.
+
+    :meth:`sendto` skips Trio's scheduler round trip when the kernel takes the datagram at
+    once (nearly always for UDP). That halves the per-block cost of a lock-step transfer. It
+    means :meth:`sendto` is not a checkpoint; every loop here also awaits :meth:`recvfrom`.
+    """
+
+    __slots__ = ("_raw", "trio_socket")
+
+    def __init__(self, raw: stdlib_socket.socket) -> None:
+        self._raw = raw
+        self.trio_socket = trio.socket.from_stdlib_socket(raw)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.trio_socket.close()
+
+    def getsockname(self) -> Address:
+        name: Address = self._raw.getsockname()
+        return name
+
+    async def recvfrom(self, bufsize: int) -> tuple[bytes, Address]:
+        return await self.trio_socket.recvfrom(bufsize)
+
+    async def sendto(self, datagram: bytes, address: Address) -> None:
+        try:
+            self._raw.sendto(datagram, address)
+        except BlockingIOError:
+            await self.trio_socket.sendto(datagram, address)
+
+
+async def open_udp_socket(host: str, port: int = 0) -> UdpSocket:
     """A UDP socket bound to ``host``:``port`` (IPv4 or IPv6 by what ``host`` resolves to)."""
     infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
     family, type_, proto, _, sockaddr = infos[0]
-    sock = trio.socket.socket(family, type_, proto)
+    raw = stdlib_socket.socket(family, type_, proto)
     try:
+        raw.setblocking(False)
         for option in (stdlib_socket.SO_RCVBUF, stdlib_socket.SO_SNDBUF):
             try:
-                sock.setsockopt(stdlib_socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+                raw.setsockopt(stdlib_socket.SOL_SOCKET, option, _SOCKET_BUFFER)
             except OSError:  # pragma: no cover - a platform refusing is harmless
                 pass
-        await sock.bind(sockaddr)
+        raw.bind(sockaddr)
     except BaseException:
-        sock.close()
+        raw.close()
         raise
-    return sock
+    return UdpSocket(raw)
 
 
 def same_address(a: Address, b: Address) -> bool:
@@ -53,7 +91,7 @@ def same_address(a: Address, b: Address) -> bool:
     return bool(a[0] == b[0] and a[1] == b[1])
 
 
-async def send_quietly(sock: trio.socket.SocketType, datagram: bytes, address: Address) -> None:
+async def send_quietly(sock: UdpSocket, datagram: bytes, address: Address) -> None:
     """Send, ignoring network errors: the peer may be gone, and retries cover losses."""
     try:
         await sock.sendto(datagram, address)
@@ -66,7 +104,7 @@ async def _no_io() -> None:
 
 
 async def run_machine(
-    sock: trio.socket.SocketType,
+    sock: UdpSocket,
     peer: Address,
     machine: Machine,
     *,
@@ -88,31 +126,37 @@ async def run_machine(
     while machine.state is State.ACTIVE or machine.state is State.DALLYING:
         if io_needed():
             await do_io()
+        # One cancel scope serves many datagrams: its deadline follows the machine's.
         deadline = machine.deadline
-        with trio.move_on_at(math.inf if deadline is None else deadline) as scope:
-            try:
-                datagram, address = await recv(bufsize)
-            except OSError as exc:
-                # E.g. ECONNREFUSED surfaced from an ICMP error: the timer decides.
-                logger.debug("receive on transfer socket failed: %s", exc)
-                await trio.lowlevel.checkpoint()
-                continue
-        now = trio.current_time()
+        with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+            while True:
+                try:
+                    datagram, address = await recv(bufsize)
+                except OSError as exc:
+                    # E.g. ECONNREFUSED surfaced from an ICMP error: the timer decides.
+                    logger.debug("receive on transfer socket failed: %s", exc)
+                    await trio.lowlevel.checkpoint()
+                    continue
+                if address[1] != peer_port or address[0] != peer_host:
+                    logger.debug("datagram from stranger %s (transfer with %s)", address[:2], peer[:2])
+                    await send_quietly(sock, stranger_error, address)
+                    continue
+                now = trio.current_time()
+                try:
+                    packet = decode_packet(datagram)
+                except TftpDecodeError as exc:
+                    out = machine.receive_malformed(exc, now)
+                else:
+                    out = machine.receive(packet, now)
+                for item in out:
+                    try:
+                        await send(item, peer)
+                    except OSError as exc:
+                        logger.debug("send to %s failed: %s", peer[:2], exc)
+                if machine.state is not State.ACTIVE or io_needed():
+                    break
+                deadline = machine.deadline
+                scope.deadline = math.inf if deadline is None else deadline
         if scope.cancelled_caught:
-            out = machine.timer_fired(now)
-        elif address[1] != peer_port or address[0] != peer_host:
-            logger.debug("datagram from stranger %s (transfer with %s)", address[:2], peer[:2])
-            await send_quietly(sock, stranger_error, address)
-            continue
-        else:
-            try:
-                packet = decode_packet(datagram)
-            except TftpDecodeError as exc:
-                out = machine.receive_malformed(exc, now)
-            else:
-                out = machine.receive(packet, now)
-        for item in out:
-            try:
-                await send(item, peer)
-            except OSError as exc:
-                logger.debug("send to %s failed: %s", peer[:2], exc)
+            for item in machine.timer_fired(trio.current_time()):
+                await send_quietly(sock, item, peer)

@@ -37,7 +37,7 @@ from harness.tftp.codec import (
     encode_ack,
     encode_error,
 )
-from harness.tftp.endpoint import Address, open_udp_socket, run_machine, send_quietly
+from harness.tftp.endpoint import Address, UdpSocket, open_udp_socket, run_machine, send_quietly
 from harness.tftp.errors import ErrorCode, TftpDecodeError, TftpRemoteError
 from harness.tftp.files import PartialFile
 from harness.tftp.netascii import NetasciiDecoder, encode_netascii
@@ -127,7 +127,7 @@ async def serve_tftp(
 
 
 async def _dispatch(
-    listener: trio.socket.SocketType,
+    listener: UdpSocket,
     datagram: bytes,
     client: Address,
     local_host: str,
@@ -243,7 +243,7 @@ def _negotiate(request: Request, config: _Config, *, file_size: int | None) -> t
 # --- RRQ ------------------------------------------------------------------------------------
 
 
-async def _serve_read(sock: trio.socket.SocketType, request: Request, client: Address, config: _Config) -> None:
+async def _serve_read(sock: UdpSocket, request: Request, client: Address, config: _Config) -> None:
     netascii = _check_mode(request)
     file, size = await trio.to_thread.run_sync(_open_for_read, config.root, request.filename)
     started = trio.current_time()
@@ -327,7 +327,7 @@ def _open_for_write(root: Path, filename: str, tsize: int | None) -> PartialFile
         raise _os_refusal(exc) from None
 
 
-async def _serve_write(sock: trio.socket.SocketType, request: Request, client: Address, config: _Config) -> None:
+async def _serve_write(sock: UdpSocket, request: Request, client: Address, config: _Config) -> None:
     if not config.allow_write:
         raise _Refusal(ErrorCode.ACCESS_VIOLATION, "this server does not accept uploads")
     netascii = _check_mode(request)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import socket as stdlib_socket
-import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,10 +273,13 @@ def _open_source(source: BinaryIO | str | os.PathLike[str]) -> tuple[BinaryIO, b
         opened = True
     else:
         file, opened = source, False
+    size: int | None = None
     try:
-        info = os.fstat(file.fileno())
-        size = info.st_size - file.tell() if stat.S_ISREG(info.st_mode) else None
-    except (OSError, AttributeError, ValueError):
+        if file.seekable():
+            position = file.tell()
+            size = file.seek(0, os.SEEK_END) - position
+            file.seek(position)
+    except (OSError, ValueError):
         size = None
     return file, opened, size
 

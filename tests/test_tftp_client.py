@@ -24,7 +24,13 @@ from harness.tftp.codec import (
     WriteRequest,
     decode_packet,
 )
-from harness.tftp.errors import TftpOptionError, TftpProtocolError, TftpRemoteError, TftpTimeoutError
+from harness.tftp.errors import (
+    TftpError,
+    TftpOptionError,
+    TftpProtocolError,
+    TftpRemoteError,
+    TftpTimeoutError,
+)
 from harness.tftp.options import TransferOptions
 from harness.tftp.server import serve_tftp
 
@@ -179,26 +185,37 @@ async def test_block_numbers_wrap_with_blksize_8(
 # --- against scripted peers -----------------------------------------------------------------
 
 
-async def _start_get(nursery: trio.Nursery, port: int, **kwargs: Any) -> tuple[io.BytesIO, list[Any]]:
-    """Run tftp_get in the background; the list gets its TransferInfo or exception."""
-    sink = io.BytesIO()
-    outcome: list[Any] = []
+class Outcome:
+    """The result of a client call running in the background: a TransferInfo or a TftpError."""
 
-    async def run() -> None:
+    def __init__(self) -> None:
+        self.value: TransferInfo | TftpError | ValueError | None = None
+        self.done = trio.Event()
+
+    async def run(self, call: Any) -> None:
         try:
-            outcome.append(await tftp_get("127.0.0.1", port, "file", sink, **kwargs))
-        except Exception as exc:
-            outcome.append(exc)
+            self.value = await call()
+        except (TftpError, ValueError) as exc:
+            self.value = exc
+        finally:
+            self.done.set()
 
-    nursery.start_soon(run)
+    async def result(self) -> Any:
+        with trio.fail_after(WAIT):
+            await self.done.wait()
+        return self.value
+
+
+async def _start_get(nursery: trio.Nursery, port: int, **kwargs: Any) -> tuple[io.BytesIO, Outcome]:
+    """Run tftp_get in the background."""
+    sink = io.BytesIO()
+    outcome = Outcome()
+    nursery.start_soon(outcome.run, functools.partial(tftp_get, "127.0.0.1", port, "file", sink, **kwargs))
     return sink, outcome
 
 
-async def _finish(outcome: list[Any]) -> Any:
-    with trio.fail_after(WAIT):
-        while not outcome:
-            await trio.sleep(0.01)  # polling the client task's result list, not timing anything
-    return outcome[0]
+async def _finish(outcome: Outcome) -> Any:
+    return await outcome.result()
 
 
 async def test_server_that_ignores_options_is_served_with_defaults(nursery: trio.Nursery, peer_factory: Any) -> None:
@@ -288,15 +305,9 @@ async def test_malformed_answer_is_a_protocol_error(nursery: trio.Nursery, peer_
 
 async def test_put_never_resends_on_a_duplicate_ack(nursery: trio.Nursery, peer_factory: Any) -> None:
     listener, tid = await peer_factory(), await peer_factory()
-    outcome: list[Any] = []
-
-    async def run() -> None:
-        try:
-            outcome.append(await tftp_put("127.0.0.1", listener.address[1], "up", io.BytesIO(b"z" * 1100), timeout=2.0))
-        except Exception as exc:  # pragma: no cover - reported by the assertion below
-            outcome.append(exc)
-
-    nursery.start_soon(run)
+    outcome = Outcome()
+    put = functools.partial(tftp_put, "127.0.0.1", listener.address[1], "up", io.BytesIO(b"z" * 1100), timeout=2.0)
+    nursery.start_soon(outcome.run, put)
     request, client = await listener.recv()
     assert request == WriteRequest("up", "octet")
     await tid.send(Ack(0), client)

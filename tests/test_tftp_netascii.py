@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -62,7 +64,7 @@ def test_decode_inverts_encode(data: bytes) -> None:
 @given(texts, st.lists(st.integers(0, 400), max_size=8))
 def test_encoding_in_chunks_equals_encoding_whole(data: bytes, cuts: list[int]) -> None:
     edges = [0, *sorted(c for c in set(cuts) if c < len(data)), len(data)]
-    chunks = [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(edges)]
     assert b"".join(encode_netascii(c) for c in chunks) == encode_netascii(data)
 
 

@@ -279,14 +279,14 @@ async def test_stranger_gets_error_5_and_does_not_disturb(nursery: trio.Nursery,
     packet, source = await stranger.recv()
     assert isinstance(packet, ErrorPacket) and packet.code == 5 and source == tid
     assert await client.silent_for(0.3)  # the stranger's ACK did not advance the transfer
+    assert isinstance(first, Data)
     received = [first]
-    while True:
-        await client.send(Ack(received[-1].block), tid)  # type: ignore[union-attr]
+    while len(received[-1].payload) == 512:
+        await client.send(Ack(received[-1].block), tid)
         packet, _ = await client.recv()
+        assert isinstance(packet, Data)
         received.append(packet)
-        if len(packet.payload) < 512:  # type: ignore[union-attr]
-            break
-    assert b"".join(p.payload for p in received) == data  # type: ignore[union-attr]
+    assert b"".join(p.payload for p in received) == data
     await client.send(Ack(3), tid)
 
 

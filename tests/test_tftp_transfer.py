@@ -316,7 +316,7 @@ def test_receiver_dallies_and_reacks_a_repeated_final_block() -> None:
     assert receiver.state is State.DALLYING
     assert receiver.receive(Data(1, b"tail"), 0.7) == [encode_ack(1)]
     assert receiver.receive(ErrorPacket(0, "late"), 0.8) == []
-    assert receiver.state is State.DONE
+    assert (receiver.state, receiver.error) == (State.DONE, None)
 
 
 def test_held_final_ack_goes_out_only_on_confirm() -> None:
@@ -326,7 +326,7 @@ def test_held_final_ack_goes_out_only_on_confirm() -> None:
     assert receiver.state is State.RECEIVED
     assert receiver.timer_fired(5.0) == []
     assert receiver.confirm(0.2) == [encode_ack(1)]
-    assert receiver.state is State.DONE
+    assert (receiver.state, receiver.error) == (State.DONE, None)
 
 
 def test_client_receiver_reacks_a_repeated_oack_before_data() -> None:

@@ -131,6 +131,12 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"harness: cannot serve TFTP on {args.host} port {args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # Ctrl-C reaches us wrapped by the server's nursery; unwrap it for harness.cli.main.
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is None:
+            raise KeyboardInterrupt from None
+        raise
     return 0
 
 

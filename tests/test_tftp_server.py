@@ -290,6 +290,27 @@ async def test_stranger_gets_error_5_and_does_not_disturb(nursery: trio.Nursery,
     await client.send(Ack(3), tid)
 
 
+async def test_same_port_from_another_host_is_a_stranger(nursery: trio.Nursery, root: Path, peer: RawPeer) -> None:
+    """The transfer ID is address AND port: 127.0.0.2 with the client's port is someone else."""
+    (root / "f").write_bytes(b"x" * 600)
+    server = await start(nursery, root, timeout=2.0)
+    await peer.send(ReadRequest("f", "octet"), server)
+    _, tid = await peer.recv()
+    impostor_sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with impostor_sock:
+        try:
+            await impostor_sock.bind(("127.0.0.2", peer.sock.getsockname()[1]))
+        except OSError:  # pragma: no cover - loopback without 127.0.0.2
+            pytest.skip("cannot bind 127.0.0.2")
+        impostor = RawPeer(impostor_sock)
+        await impostor.send(Ack(1), tid)
+        packet, _ = await impostor.recv()
+        assert isinstance(packet, ErrorPacket) and packet.code == 5
+    assert await peer.silent_for(0.3)
+    await peer.send(Ack(1), tid)
+    assert (await peer.recv())[0] == Data(2, b"x" * 88)
+
+
 async def test_repeated_request_starts_one_transfer(nursery: trio.Nursery, root: Path, peer: RawPeer) -> None:
     (root / "f").write_bytes(b"x" * 600)
     server = await start(nursery, root, timeout=2.0)
@@ -459,7 +480,7 @@ async def test_wrq_stores_the_file(nursery: trio.Nursery, root: Path, peer: RawP
 
 
 async def test_wrq_duplicate_data_is_reacked_and_written_once(nursery: trio.Nursery, root: Path, peer: RawPeer) -> None:
-    server = await start(nursery, root, allow_write=True)
+    server = await start(nursery, root, allow_write=True, timeout=10.0)  # re-ACK at once, not on timeout
     await peer.send(WriteRequest("dup", "octet"), server)
     _, tid = await peer.recv()
     for block, payload in ((1, b"a" * 512), (1, b"a" * 512), (2, b"end")):

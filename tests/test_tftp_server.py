@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -203,12 +204,13 @@ def attack_paths(root: Path, tmp_path: Path) -> None:
     (root / "link_out").symlink_to(tmp_path / "secret")
     (root / "dir_out").symlink_to(tmp_path)
     (root / "dir").mkdir()
+    (root / "loop").symlink_to(root / "loop")
 
 
 @pytest.mark.parametrize(
     "filename",
     ["../secret", "/etc/passwd", str(Path("/etc/passwd")), "sub/../../secret", "sub/../..", "link_out",
-     "dir_out/secret", "dir", "", "."],
+     "dir_out/secret", "dir", "", ".", "loop", "loop/x"],
 )
 @pytest.mark.usefixtures("attack_paths")
 async def test_paths_outside_root_are_refused(nursery: trio.Nursery, root: Path, peer: RawPeer, filename: str) -> None:
@@ -373,6 +375,41 @@ async def test_bad_datagrams_get_an_error_and_the_server_keeps_serving(
     assert source == server
     content, _, _ = await raw_get(peer, server, "f")
     assert content == b"still here"
+
+
+async def test_random_datagrams_never_break_the_server(
+    nursery: trio.Nursery, root: Path, peer_factory: Any, server_log: LogWaiter
+) -> None:
+    (root / "f").write_bytes(b"y" * 1000)
+    server = await start(nursery, root, allow_write=True, timeout=0.2, retries=1)
+    noisy, client, fresh = await peer_factory(), await peer_factory(), await peer_factory()
+    rng = random.Random(1350)
+    prefixes = [b"", b"\x00\x01", b"\x00\x02", b"\x00\x03", b"\x00\x04", b"\x00\x05", b"\x00\x06", b"\x00\x01f\x00"]
+    for _ in range(300):
+        tail = bytes(rng.choice(b"\x00\x01\r\nab./\xff") for _ in range(rng.randrange(12)))
+        await noisy.send(rng.choice(prefixes) + tail, server)
+    await noisy.send(ReadRequest("a/" * 3000 + "b", "octet", (("blksize", "9" * 30), ("tsize", "x"))), server)
+    # Garbage from the right TID in mid-transfer ends that transfer with an ERROR, nothing more.
+    await client.send(ReadRequest("f", "octet"), server)
+    _, tid = await client.recv()
+    await client.send(b"\x00\x04\x00", tid)
+    packet, _ = await client.recv()
+    assert isinstance(packet, ErrorPacket) and packet.code == 4
+    content, _, _ = await raw_get(fresh, server, "f")
+    assert content == b"y" * 1000
+    assert not [m for m in server_log.messages if "crashed" in m or "error handling" in m]
+
+
+async def test_new_request_from_a_busy_port_starts_a_transfer(nursery: trio.Nursery, root: Path, peer: RawPeer) -> None:
+    (root / "a").write_bytes(b"a" * 600)
+    (root / "b").write_bytes(b"b")
+    server = await start(nursery, root, timeout=2.0)
+    await peer.send(ReadRequest("a", "octet"), server)
+    first, tid_a = await peer.recv()
+    assert first == Data(1, b"a" * 512)
+    await peer.send(ReadRequest("b", "octet"), server)  # same port, different request
+    second, tid_b = await peer.recv()
+    assert second == Data(1, b"b") and tid_b != tid_a
 
 
 async def test_error_packets_on_the_listening_port_are_not_answered(nursery: trio.Nursery, root: Path, peer: RawPeer) -> None:

@@ -109,7 +109,7 @@ async def serve_tftp(
     listener = await open_udp_socket(host, port)
     with listener:
         local = listener.getsockname()
-        active: set[Address] = set()
+        active: dict[Address, Request] = {}
         async with trio.open_nursery() as nursery:
             logger.info("serving TFTP on %s port %d from %s", local[0], local[1], resolved_root)
             task_status.started(local[1])
@@ -132,7 +132,7 @@ async def _dispatch(
     client: Address,
     local_host: str,
     config: _Config,
-    active: set[Address],
+    active: dict[Address, Request],
     nursery: trio.Nursery,
 ) -> None:
     try:
@@ -148,17 +148,17 @@ async def _dispatch(
         await send_quietly(listener, encode_error(ErrorCode.ILLEGAL_OPERATION, message), client)
         return
     key = client[:2]
-    if key in active:
+    if active.get(key) == packet:
         # The client repeated its request before our first answer reached it: answering
         # again would start a second transfer that it must refuse with ERROR 5.
         logger.debug("repeated request from %s ignored", key)
         return
-    active.add(key)
+    active[key] = packet
     nursery.start_soon(_serve_request, packet, client, local_host, config, active)
 
 
 async def _serve_request(
-    request: Request, client: Address, local_host: str, config: _Config, active: set[Address]
+    request: Request, client: Address, local_host: str, config: _Config, active: dict[Address, Request]
 ) -> None:
     kind = request.opcode.name
     try:
@@ -175,7 +175,8 @@ async def _serve_request(
     except Exception:
         logger.exception("%s %r from %s crashed", kind, request.filename, client[:2])
     finally:
-        active.discard(client[:2])
+        if active.get(client[:2]) is request:
+            del active[client[:2]]
 
 
 # --- path access ----------------------------------------------------------------------------
@@ -199,7 +200,10 @@ def _resolve(root: Path, filename: str) -> Path:
         raise _Refusal(ErrorCode.ACCESS_VIOLATION, "absolute paths are not allowed")
     if ".." in relative.parts:
         raise _Refusal(ErrorCode.ACCESS_VIOLATION, "'..' is not allowed in paths")
-    resolved = (root / relative).resolve()
+    try:
+        resolved = (root / relative).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, "path cannot be resolved") from None
     if not resolved.is_relative_to(root):
         raise _Refusal(ErrorCode.ACCESS_VIOLATION, "path leads outside the served directory")
     return resolved

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -41,6 +45,8 @@ from harness.tftp.options import (
     negotiate,
     request_options,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 # --- strategies -----------------------------------------------------------------------------
 
@@ -333,3 +339,13 @@ def test_next_block_agrees_with_wire_block(index: int, rollover: int) -> None:
 def test_block_zero_never_recurs_with_rollover_one() -> None:
     assert resolve_block(0, 5, rollover=1) is None
     assert resolve_block(0, 0, rollover=1) == 0
+
+
+def test_sans_io_modules_import_no_io() -> None:
+    code = (
+        "import sys; import harness.tftp.codec, harness.tftp.options, harness.tftp.netascii, "
+        "harness.tftp.blocks, harness.tftp.transfer; "
+        "print(sorted({'trio', 'socket', 'selectors'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.strip() == "[]"

@@ -7,7 +7,9 @@ for or out of range) and answered with ACK 0 (get) or DATA 1 (put); a server tha
 options and answers with DATA 1 or ACK 0 is served with the defaults.
 
 ``sink`` / ``source`` is a path or a binary file object. A path is written atomically: a
-temporary file in its directory, renamed over it only when the transfer is complete.
+temporary file in its directory, renamed over it only when the transfer is complete. A file
+object is written as data arrives, so after a failure it holds whatever came before it.
+The client does not dally after its final ACK (RFC 1350 section 6 only encourages it).
 Errors raise :class:`~harness.tftp.errors.TftpError` subclasses with one-line messages.
 """
 

@@ -16,6 +16,7 @@ from harness.errors import UsageError
 COMMAND_MODULES: tuple[str, ...] = (
     "harness.echo.commands",
     "harness.relay.commands",
+    "harness.tftp.commands",
 )
 
 

@@ -1,0 +1,162 @@
+"""Trio side of a transfer: drive a :mod:`harness.tftp.transfer` machine over a UDP socket.
+
+Shared by the server and the client. One socket per transfer; its peer is one (address,
+port) pair, the transfer ID. Datagrams from anyone else get ERROR 5 and change nothing
+(RFC 1350 section 4).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket as stdlib_socket
+from collections.abc import Awaitable, Callable
+from typing import Any, Self, TypeAlias
+
+import trio
+
+from harness.tftp.codec import decode_packet, encode_error
+from harness.tftp.errors import ErrorCode, TftpDecodeError
+from harness.tftp.transfer import Receiver, Sender, State
+
+__all__ = ["Address", "open_udp_socket", "run_machine", "same_address", "send_quietly"]
+
+logger = logging.getLogger(__name__)
+
+Address: TypeAlias = tuple[Any, ...]
+Machine: TypeAlias = Sender | Receiver
+
+#: Bigger kernel buffers let a whole window of large blocks queue up without drops.
+_SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+class UdpSocket:
+    """A bound UDP socket: Trio waits for datagrams; sends go straight to the kernel.
+
+    :meth:`sendto` skips Trio's scheduler round trip when the kernel takes the datagram at
+    once (nearly always for UDP). That halves the per-block cost of a lock-step transfer. It
+    means :meth:`sendto` is not a checkpoint; every loop here also awaits :meth:`recvfrom`.
+    """
+
+    __slots__ = ("_raw", "trio_socket")
+
+    def __init__(self, raw: stdlib_socket.socket) -> None:
+        self._raw = raw
+        self.trio_socket = trio.socket.from_stdlib_socket(raw)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.trio_socket.close()
+
+    def getsockname(self) -> Address:
+        name: Address = self._raw.getsockname()
+        return name
+
+    async def recvfrom(self, bufsize: int) -> tuple[bytes, Address]:
+        return await self.trio_socket.recvfrom(bufsize)
+
+    async def sendto(self, datagram: bytes, address: Address) -> None:
+        try:
+            self._raw.sendto(datagram, address)
+        except BlockingIOError:
+            await self.trio_socket.sendto(datagram, address)
+
+
+async def open_udp_socket(host: str, port: int = 0) -> UdpSocket:
+    """A UDP socket bound to ``host``:``port`` (IPv4 or IPv6 by what ``host`` resolves to)."""
+    infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
+    family, type_, proto, _, sockaddr = infos[0]
+    raw = stdlib_socket.socket(family, type_, proto)
+    try:
+        raw.setblocking(False)
+        for option in (stdlib_socket.SO_RCVBUF, stdlib_socket.SO_SNDBUF):
+            try:
+                raw.setsockopt(stdlib_socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+            except OSError:  # pragma: no cover - a platform refusing is harmless
+                pass
+        raw.bind(sockaddr)
+    except BaseException:
+        raw.close()
+        raise
+    return UdpSocket(raw)
+
+
+def same_address(a: Address, b: Address) -> bool:
+    """The transfer-ID check: host AND port must match (IPv6 flow info and scope ignored)."""
+    return bool(a[0] == b[0] and a[1] == b[1])
+
+
+async def send_quietly(sock: UdpSocket, datagram: bytes, address: Address) -> None:
+    """Send, ignoring network errors: the peer may be gone, and retries cover losses."""
+    try:
+        await sock.sendto(datagram, address)
+    except OSError as exc:
+        logger.debug("send to %s failed: %s", address, exc)
+
+
+async def _no_io() -> None:
+    pass
+
+
+async def run_machine(
+    sock: UdpSocket,
+    peer: Address,
+    machine: Machine,
+    *,
+    io_needed: Callable[[], bool] = lambda: False,
+    do_io: Callable[[], Awaitable[None]] = _no_io,
+    bufsize: int,
+) -> None:
+    """Run ``machine`` while it is ACTIVE or DALLYING: until DONE or FAILED, or until a
+    Receiver that holds its final ACK has all the data (RECEIVED).
+
+    ``io_needed`` / ``do_io`` move file data between packets: the owner reads ahead for a
+    Sender and drains a Receiver. They are checked after every packet, so keep
+    ``io_needed`` cheap. Datagrams from strangers get ERROR 5 and are otherwise ignored.
+    """
+    send = sock.sendto
+    recv = sock.recvfrom
+    peer_host, peer_port = peer[0], peer[1]
+    stranger_error = encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
+    while machine.state is State.ACTIVE or machine.state is State.DALLYING:
+        if io_needed():
+            await do_io()
+        # One cancel scope serves many datagrams: its deadline follows the machine's.
+        deadline = machine.deadline
+        with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+            while True:
+                try:
+                    datagram, address = await recv(bufsize)
+                except OSError as exc:
+                    # E.g. ECONNREFUSED surfaced from an ICMP error: the timer decides.
+                    logger.debug("receive on transfer socket failed: %s", exc)
+                    await trio.lowlevel.checkpoint()
+                    continue
+                if address[1] != peer_port or address[0] != peer_host:
+                    logger.debug("datagram from stranger %s (transfer with %s)", address[:2], peer[:2])
+                    await send_quietly(sock, stranger_error, address)
+                    continue
+                now = trio.current_time()
+                try:
+                    packet = decode_packet(datagram)
+                except TftpDecodeError as exc:
+                    out = machine.receive_malformed(exc, now)
+                else:
+                    out = machine.receive(packet, now)
+                for item in out:
+                    try:
+                        await send(item, peer)
+                    except OSError as exc:
+                        logger.debug("send to %s failed: %s", peer[:2], exc)
+                if machine.state is not State.ACTIVE or io_needed():
+                    break
+                deadline = machine.deadline
+                scope.deadline = math.inf if deadline is None else deadline
+        if scope.cancelled_caught:
+            for item in machine.timer_fired(trio.current_time()):
+                await send_quietly(sock, item, peer)

@@ -1,0 +1,388 @@
+"""The reference TFTP server (RFC 1350 with options from RFC 2347, 2348, 2349 and 7440).
+
+:func:`serve_tftp` listens on one UDP port and answers each RRQ or WRQ from a new socket (a
+new transfer ID) in a task of its own, so transfers run side by side. What it promises:
+
+* Files only under ``root``: absolute paths, ``..`` components and symlinks that resolve
+  outside it are refused with ERROR 2; a missing file gets ERROR 1.
+* Modes ``octet`` and ``netascii`` in any case; ``mail`` and anything else get ERROR 4.
+* Options are negotiated as :mod:`harness.tftp.options` documents.
+* Writes (only with ``allow_write``) go to a temporary file in the target directory, which is
+  fsynced and renamed over the target only after the final DATA block. An existing file is
+  thus replaced atomically (never ERROR 6); a failed or abandoned upload leaves no partial
+  file and the old content intact.
+* Nothing a peer sends ends the server: malformed datagrams get an ERROR and are forgotten.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+import trio
+
+from harness.tftp.blocks import check_rollover
+from harness.tftp.codec import (
+    ErrorPacket,
+    OptionAck,
+    ReadRequest,
+    Request,
+    decode_packet,
+    encode_ack,
+    encode_error,
+)
+from harness.tftp.endpoint import Address, UdpSocket, open_udp_socket, run_machine, send_quietly
+from harness.tftp.errors import ErrorCode, TftpDecodeError, TftpRemoteError
+from harness.tftp.files import PartialFile
+from harness.tftp.netascii import NetasciiDecoder, encode_netascii
+from harness.tftp.options import BLKSIZE_RANGE, Negotiation, negotiate
+from harness.tftp.transfer import Receiver, Sender, State
+
+__all__ = ["DEFAULT_PORT", "serve_tftp"]
+
+logger = logging.getLogger(__name__)
+
+#: The well-known port 69 needs root; the reference server defaults to this one instead.
+DEFAULT_PORT = 6969
+#: Files are read and written in chunks this large: few thread hops per transfer.
+IO_CHUNK = 256 * 1024
+#: Largest request datagram we read; RFC 2347 caps requests at 512 octets, we are lenient.
+_REQUEST_BUFSIZE = 65536
+#: Receive buffer for ACKs and ERRORs on a sending transfer.
+_ACK_BUFSIZE = 2048
+_MODES = ("octet", "netascii")
+
+
+class _Refusal(Exception):
+    """A request the server turns down with ERROR ``code``."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    root: Path
+    allow_write: bool
+    rollover: int
+    timeout: float
+    retries: int
+    max_blksize: int
+
+
+async def serve_tftp(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    root: Path,
+    allow_write: bool = False,
+    rollover: int = 0,
+    timeout: float = 1.0,
+    retries: int = 5,
+    max_blksize: int = 65464,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve files under ``root`` over TFTP on ``host``:``port`` until cancelled.
+
+    Calls ``task_status.started(bound_port)`` once listening, so ``port=0`` works with
+    ``await nursery.start(serve_tftp, ...)``. ``timeout`` (seconds) and ``retries`` govern
+    retransmission unless a client negotiates the timeout option; after ``retries``
+    unanswered retransmissions a transfer is abandoned. ``rollover`` is the block number
+    that follows 65535. ``max_blksize`` caps a negotiated blksize.
+    """
+    resolved_root = Path(root).resolve()
+    if not resolved_root.is_dir():
+        raise NotADirectoryError(f"TFTP root {str(root)!r} is not a directory")
+    if timeout <= 0 or retries < 0:
+        raise ValueError("timeout must be positive and retries non-negative")
+    if max_blksize not in BLKSIZE_RANGE:
+        raise ValueError(f"max_blksize {max_blksize} is out of range 8-65464")
+    config = _Config(resolved_root, allow_write, check_rollover(rollover), timeout, retries, max_blksize)
+    listener = await open_udp_socket(host, port)
+    with listener:
+        local = listener.getsockname()
+        active: dict[Address, Request] = {}
+        async with trio.open_nursery() as nursery:
+            logger.info("serving TFTP on %s port %d from %s", local[0], local[1], resolved_root)
+            task_status.started(local[1])
+            while True:
+                try:
+                    datagram, client = await listener.recvfrom(_REQUEST_BUFSIZE)
+                except OSError as exc:
+                    logger.debug("receive on listening socket failed: %s", exc)
+                    await trio.lowlevel.checkpoint()
+                    continue
+                try:
+                    await _dispatch(listener, datagram, client, local[0], config, active, nursery)
+                except Exception:  # a bug must not take the server down with it
+                    logger.exception("error handling a datagram from %s", client[:2])
+
+
+async def _dispatch(
+    listener: UdpSocket,
+    datagram: bytes,
+    client: Address,
+    local_host: str,
+    config: _Config,
+    active: dict[Address, Request],
+    nursery: trio.Nursery,
+) -> None:
+    try:
+        packet = decode_packet(datagram)
+    except TftpDecodeError as exc:
+        logger.info("malformed request from %s: %s", client[:2], exc)
+        await send_quietly(listener, encode_error(exc.error_code, str(exc)), client)
+        return
+    if isinstance(packet, ErrorPacket):
+        return  # never answer an ERROR (RFC 1350 section 7)
+    if not isinstance(packet, Request):
+        message = f"only RRQ and WRQ are accepted on this port, not {packet.opcode.name}"
+        await send_quietly(listener, encode_error(ErrorCode.ILLEGAL_OPERATION, message), client)
+        return
+    key = client[:2]
+    if active.get(key) == packet:
+        # The client repeated its request before our first answer reached it: answering
+        # again would start a second transfer that it must refuse with ERROR 5.
+        logger.debug("repeated request from %s ignored", key)
+        return
+    active[key] = packet
+    nursery.start_soon(_serve_request, packet, client, local_host, config, active)
+
+
+async def _serve_request(
+    request: Request, client: Address, local_host: str, config: _Config, active: dict[Address, Request]
+) -> None:
+    kind = request.opcode.name
+    try:
+        sock = await open_udp_socket(local_host, 0)
+        with sock:
+            try:
+                if isinstance(request, ReadRequest):
+                    await _serve_read(sock, request, client, config)
+                else:
+                    await _serve_write(sock, request, client, config)
+            except _Refusal as refusal:
+                logger.info("%s %r from %s refused: %s", kind, request.filename, client[:2], refusal.message)
+                await send_quietly(sock, encode_error(refusal.code, refusal.message), client)
+    except Exception:
+        logger.exception("%s %r from %s crashed", kind, request.filename, client[:2])
+    finally:
+        if active.get(client[:2]) is request:
+            del active[client[:2]]
+
+
+# --- path access ----------------------------------------------------------------------------
+
+
+def _check_mode(request: Request) -> bool:
+    """True for netascii, False for octet; refuse other modes."""
+    mode = request.mode.lower()
+    if mode not in _MODES:
+        hint = "obsolete 'mail' mode" if mode == "mail" else f"mode {request.mode!r}"
+        raise _Refusal(ErrorCode.ILLEGAL_OPERATION, f"{hint} is not supported; use octet or netascii")
+    return mode == "netascii"
+
+
+def _resolve(root: Path, filename: str) -> Path:
+    """The real path of ``filename`` under ``root``, or a refusal with ERROR 2."""
+    if not filename:
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, "empty filename")
+    relative = PurePosixPath(filename)
+    if relative.is_absolute():
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, "absolute paths are not allowed")
+    if ".." in relative.parts:
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, "'..' is not allowed in paths")
+    try:
+        resolved = (root / relative).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, "path cannot be resolved") from None
+    if not resolved.is_relative_to(root):
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, "path leads outside the served directory")
+    return resolved
+
+
+def _os_refusal(exc: OSError) -> _Refusal:
+    if isinstance(exc, FileNotFoundError):
+        return _Refusal(ErrorCode.FILE_NOT_FOUND, "file not found")
+    if isinstance(exc, (PermissionError, IsADirectoryError)):
+        return _Refusal(ErrorCode.ACCESS_VIOLATION, exc.strerror or "access denied")
+    return _Refusal(ErrorCode.NOT_DEFINED, exc.strerror or str(exc))
+
+
+def _open_for_read(root: Path, filename: str) -> tuple[BinaryIO, int]:
+    path = _resolve(root, filename)
+    try:
+        # O_NONBLOCK: opening a FIFO must not hang the thread; we refuse non-files next.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _os_refusal(exc) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, "not a regular file")
+    return os.fdopen(fd, "rb", buffering=0), info.st_size
+
+
+def _negotiate(request: Request, config: _Config, *, file_size: int | None) -> tuple[Negotiation, bytes | None]:
+    negotiation = negotiate(
+        request.options,
+        is_read=isinstance(request, ReadRequest),
+        file_size=file_size,
+        max_blksize=config.max_blksize,
+    )
+    if negotiation.ignored:
+        logger.debug("options left out of the OACK: %s", ", ".join(negotiation.ignored))
+    first = OptionAck(negotiation.oack).encode() if negotiation.oack else None
+    return negotiation, first
+
+
+# --- RRQ ------------------------------------------------------------------------------------
+
+
+async def _serve_read(sock: UdpSocket, request: Request, client: Address, config: _Config) -> None:
+    netascii = _check_mode(request)
+    file, size = await trio.to_thread.run_sync(_open_for_read, config.root, request.filename)
+    started = trio.current_time()
+    with file:
+        negotiation, first = _negotiate(request, config, file_size=None if netascii else size)
+        options = negotiation.options
+        sender = Sender(
+            blksize=options.blksize,
+            windowsize=options.windowsize,
+            timeout=options.timeout or config.timeout,
+            retries=config.retries,
+            rollover=config.rollover,
+            first=first,
+        )
+        eof = False
+
+        def io_needed() -> bool:
+            return not eof and sender.data_wanted() > 0
+
+        async def read_ahead() -> None:
+            nonlocal eof
+            while not eof and (wanted := sender.data_wanted()) > 0:
+                chunk = await trio.to_thread.run_sync(file.read, max(wanted, IO_CHUNK))
+                if not chunk:
+                    eof = True
+                    sender.feed_eof()
+                else:
+                    sender.feed(encode_netascii(chunk) if netascii else chunk)
+
+        try:
+            await read_ahead()
+        except OSError as exc:
+            raise _Refusal(ErrorCode.NOT_DEFINED, f"read error: {exc.strerror or exc}") from None
+        for datagram in sender.start(trio.current_time()):
+            await send_quietly(sock, datagram, client)
+        try:
+            await run_machine(sock, client, sender, io_needed=io_needed, do_io=read_ahead, bufsize=_ACK_BUFSIZE)
+        except OSError as exc:
+            for datagram in sender.abort(ErrorCode.NOT_DEFINED, f"read error: {exc.strerror or exc}"):
+                await send_quietly(sock, datagram, client)
+    _log_end("RRQ", request, client, sender, options.blksize, started)
+
+
+def _log_end(kind: str, request: Request, client: Address, machine: Sender | Receiver, blksize: int, started: float) -> None:
+    elapsed = trio.current_time() - started
+    if machine.state is State.FAILED:
+        error = machine.error
+        if isinstance(error, TftpRemoteError) and error.code == ErrorCode.OPTION_NEGOTIATION:
+            logger.info("%s %r from %s: client declined the options (ERROR 8)", kind, request.filename, client[:2])
+        else:
+            logger.info("%s %r from %s failed: %s", kind, request.filename, client[:2], error)
+        return
+    count = machine.bytes_acked if isinstance(machine, Sender) else machine.bytes_received
+    logger.info(
+        "%s %r from %s: %d bytes, blksize %d, %d retransmissions, %.3f s",
+        kind, request.filename, client[:2], count, blksize, machine.retransmissions, elapsed,
+    )
+
+
+# --- WRQ ------------------------------------------------------------------------------------
+
+
+def _write_error_code(exc: OSError) -> ErrorCode:
+    return ErrorCode.DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ErrorCode.NOT_DEFINED
+
+
+def _open_for_write(root: Path, filename: str, tsize: int | None) -> PartialFile:
+    target = _resolve(root, filename)
+    parent = target.parent
+    if not parent.is_dir():
+        raise _Refusal(ErrorCode.FILE_NOT_FOUND, "directory does not exist")
+    if target.is_dir():
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, "target is a directory")
+    if target.exists() and not target.is_file():
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, "target is not a regular file")
+    if tsize is not None and tsize > shutil.disk_usage(parent).free:
+        raise _Refusal(ErrorCode.DISK_FULL, f"not enough space for {tsize} bytes")
+    try:
+        return PartialFile.create(target)
+    except OSError as exc:
+        raise _os_refusal(exc) from None
+
+
+async def _serve_write(sock: UdpSocket, request: Request, client: Address, config: _Config) -> None:
+    if not config.allow_write:
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, "this server does not accept uploads")
+    netascii = _check_mode(request)
+    negotiation, first = _negotiate(request, config, file_size=None)
+    options = negotiation.options
+    partial = await trio.to_thread.run_sync(_open_for_write, config.root, request.filename, options.tsize)
+    started = trio.current_time()
+    try:
+        receiver = Receiver(
+            blksize=options.blksize,
+            windowsize=options.windowsize,
+            timeout=options.timeout or config.timeout,
+            retries=config.retries,
+            rollover=config.rollover,
+            first=first if first is not None else encode_ack(0),
+            hold_final_ack=True,
+        )
+        decoder = NetasciiDecoder() if netascii else None
+
+        def io_needed() -> bool:
+            return receiver.pending >= IO_CHUNK
+
+        async def drain(final: bool = False) -> None:
+            data = receiver.take_data()
+            if decoder is not None:
+                data = decoder.feed(data) + (decoder.finish() if final else b"")
+            if data:
+                await trio.to_thread.run_sync(partial.write, data)
+
+        async def drain_or_abort() -> None:
+            try:
+                await drain()
+            except OSError as exc:
+                for datagram in receiver.abort(_write_error_code(exc), f"write error: {exc.strerror or exc}"):
+                    await send_quietly(sock, datagram, client)
+
+        for datagram in receiver.start(trio.current_time()):
+            await send_quietly(sock, datagram, client)
+        bufsize = options.blksize + 5  # one byte more than allowed, to notice oversized DATA
+        await run_machine(sock, client, receiver, io_needed=io_needed, do_io=drain_or_abort, bufsize=bufsize)
+        if receiver.state is State.RECEIVED:
+            try:
+                await drain(final=True)
+                await trio.to_thread.run_sync(partial.commit)
+            except OSError as exc:
+                out = receiver.abort(_write_error_code(exc), f"write error: {exc.strerror or exc}")
+            else:
+                out = receiver.confirm(trio.current_time())
+            for datagram in out:
+                await send_quietly(sock, datagram, client)
+            await run_machine(sock, client, receiver, bufsize=bufsize)
+        _log_end("WRQ", request, client, receiver, options.blksize, started)
+    finally:
+        partial.discard()

@@ -1,0 +1,347 @@
+"""The sans-IO Sender and Receiver machines, driven by hand and back to back with a fake clock."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.tftp.codec import Ack, Data, ErrorPacket, OptionAck, decode_packet, encode_ack
+from harness.tftp.errors import (
+    ErrorCode,
+    TftpProtocolError,
+    TftpRemoteError,
+    TftpTimeoutError,
+    TruncatedPacketError,
+)
+from harness.tftp.transfer import Receiver, Sender, State
+
+
+def _blocks(datagrams: list[bytes]) -> list[int]:
+    out = []
+    for datagram in datagrams:
+        packet = decode_packet(datagram)
+        assert isinstance(packet, (Data, Ack))
+        out.append(packet.block)
+    return out
+
+
+def _sender(data: bytes, **kwargs: object) -> Sender:
+    sender = Sender(**kwargs)  # type: ignore[arg-type]
+    sender.feed(data)
+    sender.feed_eof()
+    return sender
+
+
+Drop = Callable[[str, int, bytes], bool]
+
+
+def run_pair(
+    data: bytes,
+    *,
+    blksize: int = 512,
+    windowsize: int = 1,
+    rollover: int = 0,
+    drop: Drop = lambda direction, count, datagram: False,
+    chunk: int = 100_000,
+    max_steps: int = 2_000_000,
+) -> tuple[Sender, Receiver, bytes]:
+    """Sender and Receiver back to back; ``drop(direction, n, datagram)`` loses datagrams."""
+    now = 0.0
+    params = {"blksize": blksize, "windowsize": windowsize, "timeout": 1.0, "retries": 5, "rollover": rollover}
+    sender = Sender(**params)  # type: ignore[arg-type]
+    receiver = Receiver(**params, dally=False)  # type: ignore[arg-type]
+    offset = 0
+
+    def top_up() -> None:
+        nonlocal offset
+        while sender.data_wanted():
+            piece = data[offset : offset + max(chunk, sender.data_wanted())]
+            offset += len(piece)
+            if piece:
+                sender.feed(piece)
+            else:
+                sender.feed_eof()
+
+    top_up()
+    to_receiver = sender.start(now)
+    to_sender: list[bytes] = []
+    counts = {"data": 0, "ack": 0}
+    received = bytearray()
+    for _ in range(max_steps):
+        if sender.finished and receiver.finished:
+            break
+        if to_receiver:
+            datagram = to_receiver.pop(0)
+            counts["data"] += 1
+            if not drop("data", counts["data"], datagram):
+                to_sender += receiver.receive(decode_packet(datagram), now)
+                received += receiver.take_data()
+        elif to_sender:
+            datagram = to_sender.pop(0)
+            counts["ack"] += 1
+            if not drop("ack", counts["ack"], datagram):
+                top_up()
+                to_receiver += sender.receive(decode_packet(datagram), now)
+        else:
+            # Nothing in flight: advance the clock to the earlier deadline.
+            deadlines = [(m.deadline, m) for m in (sender, receiver) if m.deadline is not None]
+            assert deadlines, "deadlock: nothing in flight and no timer"
+            now, machine = min(deadlines, key=lambda pair: pair[0])
+            fired = machine.timer_fired(now)
+            if machine is sender:
+                to_receiver += fired
+            else:
+                to_sender += fired
+    else:
+        raise AssertionError("transfer did not finish")
+    return sender, receiver, bytes(received)
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 1024, 5000])
+@pytest.mark.parametrize("windowsize", [1, 3, 16])
+def test_pair_moves_the_bytes(size: int, windowsize: int) -> None:
+    data = os.urandom(size)
+    sender, receiver, received = run_pair(data, windowsize=windowsize)
+    assert received == data
+    assert sender.state is State.DONE and receiver.state is State.DONE
+    assert sender.bytes_acked == size == receiver.bytes_received
+    assert sender.retransmissions == receiver.retransmissions == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.binary(max_size=3000),
+    st.sampled_from([8, 100, 512]),
+    st.integers(1, 6),
+    st.sets(st.integers(1, 60), max_size=8),
+    st.sets(st.integers(1, 60), max_size=8),
+)
+def test_pair_survives_lost_datagrams(
+    data: bytes, blksize: int, windowsize: int, lost_data: set[int], lost_acks: set[int]
+) -> None:
+    def drop(direction: str, count: int, datagram: bytes) -> bool:
+        return count in (lost_data if direction == "data" else lost_acks)
+
+    _, _, received = run_pair(data, blksize=blksize, windowsize=windowsize, drop=drop)
+    assert received == data
+
+
+@pytest.mark.parametrize("rollover", [0, 1])
+def test_pair_wraps_block_numbers_past_65535(rollover: int) -> None:
+    data = os.urandom(8 * 65540 + 3)
+    seen_after_wrap = []
+
+    def watch(direction: str, count: int, datagram: bytes) -> bool:
+        if direction == "data" and count in (65535, 65536, 65537):
+            seen_after_wrap.append(decode_packet(datagram))
+        return False
+
+    _, _, received = run_pair(data, blksize=8, windowsize=64, rollover=rollover, drop=watch)
+    assert received == data
+    assert [p.block for p in seen_after_wrap] == [65535, rollover, rollover + 1]  # type: ignore[union-attr]
+
+
+# --- Sender by hand -------------------------------------------------------------------------
+
+
+def test_lockstep_sender_never_resends_on_a_duplicate_ack() -> None:
+    sender = _sender(bytes(2000), timeout=1.0)
+    assert _blocks(sender.start(0.0)) == [1]
+    assert _blocks(sender.receive(Ack(1), 0.1)) == [2]
+    assert sender.receive(Ack(1), 0.2) == []  # Sorcerer's Apprentice: no second DATA 2
+    assert sender.receive(Ack(0), 0.2) == []
+    assert _blocks(sender.receive(Ack(2), 0.3)) == [3]
+    assert sender.retransmissions == 0
+
+
+def test_sender_ignores_acks_for_blocks_never_sent() -> None:
+    sender = _sender(bytes(2000))
+    sender.start(0.0)
+    assert sender.receive(Ack(3), 0.1) == []
+    assert sender.state is State.ACTIVE
+
+
+def test_sender_retransmits_on_timeout_then_gives_up() -> None:
+    sender = _sender(b"abc", timeout=0.5, retries=2)
+    assert sender.start(0.0) == [Data(1, b"abc").encode()]
+    assert sender.deadline == 0.5
+    assert sender.timer_fired(0.5) == [Data(1, b"abc").encode()]
+    assert sender.deadline == 1.0
+    assert sender.timer_fired(1.0) == [Data(1, b"abc").encode()]
+    assert sender.timer_fired(1.5) == []
+    assert sender.state is State.FAILED
+    assert isinstance(sender.error, TftpTimeoutError)
+    assert sender.retransmissions == 2
+
+
+def test_progress_resets_the_retry_budget() -> None:
+    sender = _sender(bytes(1500), retries=1)
+    sender.start(0.0)
+    assert _blocks(sender.timer_fired(1.0)) == [1]
+    assert _blocks(sender.receive(Ack(1), 1.1)) == [2]
+    assert _blocks(sender.timer_fired(2.1)) == [2]
+    assert sender.state is State.ACTIVE
+
+
+def test_window_sends_w_blocks_then_waits() -> None:
+    sender = _sender(bytes(512 * 10), windowsize=4)
+    assert _blocks(sender.start(0.0)) == [1, 2, 3, 4]
+    assert _blocks(sender.receive(Ack(4), 0.1)) == [5, 6, 7, 8]
+
+
+def test_window_restarts_after_an_ack_inside_it() -> None:
+    sender = _sender(bytes(512 * 10), windowsize=4)
+    sender.start(0.0)
+    assert _blocks(sender.receive(Ack(2), 0.1)) == [3, 4, 5, 6]  # RFC 7440 section 4
+    assert sender.retransmissions == 2
+    assert sender.receive(Ack(2), 0.2) == []  # a repeat of that ACK changes nothing
+
+
+def test_window_timeout_resends_after_the_last_ack() -> None:
+    sender = _sender(bytes(512 * 10), windowsize=4)
+    sender.start(0.0)
+    sender.receive(Ack(3), 0.1)
+    assert _blocks(sender.timer_fired(1.1)) == [4, 5, 6, 7]
+
+
+def test_exact_multiple_ends_with_an_empty_block() -> None:
+    sender = _sender(bytes(1024))
+    sender.start(0.0)
+    sender.receive(Ack(1), 0.0)
+    last = sender.receive(Ack(2), 0.0)
+    assert last == [Data(3, b"").encode()]
+    assert sender.receive(Ack(3), 0.0) == []
+    assert sender.state is State.DONE
+
+
+def test_oack_is_block_zero_and_acked_by_ack_zero() -> None:
+    oack = OptionAck((("blksize", "8"),)).encode()
+    sender = _sender(b"0123456789", blksize=8, first=oack)
+    assert sender.start(0.0) == [oack]
+    assert sender.timer_fired(1.0) == [oack]
+    assert sender.receive(Ack(0), 1.1) == [Data(1, b"01234567").encode()]
+
+
+def test_error_8_after_oack_ends_the_transfer_quietly() -> None:
+    sender = _sender(b"x", first=OptionAck((("tsize", "1"),)).encode())
+    sender.start(0.0)
+    assert sender.receive(ErrorPacket(8, "no thanks"), 0.1) == []
+    assert sender.state is State.FAILED
+    assert isinstance(sender.error, TftpRemoteError) and sender.error.code == 8
+    assert sender.deadline is None
+
+
+def test_sender_answers_an_illegal_packet_with_error_4() -> None:
+    sender = _sender(b"x")
+    sender.start(0.0)
+    out = sender.receive(Data(1, b"x"), 0.1)
+    assert decode_packet(out[0]) == ErrorPacket(4, "unexpected Data packet while sending")
+    assert isinstance(sender.error, TftpProtocolError)
+
+
+def test_malformed_datagram_from_the_peer_ends_the_transfer() -> None:
+    sender = _sender(b"x")
+    sender.start(0.0)
+    out = sender.receive_malformed(TruncatedPacketError("ACK of 3 bytes"), 0.1)
+    assert decode_packet(out[0]) == ErrorPacket(4, "ACK of 3 bytes")
+    assert sender.state is State.FAILED
+
+
+def test_client_sender_treats_a_repeated_oack_as_a_duplicate() -> None:
+    sender = _sender(b"x", after_oack=True)
+    sender.start(0.0)
+    assert sender.receive(OptionAck((("blksize", "512"),)), 0.1) == []
+    assert sender.state is State.ACTIVE
+
+
+def test_sender_refuses_to_send_data_it_was_not_given() -> None:
+    sender = Sender(windowsize=2)
+    assert sender.data_wanted() == 1024
+    sender.feed(bytes(600))
+    assert sender.data_wanted() == 424
+    with pytest.raises(RuntimeError):
+        sender.start(0.0)
+
+
+# --- Receiver by hand -----------------------------------------------------------------------
+
+
+def test_receiver_reacks_a_duplicate_and_stores_it_once() -> None:
+    receiver = Receiver(first=encode_ack(0), dally=False)
+    assert receiver.start(0.0) == [encode_ack(0)]
+    assert receiver.receive(Data(1, bytes(512)), 0.1) == [encode_ack(1)]
+    assert receiver.receive(Data(1, bytes(512)), 0.2) == [encode_ack(1)]
+    assert receiver.receive(Data(2, b"end"), 0.3) == [encode_ack(2)]
+    assert receiver.take_data() == bytes(512) + b"end"
+    assert receiver.state is State.DONE
+
+
+def test_receiver_resends_its_last_ack_on_timeout_then_gives_up() -> None:
+    receiver = Receiver(first=encode_ack(0), timeout=0.5, retries=1)
+    receiver.start(0.0)
+    assert receiver.timer_fired(0.5) == [encode_ack(0)]
+    receiver.receive(Data(1, bytes(512)), 0.6)
+    assert receiver.timer_fired(1.1) == [encode_ack(1)]
+    assert receiver.timer_fired(1.6) == []
+    assert isinstance(receiver.error, TftpTimeoutError)
+
+
+def test_windowed_receiver_acks_window_ends_and_gaps_once() -> None:
+    receiver = Receiver(windowsize=4, first=encode_ack(0))
+    receiver.start(0.0)
+    assert receiver.receive(Data(1, bytes(512)), 0.0) == []
+    assert receiver.receive(Data(3, bytes(512)), 0.0) == [encode_ack(1)]  # gap: last in order
+    assert receiver.receive(Data(4, bytes(512)), 0.0) == []  # same gap: said once
+    for block in (2, 3, 4):
+        receiver.receive(Data(block, bytes(512)), 0.0)
+    assert receiver.receive(Data(5, bytes(512)), 0.0) == [encode_ack(5)]
+    assert receiver.bytes_received == 5 * 512
+
+
+def test_receiver_refuses_data_longer_than_blksize() -> None:
+    receiver = Receiver(blksize=8)
+    out = receiver.receive(Data(1, bytes(9)), 0.0)
+    assert decode_packet(out[0]).code == ErrorCode.ILLEGAL_OPERATION  # type: ignore[union-attr]
+    assert receiver.state is State.FAILED
+
+
+def test_receiver_dallies_and_reacks_a_repeated_final_block() -> None:
+    receiver = Receiver(first=encode_ack(0), timeout=1.0)
+    receiver.start(0.0)
+    assert receiver.receive(Data(1, b"tail"), 0.5) == [encode_ack(1)]
+    assert receiver.state is State.DALLYING
+    assert receiver.receive(Data(1, b"tail"), 0.7) == [encode_ack(1)]
+    assert receiver.receive(ErrorPacket(0, "late"), 0.8) == []
+    assert (receiver.state, receiver.error) == (State.DONE, None)
+
+
+def test_held_final_ack_goes_out_only_on_confirm() -> None:
+    receiver = Receiver(first=encode_ack(0), hold_final_ack=True, dally=False)
+    receiver.start(0.0)
+    assert receiver.receive(Data(1, b"all"), 0.1) == []
+    assert receiver.state is State.RECEIVED
+    assert receiver.timer_fired(5.0) == []
+    assert receiver.confirm(0.2) == [encode_ack(1)]
+    assert (receiver.state, receiver.error) == (State.DONE, None)
+
+
+def test_client_receiver_reacks_a_repeated_oack_before_data() -> None:
+    receiver = Receiver(first=encode_ack(0), after_oack=True)
+    receiver.start(0.0)
+    assert receiver.receive(OptionAck((("blksize", "512"),)), 0.1) == [encode_ack(0)]
+
+
+def test_server_receiver_refuses_an_oack() -> None:
+    receiver = Receiver(first=encode_ack(0))
+    out = receiver.receive(OptionAck((("blksize", "512"),)), 0.1)
+    assert decode_packet(out[0]).code == 4  # type: ignore[union-attr]
+
+
+def test_abort_sends_one_error_and_finishes() -> None:
+    receiver = Receiver()
+    assert receiver.abort(ErrorCode.DISK_FULL, "disk full") == [ErrorPacket(3, "disk full").encode()]
+    assert receiver.abort(ErrorCode.DISK_FULL, "again") == []

@@ -91,7 +91,31 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list every case with its spec reference", description="List cases.")
     listing.add_argument("-k", dest="patterns", action="append", default=[], metavar="GLOB", help="only matching case ids")
     listing.set_defaults(handler=_list)
+
+    with_files = [name for name, p in protocols.items() if p.write_fixtures is not None]
+    fixtures = commands.add_parser(
+        "fixtures",
+        help="write the files a target must serve for its cases",
+        description="Write the files, with deterministic contents, that the cases of PROTOCOL expect the "
+        f"target to serve. Protocols with fixture files: {', '.join(with_files) or 'none yet'}.",
+    )
+    fixtures.add_argument("protocol", metavar="PROTOCOL")
+    fixtures.add_argument("directory", type=Path, metavar="DIR")
+    fixtures.set_defaults(handler=_fixtures)
     return parser
+
+
+def _fixtures(args: argparse.Namespace) -> int:
+    protocol = registry.protocols().get(args.protocol)
+    if protocol is None or protocol.write_fixtures is None:
+        with_files = [name for name, p in registry.protocols().items() if p.write_fixtures is not None]
+        raise UsageError(
+            f"protocol {args.protocol!r} has no fixture files; protocols with files: {', '.join(with_files) or 'none'}"
+        )
+    args.directory.mkdir(parents=True, exist_ok=True)
+    protocol.write_fixtures(args.directory)
+    print(f"wrote the {protocol.name} fixture files to {args.directory}")
+    return EXIT_OK
 
 
 def _list(args: argparse.Namespace) -> int:

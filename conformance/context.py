@@ -59,6 +59,24 @@ def describe_target_error(exc: BaseException) -> str | None:
     return None
 
 
+def _connect_reason(exc: BaseException) -> str:
+    """The first concrete reason inside trio's 'all attempts to connect failed' error."""
+    cause = exc.__cause__
+    while isinstance(cause, BaseExceptionGroup):
+        cause = cause.exceptions[0]
+    for candidate in (cause, exc):
+        if isinstance(candidate, OSError) and candidate.strerror:
+            return candidate.strerror.lower()
+    return str(exc)
+
+
+def shell_quote(text: str) -> str:
+    """Quote for a shell, preferring double quotes so that a bytes literal stays readable."""
+    if "'" in text and not any(ch in text for ch in '"$`!') and "\\\\" not in text and not text.endswith("\\"):
+        return f'"{text}"'
+    return shlex.quote(text)
+
+
 class CaseContext:
     def __init__(self, case: Case, target: ResolvedTarget, options: RunOptions) -> None:
         self.case = case
@@ -102,7 +120,7 @@ class CaseContext:
     def replay_command(self, example: str) -> str:
         words = ["conformance", "run", self.target.spec.cli_form(), "-k", self.case.id]
         words.extend(self.options.option_words)
-        words.extend(["--replay", shlex.quote(example)])
+        words.extend(["--replay", shell_quote(example)])
         return " ".join(words)
 
     # -- connections ---------------------------------------------------------------------------
@@ -114,9 +132,7 @@ class CaseContext:
             try:
                 stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
             except OSError as exc:
-                raise CaseFailed(
-                    f"cannot connect to {target.host}:{target.port}: {exc.strerror or exc}"
-                ) from None
+                raise CaseFailed(f"cannot connect to {target.host}:{target.port}: {_connect_reason(exc)}") from None
             self._resources.append(stream)
             if target.ssl_context is not None:
                 tls = trio.SSLStream(stream, target.ssl_context, server_hostname=target.server_hostname)

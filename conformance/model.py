@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -131,6 +132,8 @@ class Protocol:
     liveness: LivenessCheck | None = None
     preflight: Preflight | None = None
     prepare_command: CommandPreparer | None = None
+    # Writes the files a target must serve (``conformance fixtures PROTO DIR``).
+    write_fixtures: Callable[[Path], None] | None = None
     # Address the suite uses for a program it starts; a broadcast responder is tested through
     # the broadcast address rather than its unicast one.
     command_host: str = "127.0.0.1"

@@ -9,7 +9,7 @@ import trio
 
 from conformance.context import CaseContext
 from conformance.model import CaseFailed, Unsupported
-from conformance.showbytes import describe_mismatch
+from conformance.showbytes import describe_mismatch, first_difference
 
 # Without progress for this long, a peer that should be sending is taken to have stalled.
 IDLE_SECONDS = 3.0
@@ -17,23 +17,29 @@ CHUNK = 65536
 
 
 async def receive_exactly(
-    ctx: CaseContext, stream: trio.abc.ReceiveStream, count: int, *, doing: str, idle: float = IDLE_SECONDS
+    ctx: CaseContext,
+    stream: trio.abc.ReceiveStream,
+    count: int,
+    *,
+    doing: str,
+    idle: float = IDLE_SECONDS,
+    expected: bytes | None = None,
 ) -> bytes:
-    """Read exactly ``count`` bytes; fail on EOF or on ``idle`` seconds without any new byte."""
+    """Read exactly ``count`` bytes; fail on EOF or on ``idle`` seconds without any new byte.
+
+    With ``expected``, a shortfall also says whether what did arrive was right so far.
+    """
     received = bytearray()
     while len(received) < count:
         with trio.move_on_after(ctx.seconds(idle)) as scope:
             chunk = await stream.receive_some(min(CHUNK, count - len(received)))
-        if scope.cancelled_caught:
-            raise CaseFailed(
-                f"no data for {ctx.seconds(idle):.1f} s {doing}: got {len(received)} of {count} bytes",
-                actual=bytes(received) if received else None,
-            )
-        if not chunk:
-            raise CaseFailed(
-                f"the connection was closed {doing}: got {len(received)} of {count} bytes",
-                actual=bytes(received) if received else None,
-            )
+        if scope.cancelled_caught or not chunk:
+            what = f"no data for {ctx.seconds(idle):.1f} s" if scope.cancelled_caught else "the connection was closed"
+            summary = f"{what} {doing}: got {len(received)} of {count} bytes"
+            if expected is not None and received and not expected.startswith(received):
+                offset = first_difference(expected, bytes(received))
+                summary += f", and they differ from what was sent from byte {offset} (bytes were lost or altered)"
+            raise CaseFailed(summary, actual=bytes(received) if received else None)
         received += chunk
     return bytes(received)
 

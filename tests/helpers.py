@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,7 +41,9 @@ def conformance(tmp_path: Path, *args: str) -> Run:
     argv = [sys.executable, "-m", "conformance", *args]
     if args and args[0] == "run":
         argv += ["--json", str(report), "--hypothesis-db", "none"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_SECONDS, cwd=tmp_path)
+    # The code under test is this checkout's, whether or not it is the installed copy.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_SECONDS, cwd=tmp_path, env=env)
     loaded = json.loads(report.read_text()) if report.exists() else None
     return Run(done.returncode, done.stdout, done.stderr, loaded)
 

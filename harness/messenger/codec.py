@@ -49,6 +49,7 @@ __all__ = [
     "WrongFieldCount",
     "decode",
     "encode",
+    "field_safe",
 ]
 
 VERSION = 1
@@ -212,6 +213,12 @@ def decode(data: bytes) -> Datagram:
         flags=number & ~_COMMAND_MASK,
         extra=extra,
     )
+
+
+def field_safe(text: str, *, fallback: str) -> str:
+    """Make ``text`` usable as ``user`` or ``host``: no ``:``, not empty (e.g. a machine's host name)."""
+    cleaned = text.replace(":", "-").encode("utf-8", "replace").decode("utf-8")
+    return cleaned or fallback
 
 
 def _decode_text(data: bytes) -> str:

@@ -3,13 +3,14 @@ as real processes against in-process counterparts (signals and stdin need a proc
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -19,7 +20,7 @@ import trio
 
 from harness import cli
 from harness.messenger.broadcast import serve_presence
-from harness.messenger.chat_client import open_chat_client
+from harness.messenger.chat_client import open_chat_client, run_terminal_chat
 from harness.messenger.chat_server import serve_chat
 from harness.messenger.codec import MAX_DATAGRAM_SIZE, Command, Datagram, decode, encode
 from harness.messenger.commands import format_peers
@@ -234,3 +235,48 @@ async def test_terminal_chat_sends_lines_shows_messages_and_leaves(
             assert (status, bytes(errors)) == (0, b"")
     left = [record.getMessage() for record in caplog.records if record.getMessage().endswith("left")]
     assert any("('alice') left" in line for line in left)
+
+
+def lines_then_eof(*lines: bytes) -> Callable[[], Awaitable[bytes]]:
+    remaining = list(lines)
+
+    async def read_line() -> bytes:
+        await trio.lowlevel.checkpoint()
+        return remaining.pop(0) if remaining else b""
+
+    return read_line
+
+
+async def test_terminal_chat_warns_about_an_unacknowledged_message(nursery: trio.Nursery) -> None:
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake_server:
+        await fake_server.bind(("127.0.0.1", 0))
+        server = fake_server.getsockname()
+
+        async def answer_join_only() -> None:
+            data, source = await fake_server.recvfrom(MAX_DATAGRAM_SIZE + 1)
+            answer = Datagram(1, 1, "server", "srv", Command.ANSENTRY, 0, decode(data).user)
+            await fake_server.sendto(encode(answer), source)
+
+        nursery.start_soon(answer_join_only)
+        out, err = io.StringIO(), io.StringIO()
+        with trio.fail_after(TIMEOUT):
+            status = await run_terminal_chat(
+                server, name="alice", retransmit_interval=0.05, max_retransmits=1,
+                read_line=lines_then_eof(b"into the void\n"), stdout=out, stderr=err,
+            )
+    assert status == 0
+    assert out.getvalue() == ""
+    assert err.getvalue() == "harness: warning: the server never acknowledged 'into the void'\n"
+
+
+async def test_terminal_chat_reports_an_unanswered_join() -> None:
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        await silent.bind(("127.0.0.1", 0))
+        err = io.StringIO()
+        with trio.fail_after(TIMEOUT):
+            status = await run_terminal_chat(
+                silent.getsockname(), name="alice", retransmit_interval=0.05, max_retransmits=1,
+                read_line=lines_then_eof(), stdout=io.StringIO(), stderr=err,
+            )
+    assert status == 1
+    assert err.getvalue().startswith("harness: 127.0.0.1:") and "did not answer" in err.getvalue()

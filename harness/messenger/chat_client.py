@@ -99,6 +99,13 @@ class ChatClient:
         """The next event: a message from another member, or news about one of ours."""
         return await self._events.receive()
 
+    def receive_nowait(self) -> ClientEvent | None:
+        """The next event if one is already queued, else None."""
+        try:
+            return self._events.receive_nowait()
+        except trio.WouldBlock:
+            return None
+
     async def receive_message(self) -> MessageReceived:
         """The next message from another member, skipping delivery reports."""
         while True:
@@ -247,6 +254,9 @@ async def run_terminal_chat(
                     await _send_lines(client, reader, err)
                     await client.wait_settled()
                     nursery.cancel_scope.cancel()
+            # Reports queued while the printer was being cancelled, e.g. the last "never acknowledged".
+            while (event := client.receive_nowait()) is not None:
+                _show_event(event, out, err)
     except ChatError as exc:
         print(f"harness: {exc}", file=err)
         return 1
@@ -269,12 +279,15 @@ async def _send_lines(client: ChatClient, read_line: Callable[[], Awaitable[byte
 
 async def _show_events(client: ChatClient, out: TextIO, err: TextIO) -> None:
     while True:
-        event = await client.receive()
-        if isinstance(event, MessageReceived):
-            print(f"{event.nickname}: {event.text}", file=out, flush=True)
-        elif isinstance(event, Undelivered):
-            preview = event.text if len(event.text) <= 40 else event.text[:37] + "..."
-            print(f"harness: warning: the server never acknowledged {preview!r}", file=err, flush=True)
+        _show_event(await client.receive(), out, err)
+
+
+def _show_event(event: ClientEvent, out: TextIO, err: TextIO) -> None:
+    if isinstance(event, MessageReceived):
+        print(f"{event.nickname}: {event.text}", file=out, flush=True)
+    elif isinstance(event, Undelivered):
+        preview = event.text if len(event.text) <= 40 else event.text[:37] + "..."
+        print(f"harness: warning: the server never acknowledged {preview!r}", file=err, flush=True)
 
 
 async def _cancel_on_signal(scope: trio.CancelScope) -> None:

@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.echo.commands",
     "harness.relay.commands",
     "harness.tftp.commands",
+    "harness.messenger.commands",
 )
 
 

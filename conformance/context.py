@@ -6,7 +6,8 @@ import contextlib
 import shlex
 import socket
 import ssl
-from collections.abc import Iterator, Mapping
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -14,7 +15,8 @@ from typing import Any, NoReturn
 import trio
 
 from conformance.model import Case, CaseFailed, Unsupported
-from conformance.targets import ResolvedTarget
+from conformance.process import ManagedProcess
+from conformance.targets import ResolvedTarget, TargetEnv, free_port, launch_command, wait_until_up
 
 CONNECT_SECONDS = 5.0
 # The number of examples a search case draws by default; --examples scales time budgets against it.
@@ -75,6 +77,29 @@ def shell_quote(text: str) -> str:
     if "'" in text and not any(ch in text for ch in '"$`!') and "\\\\" not in text and not text.endswith("\\"):
         return f'"{text}"'
     return shlex.quote(text)
+
+
+@dataclass(eq=False)
+class Instance:
+    """A private copy of the target started inside one case (see :meth:`CaseContext.fresh_instance`)."""
+
+    host: str
+    port: int
+    process: ManagedProcess | None
+    _scope: trio.CancelScope | None = None
+    _done: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    async def stop(self) -> None:
+        """Stop it as an operator would: SIGTERM for a program, cancellation for the embedded server."""
+        if self.process is not None:
+            await trio.to_thread.run_sync(self.process.stop)
+        elif self._scope is not None:
+            self._scope.cancel()
+            await self._done.wait()
 
 
 class CaseContext:
@@ -153,6 +178,55 @@ class CaseContext:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         await sock.bind(("", 0))
         return sock
+
+    @contextlib.asynccontextmanager
+    async def fresh_instance(self) -> AsyncIterator[Instance]:
+        """Start another copy of the target for this case alone, and stop it on exit.
+
+        For cases about start-up and shutdown behaviour. Only the embedded reference and
+        ``--target-cmd`` programs can be started; an address target makes the case unsupported.
+        """
+        target = self.target
+        protocol = target.protocol
+        env = TargetEnv(
+            protocol=protocol,
+            options=target.env.options,
+            directory=Path(tempfile.mkdtemp(prefix="instance-", dir=target.env.directory)),
+            timeout_scale=self.options.timeout_scale,
+        )
+        if target.kind == "address":
+            raise Unsupported("needs a target the suite starts itself (embedded or --target-cmd)")
+        if target.kind == "command":
+            assert target.spec.command is not None
+            port = free_port(protocol.transport)
+            process = launch_command(protocol, target.spec.command, env, port)
+            instance = Instance(host=protocol.command_host, port=port, process=process)
+            try:
+                await trio.to_thread.run_sync(
+                    wait_until_up, process, port, protocol.transport, self.options.timeout_scale, target.spec.command
+                )
+                yield instance
+            finally:
+                await trio.to_thread.run_sync(process.stop)
+            return
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+            done = trio.Event()
+
+            async def host(*, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
+                try:
+                    with scope:
+                        async with trio.open_nursery() as inner:
+                            task_status.started(await protocol.embedded(inner, env))
+                finally:
+                    done.set()
+
+            address: tuple[str, int] = await nursery.start(host)
+            instance = Instance(host=address[0], port=address[1], process=None, _scope=scope, _done=done)
+            try:
+                yield instance
+            finally:
+                scope.cancel()
 
     async def aclose(self) -> None:
         for resource in reversed(self._resources):

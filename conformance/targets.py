@@ -433,17 +433,7 @@ class TargetHost:
         protocol = self.protocols[spec.protocol]
         assert spec.command is not None
         port = free_port(protocol.transport)
-        values = {"port": str(port), "host": "127.0.0.1"}
-        if protocol.tls:
-            files = env.tls_files()
-            values.update(cert=str(files.cert), key=str(files.key), ca=str(files.ca))
-        if protocol.prepare_command is not None:
-            values.update(protocol.prepare_command(env))
-        command = fill_placeholders(spec.command, values)
-        try:
-            process = ManagedProcess(command)
-        except (OSError, ValueError) as exc:
-            raise TargetUnusable(f"cannot start {command!r}: {exc}") from None
+        process = launch_command(protocol, spec.command, env, port)
         target = ResolvedTarget(
             protocol=protocol,
             spec=spec,
@@ -457,38 +447,54 @@ class TargetHost:
         if protocol.tls:
             target.ssl_context = client_context(env.tls_files().ca)
             target.server_hostname = "127.0.0.1"
-        self._wait_until_up(target, process, port, protocol.transport)
+        wait_until_up(process, port, protocol.transport, self.timeout_scale, spec.command)
         return target
 
-    def _wait_until_up(self, target: ResolvedTarget, process: ManagedProcess, port: int, transport: str) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS * self.timeout_scale
-        while True:
-            death = process.describe_exit()
-            if death is not None:
-                output = "\n".join("  | " + line for line in process.output_since(0, limit=20))
-                raise TargetUnusable(
-                    f"{death} before it was reachable on port {port}"
-                    + (f"; its output:\n{output}" if output else " (it printed nothing)")
-                )
-            if transport == "tcp":
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=POLL_SECONDS * 4).close()
-                    return
-                except OSError:
-                    pass
-            else:
-                bound = _udp_port_bound(port)
-                if bound is None:
-                    time.sleep(UDP_GRACE_SECONDS * self.timeout_scale)
-                    return
-                if bound:
-                    return
-            if time.monotonic() > deadline:
-                what = "accept connections" if transport == "tcp" else "bind its UDP port"
-                raise TargetUnusable(
-                    f"program {target.spec.command!r} did not {what} on port {port} within "
-                    f"{STARTUP_SECONDS * self.timeout_scale:.0f} s; does it use the port it is given?"
-                )
-            # Polling the port is the only signal an arbitrary program gives that it is ready.
-            time.sleep(POLL_SECONDS)
 
+def launch_command(protocol: Protocol, template: str, env: TargetEnv, port: int) -> ManagedProcess:
+    """Start a --target-cmd program on ``port``, with every placeholder filled."""
+    values = {"port": str(port), "host": "127.0.0.1"}
+    if protocol.tls:
+        files = env.tls_files()
+        values.update(cert=str(files.cert), key=str(files.key), ca=str(files.ca))
+    if protocol.prepare_command is not None:
+        values.update(protocol.prepare_command(env))
+    command = fill_placeholders(template, values)
+    try:
+        return ManagedProcess(command)
+    except (OSError, ValueError) as exc:
+        raise TargetUnusable(f"cannot start {command!r}: {exc}") from None
+
+
+def wait_until_up(process: ManagedProcess, port: int, transport: str, timeout_scale: float, template: str) -> None:
+    """Block until the program accepts (TCP) or binds (UDP) ``port``; TargetUnusable if it dies or dawdles."""
+    deadline = time.monotonic() + STARTUP_SECONDS * timeout_scale
+    while True:
+        death = process.describe_exit()
+        if death is not None:
+            output = "\n".join("  | " + line for line in process.output_since(0, limit=20))
+            raise TargetUnusable(
+                f"{death} before it was reachable on port {port}"
+                + (f"; its output:\n{output}" if output else " (it printed nothing)")
+            )
+        if transport == "tcp":
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=POLL_SECONDS * 4).close()
+                return
+            except OSError:
+                pass
+        else:
+            bound = _udp_port_bound(port)
+            if bound is None:
+                time.sleep(UDP_GRACE_SECONDS * timeout_scale)
+                return
+            if bound:
+                return
+        if time.monotonic() > deadline:
+            what = "accept connections" if transport == "tcp" else "bind its UDP port"
+            raise TargetUnusable(
+                f"program {template!r} did not {what} on port {port} within "
+                f"{STARTUP_SECONDS * timeout_scale:.0f} s; does it use the port it is given?"
+            )
+        # Polling the port is the only signal an arbitrary program gives that it is ready.
+        time.sleep(POLL_SECONDS)

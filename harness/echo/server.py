@@ -1,0 +1,140 @@
+"""Reference echo servers (RFC 862) over TCP, TLS and UDP.
+
+TCP/TLS: one task per connection echoes each chunk as soon as it arrives; after the client's
+EOF it has already sent everything back, so it closes its side. Anything a single client does
+(reset, failed handshake, vanishing without close_notify) ends only that client's connection.
+
+UDP: every datagram, including an empty one, is answered from the same socket to the exact
+address it came from.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as stdlib_socket
+import ssl
+from collections.abc import Callable
+
+import trio
+
+from harness.echo.transform import get_transform
+
+logger = logging.getLogger(__name__)
+
+# Big enough to take a whole socket buffer per call; the echo itself does not care.
+RECEIVE_SIZE = 65536
+# The largest UDP payload over IPv6 (jumbograms aside) is 65535; IPv4 allows 65507.
+# Reading less would silently truncate datagrams.
+DATAGRAM_SIZE = 65535
+
+
+async def serve_echo_tcp(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    transform: str = "identity",
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve TCP echo (TLS when *ssl_context* is given) until cancelled.
+
+    Reports the bound port through ``task_status.started``. Raises :class:`ValueError` for an
+    unknown *transform* and :class:`OSError` when it cannot listen.
+    """
+    apply = get_transform(transform)
+    socket_listeners = await trio.open_tcp_listeners(port, host=host)
+    bound_port: int = socket_listeners[0].socket.getsockname()[1]
+    listeners: list[trio.abc.Listener[trio.abc.Stream]]
+    if ssl_context is None:
+        listeners = list(socket_listeners)
+    else:
+        listeners = [trio.SSLListener(listener, ssl_context) for listener in socket_listeners]
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        await _echo_connection(stream, apply)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, listeners)
+        logger.debug("echo tcp listening on %s:%d", host, bound_port)
+        task_status.started(bound_port)
+
+
+async def _echo_connection(stream: trio.abc.Stream, apply: Callable[[bytes], bytes]) -> None:
+    peer = _peer_name(stream)
+    logger.debug("connection from %s", peer)
+    try:
+        if isinstance(stream, trio.SSLStream):
+            await stream.do_handshake()
+        while chunk := await stream.receive_some(RECEIVE_SIZE):
+            await stream.send_all(apply(bytes(chunk)))
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        await stream.aclose()
+    except (trio.BrokenResourceError, OSError) as exc:
+        # A reset, a failed TLS handshake or a missing close_notify: that client is gone,
+        # everyone else carries on.
+        logger.info("connection from %s ended abruptly: %s", peer, _describe(exc))
+        await trio.aclose_forcefully(stream)
+    except Exception:
+        # A bug here must not take the other connections down with it.
+        logger.exception("connection from %s failed", peer)
+        await trio.aclose_forcefully(stream)
+    else:
+        logger.debug("connection from %s closed", peer)
+
+
+async def serve_echo_udp(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    transform: str = "identity",
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve UDP echo until cancelled; reports the bound port through ``task_status.started``.
+
+    Raises :class:`ValueError` for an unknown *transform* and :class:`OSError` when it cannot
+    bind. Errors while serving are logged and never stop the server.
+    """
+    apply = get_transform(transform)
+    infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
+    family, type_, proto, _, address = infos[0]
+    with trio.socket.socket(family, type_, proto) as sock:
+        await sock.bind(address)
+        bound_port: int = sock.getsockname()[1]
+        logger.debug("echo udp listening on %s:%d", host, bound_port)
+        task_status.started(bound_port)
+        while True:
+            try:
+                data, sender = await sock.recvfrom(DATAGRAM_SIZE)
+            except OSError as exc:
+                # Some systems report an ICMP error caused by an earlier reply here
+                # (ConnectionRefusedError/ConnectionResetError); it concerns that old peer only.
+                logger.info("udp receive failed: %s", _describe(exc))
+                continue
+            try:
+                await sock.sendto(apply(data), sender)
+            except OSError as exc:
+                logger.info("udp reply to %s failed: %s", _format_address(sender), _describe(exc))
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if isinstance(transport, trio.SocketStream):
+        try:
+            return _format_address(transport.socket.getpeername())
+        except OSError:
+            pass
+    return "unknown peer"
+
+
+def _format_address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+def _describe(exc: BaseException) -> str:
+    # BrokenResourceError wraps the real cause (ssl.SSLError, ConnectionResetError, ...).
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__

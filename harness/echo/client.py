@@ -99,7 +99,11 @@ async def echo_once(
                 nursery.start_soon(send)
                 # Errors are raised after the nursery, so that callers get them unwrapped.
                 error = await _receive_into(stream, received, expected)
-                nursery.cancel_scope.cancel()
+                if len(received) < expected:
+                    # The server closed (or broke) before a full echo: stop sending. Otherwise
+                    # the sender is about done, and interrupting a TLS send would break the
+                    # stream and skip our close_notify.
+                    nursery.cancel_scope.cancel()
             if error is not None:
                 raise error
             return bytes(received)

@@ -19,6 +19,7 @@ from conformance.process import ManagedProcess
 from conformance.targets import ResolvedTarget, TargetEnv, free_port, launch_command, wait_until_up
 
 CONNECT_SECONDS = 5.0
+CLOSE_SECONDS = 0.5
 # The number of examples a search case draws by default; --examples scales time budgets against it.
 TYPICAL_EXAMPLES = 25
 
@@ -228,10 +229,22 @@ class CaseContext:
             finally:
                 scope.cancel()
 
+    async def close(self, resource: trio.abc.AsyncResource) -> None:
+        """Close politely (TLS close_notify) when the peer allows it quickly, else forcefully.
+
+        Cases that want an abrupt end say so with :func:`conformance.streams.reset`.
+        """
+        with trio.move_on_after(self.seconds(CLOSE_SECONDS)):
+            try:
+                await resource.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        await trio.aclose_forcefully(resource)
+
     async def aclose(self) -> None:
         for resource in reversed(self._resources):
             if isinstance(resource, trio.abc.AsyncResource):
-                await trio.aclose_forcefully(resource)
+                await self.close(resource)
             else:
                 resource.close()
         self._resources.clear()

@@ -71,10 +71,15 @@ def expect_equal(summary: str, *, sent: bytes | None, expected: bytes, actual: b
         )
 
 
-async def send_eof(stream: trio.abc.Stream) -> None:
+def require_half_close(stream: trio.abc.Stream) -> trio.abc.HalfCloseableStream:
+    """The stream, if it can close one direction; Unsupported (TLS) otherwise. Call before any I/O."""
     if not isinstance(stream, trio.abc.HalfCloseableStream):
         raise Unsupported("half-close cannot be expressed over TLS: a TLS stream cannot close one direction")
-    await stream.send_eof()
+    return stream
+
+
+async def send_eof(stream: trio.abc.Stream) -> None:
+    await require_half_close(stream).send_eof()
 
 
 def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType:

@@ -130,11 +130,7 @@ def test_tcp_fixture_over_tls(name: str, tls_files: tuple[ssl.SSLContext, list[s
             plain.sendall(b"not a TLS ClientHello\r\n")
             with contextlib.suppress(ConnectionResetError):
                 assert plain.recv(65536) == b""
-        if name == "crash_on_reset":
-            # ...which is exactly what kills this one.
-            assert proc.wait(timeout=DEADLINE) == 1
-            return
-        # ...and the server carries on.
+        # ...and the server carries on (crash_on_reset dies of resets, not of failed handshakes).
         assert tcp_round_trip(port, MESSAGE, client_context) == TCP_ECHOING[name]
         assert_stops_on_sigterm(proc)
 

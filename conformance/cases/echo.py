@@ -21,6 +21,7 @@ from conformance.streams import (
     receive_datagram,
     receive_exactly,
     receive_until_eof,
+    require_half_close,
     reset,
     send_eof,
 )
@@ -50,6 +51,8 @@ HALF_CLOSE_SIZE = 256 * 1024
 # After a client resets, the server gets this long to fall over before we check it still serves:
 # a crash caused by the reset happens after the reset, not before our next connect.
 RESET_OBSERVATION_SECONDS = 0.3
+RESET_FLOOD_SIZE = 8 << 20
+RESET_WRITE_SECONDS = 0.5
 
 
 async def _embedded_tcp(nursery: trio.Nursery, env: TargetEnv) -> tuple[str, int]:
@@ -252,7 +255,7 @@ async def segmentation(ctx: CaseContext) -> None:
                 ctx, stream, len(expected) - len(echoed), doing="waiting for the rest of the echo"
             )
         finally:
-            await trio.aclose_forcefully(stream)
+            await ctx.close(stream)
         expect_equal(
             f"the echo of {len(payload)} bytes written as {[size for size, _ in writes]} differs",
             sent=payload,
@@ -267,6 +270,7 @@ async def segmentation(ctx: CaseContext) -> None:
 async def half_close(ctx: CaseContext) -> None:
     """After the client's EOF the server echoes everything still pending, then closes its side."""
     stream = await ctx.connect()
+    require_half_close(stream)
     payload = _payload(HALF_CLOSE_SIZE, seed=9293)
     expected = _transformed(ctx, payload)
     echoed = b""
@@ -291,16 +295,26 @@ async def half_close(ctx: CaseContext) -> None:
 
 @case(*STREAMS, slug="reset", spec="RFC 9293 §3.5.2 (reset); RFC 862 §1")
 async def reset_survival(ctx: CaseContext) -> None:
-    """A client that aborts with a TCP reset does not take the server down: the next client is served."""
-    first = await ctx.connect()
-    await _send(ctx, first, _payload(65536, seed=1))
-    reset(first)
+    """Clients that abort with a TCP reset, idle or mid-echo, do not take the server down."""
+    idle = await ctx.connect()
+    # With its echo read back, the server is waiting in recv when this reset arrives.
+    await _exchange(ctx, idle, b"about to reset\n", "the first client's message")
+    reset(idle)
+    busy = await ctx.connect()
+    # Never reading the echo fills the buffers, so the server is stuck writing when this reset
+    # arrives; how much gets sent before that does not matter.
+    with trio.move_on_after(ctx.seconds(RESET_WRITE_SECONDS)):
+        try:
+            await busy.send_all(_payload(RESET_FLOOD_SIZE, seed=2))
+        except trio.BrokenResourceError:
+            pass  # the server hung up first; the reset below is still what this case is about
+    reset(busy)
     await trio.sleep(ctx.seconds(RESET_OBSERVATION_SECONDS))
     try:
-        second = await ctx.connect()
+        after = await ctx.connect()
     except CaseFailed as failure:
-        raise CaseFailed(f"after a client reset its connection, the next client failed: {failure.summary}") from None
-    await _exchange(ctx, second, b"still there?\n", "a message from the next client")
+        raise CaseFailed(f"after two clients reset their connections, the next client failed: {failure.summary}") from None
+    await _exchange(ctx, after, b"still there?\n", "a message from the next client")
 
 
 @case(*STREAMS, slug="concurrency", spec="RFC 862 §1 (a server for many clients)")

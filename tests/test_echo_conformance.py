@@ -1,0 +1,119 @@
+"""Every echo case passes on the reference and is made to fail by a broken server with its flaw."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import conformance, fixture_command
+
+TCP_CASES = {"round-trip", "many-messages", "binary", "large", "segmentation", "half-close", "reset", "concurrency"}
+TLS = ("--tls", "{cert}", "{key}")
+
+# fixture -> (protocol, extra fixture arguments, extra conformance options, the cases that fail, exactly)
+BROKEN: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], set[str]]] = {
+    "one_at_a_time": ("echo", (), (), {"concurrency"}),
+    "one_at_a_time/tls": ("echo-tls", TLS, (), {"concurrency"}),
+    "never_eof": ("echo", (), (), {"half-close"}),
+    "first_recv_only": ("echo", (), (), {"many-messages", "large", "segmentation", "half-close"}),
+    "first_recv_only/tls": ("echo-tls", TLS, (), {"many-messages", "large", "segmentation"}),
+    "utf8_per_chunk": ("echo", (), (), {"binary", "segmentation", "large", "half-close"}),
+    "utf8_per_chunk/tls": ("echo-tls", TLS, (), {"binary", "segmentation", "large"}),
+    "upper_utf8": ("echo", (), ("--echo-transform", "upper"), {"upper", "binary", "segmentation", "large", "half-close"}),
+    "upper_utf8/tls": ("echo-tls", TLS, ("--echo-transform", "upper"), {"upper", "binary", "segmentation", "large"}),
+    "send_not_sendall": ("echo", (), (), {"large", "half-close"}),
+    "eof_drops_tail": ("echo", (), (), {"half-close"}),
+    # The crash takes the program down: the cases after it fail saying so.
+    "crash_on_reset": ("echo", (), (), {"reset", "concurrency", "upper"}),
+    "crash_on_reset/tls": ("echo-tls", TLS, (), {"reset", "concurrency", "upper"}),
+    "garbage": ("echo", (), (), TCP_CASES),
+    "garbage/tls": ("echo-tls", TLS, (), TCP_CASES - {"half-close"}),
+    "udp_recvfrom_1024": ("udp-echo", (), (), {"sizes"}),
+    "udp_reply_new_socket": ("udp-echo", (), (), {"reply-address"}),
+    "udp_echo_to_all": ("udp-echo", (), (), {"interleaved"}),
+    "udp_slow_small_buffer": ("udp-echo", (), (), {"burst"}),
+}
+
+
+def short_ids(ids: set[str]) -> set[str]:
+    return {case_id.split(".", 2)[2] for case_id in ids}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_server_fails_exactly_its_cases(tmp_path: Path, name: str) -> None:
+    protocol, fixture_args, options, expected = BROKEN[name]
+    script = f"echo/{name.split('/')[0]}.py"
+    run = conformance(tmp_path, "run", "--target-cmd", fixture_command(protocol, script, *fixture_args), *options)
+    assert run.status == 1, run.stdout + run.stderr
+    assert short_ids(run.failed()) == expected, run.stdout
+    assert "Traceback" not in run.stderr
+    for case_id in run.failed():
+        message = run.case(case_id)["message"]
+        assert message.strip(), case_id
+
+
+def test_crashed_program_is_reported_as_such(tmp_path: Path) -> None:
+    run = conformance(tmp_path, "run", "--target-cmd", fixture_command("echo", "echo/crash_on_reset.py"))
+    reset = run.case("echo.tcp.reset")
+    assert "exited with status 1" in reset["message"]
+    assert any("ConnectionResetError" in line for line in reset["output"])
+    later = run.case("echo.tcp.concurrency")
+    assert "target program exited with status 1" in later["message"]
+
+
+def test_segmentation_failure_shows_shrunk_splits_and_a_working_replay(tmp_path: Path) -> None:
+    command = fixture_command("echo", "echo/utf8_per_chunk.py")
+    run = conformance(tmp_path, "run", "--target-cmd", command, "-k", "echo.tcp.segmentation")
+    message = run.case("echo.tcp.segmentation")["message"]
+    assert "shrunk input: (b'\\xc3\\xa9', [(1, True), (1, True)])" in message
+    replay_line = next(line for line in message.splitlines() if "replay:" in line)
+    assert "-k echo.tcp.segmentation --replay " in replay_line
+    replayed = conformance(
+        tmp_path, "run", "--target-cmd", command, "-k", "echo.tcp.segmentation",
+        "--replay", "(b'\\xc3\\xa9', [(1, True), (1, True)])",
+    )
+    assert replayed.failed() == {"echo.tcp.segmentation"}
+    assert replayed.outcomes() == {"echo.tcp.segmentation": "failed"}
+
+
+@pytest.mark.parametrize(("protocol", "script", "cases"), [
+    ("echo", "echo/silent.py", TCP_CASES),
+    ("udp-echo", "echo/udp_silent.py", {"round-trip", "reply-address", "sizes", "interleaved", "burst"}),
+])
+def test_silent_target_fails_every_case_in_bounded_time(
+    tmp_path: Path, protocol: str, script: str, cases: set[str]
+) -> None:
+    started = time.monotonic()
+    run = conformance(tmp_path, "run", "--timeout-scale", "0.5", "--target-cmd", fixture_command(protocol, script))
+    assert time.monotonic() - started < 60
+    assert short_ids(run.failed()) == cases
+    for case_id in run.failed():
+        assert any(word in run.case(case_id)["message"] for word in ("timed out", "no data", "no answer")), case_id
+
+
+PYTHON = sys.executable
+
+
+@pytest.mark.parametrize("options", [(), ("--echo-transform", "upper")])
+def test_reference_passes_everything_embedded(tmp_path: Path, options: tuple[str, ...]) -> None:
+    run = conformance(tmp_path, "run", *options)
+    assert run.status == 0, run.stdout
+    unsupported = {case_id for case_id, outcome in run.outcomes().items() if outcome == "unsupported"}
+    expected_unsupported = {"echo.tls.half-close"} | (set() if options else {"echo.tcp.upper", "echo.tls.upper"})
+    assert unsupported == expected_unsupported
+    assert set(run.outcomes().values()) == {"passed", "unsupported"}
+
+
+def test_reference_passes_everything_as_a_program(tmp_path: Path) -> None:
+    serve = f"{PYTHON} -m harness serve echo --port {{port}} --transform upper"
+    run = conformance(
+        tmp_path, "run", "--echo-transform", "upper",
+        "--target-cmd", f"echo={serve}",
+        "--target-cmd", f"echo-tls={serve} --tls-cert {{cert}} --tls-key {{key}}",
+        "--target-cmd", f"udp-echo={serve} --udp",
+    )
+    assert run.status == 0, run.stdout
+    assert {o for c, o in run.outcomes().items() if c != "echo.tls.half-close"} == {"passed"}

@@ -15,6 +15,12 @@ from conformance.model import Level, Outcome
 from conformance.runner import CaseResult
 
 OUTCOME_ORDER = (Outcome.PASSED, Outcome.FAILED, Outcome.UNSUPPORTED, Outcome.ERROR)
+SUMMARY_WORDS = {
+    Outcome.PASSED: "passed",
+    Outcome.FAILED: "failed",
+    Outcome.UNSUPPORTED: "unsupported",
+    Outcome.ERROR: "errors",
+}
 
 
 def summarize(results: Sequence[CaseResult], *, strict: bool, duration_s: float) -> dict[str, Any]:
@@ -77,7 +83,7 @@ class TableWriter:
         self.out.flush()
 
     def summary(self, summary: dict[str, Any]) -> None:
-        parts = [f"{summary[outcome.value]} {outcome.value}" for outcome in OUTCOME_ORDER]
+        parts = [f"{summary[outcome.value]} {SUMMARY_WORDS[outcome]}" for outcome in OUTCOME_ORDER]
         line = f"\n{summary['total']} cases: " + ", ".join(parts) + f" in {summary['duration_s']:.1f} s"
         if summary["should_failures_not_fatal"]:
             line += f" ({summary['should_failures_not_fatal']} SHOULD-level failures not fatal; --strict makes them so)"

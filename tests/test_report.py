@@ -1,0 +1,65 @@
+"""Verdicts and exit semantics: SHOULD-level failures count only with --strict; JSON and JUnit agree."""
+
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from conformance.model import Level, Outcome
+from conformance.report import TableWriter, summarize, write_json, write_junit
+from conformance.runner import CaseResult
+
+
+def result(case_id: str, outcome: Outcome, level: Level = Level.MUST) -> CaseResult:
+    return CaseResult(
+        id=case_id, protocol="p", outcome=outcome, duration_s=0.1, message=f"{outcome.value} message",
+        spec="RFC 1", level=level,
+    )
+
+
+RESULTS = [
+    result("p.ok", Outcome.PASSED),
+    result("p.optional", Outcome.FAILED, Level.SHOULD),
+    result("p.feature", Outcome.UNSUPPORTED),
+]
+
+
+def test_should_failures_do_not_fail_the_run_unless_strict() -> None:
+    assert summarize(RESULTS, strict=False, duration_s=1)["ok"] is True
+    assert summarize(RESULTS, strict=True, duration_s=1)["ok"] is False
+    assert summarize([*RESULTS, result("p.must", Outcome.FAILED)], strict=False, duration_s=1)["ok"] is False
+    assert summarize([*RESULTS, result("p.bug", Outcome.ERROR)], strict=False, duration_s=1)["ok"] is False
+
+
+def test_reports_mark_should_failures(tmp_path: Path) -> None:
+    summary = summarize(RESULTS, strict=False, duration_s=1)
+    write_json(tmp_path / "r.json", RESULTS, summary, {"p": "somewhere"})
+    document = json.loads((tmp_path / "r.json").read_text())
+    optional = next(c for c in document["cases"] if c["id"] == "p.optional")
+    assert optional["outcome"] == "failed" and optional["level"] == "SHOULD" and optional["fatal"] is False
+    assert document["summary"]["should_failures_not_fatal"] == 1
+    write_junit(tmp_path / "r.xml", RESULTS, summary)
+    cases = {c.get("name"): c for c in ET.parse(tmp_path / "r.xml").getroot().iter("testcase")}
+    assert cases["p.optional"].find("skipped") is not None
+    assert cases["p.optional"].find("failure") is None
+    strict = summarize(RESULTS, strict=True, duration_s=1)
+    write_junit(tmp_path / "s.xml", RESULTS, strict)
+    cases = {c.get("name"): c for c in ET.parse(tmp_path / "s.xml").getroot().iter("testcase")}
+    assert cases["p.optional"].find("failure") is not None
+
+
+def test_table_shows_levels_and_summary() -> None:
+    out = io.StringIO()
+    table = TableWriter(out, 12, strict=False)
+    table.header()
+    for entry in RESULTS:
+        table.row(entry)
+    table.details(RESULTS)
+    table.summary(summarize(RESULTS, strict=False, duration_s=1))
+    text = out.getvalue()
+    assert "failed (SHOULD)" in text
+    assert "1 passed, 1 failed, 1 unsupported, 0 errors" in text
+    assert "--strict makes them so" in text
+    assert "verdict: PASS" in text

@@ -240,14 +240,20 @@ def encode_frame(header: Mapping[str, object]) -> bytes:
         body = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("ascii")
     if not MIN_FRAME_LENGTH <= len(body) <= MAX_FRAME_LENGTH:
         raise LocalProtocolError(
-            ErrorCode.BAD_FRAME, f"frame of {len(body)} bytes is outside {MIN_FRAME_LENGTH}-{MAX_FRAME_LENGTH}"
+            ErrorCode.BAD_FRAME,
+            f"frame of {len(body)} bytes is outside {MIN_FRAME_LENGTH}-{MAX_FRAME_LENGTH}",
         )
     return LENGTH_PREFIX.pack(len(body)) + body
 
 
 def request_header(request: Request) -> dict[str, object]:
     if isinstance(request, PutHeader):
-        return {"op": "put", "file_name": request.file_name, "file_size": request.file_size, "md5": request.md5}
+        return {
+            "op": "put",
+            "file_name": request.file_name,
+            "file_size": request.file_size,
+            "md5": request.md5,
+        }
     return {"op": "stat", "file_name": request.file_name}
 
 

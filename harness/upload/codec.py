@@ -286,7 +286,7 @@ class Buffer:
         self._data = bytearray(initial)
         self._used = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         self._data += data
 
     def consume_at_most(self, nbytes: int) -> bytes:
@@ -430,7 +430,7 @@ class _Decoder(Generic[EventT]):
         """Bytes received but not yet turned into events."""
         return len(self._buffer)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes from the peer; ``b""`` means the peer ended its stream."""
         if self._eof and data:
             raise RuntimeError("received data after EOF")
@@ -494,10 +494,33 @@ class _Decoder(Generic[EventT]):
 class RequestDecoder(_Decoder[RequestEvent]):
     """Server side: the client's byte stream as requests and body chunks."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Body bytes that arrived while the buffer was empty, kept as they came: a large upload
+        # then passes through without being copied into and out of the buffer.
+        self._direct: bytes | None = None
+
     @property
     def body_remaining(self) -> int:
         """Body bytes of the current put still to come (0 outside a body)."""
         return self._body_remaining
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer) + (len(self._direct) if self._direct is not None else 0)
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        if (
+            data
+            and not self._eof
+            and self._state is DecoderState.BODY
+            and self._direct is None
+            and not len(self._buffer)
+            and len(data) <= self._body_remaining
+        ):
+            self._direct = bytes(data)
+        else:
+            super().receive_data(data)
 
     def _interpret(self, frame: dict[str, Any]) -> RequestEvent:
         return request_from_header(frame)
@@ -505,8 +528,12 @@ class RequestDecoder(_Decoder[RequestEvent]):
     def _extract_body(self) -> RequestEvent | NeedData:
         if self._body_remaining == 0:
             return BodyEnd()
-        data = self._buffer.consume_at_most(self._body_remaining)
-        self._buffer.commit()
+        if self._direct is not None:
+            # It arrived before anything now in the buffer, and fits in the body.
+            data, self._direct = self._direct, None
+        else:
+            data = self._buffer.consume_at_most(self._body_remaining)
+            self._buffer.commit()
         if data:
             self._body_remaining -= len(data)
             return BodyChunk(data)

@@ -1,0 +1,282 @@
+"""The reference ``upload`` client: pipelined puts and stats over one connection.
+
+One task writes every request (hashing each file just before sending it, so hashing the next file
+overlaps the server's work on the previous one) while another reads the replies through the sans-IO
+:class:`~harness.upload.codec.ReplyDecoder`, so the replies may arrive split at any byte. After the
+last request the client half-closes (plain TCP only), as the protocol allows.
+
+The ``timeout`` is a time without progress, not a limit on the whole transfer: any bytes sent or
+received, or a file hashed, start it again. Failures raise :class:`UploadClientError` (or a subclass),
+which carries the replies that did arrive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from harness.upload.codec import (
+    NEED_DATA,
+    ConnectionClosed,
+    IncompleteStream,
+    PutHeader,
+    RemoteProtocolError,
+    Reply,
+    ReplyDecoder,
+    StatRequest,
+    encode_request,
+)
+
+# Large reads keep thread hand-offs rare; the peer's reply stream is small, so receives can be too.
+READ_BLOCK = 1024 * 1024
+RECEIVE_SIZE = 64 * 1024
+DEFAULT_TIMEOUT = 30.0
+
+ProgressCallback = Callable[[str, int, int], None]
+"""Called as ``on_progress(file_name, bytes_sent, file_size)`` while a body is sent."""
+
+
+class UploadClientError(Exception):
+    """An upload or stat that did not get all its replies. ``replies`` holds those that came."""
+
+    def __init__(self, message: str, replies: Sequence[Reply] = ()) -> None:
+        super().__init__(message)
+        self.replies = list(replies)
+
+
+class UploadTimeout(UploadClientError):
+    """No progress for ``timeout`` seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Put:
+    local_path: Path
+    file_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Stat:
+    file_name: str
+
+
+def hash_file(path: Path) -> tuple[int, str]:
+    """Size and md5 hex digest of a local file (blocking)."""
+    md5 = hashlib.md5()
+    size = 0
+    with open(path, "rb", buffering=0) as file:
+        while block := file.read(READ_BLOCK):
+            md5.update(block)
+            size += len(block)
+    return size, md5.hexdigest()
+
+
+async def open_upload_stream(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> trio.abc.Stream:
+    """A connection to an upload server, TLS (handshake done) when ``ssl_context`` is given."""
+    try:
+        tcp = await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise UploadClientError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+    if ssl_context is None:
+        return tcp
+    tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname or host)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(tls)
+        raise UploadClientError(f"TLS handshake with {host}:{port} failed: {exc.__cause__ or exc}") from exc
+    except BaseException:
+        await trio.aclose_forcefully(tls)
+        raise
+    return tls
+
+
+class _Exchange:
+    """Requests written by one task while another reads the replies, on one stream."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        requests: Sequence[_Put | _Stat],
+        *,
+        on_progress: ProgressCallback | None,
+        timeout: float,
+        scope: trio.CancelScope,
+    ) -> None:
+        self.stream = stream
+        self.requests = requests
+        self.on_progress = on_progress
+        self.timeout = timeout
+        self.scope = scope
+        self.replies: list[Reply] = []
+        self.failure: str | None = None
+
+    def made_progress(self) -> None:
+        self.scope.deadline = trio.current_time() + self.timeout
+
+    def fail(self, message: str) -> None:
+        if self.failure is None:
+            self.failure = message
+        self.scope.cancel()
+
+    async def run(self) -> None:
+        # Neither task raises: they record a failure and cancel, so no exception group escapes.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_requests)
+            await self._read_replies()
+            nursery.cancel_scope.cancel()
+
+    async def _write_requests(self) -> None:
+        try:
+            for request in self.requests:
+                if isinstance(request, _Stat):
+                    await self.stream.send_all(encode_request(StatRequest(request.file_name)))
+                else:
+                    await self._send_put(request)
+                self.made_progress()
+            if isinstance(self.stream, trio.abc.HalfCloseableStream):
+                await self.stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The server closed early; the reply reader tells the story.
+            pass
+        except OSError as exc:
+            self.fail(f"cannot read {exc.filename}: {exc.strerror or exc}")
+        except UploadClientError as exc:
+            self.fail(str(exc))
+
+    async def _send_put(self, put: _Put) -> None:
+        size, digest = await trio.to_thread.run_sync(hash_file, put.local_path)
+        self.made_progress()
+        header = encode_request(PutHeader(put.file_name, size, digest))
+        if self.on_progress is not None:
+            self.on_progress(put.file_name, 0, size)
+        sent = 0
+        async with await trio.open_file(put.local_path, "rb", buffering=0) as file:
+            while sent < size:
+                block = await file.read(min(READ_BLOCK, size - sent))
+                if not block:
+                    raise UploadClientError(f"{put.local_path} shrank while it was being uploaded")
+                # The header rides with the first block: one send fewer for small files.
+                await self.stream.send_all(header + block if header else block)
+                header = b""
+                sent += len(block)
+                self.made_progress()
+                if self.on_progress is not None:
+                    self.on_progress(put.file_name, sent, size)
+        if header:
+            await self.stream.send_all(header)
+
+    async def _read_replies(self) -> None:
+        decoder = ReplyDecoder()
+        try:
+            while len(self.replies) < len(self.requests):
+                event = decoder.next_event()
+                if event is NEED_DATA:
+                    decoder.receive_data(await self.stream.receive_some(RECEIVE_SIZE))
+                    self.made_progress()
+                elif isinstance(event, ConnectionClosed):
+                    self.fail(
+                        f"the server closed the connection after {len(self.replies)}"
+                        f" of {len(self.requests)} replies"
+                    )
+                    return
+                else:
+                    self.replies.append(event)
+        except RemoteProtocolError as exc:
+            self.fail(f"malformed reply from the server ({exc.code}): {exc.message}")
+        except IncompleteStream as exc:
+            self.fail(f"the server closed the connection inside a reply: {exc}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.fail(f"connection lost: {exc.__cause__ or exc}")
+
+
+async def _exchange(
+    host: str,
+    port: int,
+    requests: Sequence[_Put | _Stat],
+    *,
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None,
+    on_progress: ProgressCallback | None,
+    timeout: float,
+) -> list[Reply]:
+    exchange: _Exchange | None = None
+    with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+        stream = await open_upload_stream(
+            host, port, ssl_context=ssl_context, server_hostname=server_hostname
+        )
+        async with stream:
+            exchange = _Exchange(stream, requests, on_progress=on_progress, timeout=timeout, scope=scope)
+            await exchange.run()
+    if exchange is None or exchange.failure is None and scope.cancelled_caught:
+        raise UploadTimeout(
+            f"no progress with {host}:{port} for {timeout:g} s", exchange.replies if exchange else ()
+        )
+    if exchange.failure is not None:
+        raise UploadClientError(exchange.failure, exchange.replies)
+    return exchange.replies
+
+
+async def upload_files(
+    host: str,
+    port: int,
+    files: Sequence[tuple[str | os.PathLike[str], str]],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> list[Reply]:
+    """Upload ``(local path, remote name)`` pairs, pipelined on one connection.
+
+    Returns one reply per file, in order; a failure reply (``ok`` false) is a result, not an error.
+    Raises :class:`UploadClientError` if a reply is missing, :class:`UploadTimeout` after
+    ``timeout`` seconds without progress, and ``LocalProtocolError`` (before connecting) for an
+    invalid remote name.
+    """
+    requests = [_Put(Path(local), name) for local, name in files]
+    for request in requests:
+        StatRequest(request.file_name)  # validates the name
+    return await _exchange(
+        host,
+        port,
+        requests,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        on_progress=on_progress,
+        timeout=timeout,
+    )
+
+
+async def stat_file(
+    host: str,
+    port: int,
+    file_name: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Reply:
+    """Ask the server what it stores under ``file_name``."""
+    StatRequest(file_name)  # validates the name
+    (reply,) = await _exchange(
+        host,
+        port,
+        [_Stat(file_name)],
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        on_progress=None,
+        timeout=timeout,
+    )
+    return reply

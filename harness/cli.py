@@ -15,6 +15,7 @@ from harness.errors import UsageError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "harness.echo.commands",
+    "harness.upload.commands",
 )
 
 

@@ -76,6 +76,16 @@ def hash_file(path: Path) -> tuple[int, str]:
     return size, md5.hexdigest()
 
 
+def _connect_error(exc: OSError) -> str:
+    # trio reports "all attempts to connect ... failed" and chains the per-address errors.
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return exc.strerror or str(exc)
+
+
 async def open_upload_stream(
     host: str,
     port: int,
@@ -87,7 +97,7 @@ async def open_upload_stream(
     try:
         tcp = await trio.open_tcp_stream(host, port)
     except OSError as exc:
-        raise UploadClientError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+        raise UploadClientError(f"cannot connect to {host}:{port}: {_connect_error(exc)}") from exc
     if ssl_context is None:
         return tcp
     tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname or host)
@@ -201,31 +211,60 @@ class _Exchange:
             self.fail(f"connection lost: {exc.__cause__ or exc}")
 
 
-async def _exchange(
-    host: str,
-    port: int,
+async def _exchange_on(
+    stream: trio.abc.Stream,
     requests: Sequence[_Put | _Stat],
     *,
-    ssl_context: ssl.SSLContext | None,
-    server_hostname: str | None,
     on_progress: ProgressCallback | None,
     timeout: float,
 ) -> list[Reply]:
-    exchange: _Exchange | None = None
     with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-        stream = await open_upload_stream(
-            host, port, ssl_context=ssl_context, server_hostname=server_hostname
-        )
-        async with stream:
-            exchange = _Exchange(stream, requests, on_progress=on_progress, timeout=timeout, scope=scope)
-            await exchange.run()
-    if exchange is None or exchange.failure is None and scope.cancelled_caught:
-        raise UploadTimeout(
-            f"no progress with {host}:{port} for {timeout:g} s", exchange.replies if exchange else ()
-        )
+        exchange = _Exchange(stream, requests, on_progress=on_progress, timeout=timeout, scope=scope)
+        await exchange.run()
     if exchange.failure is not None:
         raise UploadClientError(exchange.failure, exchange.replies)
+    if scope.cancelled_caught:
+        raise UploadTimeout(f"no progress for {timeout:g} s", exchange.replies)
     return exchange.replies
+
+
+async def _connect(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None,
+    timeout: float,
+) -> trio.abc.Stream:
+    with trio.move_on_after(timeout):
+        return await open_upload_stream(host, port, ssl_context=ssl_context, server_hostname=server_hostname)
+    raise UploadTimeout(f"cannot connect to {host}:{port} within {timeout:g} s")
+
+
+def _put_requests(files: Sequence[tuple[str | os.PathLike[str], str]]) -> list[_Put | _Stat]:
+    requests: list[_Put | _Stat] = []
+    for local, name in files:
+        StatRequest(name)  # raises LocalProtocolError (bad_name) before anything is sent
+        requests.append(_Put(Path(local), name))
+    return requests
+
+
+async def upload_files_on(
+    stream: trio.abc.Stream,
+    files: Sequence[tuple[str | os.PathLike[str], str]],
+    *,
+    on_progress: ProgressCallback | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> list[Reply]:
+    """:func:`upload_files` over a stream the caller opened (and closes), e.g. through a relay."""
+    return await _exchange_on(stream, _put_requests(files), on_progress=on_progress, timeout=timeout)
+
+
+async def stat_file_on(stream: trio.abc.Stream, file_name: str, *, timeout: float = DEFAULT_TIMEOUT) -> Reply:
+    """:func:`stat_file` over a stream the caller opened (and closes)."""
+    StatRequest(file_name)
+    (reply,) = await _exchange_on(stream, [_Stat(file_name)], on_progress=None, timeout=timeout)
+    return reply
 
 
 async def upload_files(
@@ -241,22 +280,16 @@ async def upload_files(
     """Upload ``(local path, remote name)`` pairs, pipelined on one connection.
 
     Returns one reply per file, in order; a failure reply (``ok`` false) is a result, not an error.
-    Raises :class:`UploadClientError` if a reply is missing, :class:`UploadTimeout` after
-    ``timeout`` seconds without progress, and ``LocalProtocolError`` (before connecting) for an
-    invalid remote name.
+    Raises :class:`UploadClientError` if a reply is missing (its ``replies`` holds those that came),
+    :class:`UploadTimeout` after ``timeout`` seconds without progress, and
+    :class:`~harness.upload.codec.LocalProtocolError` (before connecting) for an invalid remote name.
     """
-    requests = [_Put(Path(local), name) for local, name in files]
-    for request in requests:
-        StatRequest(request.file_name)  # validates the name
-    return await _exchange(
-        host,
-        port,
-        requests,
-        ssl_context=ssl_context,
-        server_hostname=server_hostname,
-        on_progress=on_progress,
-        timeout=timeout,
+    requests = _put_requests(files)
+    stream = await _connect(
+        host, port, ssl_context=ssl_context, server_hostname=server_hostname, timeout=timeout
     )
+    async with stream:
+        return await _exchange_on(stream, requests, on_progress=on_progress, timeout=timeout)
 
 
 async def stat_file(
@@ -268,15 +301,10 @@ async def stat_file(
     server_hostname: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Reply:
-    """Ask the server what it stores under ``file_name``."""
-    StatRequest(file_name)  # validates the name
-    (reply,) = await _exchange(
-        host,
-        port,
-        [_Stat(file_name)],
-        ssl_context=ssl_context,
-        server_hostname=server_hostname,
-        on_progress=None,
-        timeout=timeout,
+    """Ask the server what it stores under ``file_name``: a FileInfo, or an ErrorReply (not_found)."""
+    StatRequest(file_name)
+    stream = await _connect(
+        host, port, ssl_context=ssl_context, server_hostname=server_hostname, timeout=timeout
     )
-    return reply
+    async with stream:
+        return await stat_file_on(stream, file_name, timeout=timeout)

@@ -420,6 +420,6 @@ async def serve_upload(
     async def handle(stream: trio.abc.Stream) -> None:
         await UploadConnection(stream, store, max_size=max_size, idle_timeout=idle_timeout).serve()
 
-    logger.info("serving upload on %s:%d, root %s", host, bound_port, root)
+    logger.debug("serving upload on %s:%d, root %s", host, bound_port, root)
     task_status.started(bound_port)
     await trio.serve_listeners(handle, listeners)

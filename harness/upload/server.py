@@ -119,24 +119,25 @@ class FileStore:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP):
                 return ErrorReply(ErrorCode.NOT_FOUND, f"no file named {file_name!r}")
             return ErrorReply(ErrorCode.NOT_FOUND, f"cannot read {file_name!r}: {exc.strerror}")
-        with open(fd, "rb", buffering=0) as file:
+        try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 return ErrorReply(ErrorCode.NOT_FOUND, f"{file_name!r} is not a file")
             key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
             with self._lock:
                 digest = self._digests.get(key)
-            if digest is None:
-                md5 = hashlib.md5()
-                size = 0
-                while block := file.read(WRITE_BLOCK):
-                    md5.update(block)
-                    size += len(block)
-                digest = md5.hexdigest()
-                if size != info.st_size:  # changed while we read it: report what we read
-                    return FileInfo(file_name, size, digest)
-                self._remember(key, digest)
-        return FileInfo(file_name, info.st_size, digest)
+            if digest is not None:
+                return FileInfo(file_name, info.st_size, digest)
+            md5 = hashlib.md5()
+            size = 0
+            while block := os.read(fd, WRITE_BLOCK):
+                md5.update(block)
+                size += len(block)
+        finally:
+            os.close(fd)
+        if size == info.st_size:  # otherwise it changed while we read it: report what we read
+            self._remember(key, md5.hexdigest())
+        return FileInfo(file_name, size, md5.hexdigest())
 
     def _remember(self, key: tuple[int, int, int, int], digest: str) -> None:
         with self._lock:

@@ -123,8 +123,10 @@ class _Exchange:
         on_progress: ProgressCallback | None,
         timeout: float,
         scope: trio.CancelScope,
+        half_close: bool = True,
     ) -> None:
         self.stream = stream
+        self.half_close = half_close
         self.requests = requests
         self.on_progress = on_progress
         self.timeout = timeout
@@ -155,7 +157,7 @@ class _Exchange:
                 else:
                     await self._send_put(request)
                 self.made_progress()
-            if isinstance(self.stream, trio.abc.HalfCloseableStream):
+            if self.half_close and isinstance(self.stream, trio.abc.HalfCloseableStream):
                 await self.stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             # The server closed early; the reply reader tells the story.
@@ -217,9 +219,12 @@ async def _exchange_on(
     *,
     on_progress: ProgressCallback | None,
     timeout: float,
+    half_close: bool = True,
 ) -> list[Reply]:
     with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-        exchange = _Exchange(stream, requests, on_progress=on_progress, timeout=timeout, scope=scope)
+        exchange = _Exchange(
+            stream, requests, on_progress=on_progress, timeout=timeout, scope=scope, half_close=half_close
+        )
         await exchange.run()
     if exchange.failure is not None:
         raise UploadClientError(exchange.failure, exchange.replies)
@@ -255,15 +260,28 @@ async def upload_files_on(
     *,
     on_progress: ProgressCallback | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    half_close: bool = True,
 ) -> list[Reply]:
-    """:func:`upload_files` over a stream the caller opened (and closes), e.g. through a relay."""
-    return await _exchange_on(stream, _put_requests(files), on_progress=on_progress, timeout=timeout)
+    """:func:`upload_files` over a stream the caller opened (and closes), e.g. through a relay.
+
+    With ``half_close`` (the default) the write side is shut after the last request, if the stream
+    can do that; pass ``False`` to send more requests on the same stream afterwards.
+    """
+    requests = _put_requests(files)
+    return await _exchange_on(
+        stream, requests, on_progress=on_progress, timeout=timeout, half_close=half_close
+    )
 
 
-async def stat_file_on(stream: trio.abc.Stream, file_name: str, *, timeout: float = DEFAULT_TIMEOUT) -> Reply:
-    """:func:`stat_file` over a stream the caller opened (and closes)."""
+async def stat_file_on(
+    stream: trio.abc.Stream, file_name: str, *, timeout: float = DEFAULT_TIMEOUT, half_close: bool = True
+) -> Reply:
+    """:func:`stat_file` over a stream the caller opened (and closes); ``half_close`` as for
+    :func:`upload_files_on`."""
     StatRequest(file_name)
-    (reply,) = await _exchange_on(stream, [_Stat(file_name)], on_progress=None, timeout=timeout)
+    (reply,) = await _exchange_on(
+        stream, [_Stat(file_name)], on_progress=None, timeout=timeout, half_close=half_close
+    )
     return reply
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
+import signal
 import ssl
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TextIO
@@ -26,6 +29,9 @@ from harness.upload.server import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, serve_
 PROGRESS_MIN_SIZE = 1024 * 1024
 # Redraw the progress line at most this often (seconds), so a fast upload does not flood a terminal.
 PROGRESS_INTERVAL = 0.2
+
+# Exit statuses follow the shell's 128 + signal number.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -142,17 +148,6 @@ def run_server(args: argparse.Namespace) -> int:
     ssl_context = _server_tls_context(args.tls_cert, args.tls_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
 
-    class Announce:
-        """Stands in for a nursery's task status: says where the server listens."""
-
-        def started(self, port: int | None = None) -> None:
-            scheme = "TLS" if ssl_context else "TCP"
-            print(
-                f"harness: serving upload on {args.host}:{port} ({scheme}), root {root}",
-                file=sys.stderr,
-                flush=True,
-            )
-
     serve = functools.partial(
         serve_upload,
         host=args.host,
@@ -161,16 +156,42 @@ def run_server(args: argparse.Namespace) -> int:
         max_size=args.max_size,
         ssl_context=ssl_context,
         idle_timeout=args.idle_timeout,
-        task_status=Announce(),
     )
-    try:
-        trio.run(serve)
-    except OSError as exc:
-        print(
-            f"harness: cannot serve upload on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr
-        )
-        return 1
-    return 0
+    scheme = "TLS" if ssl_context else "TCP"
+
+    async def serve_until_signalled() -> int:
+        # SIGINT and SIGTERM cancel the server, so that connections end through their cleanup
+        # (partial uploads deleted) rather than wherever a KeyboardInterrupt would land.
+        # Python delivers signals to the main thread only; elsewhere (tests) the server just runs.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        with (
+            trio.open_signal_receiver(*_STOP_SIGNALS)
+            if in_main_thread
+            else contextlib.nullcontext() as signals
+        ):
+            async with trio.open_nursery() as nursery:
+                try:
+                    port = await nursery.start(serve)
+                except OSError as exc:
+                    print(
+                        f"harness: cannot serve upload on {args.host}:{args.port}: {exc.strerror or exc}",
+                        file=sys.stderr,
+                    )
+                    return 1
+                print(
+                    f"harness: serving upload on {args.host}:{port} ({scheme}), root {root}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if signals is None:
+                    await trio.sleep_forever()
+                async for signum in signals:
+                    nursery.cancel_scope.cancel()
+                    return 128 + signum
+        return 0
+
+    status: int = trio.run(serve_until_signalled)
+    return status
 
 
 class ProgressLine:

@@ -342,6 +342,19 @@ async def test_symlink_out_of_root_is_refused(server: Server, tmp_path: Path) ->
     assert list(outside.iterdir()) == []
 
 
+@deadline
+async def test_stat_through_symlink_out_of_root_is_not_found(server: Server, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_bytes(b"outside")
+    server.root.mkdir(exist_ok=True)
+    (server.root / "peek").symlink_to(tmp_path / "secret")
+    client = await server.connect()
+    async with client.stream:
+        await client.send(stat("peek"))
+        reply = await client.reply()
+    assert isinstance(reply, ErrorReply)
+    assert reply.error == ErrorCode.NOT_FOUND
+
+
 @pytest.mark.parametrize(
     ("first", "second"), [("a/b", "a"), ("a", "a/b")], ids=["name-is-a-folder", "parent-is-a-file"]
 )

@@ -5,6 +5,9 @@ overlaps the server's work on the previous one) while another reads the replies 
 :class:`~harness.upload.codec.ReplyDecoder`, so the replies may arrive split at any byte. After the
 last request the client half-closes (plain TCP only), as the protocol allows.
 
+:func:`upload_files` and :func:`stat_file` connect by address; :func:`upload_files_on` and
+:func:`stat_file_on` run over a stream the caller opened (a relay, a memory stream).
+
 The ``timeout`` is a time without progress, not a limit on the whole transfer: any bytes sent or
 received, or a file hashed, start it again. Failures raise :class:`UploadClientError` (or a subclass),
 which carries the replies that did arrive.
@@ -30,6 +33,7 @@ from harness.upload.codec import (
     Reply,
     ReplyDecoder,
     StatRequest,
+    check_file_name,
     encode_request,
 )
 
@@ -249,7 +253,7 @@ async def _connect(
 def _put_requests(files: Sequence[tuple[str | os.PathLike[str], str]]) -> list[_Put | _Stat]:
     requests: list[_Put | _Stat] = []
     for local, name in files:
-        StatRequest(name)  # raises LocalProtocolError (bad_name) before anything is sent
+        check_file_name(name)  # before anything is sent
         requests.append(_Put(Path(local), name))
     return requests
 
@@ -278,7 +282,7 @@ async def stat_file_on(
 ) -> Reply:
     """:func:`stat_file` over a stream the caller opened (and closes); ``half_close`` as for
     :func:`upload_files_on`."""
-    StatRequest(file_name)
+    check_file_name(file_name)
     (reply,) = await _exchange_on(
         stream, [_Stat(file_name)], on_progress=None, timeout=timeout, half_close=half_close
     )
@@ -320,7 +324,7 @@ async def stat_file(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Reply:
     """Ask the server what it stores under ``file_name``: a FileInfo, or an ErrorReply (not_found)."""
-    StatRequest(file_name)
+    check_file_name(file_name)
     stream = await _connect(
         host, port, ssl_context=ssl_context, server_hostname=server_hostname, timeout=timeout
     )

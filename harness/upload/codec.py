@@ -124,7 +124,8 @@ def _check_size(file_size: object) -> None:
     _require(file_size >= 0, ErrorCode.BAD_HEADER, "file_size must not be negative")
 
 
-def _check_file_name(file_name: object) -> None:
+def check_file_name(file_name: object) -> None:
+    """Raise :class:`LocalProtocolError` (``bad_header`` or ``bad_name``) unless it is a valid name."""
     _require(isinstance(file_name, str), ErrorCode.BAD_HEADER, "file_name must be a string")
     assert isinstance(file_name, str)
     problem = file_name_problem(file_name)
@@ -144,7 +145,7 @@ class PutHeader:
         _require(isinstance(self.file_name, str), ErrorCode.BAD_HEADER, "file_name must be a string")
         _check_size(self.file_size)
         _check_md5(self.md5)
-        _check_file_name(self.file_name)
+        check_file_name(self.file_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ class StatRequest:
     file_name: str
 
     def __post_init__(self) -> None:
-        _check_file_name(self.file_name)
+        check_file_name(self.file_name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,6 +200,14 @@ class ProgressLine:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self._last_draw = 0.0
+        self._line_open = False
+
+    def end_line(self) -> None:
+        """End a line left open by a transfer that stopped, before anything else is printed."""
+        if self._line_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._line_open = False
 
     def __call__(self, file_name: str, sent: int, size: int) -> None:
         if size < PROGRESS_MIN_SIZE:
@@ -213,6 +221,7 @@ class ProgressLine:
         self.stream.write(
             f"\r{file_name}: {100 * sent // size:3d}% ({sent / mib:.1f} of {size / mib:.1f} MiB)"
         )
+        self._line_open = not done
         if done:
             self.stream.write("\n")
         self.stream.flush()
@@ -280,21 +289,18 @@ def run_upload(args: argparse.Namespace) -> int:
     if not args.files:
         raise UsageError("give at least one FILE to upload, or --stat NAME")
     pairs = _upload_pairs(args.files, args.name)
-    show_progress = args.progress or sys.stderr.isatty()
+    progress = ProgressLine(sys.stderr) if args.progress or sys.stderr.isatty() else None
     upload = functools.partial(
-        upload_files,
-        host,
-        port,
-        pairs,
-        ssl_context=ssl_context,
-        on_progress=ProgressLine(sys.stderr) if show_progress else None,
-        timeout=args.timeout,
+        upload_files, host, port, pairs, ssl_context=ssl_context, on_progress=progress, timeout=args.timeout
     )
     try:
         replies = trio.run(upload)
         failure = None
     except UploadClientError as exc:
         replies, failure = exc.replies, exc
+    finally:
+        if progress is not None:
+            progress.end_line()
     # Every reply is printed, so no short-circuiting all() over a generator.
     outcomes = [_print_reply(remote, reply) for (_, remote), reply in zip(pairs, replies, strict=False)]
     ok = all(outcomes)

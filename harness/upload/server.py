@@ -98,8 +98,7 @@ class FileStore:
             raise _NameRefused("a parent folder of file_name is a file") from None
         except OSError as exc:
             raise _NameRefused(f"cannot create the folder for file_name: {exc.strerror}") from None
-        real_parent = os.path.realpath(final.parent)
-        if os.path.commonpath([self._real_root, real_parent]) != self._real_root:
+        if not self._inside_root(final.parent):
             raise _NameRefused("file_name leads outside the root through a symbolic link")
         if final.is_dir():
             raise _NameRefused("file_name is a folder")
@@ -112,6 +111,8 @@ class FileStore:
 
     def stat(self, file_name: str) -> Reply:
         path = path_under_root(self.root, file_name)
+        if not self._inside_root(path):
+            return ErrorReply(ErrorCode.NOT_FOUND, f"{file_name!r} leads outside the root")
         try:
             # O_NONBLOCK: a FIFO someone left under the root must not hang the worker thread.
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -138,6 +139,11 @@ class FileStore:
         if size == info.st_size:  # otherwise it changed while we read it: report what we read
             self._remember(key, md5.hexdigest())
         return FileInfo(file_name, size, md5.hexdigest())
+
+    def _inside_root(self, path: Path) -> bool:
+        # Names are checked lexically; this also catches symbolic links someone placed under root.
+        real = os.path.realpath(path)
+        return os.path.commonpath([self._real_root, real]) == self._real_root
 
     def _remember(self, key: tuple[int, int, int, int], digest: str) -> None:
         with self._lock:

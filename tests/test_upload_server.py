@@ -497,6 +497,27 @@ async def test_concurrent_interleaved_uploads(server: Server) -> None:
 
 
 @deadline
+async def test_concurrent_puts_of_one_name_leave_one_whole_file(server: Server) -> None:
+    bodies = [bytes([i]) * (100_000 + i) for i in range(6)]
+
+    async def upload(body: bytes) -> None:
+        client = await server.connect()
+        async with client.stream:
+            await client.send(put("same", body))
+            assert (await client.reply()).ok
+
+    async with trio.open_nursery() as nursery:
+        for body in bodies:
+            nursery.start_soon(upload, body)
+    stored = (server.root / "same").read_bytes()
+    assert stored in bodies
+    client = await server.connect()
+    async with client.stream:
+        await client.send(stat("same"))
+        assert await client.reply() == FileInfo("same", len(stored), md5(stored))
+
+
+@deadline
 async def test_idle_connection_times_out(nursery: trio.Nursery, tmp_path: Path) -> None:
     server = await start_server(nursery, tmp_path / "root", idle_timeout=0.2)
     idle = await server.connect()

@@ -9,7 +9,7 @@ a worker thread. When the body is complete and its md5 matches, the file is fsyn
 the destination, so stat and readers see the old content or the new, never a part. Any other ending
 (digest mismatch, EOF, reset, timeout, cancellation) deletes the temporary file.
 
-Memory per connection is bounded by one receive, one frame and one block, whatever the file size.
+Memory per connection is bounded by one receive, one frame and a few blocks, whatever the file size.
 A connection that misbehaves gets an error reply (when there is one to give) and is closed; the
 server itself only stops when cancelled.
 """
@@ -81,6 +81,10 @@ class _CloseConnection(Exception):
     """The connection is over: the client went idle, or the reply said so."""
 
 
+def _digest_key(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 class FileStore:
     """Files under ``root``, written atomically. Methods block: call them from worker threads."""
 
@@ -124,7 +128,7 @@ class FileStore:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 return ErrorReply(ErrorCode.NOT_FOUND, f"{file_name!r} is not a file")
-            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            key = _digest_key(info)
             with self._lock:
                 digest = self._digests.get(key)
             if digest is not None:
@@ -150,10 +154,6 @@ class FileStore:
             self._digests[key] = digest
             while len(self._digests) > DIGEST_CACHE_ENTRIES:
                 del self._digests[next(iter(self._digests))]
-
-    def _remember_path(self, path: Path, digest: str) -> None:
-        info = os.stat(path)
-        self._remember((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns), digest)
 
 
 class PartialFile:
@@ -192,9 +192,12 @@ class PartialFile:
     def commit(self) -> None:
         """Make the file visible under its name, replacing any earlier one in one step."""
         os.fsync(self._file.fileno())
+        # Taken from our own file, not the path: a concurrent put of the same name may win the rename.
+        # The rename keeps the inode, size and mtime.
+        info = os.fstat(self._file.fileno())
         self._file.close()
         os.replace(self.temp, self.final)
-        self.store._remember_path(self.final, self.hexdigest())
+        self.store._remember(_digest_key(info), self.hexdigest())
         # The rename itself is durable only once its folder is synced.
         try:
             dir_fd = os.open(self.final.parent, os.O_RDONLY)

@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.relay.commands",
     "harness.tftp.commands",
     "harness.messenger.commands",
+    "harness.upload.commands",
 )
 
 

@@ -1,0 +1,550 @@
+"""Sans-IO codec for the ``upload`` protocol: bytes in, events out. No sockets, clocks or files.
+
+Theory of operation
+-------------------
+Both directions carry frames: a 4-byte unsigned big-endian length L (1 <= L <= 65536), then L bytes
+of a UTF-8 JSON object. A put request frame is followed by exactly ``file_size`` raw body bytes, which
+are not framed.
+
+:class:`RequestDecoder` (server side) turns the client's byte stream into events::
+
+    PutHeader, BodyChunk*, BodyEnd   a put; BodyEnd follows PutHeader at once when file_size is 0
+    StatRequest                      a stat
+    ConnectionClosed                 the client shut its write side between two requests
+
+:class:`ReplyDecoder` (client side) turns the server's byte stream into :class:`FileInfo` and
+:class:`ErrorReply` events, then :class:`ConnectionClosed`.
+
+As in h11, the caller feeds bytes with ``receive_data()`` (``b""`` means EOF) and calls
+``next_event()`` until it returns :data:`NEED_DATA`. Frames are parsed from a :class:`Buffer` that
+commits what a complete frame used and rolls back a partial one, so input may be split at any byte.
+Body bytes are handed out as soon as they arrive and never accumulated: memory stays bounded by one
+frame plus what the caller fed at once.
+
+Errors: a decoder raises :class:`RemoteProtocolError` carrying the :class:`ErrorCode` to answer with,
+and :class:`IncompleteStream` for EOF inside a frame or a body (nothing to answer: discard and close).
+Building an invalid event raises :class:`LocalProtocolError`. A decoder that raised stays broken and
+raises the same error again.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import string
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Literal, TypeAlias, TypeVar
+
+from harness.upload.names import file_name_problem
+
+# The length prefix: 4 bytes, unsigned, big-endian (network order).
+LENGTH_PREFIX = struct.Struct(">I")
+MIN_FRAME_LENGTH = 1
+# Small enough that a server may hold one whole header in memory, large enough for any header.
+MAX_FRAME_LENGTH = 65536
+
+_HEX_DIGITS = frozenset(string.hexdigits)
+
+
+class ErrorCode(enum.StrEnum):
+    """The ``error`` values of a failure reply."""
+
+    BAD_FRAME = "bad_frame"
+    BAD_HEADER = "bad_header"
+    BAD_NAME = "bad_name"
+    TOO_LARGE = "too_large"
+    DIGEST_MISMATCH = "digest_mismatch"
+    NOT_FOUND = "not_found"
+
+
+# After these the server replies and then closes: it can no longer tell where the next request
+# starts (a bad frame or header) or will not read the body (a bad name, too large).
+CLOSING_ERROR_CODES = frozenset(
+    {ErrorCode.BAD_FRAME, ErrorCode.BAD_HEADER, ErrorCode.BAD_NAME, ErrorCode.TOO_LARGE}
+)
+
+
+def closes_connection(code: str) -> bool:
+    """Whether a server closes the connection after replying with error ``code``."""
+    return code in CLOSING_ERROR_CODES
+
+
+class UploadProtocolError(Exception):
+    """A protocol violation, with the error code that answers it."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code.value!r}, {self.message!r})"
+
+
+class LocalProtocolError(UploadProtocolError):
+    """We tried to build or send something the protocol does not allow."""
+
+
+class RemoteProtocolError(UploadProtocolError):
+    """The peer sent something the protocol does not allow; answer with ``code``."""
+
+
+class IncompleteStream(Exception):
+    """The peer's stream ended inside a frame or a body. There is nothing to answer."""
+
+
+# --- events ----------------------------------------------------------------------------------------
+
+
+def _require(condition: bool, code: ErrorCode, message: str) -> None:
+    if not condition:
+        raise LocalProtocolError(code, message)
+
+
+def _is_int(value: object) -> bool:
+    # bool is a subclass of int, but JSON true is not a size.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_md5(md5: object) -> None:
+    _require(isinstance(md5, str), ErrorCode.BAD_HEADER, "md5 must be a string")
+    assert isinstance(md5, str)
+    _require(
+        len(md5) == 32 and all(c in _HEX_DIGITS for c in md5),
+        ErrorCode.BAD_HEADER,
+        "md5 must be 32 hexadecimal digits",
+    )
+
+
+def _check_size(file_size: object) -> None:
+    _require(_is_int(file_size), ErrorCode.BAD_HEADER, "file_size must be an integer")
+    assert isinstance(file_size, int)
+    _require(file_size >= 0, ErrorCode.BAD_HEADER, "file_size must not be negative")
+
+
+def check_file_name(file_name: object) -> None:
+    """Raise :class:`LocalProtocolError` (``bad_header`` or ``bad_name``) unless it is a valid name."""
+    _require(isinstance(file_name, str), ErrorCode.BAD_HEADER, "file_name must be a string")
+    assert isinstance(file_name, str)
+    problem = file_name_problem(file_name)
+    _require(problem is None, ErrorCode.BAD_NAME, problem or "")
+
+
+@dataclass(frozen=True, slots=True)
+class PutHeader:
+    """``{"op": "put", ...}``; exactly ``file_size`` body bytes follow it."""
+
+    file_name: str
+    file_size: int
+    md5: str
+
+    def __post_init__(self) -> None:
+        # Shape before name, so that a header with both kinds of fault is a bad_header.
+        _require(isinstance(self.file_name, str), ErrorCode.BAD_HEADER, "file_name must be a string")
+        _check_size(self.file_size)
+        _check_md5(self.md5)
+        check_file_name(self.file_name)
+
+
+@dataclass(frozen=True, slots=True)
+class StatRequest:
+    """``{"op": "stat", "file_name": ...}``."""
+
+    file_name: str
+
+    def __post_init__(self) -> None:
+        check_file_name(self.file_name)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyChunk:
+    """Some of the body of the current put, as it arrived (never empty)."""
+
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, bytes) or not self.data:
+            raise LocalProtocolError(ErrorCode.BAD_FRAME, "a body chunk must be non-empty bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class BodyEnd:
+    """The current put's body is complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer ended its stream cleanly, between two requests or replies."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """A successful put or stat: what the server stores under ``file_name``."""
+
+    ok: ClassVar[bool] = True
+    file_name: str
+    file_size: int
+    md5: str
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.file_name, str), ErrorCode.BAD_HEADER, "file_name must be a string")
+        _check_size(self.file_size)
+        _check_md5(self.md5)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """A failed request. ``error`` is kept as sent, so that unknown codes can be reported."""
+
+    ok: ClassVar[bool] = False
+    error: str
+    message: str
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.error, str), ErrorCode.BAD_HEADER, "error must be a string")
+        _require(isinstance(self.message, str), ErrorCode.BAD_HEADER, "message must be a string")
+
+    @property
+    def closes_connection(self) -> bool:
+        return closes_connection(self.error)
+
+
+Request: TypeAlias = PutHeader | StatRequest
+Reply: TypeAlias = FileInfo | ErrorReply
+RequestEvent: TypeAlias = PutHeader | BodyChunk | BodyEnd | StatRequest | ConnectionClosed
+ReplyEvent: TypeAlias = FileInfo | ErrorReply | ConnectionClosed
+
+
+class _NeedData(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Literal[_NeedData.NEED_DATA] = _NeedData.NEED_DATA
+NeedData: TypeAlias = Literal[_NeedData.NEED_DATA]
+
+
+# --- encoding --------------------------------------------------------------------------------------
+
+
+def encode_frame(header: Mapping[str, object]) -> bytes:
+    """Frame a JSON object: length prefix plus compact UTF-8 JSON (non-ASCII sent as UTF-8)."""
+    text = json.dumps(header, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate has no UTF-8 form; JSON's \u escapes can still carry it.
+        body = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("ascii")
+    if not MIN_FRAME_LENGTH <= len(body) <= MAX_FRAME_LENGTH:
+        raise LocalProtocolError(
+            ErrorCode.BAD_FRAME,
+            f"frame of {len(body)} bytes is outside {MIN_FRAME_LENGTH}-{MAX_FRAME_LENGTH}",
+        )
+    return LENGTH_PREFIX.pack(len(body)) + body
+
+
+def request_header(request: Request) -> dict[str, object]:
+    if isinstance(request, PutHeader):
+        return {
+            "op": "put",
+            "file_name": request.file_name,
+            "file_size": request.file_size,
+            "md5": request.md5,
+        }
+    return {"op": "stat", "file_name": request.file_name}
+
+
+def reply_header(reply: Reply) -> dict[str, object]:
+    if isinstance(reply, FileInfo):
+        return {"ok": True, "file_name": reply.file_name, "file_size": reply.file_size, "md5": reply.md5}
+    return {"ok": False, "error": reply.error, "message": reply.message}
+
+
+def encode_request(request: Request) -> bytes:
+    """The frame for a put header (its body bytes are sent after it, raw) or a stat."""
+    return encode_frame(request_header(request))
+
+
+def encode_reply(reply: Reply) -> bytes:
+    return encode_frame(reply_header(reply))
+
+
+# --- decoding --------------------------------------------------------------------------------------
+
+
+class Buffer:
+    """Received bytes, consumed tentatively, then committed or rolled back (as wsproto's Buffer).
+
+    A frame is parsed by consuming its parts; if one is incomplete the parser rolls back and waits
+    for more data, so a frame split at any byte parses the same as a whole one.
+    """
+
+    def __init__(self, initial: bytes = b"") -> None:
+        self._data = bytearray(initial)
+        self._used = 0
+
+    def feed(self, data: bytes | bytearray) -> None:
+        self._data += data
+
+    def consume_at_most(self, nbytes: int) -> bytes:
+        data = bytes(self._data[self._used : self._used + nbytes])
+        self._used += len(data)
+        return data
+
+    def consume_exactly(self, nbytes: int) -> bytes | None:
+        if len(self._data) - self._used < nbytes:
+            return None
+        return self.consume_at_most(nbytes)
+
+    def commit(self) -> None:
+        del self._data[: self._used]
+        self._used = 0
+
+    def rollback(self) -> None:
+        self._used = 0
+
+    def __len__(self) -> int:
+        """Bytes not yet consumed."""
+        return len(self._data) - self._used
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_frame_body(body: bytes) -> dict[str, Any]:
+    """A frame's body as a JSON object, or :class:`RemoteProtocolError` ``bad_frame``."""
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise RemoteProtocolError(ErrorCode.BAD_FRAME, "frame body is not valid UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, NaN/Infinity and over-long integers.
+        raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"frame body is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise RemoteProtocolError(
+            ErrorCode.BAD_FRAME, f"frame body is a JSON {type(value).__name__}, not an object"
+        )
+    return value
+
+
+def _read_frame(buffer: Buffer) -> dict[str, Any] | None:
+    """One whole frame from ``buffer`` (committed), or ``None`` (rolled back) if it is incomplete."""
+    prefix = buffer.consume_exactly(LENGTH_PREFIX.size)
+    if prefix is None:
+        buffer.rollback()
+        return None
+    (length,) = LENGTH_PREFIX.unpack(prefix)
+    # Checked before the body arrives, so a huge length is refused without waiting for it.
+    if not MIN_FRAME_LENGTH <= length <= MAX_FRAME_LENGTH:
+        raise RemoteProtocolError(
+            ErrorCode.BAD_FRAME, f"frame length {length} is outside {MIN_FRAME_LENGTH}-{MAX_FRAME_LENGTH}"
+        )
+    body = buffer.consume_exactly(length)
+    if body is None:
+        buffer.rollback()
+        return None
+    buffer.commit()
+    return parse_frame_body(body)
+
+
+def _field(header: Mapping[str, Any], key: str) -> Any:
+    if key not in header:
+        raise RemoteProtocolError(ErrorCode.BAD_HEADER, f"header has no {key!r} field")
+    return header[key]
+
+
+def _as_remote(exc: LocalProtocolError) -> RemoteProtocolError:
+    # The same fault is ours when we build an event and the peer's when we decode one.
+    return RemoteProtocolError(exc.code, exc.message)
+
+
+def request_from_header(header: Mapping[str, Any]) -> Request:
+    """Interpret a decoded request frame; extra keys are ignored."""
+    op = _field(header, "op")
+    if not isinstance(op, str):
+        raise RemoteProtocolError(ErrorCode.BAD_HEADER, "op must be a string")
+    try:
+        if op == "put":
+            return PutHeader(_field(header, "file_name"), _field(header, "file_size"), _field(header, "md5"))
+        if op == "stat":
+            return StatRequest(_field(header, "file_name"))
+    except LocalProtocolError as exc:
+        raise _as_remote(exc) from None
+    raise RemoteProtocolError(ErrorCode.BAD_HEADER, f"unknown op {op!r}")
+
+
+def reply_from_header(header: Mapping[str, Any]) -> Reply:
+    """Interpret a decoded reply frame; extra keys are ignored."""
+    ok = _field(header, "ok")
+    if not isinstance(ok, bool):
+        raise RemoteProtocolError(ErrorCode.BAD_HEADER, "ok must be true or false")
+    try:
+        if ok:
+            return FileInfo(_field(header, "file_name"), _field(header, "file_size"), _field(header, "md5"))
+        return ErrorReply(_field(header, "error"), _field(header, "message"))
+    except LocalProtocolError as exc:
+        raise _as_remote(exc) from None
+
+
+class DecoderState(enum.Enum):
+    HEADER = "HEADER"  # expecting a frame
+    BODY = "BODY"  # inside a put body
+    CLOSED = "CLOSED"  # the peer ended its stream cleanly
+    ERROR = "ERROR"  # the peer broke the protocol; nothing more is decoded
+
+
+# Which event may follow in which state, and the state it leads to. The two directions share it:
+# replies never enter BODY.
+_TRANSITIONS: dict[tuple[DecoderState, type], DecoderState] = {
+    (DecoderState.HEADER, PutHeader): DecoderState.BODY,
+    (DecoderState.HEADER, StatRequest): DecoderState.HEADER,
+    (DecoderState.HEADER, FileInfo): DecoderState.HEADER,
+    (DecoderState.HEADER, ErrorReply): DecoderState.HEADER,
+    (DecoderState.HEADER, ConnectionClosed): DecoderState.CLOSED,
+    (DecoderState.BODY, BodyChunk): DecoderState.BODY,
+    (DecoderState.BODY, BodyEnd): DecoderState.HEADER,
+    (DecoderState.CLOSED, ConnectionClosed): DecoderState.CLOSED,
+}
+
+EventT = TypeVar("EventT", RequestEvent, ReplyEvent)
+
+
+class _Decoder(Generic[EventT]):
+    def __init__(self) -> None:
+        self._buffer = Buffer()
+        self._state = DecoderState.HEADER
+        self._eof = False
+        self._body_remaining = 0
+        self._error: RemoteProtocolError | IncompleteStream | None = None
+
+    @property
+    def state(self) -> DecoderState:
+        return self._state
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet turned into events."""
+        return len(self._buffer)
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Feed bytes from the peer; ``b""`` means the peer ended its stream."""
+        if self._eof and data:
+            raise RuntimeError("received data after EOF")
+        if data:
+            self._buffer.feed(data)
+        else:
+            self._eof = True
+
+    def next_event(self) -> EventT | NeedData:
+        if self._error is not None:
+            raise self._error
+        try:
+            event = self._extract()
+        except (RemoteProtocolError, IncompleteStream) as exc:
+            self._state = DecoderState.ERROR
+            self._error = exc
+            raise
+        if event is not NEED_DATA:
+            self._transition(event)
+        return event
+
+    def events(self) -> Iterator[EventT]:
+        """``next_event()`` until it needs data or has reported :class:`ConnectionClosed`."""
+        while True:
+            event = self.next_event()
+            if event is NEED_DATA:
+                return
+            yield event
+            if isinstance(event, ConnectionClosed):
+                return
+
+    def _transition(self, event: EventT) -> None:
+        try:
+            self._state = _TRANSITIONS[self._state, type(event)]
+        except KeyError:
+            raise RuntimeError(f"{type(event).__name__} is not allowed in state {self._state.name}") from None
+        if isinstance(event, PutHeader):
+            self._body_remaining = event.file_size
+
+    def _extract(self) -> EventT | NeedData:
+        if self._state is DecoderState.CLOSED:
+            return ConnectionClosed()
+        if self._state is DecoderState.BODY:
+            return self._extract_body()
+        if len(self._buffer):
+            frame = _read_frame(self._buffer)
+            if frame is not None:
+                return self._interpret(frame)
+            if self._eof:
+                raise IncompleteStream(f"stream ended inside a frame ({len(self._buffer)} bytes of it)")
+            return NEED_DATA
+        return ConnectionClosed() if self._eof else NEED_DATA
+
+    def _extract_body(self) -> EventT | NeedData:
+        raise NotImplementedError
+
+    def _interpret(self, frame: dict[str, Any]) -> EventT:
+        raise NotImplementedError
+
+
+class RequestDecoder(_Decoder[RequestEvent]):
+    """Server side: the client's byte stream as requests and body chunks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Body bytes that arrived while the buffer was empty, kept as they came: a large upload
+        # then passes through without being copied into and out of the buffer.
+        self._direct: bytes | None = None
+
+    @property
+    def body_remaining(self) -> int:
+        """Body bytes of the current put still to come (0 outside a body)."""
+        return self._body_remaining
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer) + (len(self._direct) if self._direct is not None else 0)
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        if (
+            data
+            and not self._eof
+            and self._state is DecoderState.BODY
+            and self._direct is None
+            and not len(self._buffer)
+            and len(data) <= self._body_remaining
+        ):
+            self._direct = bytes(data)
+        else:
+            super().receive_data(data)
+
+    def _interpret(self, frame: dict[str, Any]) -> RequestEvent:
+        return request_from_header(frame)
+
+    def _extract_body(self) -> RequestEvent | NeedData:
+        if self._body_remaining == 0:
+            return BodyEnd()
+        if self._direct is not None:
+            # It arrived before anything now in the buffer, and fits in the body.
+            data, self._direct = self._direct, None
+        else:
+            data = self._buffer.consume_at_most(self._body_remaining)
+            self._buffer.commit()
+        if data:
+            self._body_remaining -= len(data)
+            return BodyChunk(data)
+        if self._eof:
+            raise IncompleteStream(f"stream ended with {self._body_remaining} body bytes missing")
+        return NEED_DATA
+
+
+class ReplyDecoder(_Decoder[ReplyEvent]):
+    """Client side: the server's byte stream as replies."""
+
+    def _interpret(self, frame: dict[str, Any]) -> ReplyEvent:
+        return reply_from_header(frame)

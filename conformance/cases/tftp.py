@@ -416,7 +416,7 @@ def _check_wrap(ctx: CaseContext, receiving: Download, started: float) -> None:
 _WRAP_WINDOW = ("windowsize", "64")
 
 
-@tftp_case("wrap.blksize8", "RFC 2348; block numbers after 65535: no RFC, 0 by common practice", budget=90.0)
+@tftp_case("wrap.blksize8", "RFC 2348; RFC 1350 §5 (no RFC fixes the block after 65535)", budget=90.0)
 async def wrap_blksize8(ctx: CaseContext, client: Client) -> None:
     """With blksize 8, a 512 KiB file (65,549 blocks) arrives intact across the block-number wrap."""
     started = trio.current_time()
@@ -441,9 +441,7 @@ async def _negotiates_blksize(client: Client) -> bool:
     return isinstance(packet, OptionAck) and "blksize" in option_dict(packet.options)
 
 
-@tftp_case(
-    "wrap.full", "RFC 1350 §5; block numbers after 65535: no RFC, 0 by common practice", budget=240.0, slow=True
-)
+@tftp_case("wrap.full", "RFC 1350 §5 (no RFC fixes the block after 65535)", budget=240.0, slow=True)
 async def wrap_full(ctx: CaseContext, client: Client) -> None:
     """The 32 MiB file arrives intact across the wrap at 512-byte blocks (by default only without blksize)."""
     choice = ctx.option("tftp_full_wrap")
@@ -596,7 +594,7 @@ async def tid_stranger_ack(ctx: CaseContext, client: Client) -> None:
 # -- errors ----------------------------------------------------------------------------------------
 
 
-@tftp_case("error.file-not-found", "RFC 1350 §5 (error codes), §7")
+@tftp_case("error.file-not-found", "RFC 1350 §5 (error codes)")
 async def error_file_not_found(ctx: CaseContext, client: Client) -> None:
     """An RRQ for a file that does not exist gets ERROR 1."""
     name = _unique("no-such-file")

@@ -41,8 +41,8 @@ def only(*case_ids: str) -> list[str]:
     return [word for case_id in case_ids for word in ("-k", exact(case_id))]
 
 
-# Cases that take well under a second each on a working server: run against every broken server,
-# to show that it fails only what its flaw is about.
+# Cases that take well under a second each on a working server and little CPU: run against every
+# broken server, to show that it fails only what its flaw is about.
 QUICK = (
     "rrq.sizes",
     "rrq.final-empty-data",
@@ -65,8 +65,8 @@ QUICK = (
     "options.out-of-range",
     "options.unknown-ignored",
     "options.tsize",
-    "concurrency",
 )
+WRITE_CASES = ("wrq.round-trip", "wrq.lost-data", "wrq.duplicate-data", "netascii.read-search", "netascii.write-search")
 OPTION_CASES = (
     "options.oack",
     "options.unrequested",
@@ -148,6 +148,10 @@ def _fixture(name: str) -> str:
 RUNS: dict[str, list[str]] = {
     "reference-embedded": ["--target", "tftp=embedded"],
     "reference-command": ["--target-cmd", REFERENCE_CMD],
+    "reference-read-only": [
+        "--target-cmd", f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}}",
+        *only(*WRITE_CASES, "error.path-traversal", "mode.mail"),
+    ],
     "rollover-1-declared": ["--target", "tftp=embedded", "--tftp-rollover", "1", *only("wrap.blksize8")],
     "rollover-1-undeclared": ["--target-cmd", REFERENCE_CMD + " --rollover 1", *only("wrap.blksize8")],
     "full-wrap-reference": ["--target", "tftp=embedded", "--tftp-full-wrap", "always", *only("wrap.full")],
@@ -221,6 +225,16 @@ def test_reference_passes_every_case(runs: Runs, key: str) -> None:
     assert len(results) >= 30
     assert "DATA 2 was sent again after" in notes(run, "rrq.lost-ack")
     assert "followed by block 0" in notes(run, "wrap.blksize8")
+
+
+@pytest.mark.parametrize("key", ["reference-read-only"])
+def test_write_cases_are_unsupported_when_uploads_are_refused(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert run.status == 0, run.stdout + run.stderr
+    results = outcomes(run)
+    assert {case_id for case_id, outcome in results.items() if outcome == "unsupported"} == set(WRITE_CASES)
+    assert results["error.path-traversal"] == results["mode.mail"] == "passed"
+    assert "refuses uploads (ERROR 2" in run.case("tftp.wrq.round-trip")["message"]
 
 
 @pytest.mark.parametrize("key", ["rollover-1-declared"])

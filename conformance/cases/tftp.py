@@ -11,7 +11,6 @@ transfer) and as a SHOULD for the ERROR 5 sent back to the stranger.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import random
 import secrets
@@ -23,9 +22,8 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
-from conformance.model import CaseFailed, Level, Option, Protocol, TargetUnusable, case
+from conformance.model import CaseFailed, Level, Protocol, case
 from conformance.search import search
-from conformance.targets import TargetEnv
 from conformance.tftp.files import (
     FIXTURE_SIZES,
     NETASCII_NAME,
@@ -34,7 +32,6 @@ from conformance.tftp.files import (
     WRAP_512_NAME,
     WRAP_512_SIZE,
     content,
-    fixture_names,
     size_name,
     write_fixtures,
 )
@@ -53,6 +50,17 @@ from conformance.tftp.session import (
     start,
     upload,
 )
+from conformance.tftp.target import (
+    LIVENESS_FILE,
+    OPTIONS,
+    OUTSIDE_NAME,
+    OUTSIDE_SECRET,
+    check_alive,
+    check_fixture_files,
+    local_root,
+    prepare_command,
+    start_embedded,
+)
 from harness.tftp.codec import (
     Ack,
     Data,
@@ -70,44 +78,7 @@ from harness.tftp.codec import (
 from harness.tftp.errors import ErrorCode, TftpDecodeError
 from harness.tftp.netascii import encode_netascii
 from harness.tftp.options import parse_number
-from harness.tftp.server import serve_tftp
 
-# -- options ---------------------------------------------------------------------------------------
-
-
-def _rollover(text: str) -> int:
-    if text not in ("0", "1"):
-        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from 0, 1)")
-    return int(text)
-
-
-OPTIONS = (
-    Option(
-        "--tftp-rollover",
-        help="block number the target uses after 65535: 0 (common practice) or 1; a target that wraps "
-        "to the other one still passes, with a note",
-        default=0,
-        type=_rollover,
-    ),
-    Option(
-        "--tftp-root",
-        help="the directory an address target serves, if it is on this machine: lets the path cases "
-        "check that nothing was written outside it",
-        default=None,
-    ),
-    Option(
-        "--tftp-full-wrap",
-        help="the 32 MiB wraparound case: auto runs it only when the target ignores blksize (then it "
-        "is the only wraparound check), always forces it, never skips it",
-        default="auto",
-        choices=("auto", "always", "never"),
-    ),
-)
-
-# A file next to the served root: path cases try to read it through '../' and its absolute path.
-OUTSIDE_NAME = "outside-secret.txt"
-OUTSIDE_SECRET = b"conformance: this file lies outside the TFTP root and must never be served\n"
-LIVENESS_FILE = size_name(1)
 # How long a server may take to resend a DATA whose ACK the suite withholds. RFC 1350 sets no
 # value; common servers use 1 to 5 seconds.
 RETRANSMIT_SECONDS = 6.0
@@ -120,72 +91,6 @@ OBSERVE_SECONDS = 0.5
 AFTER_ERROR_SECONDS = 2.0
 # How long the suite stays silent after ACK 1 of an upload, to see what the server does.
 LOST_DATA_SECONDS = 1.5
-PREFLIGHT_SECONDS = 3.0
-
-
-def _local_root(ctx: CaseContext) -> Path | None:
-    """The directory the target serves, when the suite can see it."""
-    root = ctx.target.attributes.get("root")
-    if root is not None:
-        return Path(root)
-    given = ctx.option("tftp_root")
-    return Path(given) if given else None
-
-
-def _fill_root(env: TargetEnv) -> Path:
-    root = env.directory / "root"
-    write_fixtures(root)
-    (env.directory / OUTSIDE_NAME).write_bytes(OUTSIDE_SECRET)
-    env.attributes["root"] = root
-    return root
-
-
-async def _embedded(nursery: trio.Nursery, env: TargetEnv) -> tuple[str, int]:
-    root = await trio.to_thread.run_sync(_fill_root, env)
-    port: int = await nursery.start(
-        functools.partial(
-            serve_tftp, host="127.0.0.1", port=0, root=root, allow_write=True, rollover=env.options["tftp_rollover"]
-        )
-    )
-    return ("127.0.0.1", port)
-
-
-def _prepare_command(env: TargetEnv) -> dict[str, str]:
-    return {"root": str(_fill_root(env))}
-
-
-async def _alive(ctx: CaseContext) -> None:
-    client = Client(ctx)
-    try:
-        transfer = client.start(ReadRequest(LIVENESS_FILE, "octet"))
-        await transfer.next(f"waiting for any answer to RRQ {LIVENESS_FILE!r} (liveness check)")
-    finally:
-        client.close()
-
-
-async def _preflight(ctx: CaseContext) -> None:
-    """One line instead of many failures when the target does not serve the fixture files."""
-    client = Client(ctx)
-    try:
-        for name in fixture_names():
-            transfer = client.start(ReadRequest(name, "octet"))
-            try:
-                reply = await transfer.poll(PREFLIGHT_SECONDS)
-            except CaseFailed:
-                return  # it answers, if badly: the cases will say how
-            if reply is None:
-                return  # a silent target fails each case quickly, with the reason
-            transfer.abandon()  # at once: a server may serve one transfer at a time
-            packet = reply.packet
-            missing = (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION)
-            if isinstance(packet, ErrorPacket) and packet.code in missing:
-                raise TargetUnusable(
-                    f"the target does not serve the fixture files (RRQ {name!r} got {describe(packet)}); "
-                    "run `conformance fixtures tftp DIR` and serve DIR"
-                )
-    finally:
-        client.close()
-
 
 PROTO = Protocol(
     name="tftp",
@@ -193,11 +98,11 @@ PROTO = Protocol(
     transport="udp",
     description="TFTP (RFC 1350) servers, with RFC 2347-2349 and 7440 options",
     default_port=69,
-    embedded=_embedded,
+    embedded=start_embedded,
     options=OPTIONS,
-    liveness=_alive,
-    preflight=_preflight,
-    prepare_command=_prepare_command,
+    liveness=check_alive,
+    preflight=check_fixture_files,
+    prepare_command=prepare_command,
     write_fixtures=write_fixtures,
 )
 PROTOCOLS = (PROTO,)
@@ -271,7 +176,7 @@ async def _resume(
 
 
 async def _require_writes(client: Client) -> None:
-    """Unsupported unless the server accepts an upload (a WRQ refused with ERROR 2)."""
+    """Raise Unsupported (from open_upload) when the server refuses uploads with ERROR 2."""
     await upload(client, _unique("probe"), b"probe\n")
 
 
@@ -608,7 +513,7 @@ async def error_file_not_found(ctx: CaseContext, client: Client) -> None:
 
 def _escapes(ctx: CaseContext, token: str) -> list[tuple[str, Path | None]]:
     """WRQ names that lead outside the root, with where the file would land if this host can see it."""
-    root = _local_root(ctx)
+    root = local_root(ctx)
     name = f"conformance-escape-{token}.txt"
     absolute = (root.parent if root is not None else Path(tempfile.gettempdir())) / f"abs-{name}"
     return [
@@ -620,7 +525,7 @@ def _escapes(ctx: CaseContext, token: str) -> list[tuple[str, Path | None]]:
 @tftp_case("error.path-traversal", "RFC 1123 §4.2.3.4", level=Level.SHOULD)
 async def error_path_traversal(ctx: CaseContext, client: Client) -> None:
     """'../' and absolute paths get ERROR 1 or 2; nothing outside the root is read or written."""
-    root = _local_root(ctx)
+    root = local_root(ctx)
     reads = ["../../../../../../../../../../etc/passwd", "/etc/passwd"]
     if root is not None and (root.parent / OUTSIDE_NAME).is_file():
         reads = ["../" + OUTSIDE_NAME, f"nested/../../{OUTSIDE_NAME}", str(root.parent / OUTSIDE_NAME), *reads]

@@ -608,7 +608,8 @@ def _malformed_requests(draw: st.DrawFn) -> bytes:
 
 
 # The classic crashers, tried first on every run: empty, one byte, a bare opcode, no terminators,
-# no mode, an option without a value, a non-ASCII name, DATA and ACK sent to the request port.
+# no mode, an option without a value, a non-ASCII name, a WRQ with an empty name and mode, DATA and
+# ACK sent to the request port, and a name longer than any buffer of 512 or 1024 bytes.
 _MALFORMED_ALWAYS = (
     b"",
     b"\x00",

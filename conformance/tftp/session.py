@@ -437,6 +437,8 @@ class Download:
         )
         if self._last_ack is not None:
             summary += f" (the suite sent ACK {self._last_ack} and resent it {self.resends} times)"
+        if self.index == MAX_BLOCK + 1:
+            summary += ": the block after 65535 never came (block numbers wrap, to 0 or to 1)"
         if (
             self.size_hint is not None
             and len(self.data) == self.size_hint
@@ -477,8 +479,9 @@ class Download:
                     if self.windowsize == 1 and not self.duplicate_acks:
                         self.transfer.ack(packet.block)  # RFC 1350: our ACK may have been lost
                     continue
+                expected = "0 (or 1)" if self.index == MAX_BLOCK + 1 else str(self._wire(self.index))
                 raise CaseFailed(
-                    f"expected DATA {self._wire(self.index)} during {self.transfer.what}, got {describe(packet)} "
+                    f"expected DATA {expected} during {self.transfer.what}, got {describe(packet)} "
                     "(blocks start at 1 and go up by one, RFC 1350 §5)"
                 )
             if isinstance(packet, ErrorPacket):

@@ -8,6 +8,7 @@ and each test then checks its own report.
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -345,6 +346,23 @@ async def test_an_address_target_with_its_root_given(tmp_path: Path) -> None:
     assert run.status == 0, run.stdout + run.stderr
     assert set(outcomes(run).values()) == {"passed"}
     assert not list(tmp_path.glob("**/*escape*"))
+
+
+def _doc_ids(text: str) -> set[str]:
+    return set(re.findall(r"`([a-z0-9.-]+)`", text))
+
+
+def test_the_fixture_table_in_the_docs_is_what_is_asserted() -> None:
+    rows = {}
+    for line in (Path(__file__).parent.parent / "docs" / "tftp.md").read_text().splitlines():
+        if match := re.match(r"\| `(\w+)\.py` \|[^|]*\| ([^|]*) \| ([^|]*) \|$", line):
+            rows[match[1]] = (match[2], match[3])
+    assert set(rows) == set(BROKEN)
+    for name, (run_on, fails) in rows.items():
+        cases = _doc_ids(run_on) | (set(QUICK) if run_on.startswith("quick") else set())
+        assert cases == set(BROKEN[name].cases), name
+        # What follows in parentheses or after ';' is commentary, not the asserted set.
+        assert _doc_ids(re.sub(r"\([^)]*\)", "", fails).split(";")[0]) == BROKEN[name].fails, name
 
 
 def test_every_fixture_is_tested() -> None:

@@ -190,11 +190,11 @@ class Runs:
 @pytest.fixture(scope="module")
 def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     # Only the runs of the tests selected, in their order: `pytest -k` on one test makes one run.
-    keys = [
-        item.callspec.params["key"]
-        for item in request.session.items
-        if item.module is request.module and hasattr(item, "callspec") and "key" in item.callspec.params
-    ]
+    keys: list[str] = []
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if isinstance(item, pytest.Function) and item.module is request.module and "key" in params:
+            keys.append(str(params["key"]))
     started = Runs(tmp_path_factory, list(dict.fromkeys(keys)))
     yield started
     started.close()

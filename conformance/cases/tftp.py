@@ -1,0 +1,1092 @@
+"""TFTP servers: RFC 1350 with RFC 1123 §4.2, and the options of RFC 2347, 2348, 2349 and 7440.
+
+The suite is the client. It reads the fixture files (:mod:`conformance.tftp.files`) that the target
+must serve, and writes files of its own where the target accepts uploads. Cases that need a
+feature the target does not offer (options, uploads) are ``unsupported``, not failed.
+
+RFC 1350 predates RFC 2119 and writes its requirements in lower case; its "should" for the
+transfer-ID check is taken as a MUST for the check itself (without it a stranger can drive any
+transfer) and as a SHOULD for the ERROR 5 sent back to the stranger.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import secrets
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+from hypothesis import strategies as st
+
+from conformance.context import CaseContext
+from conformance.model import CaseFailed, Level, Protocol, case
+from conformance.search import search
+from conformance.tftp.files import (
+    FIXTURE_SIZES,
+    NETASCII_NAME,
+    WRAP_8_NAME,
+    WRAP_8_SIZE,
+    WRAP_512_NAME,
+    WRAP_512_SIZE,
+    content,
+    size_name,
+    write_fixtures,
+)
+from conformance.tftp.session import (
+    REPLY_SECONDS,
+    Client,
+    Download,
+    Refused,
+    Reply,
+    Transfer,
+    describe,
+    download,
+    expect_content,
+    open_download,
+    open_upload,
+    start,
+    upload,
+)
+from conformance.tftp.target import (
+    LIVENESS_FILE,
+    OPTIONS,
+    OUTSIDE_NAME,
+    OUTSIDE_SECRET,
+    check_alive,
+    check_fixture_files,
+    local_root,
+    prepare_command,
+    start_embedded,
+)
+from harness.tftp.codec import (
+    Ack,
+    Data,
+    ErrorPacket,
+    OptionAck,
+    OptionList,
+    ReadRequest,
+    Request,
+    WriteRequest,
+    decode_packet,
+    encode_ack,
+    encode_data,
+    option_dict,
+)
+from harness.tftp.errors import ErrorCode, TftpDecodeError
+from harness.tftp.netascii import encode_netascii
+from harness.tftp.options import parse_number
+
+# How long a server may take to resend a DATA whose ACK the suite withholds. RFC 1350 sets no
+# value; common servers use 1 to 5 seconds.
+RETRANSMIT_SECONDS = 6.0
+# A repeat this soon after the first copy cannot be a timeout retransmission (RFC 2349 timeouts are
+# whole seconds): it answers the duplicate ACK.
+APPRENTICE_SECONDS = 0.5
+# Long enough for a server to act on a packet it should ignore, short enough to keep cases quick.
+OBSERVE_SECONDS = 0.5
+# How long to listen for an OACK resent after the client's ERROR 8 (the request asks for timeout 1).
+AFTER_ERROR_SECONDS = 2.0
+# How long the suite stays silent after ACK 1 of an upload, to see what the server does.
+LOST_DATA_SECONDS = 1.5
+
+PROTO = Protocol(
+    name="tftp",
+    id_prefix="tftp",
+    transport="udp",
+    description="TFTP (RFC 1350) servers, with RFC 2347-2349 and 7440 options",
+    default_port=69,
+    embedded=start_embedded,
+    options=OPTIONS,
+    liveness=check_alive,
+    preflight=check_fixture_files,
+    prepare_command=prepare_command,
+    write_fixtures=write_fixtures,
+)
+PROTOCOLS = (PROTO,)
+
+TftpCase = Callable[[CaseContext, Client], Awaitable[None]]
+
+
+def tftp_case(
+    slug: str, spec: str, *, level: Level = Level.MUST, budget: float = 30.0, slow: bool = False
+) -> Callable[[TftpCase], TftpCase]:
+    """Register a case that gets a :class:`Client`, closed (open transfers aborted) when it ends."""
+
+    def register(func: TftpCase) -> TftpCase:
+        @functools.wraps(func)
+        async def run(ctx: CaseContext) -> None:
+            client = Client(ctx)
+            try:
+                await func(ctx, client)
+            finally:
+                client.close()
+
+        case(PROTO, slug=slug, spec=spec, level=level, budget=budget, slow=slow)(run)
+        return func
+
+    return register
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _unique(tag: str) -> str:
+    """A fresh file name for an upload, so that runs and cases never collide."""
+    return f"conformance-{tag}-{secrets.token_hex(4)}.bin"
+
+
+def _payload(size: int, seed: str) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def _expect_data(transfer: Transfer, block: int, doing: str, *, seconds: float = REPLY_SECONDS) -> Reply:
+    reply = await transfer.next(doing, seconds=seconds)
+    packet = reply.packet
+    if isinstance(packet, ErrorPacket) and isinstance(transfer.request, Request) and block == 1:
+        raise Refused(transfer.request, packet)
+    if not (isinstance(packet, Data) and packet.block == block):
+        raise CaseFailed(f"expected DATA {block}, got {describe(packet)} ({doing})")
+    return reply
+
+
+async def _read_request(client: Client, filename: str, options: OptionList = ()) -> tuple[Transfer, Reply]:
+    """An RRQ whose first answer must be DATA 1 or an OACK (ERROR fails the case)."""
+    request = ReadRequest(filename, "octet", options)
+    transfer, reply = await start(client, request)
+    if isinstance(reply.packet, ErrorPacket):
+        raise Refused(request, reply.packet)
+    return transfer, reply
+
+
+def _no_options(what: str) -> str:
+    return f"the server answered {what} with DATA 1, not an OACK: it does not negotiate options (RFC 2347)"
+
+
+async def _resume(
+    transfer: Transfer, first: Reply, *, oack: dict[str, str] | None = None, size_hint: int | None = None
+) -> bytes:
+    """Finish a transfer the case started by hand, from a DATA 1 it holds and has not ACKed yet."""
+    assert isinstance(first.packet, Data) and first.packet.block == 1
+    receiving = Download(transfer, oack=oack, size_hint=size_hint)
+    receiving.accept(first.packet, first.at)
+    return await receiving.run()
+
+
+async def _require_writes(client: Client) -> None:
+    """Raise Unsupported (from open_upload) when the server refuses uploads with ERROR 2."""
+    await upload(client, _unique("probe"), b"probe\n")
+
+
+# -- RRQ -------------------------------------------------------------------------------------------
+
+
+@tftp_case("rrq.sizes", "RFC 1350 §2, §5, §6")
+async def rrq_sizes(ctx: CaseContext, client: Client) -> None:
+    """Files of 0, 1, 511, 512, 513 and 1024 bytes and 1 MiB arrive intact, in 512-byte blocks from 1."""
+    for size in FIXTURE_SIZES:
+        name = size_name(size)
+        received = await download(client, name, size_hint=size)
+        expect_content(f"{name} as received", expected=content(name), actual=bytes(received.data))
+
+
+@tftp_case("rrq.final-empty-data", "RFC 1350 §6")
+async def rrq_final_empty_data(ctx: CaseContext, client: Client) -> None:
+    """Files of 0, 512 and 1024 bytes end with an empty DATA (a short block ends a transfer)."""
+    for size in (0, 512, 1024):
+        name = size_name(size)
+        transfer = client.start(ReadRequest(name, "octet"))
+        reply = await transfer.poll(REPLY_SECONDS)
+        if reply is None:
+            raise CaseFailed(
+                f"no answer to RRQ {name!r} within {ctx.seconds(REPLY_SECONDS):.1f} s"
+                + (": an empty file is sent as one empty DATA 1 (RFC 1350 §6)" if size == 0 else "")
+            )
+        if not isinstance(reply.packet, Data) or reply.packet.block != 1:
+            raise CaseFailed(f"expected DATA 1 in answer to RRQ {name!r}, got {describe(reply.packet)}")
+        data = await _resume(transfer, reply, size_hint=size)
+        expect_content(f"{name} as received", expected=content(name), actual=data)
+
+
+@tftp_case("rrq.new-tid", "RFC 1350 §4")
+async def rrq_new_tid(ctx: CaseContext, client: Client) -> None:
+    """DATA comes from a port of its own (a new transfer ID), not from the port the RRQ went to."""
+    name = size_name(513)
+    receiving = await open_download(client, name)
+    tid = receiving.transfer.tid
+    assert tid is not None
+    if tid[1] == ctx.address[1]:
+        raise CaseFailed(
+            f"DATA 1 came from port {tid[1]}, the port the request went to; a server answers each request "
+            "from a newly chosen port (transfer ID), so that the listening port stays free for requests"
+        )
+    expect_content(f"{name} as received", expected=content(name), actual=await receiving.run())
+
+
+@tftp_case("rrq.lost-ack", "RFC 1350 §2; RFC 1123 §4.2.3.2", budget=40.0)
+async def rrq_lost_ack(ctx: CaseContext, client: Client) -> None:
+    """With its ACK withheld, DATA 2 is sent again, unchanged; the transfer then completes."""
+    name = size_name(1024)
+    expected = content(name)
+    transfer, reply = await _read_request(client, name)
+    if not isinstance(reply.packet, Data) or reply.packet.block != 1:
+        raise CaseFailed(f"expected DATA 1 in answer to RRQ {name!r}, got {describe(reply.packet)}")
+    transfer.ack(1)
+    second = await _expect_data(transfer, 2, "waiting for DATA 2 after ACK 1")
+    assert isinstance(second.packet, Data)
+    intervals: list[float] = []
+    last = second.at
+    # The first repeat is required; a second is timed when it comes soon enough (backoff allowed).
+    for attempt in range(2):
+        wait = RETRANSMIT_SECONDS if attempt == 0 else 2 * intervals[0] + 1.0
+        doing = "waiting for DATA 2 to be sent again: the suite withholds ACK 2, as if it were lost"
+        repeat = await transfer.poll(wait) if attempt else await transfer.next(doing, seconds=wait)
+        if repeat is None:
+            ctx.note(f"no second repeat of DATA 2 within {ctx.seconds(wait):.1f} s of the first")
+            break
+        packet = repeat.packet
+        if isinstance(packet, ErrorPacket):
+            repeats = f"after {attempt} repeat{'s' if attempt != 1 else ''} of DATA 2"
+            raise CaseFailed(f"with ACK 2 withheld, the server ended the transfer {repeats} with {describe(packet)}")
+        if not isinstance(packet, Data) or packet.block != 2:
+            raise CaseFailed(f"with ACK 2 withheld, the server sent {describe(packet)} instead of DATA 2 again")
+        if packet.payload != second.packet.payload:
+            raise CaseFailed(
+                "the repeated DATA 2 differs from the first", expected=second.packet.payload, actual=packet.payload
+            )
+        intervals.append(repeat.at - last)
+        last = repeat.at
+    ctx.note("DATA 2 was sent again after " + " and ".join(f"{seconds:.2f} s" for seconds in intervals))
+    transfer.ack(2)
+    while True:
+        third = await transfer.next("waiting for DATA 3 after the late ACK 2")
+        packet = third.packet
+        if isinstance(packet, Data) and packet.block == 2:
+            continue  # a repeat that crossed our ACK
+        if not (isinstance(packet, Data) and packet.block == 3):
+            raise CaseFailed(f"after the late ACK 2, expected DATA 3, got {describe(packet)}")
+        break
+    transfer.ack(3)
+    transfer.finished = True
+    data = reply.packet.payload + second.packet.payload + packet.payload
+    expect_content(f"{name} as received", expected=expected, actual=data)
+
+
+@tftp_case("rrq.duplicate-ack", "RFC 1123 §4.2.3.1")
+async def rrq_duplicate_ack(ctx: CaseContext, client: Client) -> None:
+    """Every ACK is sent twice over 1 MiB; no DATA is sent twice in answer (Sorcerer's Apprentice)."""
+    name = size_name(1 << 20)
+    receiving = await open_download(client, name, duplicate_acks=True)
+    data = await receiving.run()
+    # Listen a little longer: the repeat of the last block, if any, comes after it.
+    late = await receiving.transfer.poll(APPRENTICE_SECONDS)
+    if late is not None and isinstance(late.packet, Data):
+        receiving.repeats.append((late.packet.block, 0.0))
+    quick = [(block, delay) for block, delay in receiving.repeats if delay < APPRENTICE_SECONDS]
+    if quick:
+        block, delay = quick[0]
+        raise CaseFailed(
+            f"DATA {block} was sent twice, {delay * 1000:.0f} ms apart, after the suite sent its ACK twice; "
+            f"{len(quick)} blocks were doubled in all: a duplicate ACK must not trigger a retransmission "
+            "(the Sorcerer's Apprentice bug, RFC 1123 §4.2.3.1)"
+        )
+    if receiving.repeats:
+        ctx.note(f"{len(receiving.repeats)} blocks were repeated after a timeout")
+    expect_content(f"{name} as received", expected=content(name), actual=data)
+
+
+# -- wraparound ------------------------------------------------------------------------------------
+
+
+def _check_wrap(ctx: CaseContext, receiving: Download, started: float) -> None:
+    if receiving.rollover is None:
+        raise CaseFailed(f"the transfer ended after {receiving.index - 1} blocks, before block 65535")
+    expected = ctx.option("tftp_rollover")
+    elapsed = trio.current_time() - started
+    ctx.note(
+        f"{receiving.index - 1} blocks of {receiving.blksize} bytes (window {receiving.windowsize}) in "
+        f"{elapsed:.1f} s; block 65535 was followed by block {receiving.rollover}"
+    )
+    if receiving.rollover != expected:
+        ctx.note(
+            f"the server wraps to {receiving.rollover}, not {expected}: no RFC specifies the wrap, and "
+            f"the file arrived intact; --tftp-rollover {receiving.rollover} declares this as expected"
+        )
+
+
+# Asked for alongside blksize so that a server that also offers windows is quick to wrap; a server
+# without windowsize does the same transfer in lock-step.
+_WRAP_WINDOW = ("windowsize", "64")
+
+
+@tftp_case("wrap.blksize8", "RFC 2348; RFC 1350 §5 (no RFC fixes the block after 65535)", budget=90.0)
+async def wrap_blksize8(ctx: CaseContext, client: Client) -> None:
+    """With blksize 8, a 512 KiB file (65,549 blocks) arrives intact across the block-number wrap."""
+    started = trio.current_time()
+    receiving = await open_download(
+        client, WRAP_8_NAME, options=(("blksize", "8"), _WRAP_WINDOW), size_hint=WRAP_8_SIZE
+    )
+    if receiving.oack is None or "blksize" not in receiving.oack:
+        ctx.unsupported(
+            "the server does not negotiate blksize; tftp.wrap.full checks the wrap at 512-byte blocks instead"
+        )
+    if receiving.blksize != 8:
+        raise CaseFailed(f"the OACK answers blksize 8 with {receiving.oack['blksize']}: more than requested (RFC 2348)")
+    data = await receiving.run()
+    expect_content(WRAP_8_NAME + " as received", expected=content(WRAP_8_NAME), actual=data)
+    _check_wrap(ctx, receiving, started)
+
+
+async def _negotiates_blksize(client: Client) -> bool:
+    transfer, reply = await _read_request(client, size_name(1024), (("blksize", "8"),))
+    packet = reply.packet
+    transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: only probing for blksize")
+    return isinstance(packet, OptionAck) and "blksize" in option_dict(packet.options)
+
+
+@tftp_case("wrap.full", "RFC 1350 §5 (no RFC fixes the block after 65535)", budget=240.0, slow=True)
+async def wrap_full(ctx: CaseContext, client: Client) -> None:
+    """The 32 MiB file arrives intact across the wrap at 512-byte blocks (by default only without blksize)."""
+    choice = ctx.option("tftp_full_wrap")
+    if choice == "never":
+        ctx.unsupported("skipped with --tftp-full-wrap never")
+    if choice == "auto" and await _negotiates_blksize(client):
+        ctx.unsupported(
+            "the server negotiates blksize, so tftp.wrap.blksize8 checks the wrap quickly; "
+            "--tftp-full-wrap always runs this 32 MiB transfer too"
+        )
+    started = trio.current_time()
+    receiving = await open_download(client, WRAP_512_NAME, options=(_WRAP_WINDOW,), size_hint=WRAP_512_SIZE)
+    data = await receiving.run()
+    expect_content(WRAP_512_NAME + " as received", expected=content(WRAP_512_NAME), actual=data)
+    _check_wrap(ctx, receiving, started)
+
+
+# -- WRQ -------------------------------------------------------------------------------------------
+
+_UPLOAD_SIZES = (0, 1, 511, 512, 513, 1024, 3000)
+
+
+@tftp_case("wrq.round-trip", "RFC 1350 §4, §5, §6")
+async def wrq_round_trip(ctx: CaseContext, client: Client) -> None:
+    """Uploads of 0 to 3000 bytes read back identical (unsupported when the server refuses writes)."""
+    for size in _UPLOAD_SIZES:
+        name = _unique(f"round-trip-{size}")
+        data = _payload(size, name)
+        await upload(client, name, data)
+        received = await download(client, name, size_hint=size)
+        expect_content(f"the uploaded {name}, read back", expected=data, actual=bytes(received.data))
+
+
+@tftp_case("wrq.lost-data", "RFC 1350 §2")
+async def wrq_lost_data(ctx: CaseContext, client: Client) -> None:
+    """After a lost DATA 2 the server re-ACKs block 1 or takes the resent DATA 2; the file is stored once."""
+    name = _unique("lost-data")
+    data = _payload(1124, name)
+    sending = await open_upload(client, name)
+    await sending.send_block(data[:512])
+    # DATA 2 is "lost": the suite says nothing for a while and watches what the server does.
+    silence_from = trio.current_time()
+    reply = await sending.transfer.poll(LOST_DATA_SECONDS)
+    if reply is None:
+        ctx.note(f"the server waited {ctx.seconds(LOST_DATA_SECONDS):.1f} s without re-ACKing; the suite resent DATA 2")
+    elif isinstance(reply.packet, Ack) and reply.packet.block == 1:
+        ctx.note(f"the server re-ACKed block 1 after {reply.at - silence_from:.2f} s of silence")
+    elif isinstance(reply.packet, ErrorPacket):
+        raise CaseFailed(
+            f"{reply.at - silence_from:.2f} s after ACK 1, with DATA 2 lost, the server gave up the upload with "
+            f"{describe(reply.packet)}; it should re-send ACK 1 and wait for the client to resend (RFC 1350 §2)"
+        )
+    else:
+        raise CaseFailed(f"while DATA 2 was lost, the server sent {describe(reply.packet)}")
+    await sending.send_block(data[512:1024])
+    await sending.send_block(data[1024:])
+    sending.transfer.finished = True
+    received = await download(client, name)
+    expect_content(f"the uploaded {name}, read back", expected=data, actual=bytes(received.data))
+
+
+@tftp_case("wrq.duplicate-data", "RFC 1350 §5, §6")
+async def wrq_duplicate_data(ctx: CaseContext, client: Client) -> None:
+    """DATA 1 sent twice is ACKed twice, DATA 1 again after ACK 2 changes nothing: the file is stored once."""
+    name = _unique("duplicate-data")
+    data = _payload(1300, name)
+    sending = await open_upload(client, name)
+    transfer = sending.transfer
+    await sending.send_block(data[:512])
+    transfer.send(encode_data(1, data[:512]))
+    reply = await transfer.next("waiting for ACK 1 again: the suite sent DATA 1 twice (a repeated DATA is ACKed again)")
+    if not (isinstance(reply.packet, Ack) and reply.packet.block == 1):
+        raise CaseFailed(f"the suite sent DATA 1 twice; expected ACK 1 again, got {describe(reply.packet)}")
+    await sending.send_block(data[512:1024])
+    # A late copy of DATA 1, as a network may deliver it: ACK it or ignore it, but do not store it.
+    transfer.send(encode_data(1, data[:512]))
+    late = await transfer.poll(OBSERVE_SECONDS)
+    if late is not None and isinstance(late.packet, ErrorPacket):
+        raise CaseFailed(f"a late copy of DATA 1 made the server abort the upload with {describe(late.packet)}")
+    await sending.send_block(data[1024:])
+    transfer.finished = True
+    received = await download(client, name)
+    stored = bytes(received.data)
+    hint = "a block was written twice" if len(stored) > len(data) else ""
+    expect_content(f"the uploaded {name}, read back", expected=data, actual=stored, hint=hint)
+
+
+# -- transfer IDs ----------------------------------------------------------------------------------
+
+
+async def _first_block(client: Client, name: str) -> tuple[Transfer, Reply]:
+    transfer, reply = await _read_request(client, name)
+    if not (isinstance(reply.packet, Data) and reply.packet.block == 1):
+        raise CaseFailed(f"expected DATA 1 in answer to RRQ {name!r}, got {describe(reply.packet)}")
+    return transfer, reply
+
+
+@tftp_case("tid.stranger-error", "RFC 1350 §4", level=Level.SHOULD)
+async def tid_stranger_error(ctx: CaseContext, client: Client) -> None:
+    """An ACK from a stranger port gets ERROR 5 sent to that port, and the transfer then completes."""
+    name = size_name(1024)
+    transfer, first = await _first_block(client, name)
+    assert transfer.tid is not None
+    stranger = client.endpoint()
+    stranger.send(encode_ack(1), transfer.tid)
+    got = await stranger.receive(trio.current_time() + ctx.seconds(REPLY_SECONDS))
+    if got is None:
+        raise CaseFailed(
+            f"an ACK 1 from a stranger port (port {stranger.port}) got no ERROR 5 back within "
+            f"{ctx.seconds(REPLY_SECONDS):.1f} s; an error packet should go to the source of a packet with "
+            "the wrong transfer ID (RFC 1350 §4)"
+        )
+    try:
+        packet = decode_packet(got[0])
+    except TftpDecodeError as exc:
+        raise CaseFailed(f"the stranger port got a malformed datagram: {exc}", actual=got[0]) from None
+    if not (isinstance(packet, ErrorPacket) and packet.code == ErrorCode.UNKNOWN_TID):
+        raise CaseFailed(f"an ACK from a stranger port got {describe(packet)} back, not ERROR 5 (unknown transfer ID)")
+    data = await _resume(transfer, first, size_hint=1024)
+    expect_content(f"{name} as received after the stranger's ACK", expected=content(name), actual=data)
+
+
+@tftp_case("tid.stranger-ack", "RFC 1350 §4")
+async def tid_stranger_ack(ctx: CaseContext, client: Client) -> None:
+    """An ACK 1 from a stranger port does not advance the transfer: DATA 2 waits for the client's own ACK."""
+    name = size_name(1024)
+    transfer, first = await _first_block(client, name)
+    assert transfer.tid is not None
+    stranger = client.endpoint()
+    stranger.send(encode_ack(1), transfer.tid)
+    # Only a repeat of DATA 1 (a timeout) may come while the real client has not ACKed.
+    watch_until = trio.current_time() + ctx.seconds(OBSERVE_SECONDS)
+    while (reply := await transfer.receive_until(watch_until)) is not None:
+        packet = reply.packet
+        if isinstance(packet, Data) and packet.block == 1:
+            continue
+        if isinstance(packet, Data):
+            raise CaseFailed(
+                f"{describe(packet)} arrived although only a stranger port (port {stranger.port}) had ACKed "
+                "block 1: the server took a stranger's ACK for the client's (RFC 1350 §4)"
+            )
+        raise CaseFailed(f"after a stranger's ACK, the server sent the client {describe(packet)}")
+    for datagram, _ in await stranger.drain():
+        if datagram[:2] == b"\x00\x03":
+            raise CaseFailed("the server sent DATA to the stranger port that ACKed block 1", actual=datagram)
+    data = await _resume(transfer, first, size_hint=1024)
+    expect_content(f"{name} as received after the stranger's ACK", expected=content(name), actual=data)
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+@tftp_case("error.file-not-found", "RFC 1350 §5 (error codes)")
+async def error_file_not_found(ctx: CaseContext, client: Client) -> None:
+    """An RRQ for a file that does not exist gets ERROR 1."""
+    name = _unique("no-such-file")
+    _, reply = await start(client, ReadRequest(name, "octet"))
+    packet = reply.packet
+    if not (isinstance(packet, ErrorPacket) and packet.code == ErrorCode.FILE_NOT_FOUND):
+        raise CaseFailed(
+            f"RRQ {name!r}, a file that does not exist, got {describe(packet)}; expected ERROR 1 (file not found)"
+        )
+
+
+def _escapes(ctx: CaseContext, token: str) -> list[tuple[str, Path | None]]:
+    """WRQ names that lead outside the root, with where the file would land if this host can see it."""
+    root = local_root(ctx)
+    name = f"conformance-escape-{token}.txt"
+    absolute = (root.parent if root is not None else Path(tempfile.gettempdir())) / f"abs-{name}"
+    return [
+        ("../" + name, root.parent / name if root is not None else None),
+        (str(absolute), absolute),
+    ]
+
+
+@tftp_case("error.path-traversal", "RFC 1123 §4.2.3.4", level=Level.SHOULD)
+async def error_path_traversal(ctx: CaseContext, client: Client) -> None:
+    """'../' and absolute paths get ERROR 1 or 2; nothing outside the root is read or written."""
+    root = local_root(ctx)
+    reads = ["../../../../../../../../../../etc/passwd", "/etc/passwd"]
+    if root is not None and (root.parent / OUTSIDE_NAME).is_file():
+        reads = ["../" + OUTSIDE_NAME, f"nested/../../{OUTSIDE_NAME}", str(root.parent / OUTSIDE_NAME), *reads]
+    for name in reads:
+        transfer, reply = await start(client, ReadRequest(name, "octet"))
+        packet = reply.packet
+        if isinstance(packet, ErrorPacket):
+            if packet.code not in (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION):
+                raise CaseFailed(f"RRQ {name!r} got {describe(packet)}; a path outside the root gets ERROR 1 or 2")
+            continue
+        leaked = isinstance(packet, Data) and packet.payload.startswith(OUTSIDE_SECRET[:32])
+        raise CaseFailed(
+            f"RRQ {name!r} got {describe(packet)}: the server reads outside the directory it serves"
+            + (", and sent the file the suite put next to that directory" if leaked else ""),
+            actual=packet.payload if isinstance(packet, Data) else None,
+        )
+    token = secrets.token_hex(4)
+    problems = []
+    for name, landing in _escapes(ctx, token):
+        transfer, reply = await start(client, WriteRequest(name, "octet"))
+        packet = reply.packet
+        if isinstance(packet, ErrorPacket):
+            if packet.code not in (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION):
+                problems.append(f"WRQ {name!r} got {describe(packet)}; a path outside the root gets ERROR 1 or 2")
+            continue
+        transfer.error(ErrorCode.NOT_DEFINED, "conformance: not writing outside the root")
+        problem = f"WRQ {name!r} got {describe(packet)}: the server writes outside the directory it serves"
+        if landing is not None and landing.exists():
+            problem += f" (it created {landing})"
+            landing.unlink()
+        problems.append(problem)
+    if problems:
+        raise CaseFailed(problems[0], details="\n".join(problems[1:]) or None)
+
+
+@tftp_case("error.unknown-opcode", "RFC 1350 §5 (error code 4)", level=Level.SHOULD)
+async def error_unknown_opcode(ctx: CaseContext, client: Client) -> None:
+    """Datagrams with opcodes 0, 9 and 65535 get ERROR 4 (illegal TFTP operation)."""
+    for opcode in (0, 9, 65535):
+        datagram = opcode.to_bytes(2, "big") + b"conformance\0octet\0"
+        transfer = client.start(datagram)
+        reply = await transfer.next(f"waiting for ERROR 4 in answer to a datagram with opcode {opcode}")
+        packet = reply.packet
+        if not (isinstance(packet, ErrorPacket) and packet.code == ErrorCode.ILLEGAL_OPERATION):
+            raise CaseFailed(
+                f"a datagram with the unknown opcode {opcode} got {describe(packet)}, not ERROR 4", sent=datagram
+            )
+
+
+def _is_malformed(datagram: bytes) -> bool:
+    """True unless the datagram is a well-formed request (which a server would rightly serve)."""
+    try:
+        packet = decode_packet(datagram)
+    except TftpDecodeError:
+        return True
+    return not isinstance(packet, Request)
+
+
+@st.composite
+def _malformed_requests(draw: st.DrawFn) -> bytes:
+    opcode = draw(st.sampled_from([b"\x00\x01", b"\x00\x02"]))
+    # No digits: a name drawn here can never be a fixture file.
+    name = draw(st.text(alphabet="abc-_./", max_size=20)).encode()
+    mode = draw(st.sampled_from([b"octet", b"netascii"]))
+    whole = opcode + name + b"\0" + mode + b"\0"
+    kind = draw(st.sampled_from(["cut", "no-nul", "high-bit", "odd-options", "opcode", "bytes"]))
+    if kind == "cut":
+        return whole[: draw(st.integers(0, len(whole) - 1))]
+    if kind == "no-nul":
+        return whole.replace(b"\0", b"")
+    if kind == "high-bit":
+        at = draw(st.integers(2, len(whole) - 1))
+        return whole[:at] + bytes([draw(st.integers(0x80, 0xFF))]) + whole[at:]
+    if kind == "odd-options":
+        return whole + draw(st.sampled_from([b"blksize\0", b"tsize\0", b"blksize\x001024\0timeout\0"]))
+    if kind == "opcode":
+        code = draw(st.sampled_from([0, 7, 9, 255, 256, 65535]))
+        return code.to_bytes(2, "big") + draw(st.binary(max_size=30))
+    return draw(st.binary(max_size=64))
+
+
+# The classic crashers, tried first on every run: empty, one byte, a bare opcode, no terminators,
+# no mode, an option without a value, a non-ASCII name, a WRQ with an empty name and mode, DATA and
+# ACK sent to the request port, and a name longer than any buffer of 512 or 1024 bytes.
+_MALFORMED_ALWAYS = (
+    b"",
+    b"\x00",
+    b"\x00\x01",
+    b"\x00\x01conformance-missing",
+    b"\x00\x01conformance-missing\x00",
+    b"\x00\x01conformance-missing\x00octet",
+    b"\x00\x01conformance-missing\x00octet\x00blksize\x00",
+    b"\x00\x01\xff\xfe\x00octet\x00",
+    b"\x00\x02\x00\x00",
+    b"\x00\x03\x00\x01data for nobody",
+    b"\x00\x04\x00\x01",
+    b"\x00\x01" + b"a" * 2000,
+)
+
+
+@tftp_case("error.malformed", "RFC 1350 §5, §7", budget=45.0)
+async def error_malformed(ctx: CaseContext, client: Client) -> None:
+    """Malformed requests (classic ones, then hypothesis-drawn) get an ERROR or nothing; service goes on."""
+
+    async def check(datagram: bytes) -> None:
+        example = Client(ctx)
+        try:
+            junk = example.start(datagram)
+            good = example.start(ReadRequest(LIVENESS_FILE, "octet"))
+            try:
+                reply = await good.next(f"waiting for DATA 1 of RRQ {LIVENESS_FILE!r}")
+            except CaseFailed as failure:
+                raise CaseFailed(
+                    f"after the malformed datagram {datagram[:48]!r}, a valid RRQ went unanswered "
+                    f"({failure.summary}): the server stopped serving"
+                ) from None
+            if not (isinstance(reply.packet, Data) and reply.packet.block == 1):
+                raise CaseFailed(
+                    f"after the malformed datagram {datagram[:48]!r}, "
+                    f"RRQ {LIVENESS_FILE!r} got {describe(reply.packet)}"
+                )
+            for answer, source in await junk.endpoint.drain():
+                try:
+                    packet = decode_packet(answer)
+                except TftpDecodeError:
+                    raise CaseFailed(
+                        f"the malformed datagram {datagram[:48]!r} got a malformed answer", actual=answer
+                    ) from None
+                if not isinstance(packet, ErrorPacket):
+                    junk.tid = source  # so that closing the example aborts what the server started
+                    raise CaseFailed(
+                        f"the malformed datagram {datagram[:48]!r} got {describe(packet)}; a malformed request "
+                        "gets an ERROR, or nothing"
+                    )
+        finally:
+            example.close()
+
+    await search(ctx, st.one_of(_malformed_requests(), st.sampled_from(_MALFORMED_ALWAYS)).filter(_is_malformed),
+                 check, examples=30, always=_MALFORMED_ALWAYS)
+
+
+# -- modes -----------------------------------------------------------------------------------------
+
+
+@tftp_case("mode.case-insensitive", "RFC 1350 §5")
+async def mode_case_insensitive(ctx: CaseContext, client: Client) -> None:
+    """Modes 'OCTET', 'Octet', 'NETASCII' and 'NetAscii' work like 'octet' and 'netascii'."""
+    for mode, name in (("OCTET", size_name(513)), ("Octet", size_name(513)),
+                       ("NETASCII", NETASCII_NAME), ("NetAscii", NETASCII_NAME)):
+        try:
+            received = await download(client, name, mode=mode)
+        except Refused as refused:
+            raise CaseFailed(f"{refused.summary}: mode names are case-insensitive (RFC 1350 §5)") from None
+        expected = content(name) if mode.lower() == "octet" else encode_netascii(content(name))
+        expect_content(f"{name} read in mode {mode!r}", expected=expected, actual=bytes(received.data))
+
+
+async def _expect_refusal(client: Client, request: Request, why: str) -> None:
+    _, reply = await start(client, request)
+    if not isinstance(reply.packet, ErrorPacket):
+        raise CaseFailed(f"{describe(request)} got {describe(reply.packet)}: {why}")
+
+
+@tftp_case("mode.unknown", "RFC 1350 §5")
+async def mode_unknown(ctx: CaseContext, client: Client) -> None:
+    """Requests in the unknown modes 'octets' and 'conformance' are refused with an ERROR."""
+    for mode in ("octets", "conformance"):
+        await _expect_refusal(
+            client, ReadRequest(LIVENESS_FILE, mode), "the modes are netascii, octet (and the obsolete mail)"
+        )
+
+
+@tftp_case("mode.mail", "RFC 1123 §4.2.2.1", level=Level.SHOULD)
+async def mode_mail(ctx: CaseContext, client: Client) -> None:
+    """The obsolete 'mail' mode is refused, for reading and for writing."""
+    why = "the mail mode SHOULD NOT be supported (RFC 1123 §4.2.2.1)"
+    await _expect_refusal(client, ReadRequest(LIVENESS_FILE, "mail"), why)
+    await _expect_refusal(client, WriteRequest(_unique("mail"), "mail"), why)
+
+
+# -- netascii --------------------------------------------------------------------------------------
+
+
+@tftp_case("netascii.read", "RFC 1350 §5 (netascii: RFC 764)")
+async def netascii_read(ctx: CaseContext, client: Client) -> None:
+    """The netascii fixture arrives with LF as CR LF and CR as CR NUL, pairs across block ends included."""
+    original = content(NETASCII_NAME)
+    received = await download(client, NETASCII_NAME, mode="netascii")
+    actual = bytes(received.data)
+    hint = "sent as it is on disk, as in octet mode" if actual == original else ""
+    expect_content(f"{NETASCII_NAME} read in netascii", expected=encode_netascii(original), actual=actual, hint=hint)
+
+
+_TEXT_PIECES = (b"a", b"Z", b" ", b"\t", b"\r", b"\n", b"\r\n", b"\n\r", b"\0", b"-" * 100)
+_TEXT = st.lists(st.sampled_from(_TEXT_PIECES), max_size=40).map(b"".join)
+# A newline, a bare CR and a CR LF that straddle the 512-byte block end once translated, a final
+# bare CR, many pairs in a row, and the empty file.
+_TEXT_ALWAYS = (
+    b"a\nb\rc",
+    b"-" * 511 + b"\nz",
+    b"-" * 511 + b"\rz",
+    b"-" * 510 + b"\r\n",
+    b"text ending in a bare CR\r",
+    b"\r\n" * 300,
+    b"",
+)
+
+
+@tftp_case("netascii.read-search", "RFC 1350 §5 (netascii: RFC 764)", budget=45.0)
+async def netascii_read_search(ctx: CaseContext, client: Client) -> None:
+    """Hypothesis-drawn text uploaded in octet reads back in netascii translated (needs uploads)."""
+    await _require_writes(client)
+
+    async def check(text: bytes) -> None:
+        example = Client(ctx)
+        try:
+            name = _unique("netascii-read")
+            await upload(example, name, text)
+            received = await download(example, name, mode="netascii")
+            actual = bytes(received.data)
+            expect_content(
+                f"{len(text)} bytes of text uploaded in octet and read in netascii",
+                expected=encode_netascii(text),
+                actual=actual,
+                hint="untranslated" if actual == text else "",
+            )
+        finally:
+            example.close()
+
+    await search(ctx, _TEXT, check, always=_TEXT_ALWAYS)
+
+
+@tftp_case("netascii.write-search", "RFC 1350 §5 (netascii: RFC 764)", budget=45.0)
+async def netascii_write_search(ctx: CaseContext, client: Client) -> None:
+    """Hypothesis-drawn text uploaded in netascii is stored translated back (needs uploads)."""
+    await _require_writes(client)
+
+    async def check(text: bytes) -> None:
+        example = Client(ctx)
+        try:
+            name = _unique("netascii-write")
+            wire = encode_netascii(text)
+            await upload(example, name, wire, mode="netascii")
+            received = await download(example, name)
+            actual = bytes(received.data)
+            expect_content(
+                f"{len(text)} bytes of text uploaded in netascii and read in octet",
+                expected=text,
+                actual=actual,
+                hint="stored untranslated" if actual == wire else "",
+            )
+        finally:
+            example.close()
+
+    await search(ctx, _TEXT, check, always=_TEXT_ALWAYS)
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+
+def _number(oack: dict[str, str], name: str) -> int | None:
+    return parse_number(oack[name]) if name in oack else None
+
+
+@tftp_case("options.oack", "RFC 2347; RFC 2348; RFC 2349; RFC 7440 §3")
+async def options_oack(ctx: CaseContext, client: Client) -> None:
+    """blksize 1024, tsize 0, timeout 3 and windowsize 4 get a valid OACK, and the transfer uses it."""
+    name = size_name(1 << 20)
+    requested = (("blksize", "1024"), ("tsize", "0"), ("timeout", "3"), ("windowsize", "4"))
+    receiving = await open_download(client, name, options=requested, size_hint=1 << 20)
+    oack = receiving.oack
+    if oack is None:
+        ctx.unsupported(_no_options("an RRQ with blksize, tsize, timeout and windowsize"))
+    ctx.note("OACK: " + (" ".join(f"{key}={value}" for key, value in oack.items())))
+    problems = []
+    for key in oack.keys() - {key for key, _ in requested}:
+        problems.append(f"it carries {key}, which was not requested (RFC 2347)")
+    checks: dict[str, tuple[Callable[[int], bool], str]] = {
+        "blksize": (lambda n: 8 <= n <= 1024, "a value from 8 to the requested 1024 (RFC 2348)"),
+        "tsize": (lambda n: n == 1 << 20, f"the file's size, {1 << 20} (RFC 2349)"),
+        "timeout": (lambda n: n == 3, "the requested 3 (RFC 2349)"),
+        "windowsize": (lambda n: 1 <= n <= 4, "a value from 1 to the requested 4 (RFC 7440 §3)"),
+    }
+    for key, (valid, wanted) in checks.items():
+        number = _number(oack, key)
+        if key in oack and (number is None or not valid(number)):
+            problems.append(f"it answers {key} with {oack[key]!r}; expected {wanted}")
+    if problems:
+        receiving.transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: invalid OACK")
+        raise CaseFailed(
+            f"the OACK {oack} is not a valid answer: {problems[0]}", details="\n".join(problems[1:]) or None
+        )
+    data = await receiving.run()
+    expect_content(
+        f"{name} read with the negotiated options",
+        expected=content(name),
+        actual=data,
+        hint=f"with blksize {receiving.blksize} agreed, every DATA but the last carries {receiving.blksize} bytes",
+    )
+
+
+@tftp_case("options.unrequested", "RFC 2347 (Negotiation Protocol)")
+async def options_unrequested(ctx: CaseContext, client: Client) -> None:
+    """An OACK to a request with one option (each of the four in turn) carries only that option."""
+    name = size_name(1024)
+    answered = False
+    for option in (("blksize", "1024"), ("tsize", "0"), ("timeout", "2"), ("windowsize", "2")):
+        receiving = await open_download(client, name, options=(option,))
+        if receiving.oack is not None:
+            answered = True
+            extra = sorted(receiving.oack.keys() - {option[0]})
+            if extra:
+                receiving.transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: unrequested option")
+                raise CaseFailed(
+                    f"the OACK to an RRQ asking only for {option[0]} also carries {', '.join(extra)}: a server must "
+                    "not include an option the client did not request (RFC 2347)",
+                    actual=receiving.oack,
+                )
+        await receiving.run()
+    if not answered:
+        ctx.unsupported(_no_options("every RRQ with an option"))
+
+
+@tftp_case("options.out-of-range", "RFC 2348; RFC 2349")
+async def options_out_of_range(ctx: CaseContext, client: Client) -> None:
+    """blksize 7 and 65465, timeout 0 and 256 are refused with ERROR 8, or left out of the answer."""
+    name = size_name(1024)
+    answered = False
+    for option, value in (("blksize", "7"), ("blksize", "65465"), ("timeout", "0"), ("timeout", "256")):
+        request = ReadRequest(name, "octet", ((option, value),))
+        transfer, reply = await start(client, request)
+        packet = reply.packet
+        if isinstance(packet, ErrorPacket):
+            if packet.code != ErrorCode.OPTION_NEGOTIATION:
+                raise CaseFailed(
+                    f"{describe(request)} got {describe(packet)}; a refused option gets ERROR 8 (RFC 2347)"
+                )
+            continue
+        if isinstance(packet, Data):
+            await _resume(transfer, reply)
+            continue
+        if not isinstance(packet, OptionAck):
+            raise CaseFailed(f"{describe(request)} got {describe(packet)}")
+        answered = True
+        oack = option_dict(packet.options)
+        blksize = 512
+        if option in oack:
+            number = parse_number(oack[option])
+            # Only an over-large blksize has a valid answer: any legal size below the request.
+            if not (option == "blksize" and value == "65465" and number is not None and 8 <= number <= 65464):
+                transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: out-of-range option accepted")
+                raise CaseFailed(
+                    f"{describe(request)} got {describe(packet)}: {option} {value} is outside the range the RFC "
+                    "allows (blksize 8-65464, timeout 1-255), so it is refused with ERROR 8 or left out"
+                )
+            blksize = number
+        receiving = Download(transfer, oack=oack, blksize=blksize)
+        receiving.acknowledge_oack()
+        await receiving.run()
+    if not answered:
+        probe = await open_download(client, name, options=(("blksize", "1024"),))
+        if probe.oack is None:
+            ctx.unsupported(_no_options("an RRQ with blksize 1024"))
+        await probe.run()
+
+
+_UNKNOWN_OPTION = ("x-conformance-unknown", "1")
+
+
+@tftp_case("options.unknown-ignored", "RFC 2347 (Negotiation Protocol)", level=Level.SHOULD)
+async def options_unknown_ignored(ctx: CaseContext, client: Client) -> None:
+    """An unknown option, alone or with blksize, is left out of the answer, without an ERROR."""
+    name = size_name(1024)
+    answered = False
+    for options in ((_UNKNOWN_OPTION,), (("blksize", "1024"), _UNKNOWN_OPTION)):
+        request = ReadRequest(name, "octet", options)
+        try:
+            receiving = await open_download(client, name, options=options)
+        except Refused as refused:
+            raise CaseFailed(
+                f"{refused.summary}: an option the server does not know is left out of the OACK, and should "
+                "not cause an ERROR (RFC 2347)"
+            ) from None
+        if receiving.oack is not None:
+            answered = True
+            if _UNKNOWN_OPTION[0] in receiving.oack:
+                receiving.transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: unknown option acknowledged")
+                raise CaseFailed(
+                    f"{describe(request)} got an OACK acknowledging the made-up option {_UNKNOWN_OPTION[0]}",
+                    actual=receiving.oack,
+                )
+        await receiving.run()
+    if not answered:
+        ctx.unsupported(_no_options("an RRQ with blksize 1024"))
+
+
+@tftp_case("options.tsize", "RFC 2349 (Transfer Size Option)")
+async def options_tsize(ctx: CaseContext, client: Client) -> None:
+    """tsize 0 on an RRQ gets the file's size (0, 513 and 1 MiB) in the OACK."""
+    for size in (0, 513, 1 << 20):
+        name = size_name(size)
+        request = ReadRequest(name, "octet", (("tsize", "0"),))
+        transfer, reply = await _read_request(client, name, request.options)
+        packet = reply.packet
+        if isinstance(packet, Data):
+            ctx.unsupported(_no_options(describe(request)))
+        if not isinstance(packet, OptionAck):
+            raise CaseFailed(f"{describe(request)} got {describe(packet)}")
+        oack = option_dict(packet.options)
+        if "tsize" not in oack:
+            ctx.unsupported("the server negotiates options, but not tsize")
+        if _number(oack, "tsize") != size:
+            transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: wrong tsize")
+            raise CaseFailed(
+                f"the OACK to RRQ {name!r} with tsize 0 gives tsize {oack['tsize']!r}; expected the "
+                f"file's size, {size} (RFC 2349)"
+            )
+        if size > 1024:
+            # What RFC 2349 has a client do with a file too large for it: end the transfer here.
+            transfer.error(ErrorCode.DISK_FULL, "conformance: only the size was wanted")
+            continue
+        receiving = Download(transfer, oack=oack)
+        receiving.acknowledge_oack()
+        expect_content(f"{name} as received", expected=content(name), actual=await receiving.run())
+
+
+@tftp_case("options.timeout", "RFC 2349 (Timeout Interval Option)")
+async def options_timeout(ctx: CaseContext, client: Client) -> None:
+    """A negotiated timeout of 1 s, then of 2 s, is the interval after which an unACKed DATA is resent."""
+    name = size_name(1024)
+    measured = []
+    for seconds in (1, 2):
+        request = ReadRequest(name, "octet", (("timeout", str(seconds)),))
+        transfer, reply = await _read_request(client, name, request.options)
+        packet = reply.packet
+        if isinstance(packet, Data):
+            ctx.unsupported(_no_options(describe(request)))
+        if not isinstance(packet, OptionAck):
+            raise CaseFailed(f"{describe(request)} got {describe(packet)}")
+        oack = option_dict(packet.options)
+        if "timeout" not in oack:
+            ctx.unsupported("the server negotiates options, but not timeout")
+        if _number(oack, "timeout") != seconds:
+            transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: wrong timeout")
+            raise CaseFailed(
+                f"the OACK answers timeout {seconds} with {oack['timeout']!r}; it must be the same (RFC 2349)"
+            )
+        transfer.ack(0)
+        first = await _expect_data(transfer, 1, "waiting for DATA 1 after ACK 0")
+        repeat = await _expect_data(
+            transfer, 1, f"waiting for DATA 1 to be resent: the suite withholds ACK 1 and the timeout is {seconds} s",
+            seconds=seconds * 2 + 1.0,
+        )
+        interval = repeat.at - first.at
+        measured.append(f"{interval:.2f} s for timeout {seconds}")
+        if not 0.75 * seconds <= interval <= 1.5 * seconds + 0.25:
+            raise CaseFailed(
+                f"with timeout {seconds} negotiated, DATA 1 was resent after {interval:.2f} s; the negotiated "
+                "timeout is the number of seconds to wait before retransmitting (RFC 2349)"
+            )
+        await _resume(transfer, repeat, oack=oack)
+    ctx.note("DATA 1 resent after " + ", ".join(measured))
+
+
+@tftp_case("options.reject-oack", "RFC 2347 (Negotiation Protocol); RFC 1350 §7")
+async def options_reject_oack(ctx: CaseContext, client: Client) -> None:
+    """A client's ERROR 8 in answer to the OACK ends the transfer: nothing more is sent."""
+    request = ReadRequest(size_name(1024), "octet", (("blksize", "1024"), ("timeout", "1")))
+    transfer, reply = await _read_request(client, request.filename, request.options)
+    if isinstance(reply.packet, Data):
+        ctx.unsupported(_no_options(describe(request)))
+    if not isinstance(reply.packet, OptionAck):
+        raise CaseFailed(f"{describe(request)} got {describe(reply.packet)}")
+    declined = trio.current_time()
+    transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: declining the options")
+    late = await transfer.poll(AFTER_ERROR_SECONDS)
+    if late is not None:
+        raise CaseFailed(
+            f"{late.at - declined:.2f} s after the client answered the OACK with ERROR 8, the server sent "
+            f"{describe(late.packet)}; an ERROR ends the transfer and is not answered (RFC 2347, RFC 1350 §7)"
+        )
+
+
+@tftp_case("options.windowsize", "RFC 7440 §3, §4")
+async def options_windowsize(ctx: CaseContext, client: Client) -> None:
+    """With windowsize 4 the server sends 4 blocks per ACK; an ACK inside a window restarts the next after it."""
+    name = size_name(1 << 20)
+    expected = content(name)
+    request = ReadRequest(name, "octet", (("windowsize", "4"),))
+    transfer, reply = await _read_request(client, name, request.options)
+    if isinstance(reply.packet, Data):
+        ctx.unsupported(_no_options(describe(request)))
+    if not isinstance(reply.packet, OptionAck):
+        raise CaseFailed(f"{describe(request)} got {describe(reply.packet)}")
+    oack = option_dict(reply.packet.options)
+    window = _number(oack, "windowsize")
+    if window is None:
+        ctx.unsupported("the server negotiates options, but not windowsize")
+    if not 1 <= window <= 4:
+        transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: windowsize above the request")
+        raise CaseFailed(f"the OACK answers windowsize 4 with {oack['windowsize']!r}; it must be 1 to 4 (RFC 7440 §3)")
+    if window == 1:
+        ctx.unsupported("the server answered windowsize 4 with 1: lock-step, no window to check")
+
+    async def expect_block(block: int, doing: str, seconds: float = REPLY_SECONDS) -> None:
+        got = await _expect_data(transfer, block, doing, seconds=seconds)
+        assert isinstance(got.packet, Data)
+        if got.packet.payload != expected[(block - 1) * 512 : block * 512]:
+            raise CaseFailed(f"DATA {block} does not hold bytes {(block - 1) * 512} on of {name}")
+
+    transfer.ack(0)
+    for block in range(1, window + 1):
+        await expect_block(block, f"waiting for DATA {block} of the first window of {window}, sent without ACKs")
+    extra = await transfer.poll(OBSERVE_SECONDS)
+    if extra is not None and isinstance(extra.packet, Data) and extra.packet.block > window:
+        raise CaseFailed(
+            f"the server sent {describe(extra.packet)} before the ACK of its window of {window} (RFC 7440 §3)"
+        )
+    # As if block 3 (of 4) were lost: the receiver ACKs the last block it has in order.
+    acked = max(1, window // 2)
+    transfer.ack(acked)
+    acked_at = trio.current_time()
+    restart = await transfer.next(
+        f"waiting for DATA {acked + 1} after ACK {acked}, inside the window", seconds=RETRANSMIT_SECONDS
+    )
+    packet = restart.packet
+    if isinstance(packet, Data) and packet.block == window + 1:
+        raise CaseFailed(
+            f"after ACK {acked} inside the window 1-{window}, the server went on with DATA {window + 1}; the "
+            f"next window starts after the last ACKed block, with DATA {acked + 1} (RFC 7440 §4)"
+        )
+    if not (isinstance(packet, Data) and packet.block == acked + 1):
+        raise CaseFailed(f"after ACK {acked} inside the window, expected DATA {acked + 1}, got {describe(packet)}")
+    ctx.note(f"window {window}; after ACK {acked} the next window started {restart.at - acked_at:.2f} s later")
+    for block in range(acked + 2, acked + window + 1):
+        await expect_block(block, f"waiting for DATA {block} of the window restarted after ACK {acked}")
+
+
+# -- concurrency -----------------------------------------------------------------------------------
+
+
+@tftp_case("concurrency", "RFC 1350 §4 (a transfer ID per transfer)")
+async def concurrency(ctx: CaseContext, client: Client) -> None:
+    """Two reads interleaved block by block both complete while a third transfer sits idle, then it completes too."""
+    idle = await open_download(client, size_name(1024))
+    names = (size_name(1 << 20), WRAP_8_NAME)
+    transfers = []
+    for name in names:
+        try:
+            transfers.append(await open_download(client, name))
+        except CaseFailed as failure:
+            raise CaseFailed(
+                f"while one transfer was open and idle, the server did not serve another: {failure.summary} "
+                "(does it handle one transfer at a time?)"
+            ) from None
+    while not all(receiving.done for receiving in transfers):
+        for receiving in transfers:
+            if not receiving.done:
+                await receiving.step()
+    for name, receiving in zip(names, transfers, strict=True):
+        expect_content(
+            f"{name}, read alongside another transfer", expected=content(name), actual=bytes(receiving.data)
+        )
+    expect_content("the idle transfer, finished last", expected=content(size_name(1024)), actual=await idle.run())

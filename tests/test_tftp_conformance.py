@@ -1,0 +1,377 @@
+"""The TFTP cases: the reference passes them all, and each broken server fails the cases about its flaw.
+
+Every run is ``python -m conformance run`` as a user would type it. The runs are independent and
+mostly wait on timers, so the module starts all the selected ones at once on a few worker threads
+and each test then checks its own report.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from conformance import registry
+from conformance.model import Level
+from conformance.tftp.files import content, fixture_names
+from harness.tftp.server import serve_tftp
+from tests.helpers import Run, conformance, fixture_command
+
+# Runs at once: the cases mostly sleep on timeouts, but wraparound and 1 MiB transfers use a CPU.
+WORKERS = 3
+HARNESS = f"{sys.executable} -m harness"
+
+
+LEVELS = {case.id.removeprefix("tftp."): case.level for case in registry.protocols()["tftp"].cases}
+
+
+def exact(case_id: str) -> str:
+    """A -k pattern matching this id only (a pattern without wildcards matches as a substring)."""
+    return f"[t]ftp.{case_id}"
+
+
+def only(*case_ids: str) -> list[str]:
+    return [word for case_id in case_ids for word in ("-k", exact(case_id))]
+
+
+# Cases that take well under a second each on a working server and little CPU: run against every
+# broken server, to show that it fails only what its flaw is about.
+QUICK = (
+    "rrq.sizes",
+    "rrq.final-empty-data",
+    "rrq.new-tid",
+    "wrq.round-trip",
+    "wrq.duplicate-data",
+    "tid.stranger-error",
+    "error.file-not-found",
+    "error.path-traversal",
+    "error.unknown-opcode",
+    "error.malformed",
+    "mode.case-insensitive",
+    "mode.unknown",
+    "mode.mail",
+    "netascii.read",
+    "netascii.read-search",
+    "netascii.write-search",
+    "options.oack",
+    "options.unrequested",
+    "options.out-of-range",
+    "options.unknown-ignored",
+    "options.tsize",
+)
+WRITE_CASES = ("wrq.round-trip", "wrq.lost-data", "wrq.duplicate-data", "netascii.read-search", "netascii.write-search")
+OPTION_CASES = (
+    "options.oack",
+    "options.unrequested",
+    "options.out-of-range",
+    "options.unknown-ignored",
+    "options.tsize",
+    "options.timeout",
+    "options.reject-oack",
+    "options.windowsize",
+    "wrap.blksize8",
+)
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A fixture, the cases it is run on, and exactly which of them it fails."""
+
+    cases: tuple[str, ...]
+    fails: frozenset[str]
+
+
+def broken(*extra: str, fails: set[str], cases: tuple[str, ...] = QUICK) -> Broken:
+    return Broken(cases=(*cases, *extra), fails=frozenset(fails))
+
+
+BROKEN = {
+    "no_wraparound": broken("wrap.blksize8", fails={"wrap.blksize8"}),
+    "no_retransmission": broken("rrq.lost-ack", "options.timeout", fails={"rrq.lost-ack", "options.timeout"}),
+    "sorcerers_apprentice": broken("rrq.duplicate-ack", fails={"rrq.duplicate-ack"}),
+    # A server busy with one transfer cannot answer the cases after a failure for a while: only
+    # the case about it, after one it passes.
+    "one_transfer_at_a_time": broken(cases=("rrq.sizes", "concurrency"), fails={"concurrency"}),
+    "path_traversal": broken(fails={"error.path-traversal"}),
+    # Most fixture files are multiples of 512 bytes, so most cases stall: the ones that show it.
+    "no_final_empty_data": broken(
+        cases=("rrq.sizes", "rrq.final-empty-data", "rrq.new-tid", "netascii.read", "error.file-not-found"),
+        fails={"rrq.sizes", "rrq.final-empty-data"},
+    ),
+    "acks_from_any_port": broken("tid.stranger-ack", fails={"tid.stranger-ack", "tid.stranger-error"}),
+    "netascii_ignored": broken(
+        fails={"netascii.read", "netascii.read-search", "netascii.write-search", "mode.case-insensitive"}
+    ),
+    "mode_case_sensitive": broken(fails={"mode.case-insensitive"}),
+    "same_port": broken(fails={"rrq.new-tid", "tid.stranger-error"}),
+    "final_block_dropped": broken(
+        "wrq.lost-data",
+        fails={
+            "wrq.round-trip", "wrq.lost-data", "wrq.duplicate-data", "netascii.read-search", "netascii.write-search"
+        },
+    ),
+    "wrq_timeout_abort": broken("wrq.lost-data", fails={"wrq.lost-data"}),
+    "wrq_duplicate_written": broken(fails={"wrq.duplicate-data"}),
+    "error_code_zero": broken(
+        fails={"error.file-not-found", "error.path-traversal", "error.unknown-opcode", "tid.stranger-error"}
+    ),
+    # The process dies at the first malformed request; the case after it says so.
+    "crash_on_malformed": broken(cases=("rrq.new-tid", "error.malformed", "mode.unknown"),
+                                 fails={"error.malformed", "mode.unknown"}),
+    "any_mode": broken(fails={"mode.unknown", "mode.mail"}),
+    "oack_blksize_unused": broken("wrap.blksize8", fails={"options.oack", "wrap.blksize8"}),
+    "oack_unrequested": broken(fails={"options.unrequested"}),
+    "blksize_any": broken(fails={"options.out-of-range"}),
+    "unknown_option_error": broken(fails={"options.unknown-ignored"}),
+    "tsize_wrong": broken(fails={"options.tsize", "options.oack"}),
+    "timeout_ignored": broken("options.timeout", fails={"options.timeout"}),
+    "oack_error_ignored": broken("options.reject-oack", fails={"options.reject-oack"}),
+    "window_no_restart": broken("options.windowsize", fails={"options.windowsize"}),
+    "no_options": broken(*OPTION_CASES[5:], fails=set()),
+}
+
+REFERENCE_CMD = f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}} --allow-write"
+
+
+def _fixture(name: str) -> str:
+    return fixture_command("tftp", f"tftp/{name}.py", "{root}")
+
+
+# Every run this module makes, by key: the arguments after ``conformance run``.
+RUNS: dict[str, list[str]] = {
+    "reference-embedded": ["--target", "tftp=embedded"],
+    "reference-command": ["--target-cmd", REFERENCE_CMD],
+    "reference-read-only": [
+        "--target-cmd", f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}}",
+        *only(*WRITE_CASES, "error.path-traversal", "mode.mail"),
+    ],
+    "rollover-1-declared": ["--target", "tftp=embedded", "--tftp-rollover", "1", *only("wrap.blksize8")],
+    "rollover-1-undeclared": ["--target-cmd", REFERENCE_CMD + " --rollover 1", *only("wrap.blksize8")],
+    "full-wrap-reference": ["--target", "tftp=embedded", "--tftp-full-wrap", "always", *only("wrap.full")],
+    "full-wrap-no-wraparound": [
+        "--target-cmd", _fixture("no_wraparound"), "--tftp-full-wrap", "always", *only("wrap.full")
+    ],
+    "full-wrap-without-blksize": ["--target-cmd", _fixture("no_options"), *only("wrap.full")],
+    **{f"broken-{name}": ["--target-cmd", _fixture(name), *only(*spec.cases)] for name, spec in BROKEN.items()},
+}
+
+
+class Runs:
+    """Starts runs on worker threads; ``get`` waits for one."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, keys: list[str]) -> None:
+        self._factory = tmp_path_factory
+        self._pool = ThreadPoolExecutor(WORKERS)
+        self._futures: dict[str, Future[Run]] = {}
+        for key in keys:
+            self._submit(key)
+
+    def _submit(self, key: str) -> Future[Run]:
+        if key not in self._futures:
+            directory = self._factory.mktemp(key)
+            self._futures[key] = self._pool.submit(conformance, directory, "run", *RUNS[key])
+        return self._futures[key]
+
+    def get(self, key: str) -> Run:
+        return self._submit(key).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module")
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    # Only the runs of the tests selected, in their order: `pytest -k` on one test makes one run.
+    keys: list[str] = []
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if isinstance(item, pytest.Function) and item.module is request.module and "key" in params:
+            keys.append(str(params["key"]))
+    started = Runs(tmp_path_factory, list(dict.fromkeys(keys)))
+    yield started
+    started.close()
+
+
+def outcomes(run: Run) -> dict[str, str]:
+    return {case_id.removeprefix("tftp."): outcome for case_id, outcome in run.outcomes().items()}
+
+
+def failed(run: Run) -> set[str]:
+    return {case_id for case_id, outcome in outcomes(run).items() if outcome == "failed"}
+
+
+def notes(run: Run, case_id: str) -> str:
+    return " ".join(run.case(f"tftp.{case_id}").get("notes", []))
+
+
+# -- the reference -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["reference-embedded", "reference-command"])
+def test_reference_passes_every_case(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert run.status == 0, run.stdout + run.stderr
+    results = outcomes(run)
+    # The reference negotiates blksize, so the 32 MiB wrap is left to wrap.blksize8 by default.
+    assert results.pop("wrap.full") == "unsupported"
+    assert set(results.values()) == {"passed"}, run.stdout
+    assert len(results) >= 30
+    assert "DATA 2 was sent again after" in notes(run, "rrq.lost-ack")
+    assert "followed by block 0" in notes(run, "wrap.blksize8")
+
+
+@pytest.mark.parametrize("key", ["reference-read-only"])
+def test_write_cases_are_unsupported_when_uploads_are_refused(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert run.status == 0, run.stdout + run.stderr
+    results = outcomes(run)
+    assert {case_id for case_id, outcome in results.items() if outcome == "unsupported"} == set(WRITE_CASES)
+    assert results["error.path-traversal"] == results["mode.mail"] == "passed"
+    assert "refuses uploads (ERROR 2" in run.case("tftp.wrq.round-trip")["message"]
+
+
+@pytest.mark.parametrize("key", ["rollover-1-declared"])
+def test_rollover_to_1_declared_is_normal(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert run.status == 0, run.stdout + run.stderr
+    assert outcomes(run) == {"wrap.blksize8": "passed"}
+    text = notes(run, "wrap.blksize8")
+    assert "followed by block 1" in text and "wraps to" not in text
+
+
+@pytest.mark.parametrize("key", ["rollover-1-undeclared"])
+def test_rollover_to_1_undeclared_passes_with_a_note(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert run.status == 0, run.stdout + run.stderr
+    assert outcomes(run) == {"wrap.blksize8": "passed"}
+    assert "the server wraps to 1, not 0" in notes(run, "wrap.blksize8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("key", "outcome"),
+    [("full-wrap-reference", "passed"), ("full-wrap-no-wraparound", "failed"), ("full-wrap-without-blksize", "passed")],
+)
+def test_full_wraparound(runs: Runs, key: str, outcome: str) -> None:
+    """The 32 MiB case: forced on servers with blksize, by default on one without."""
+    run = runs.get(key)
+    assert outcomes(run) == {"wrap.full": outcome}, run.stdout
+    if outcome == "passed":
+        assert "followed by block 0" in notes(run, "wrap.full")
+    else:
+        assert "65535" in run.case("tftp.wrap.full")["message"]
+
+
+# -- the broken servers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [f"broken-{name}" for name in BROKEN], ids=list(BROKEN))
+def test_broken_server_fails_exactly_its_cases(runs: Runs, key: str) -> None:
+    expected = BROKEN[key.removeprefix("broken-")]
+    run = runs.get(key)
+    assert run.report is not None, run.stderr
+    assert set(outcomes(run)) == set(expected.cases)
+    assert failed(run) == expected.fails, run.stdout
+    assert "error" not in outcomes(run).values(), run.stdout
+    # SHOULD-level failures are reported but do not fail the run (without --strict).
+    assert run.status == (1 if any(LEVELS[case_id] is Level.MUST for case_id in expected.fails) else 0)
+
+
+@pytest.mark.parametrize("key", ["broken-no_options"])
+def test_option_cases_are_unsupported_without_options(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    results = outcomes(run)
+    assert {case_id for case_id, outcome in results.items() if outcome == "unsupported"} == set(OPTION_CASES)
+    assert "does not negotiate options" in run.case("tftp.options.oack")["message"]
+
+
+@pytest.mark.parametrize("key", ["broken-crash_on_malformed"])
+def test_a_crash_is_reported_with_a_replayable_input(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    message = run.case("tftp.error.malformed")["message"]
+    assert "stopped serving" in message and "replay: conformance run" in message
+    assert "exited" in run.case("tftp.mode.unknown")["message"]
+
+
+# -- fixture files and the preflight -------------------------------------------------------------
+
+
+def test_fixtures_command_writes_the_files(tmp_path: Path) -> None:
+    target = tmp_path / "served"
+    run = conformance(tmp_path, "fixtures", "tftp", str(target))
+    assert run.status == 0, run.stderr
+    assert sorted(path.name for path in target.iterdir()) == sorted(fixture_names())
+    for name in fixture_names():
+        if (target / name).stat().st_size < 1 << 20:
+            assert (target / name).read_bytes() == content(name)
+    assert (target / "wrap-512.bin").stat().st_size == 65536 * 512 + 1000
+
+
+async def _serve_and_run(root: Path, tmp_path: Path, *args: str) -> Run:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(functools.partial(serve_tftp, root=root, allow_write=True))
+        with trio.fail_after(60):
+            run = await trio.to_thread.run_sync(
+                lambda: conformance(tmp_path, "run", "--target", f"tftp=127.0.0.1:{port}", *args)
+            )
+        nursery.cancel_scope.cancel()
+    return run
+
+
+async def test_an_address_target_without_the_files_is_refused_in_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    run = await _serve_and_run(root, tmp_path)
+    assert run.status == 2
+    assert "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "the target does not serve the fixture files" in run.stderr
+    assert "run `conformance fixtures tftp DIR` and serve DIR" in run.stderr
+
+
+async def test_an_address_target_with_its_root_given(tmp_path: Path) -> None:
+    root = tmp_path / "served"
+    assert conformance(tmp_path, "fixtures", "tftp", str(root)).status == 0
+    run = await _serve_and_run(
+        root, tmp_path, "--tftp-root", str(root), *only("error.path-traversal", "wrq.round-trip", "rrq.sizes")
+    )
+    assert run.status == 0, run.stdout + run.stderr
+    assert set(outcomes(run).values()) == {"passed"}
+    assert not list(tmp_path.glob("**/*escape*"))
+
+
+def _doc_ids(text: str) -> set[str]:
+    return set(re.findall(r"`([a-z0-9.-]+)`", text))
+
+
+def test_the_fixture_table_in_the_docs_is_what_is_asserted() -> None:
+    rows = {}
+    for line in (Path(__file__).parent.parent / "docs" / "tftp.md").read_text().splitlines():
+        if match := re.match(r"\| `(\w+)\.py` \|[^|]*\| ([^|]*) \| ([^|]*) \|$", line):
+            rows[match[1]] = (match[2], match[3])
+    assert set(rows) == set(BROKEN)
+    for name, (run_on, fails) in rows.items():
+        cases = _doc_ids(run_on) | (set(QUICK) if run_on.startswith("quick") else set())
+        assert cases == set(BROKEN[name].cases), name
+        # What follows in parentheses or after ';' is commentary, not the asserted set.
+        assert _doc_ids(re.sub(r"\([^)]*\)", "", fails).split(";")[0]) == BROKEN[name].fails, name
+
+
+def test_every_fixture_is_tested() -> None:
+    scripts = {path.stem for path in (Path(__file__).parent.parent / "fixtures" / "tftp").glob("[!_]*.py")}
+    assert scripts == set(BROKEN)
+
+
+def test_fixture_scripts_show_usage_without_arguments() -> None:
+    script = Path(__file__).parent.parent / "fixtures" / "tftp" / "no_options.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "usage:" in done.stderr and "PORT ROOT" in done.stderr

@@ -74,6 +74,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a conformance case that takes more than a few seconds")
     protocols = registry.protocols()
     try:
         specs = resolve_specs(config.getoption("target"), config.getoption("target_cmd"), protocols)

@@ -99,7 +99,8 @@ PYTHON = sys.executable
 
 @pytest.mark.parametrize("options", [(), ("--echo-transform", "upper")])
 def test_reference_passes_everything_embedded(tmp_path: Path, options: tuple[str, ...]) -> None:
-    run = conformance(tmp_path, "run", *options)
+    embedded = ("--target", "echo=embedded", "--target", "echo-tls=embedded", "--target", "udp-echo=embedded")
+    run = conformance(tmp_path, "run", *embedded, *options)
     assert run.status == 0, run.stdout
     unsupported = {case_id for case_id, outcome in run.outcomes().items() if outcome == "unsupported"}
     expected_unsupported = {"echo.tls.half-close"} | (set() if options else {"echo.tcp.upper", "echo.tls.upper"})

@@ -20,7 +20,7 @@ while True:
 
 def test_embedded_cases_run_as_pytest_items(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(
-        "--pyargs", "conformance", "-p", "no:cacheprovider", "-v", "-k", "round-trip or half-close"
+        "--pyargs", "conformance", "-p", "no:cacheprovider", "-v", "-k", "echo and (round-trip or half-close)"
     )
     result.assert_outcomes(passed=4, skipped=1)
     # pytest shows the dots of a case id as "::" in its verbose lines.
@@ -33,7 +33,7 @@ def test_a_failing_target_fails_with_the_case_message(pytester: pytest.Pytester)
     result = pytester.runpytest_subprocess(
         "--pyargs", "conformance", "-p", "no:cacheprovider",
         "--target-cmd", f"echo={sys.executable} {script} {{port}}",
-        "-k", "round-trip",
+        "-k", "echo and round-trip",
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(

@@ -44,7 +44,7 @@ BRIDGE_BROADCAST = f"{SUBNET}.255"
 # Inside fresh namespaces every port is free, so the responders use the protocol's usual one.
 PORT = 7788
 # How long the two responders get to start and answer; queries are repeated meanwhile.
-DISCOVERY_SECONDS = 10.0
+DISCOVERY_SECONDS = 5.0
 QUERY_INTERVAL = 0.5
 IP_SECONDS = 5.0
 CLONE_NEWNET = 0x40000000

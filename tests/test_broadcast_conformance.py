@@ -149,6 +149,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
         return dict(zip(names, pool.map(run, names), strict=True))
 
 
+# The first test to use `runs` waits for all of them (about 15 s).
+@pytest.mark.slow
 def test_reference_passes_every_broadcast_case(runs: dict[str, Run]) -> None:
     run = runs[REFERENCE]
     assert run.status == 0, run.stdout + run.stderr
@@ -157,6 +159,7 @@ def test_reference_passes_every_broadcast_case(runs: dict[str, Run]) -> None:
     assert run.outcomes() == expected, run.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", sorted(CAUGHT))
 def test_fixture_is_caught_by_its_case(runs: dict[str, Run], fixture: str) -> None:
     selected, failing, fragment = CAUGHT[fixture]

@@ -244,3 +244,34 @@ def test_fixture_announces_its_port_answers_and_says_goodbye(fixture: str) -> No
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate(timeout=DEADLINE)
+
+
+# A responder that does not share its port: correct, but the suite cannot listen beside it.
+EXCLUSIVE_RESPONDER = """
+import socket, sys
+port = int(sys.argv[1])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+sock.bind(("0.0.0.0", port))
+sock.sendto(b"1:1:exclusive:pc:1:exclusive", ("127.255.255.255", port))
+answered = set()
+while True:
+    data, source = sock.recvfrom(65536)
+    fields = data.decode("utf-8", "replace").split(":", 5)
+    if len(fields) == 6 and fields[4] == "1" and fields[2] != "exclusive" and (source, fields[1]) not in answered:
+        answered.add((source, fields[1]))
+        sock.sendto(b"1:2:exclusive:pc:3:exclusive", source)
+"""
+
+
+def test_a_program_that_does_not_share_its_port_makes_the_start_and_stop_cases_unsupported(tmp_path: Path) -> None:
+    script = tmp_path / "exclusive.py"
+    script.write_text(EXCLUSIVE_RESPONDER)
+    started = ["broadcast.start-announcement", "broadcast.own-broadcast", "broadcast.exit-on-sigterm"]
+    selected = ["broadcast.answer", *started]
+    patterns = [word for case_id in selected for word in exactly(case_id)]
+    run = conformance(tmp_path, "run", "--target-cmd", f"broadcast={sys.executable} {script} {{port}}", *patterns)
+    assert run.status == 0, run.stdout + run.stderr
+    assert run.outcomes() == {case_id: "unsupported" if case_id in started else "passed" for case_id in selected}
+    message = run.case("broadcast.start-announcement")["message"]
+    assert "SO_REUSEADDR" in message and "Address already in use" in message, message

@@ -13,6 +13,8 @@ way. A short observation window after that point leaves room for servers that us
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from functools import partial
 
 import trio
@@ -64,6 +66,7 @@ ANSWER_SECONDS = 1.0
 STARTUP_SECONDS = 5.0
 # A responder that announced itself but answers no query is taken to run after this much longer.
 AFTER_ANNOUNCEMENT_SECONDS = 0.5
+DEATH_POLL_SECONDS = 0.05
 
 
 # -- protocols --------------------------------------------------------------------------------------
@@ -753,6 +756,43 @@ async def _watched_instance(ctx: CaseContext, sockets: Sockets, *, spy: bool = F
     return port, bystander, watcher
 
 
+def _unless_it_died(instance: Instance) -> None:
+    """A started program that exits at once most likely could not bind the port the suite's listeners
+    share: that makes the case unsupported, not failed."""
+    death = None if instance.process is None else instance.process.describe_exit()
+    if death is not None:
+        assert instance.process is not None
+        output = " | ".join(instance.process.output_since(0, limit=3)) or "nothing"
+        raise Unsupported(
+            f"the program stopped as it started ({death}) while the suite listened on its port; it must set "
+            f"SO_REUSEADDR for the suite to see what it sends as it starts and stops (its output: {output})"
+        )
+
+
+@contextlib.asynccontextmanager
+async def _unless_it_dies(instance: Instance) -> AsyncIterator[None]:
+    """Run the block, but stop at once (as :func:`_unless_it_died`) if the started program exits."""
+    if instance.process is None:
+        yield
+        return
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            while True:
+                _unless_it_died(instance)
+                # Polling the process is the only signal a program's death gives a Trio task here.
+                await trio.sleep(DEATH_POLL_SECONDS)
+
+        nursery.start_soon(watch)
+        try:
+            yield
+        except CaseFailed:
+            _unless_it_died(instance)
+            raise
+        finally:
+            nursery.cancel_scope.cancel()
+
+
 def _could_not_start(exc: TargetUnusable) -> Unsupported:
     return Unsupported(
         "the program did not start while the suite listened on its port; it must set SO_REUSEADDR "
@@ -774,7 +814,7 @@ async def broadcast_start_announcement(ctx: CaseContext) -> None:
     with Sockets() as sockets:
         port, bystander, _ = await _watched_instance(ctx, sockets)
         try:
-            async with ctx.fresh_instance(port=port):
+            async with ctx.fresh_instance(port=port) as instance, _unless_it_dies(instance):
                 announcement = await _announcement(bystander, port)
         except TargetUnusable as exc:
             raise _could_not_start(exc) from None
@@ -794,7 +834,7 @@ async def broadcast_own_broadcast(ctx: CaseContext) -> None:
         port, bystander, spy = await _watched_instance(ctx, sockets, spy=True)
         assert spy is not None
         try:
-            async with ctx.fresh_instance(port=port):
+            async with ctx.fresh_instance(port=port) as instance, _unless_it_dies(instance):
                 try:
                     await _announcement(bystander, port)
                 except CaseFailed:
@@ -819,7 +859,8 @@ async def broadcast_exit_on_sigterm(ctx: CaseContext) -> None:
         port, bystander, _ = await _watched_instance(ctx, sockets)
         try:
             async with ctx.fresh_instance(port=port) as instance:
-                await _until_running(ctx, sockets, instance, bystander)
+                async with _unless_it_dies(instance):
+                    await _until_running(ctx, sockets, instance, bystander)
                 since = len(bystander.inbox)
                 await instance.stop()
                 await bystander.wait_for(

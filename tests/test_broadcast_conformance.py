@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -188,6 +189,7 @@ def test_a_responder_given_by_address_is_tested_except_for_starting_and_stopping
         try:
             assert proc.stderr is not None
             # It logs once it is answering.
+            assert select.select([proc.stderr], [], [], DEADLINE)[0], "the responder said nothing"
             assert b"answering" in proc.stderr.readline()
             selected = ["broadcast.answer", "broadcast.answer-unicast", *sorted(OWN_INSTANCE)]
             patterns = [word for case_id in selected for word in exactly(case_id)]

@@ -181,11 +181,14 @@ class CaseContext:
         return sock
 
     @contextlib.asynccontextmanager
-    async def fresh_instance(self) -> AsyncIterator[Instance]:
+    async def fresh_instance(self, *, port: int | None = None) -> AsyncIterator[Instance]:
         """Start another copy of the target for this case alone, and stop it on exit.
 
         For cases about start-up and shutdown behaviour. Only the embedded reference and
         ``--target-cmd`` programs can be started; an address target makes the case unsupported.
+        ``port`` runs it on that port rather than a free one, so that a case can bind its own
+        listeners there first (to see what the instance sends as it starts); the embedded starter
+        must then bind ``env.port``.
         """
         target = self.target
         protocol = target.protocol
@@ -194,12 +197,14 @@ class CaseContext:
             options=target.env.options,
             directory=Path(tempfile.mkdtemp(prefix="instance-", dir=target.env.directory)),
             timeout_scale=self.options.timeout_scale,
+            port=port or 0,
         )
         if target.kind == "address":
             raise Unsupported("needs a target the suite starts itself (embedded or --target-cmd)")
         if target.kind == "command":
             assert target.spec.command is not None
-            port = free_port(protocol.transport)
+            if port is None:
+                port = free_port(protocol.transport)
             process = launch_command(protocol, target.spec.command, env, port)
             instance = Instance(host=protocol.command_host, port=port, process=process)
             try:
@@ -223,6 +228,9 @@ class CaseContext:
                     done.set()
 
             address: tuple[str, int] = await nursery.start(host)
+            if port is not None and address[1] != port:
+                scope.cancel()
+                raise RuntimeError(f"the embedded {protocol.name} reference ignored env.port {port}")
             instance = Instance(host=address[0], port=address[1], process=None, _scope=scope, _done=done)
             try:
                 yield instance

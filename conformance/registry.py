@@ -10,6 +10,7 @@ from conformance.model import Case, Option, Protocol
 CASE_MODULES: tuple[str, ...] = (
     "conformance.cases.echo",
     "conformance.cases.tftp",
+    "conformance.cases.messenger",
 )
 
 

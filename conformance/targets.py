@@ -137,6 +137,9 @@ class TargetEnv:
     directory: Path
     timeout_scale: float
     attributes: dict[str, Any] = field(default_factory=dict)
+    # The port the embedded reference must bind, 0 for any free one. Only a case's fresh instance
+    # asks for a port (see CaseContext.fresh_instance), for example one it already listens on.
+    port: int = 0
     _tls: TlsFiles | None = None
 
     def tls_files(self) -> TlsFiles:

@@ -9,7 +9,14 @@ import pytest
 from conformance import registry
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = {"echo": "echo.md", "echo-tls": "echo.md", "udp-echo": "echo.md", "tftp": "tftp.md"}
+PAGES = {
+    "echo": "echo.md",
+    "echo-tls": "echo.md",
+    "udp-echo": "echo.md",
+    "tftp": "tftp.md",
+    "chat": "chat.md",
+    "broadcast": "broadcast.md",
+}
 
 
 @pytest.mark.parametrize("protocol", sorted(registry.protocols()))

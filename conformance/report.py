@@ -63,8 +63,9 @@ class TableWriter:
             file=self.out,
         )
         if self.verbose and result.notes:
+            pad = " " * (self.id_width + 4)
             for note in result.notes:
-                print(f"{'':<{self.id_width}}    note: {note}", file=self.out)
+                print(f"{pad}note: " + note.replace("\n", f"\n{pad}      "), file=self.out)
         self.out.flush()
 
     def details(self, results: Sequence[CaseResult]) -> None:
@@ -75,7 +76,7 @@ class TableWriter:
             for line in result.message.splitlines():
                 print(f"    {line}", file=self.out)
             for note in result.notes:
-                print(f"    note: {note}", file=self.out)
+                print("    note: " + note.replace("\n", "\n          "), file=self.out)
             if result.output:
                 print("    target output during the case:", file=self.out)
                 for line in result.output:

@@ -18,6 +18,7 @@ import trustme
 
 import harness
 import harness.cli
+from harness.tls import server_context_from_files
 from harness.upload.client import upload_files
 from harness.upload.server import serve_upload
 
@@ -150,7 +151,7 @@ async def test_upload_over_tls(
     cert.private_key_pem.write_to_path(str(key_pem))
     for blob in cert.cert_chain_pems:
         blob.write_to_path(str(cert_pem), append=True)
-    server_ctx = harness.upload.commands._server_tls_context(cert_pem, key_pem)
+    server_ctx = server_context_from_files(cert_pem, key_pem)
     address = await start_server(nursery, tmp_path / "root", ssl_context=server_ctx)
     assert await harness_main("upload", address, str(files["a.txt"]), "--tls-ca", str(ca_pem)) == 0
     assert await harness_main("upload", address, "--stat", "a.txt", "--tls-ca", str(ca_pem)) == 0

@@ -25,6 +25,7 @@ from harness.echo.client import (
 from harness.echo.server import serve_echo_tcp, serve_echo_udp
 from harness.echo.transform import TRANSFORMS
 from harness.errors import UsageError
+from harness.tls import server_context_from_files
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def run_serve_echo(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port} is out of range 0-65535")
     if args.udp and (args.tls_cert is not None or args.tls_key is not None):
         raise UsageError("TLS needs TCP: drop --udp or --tls-cert/--tls-key")
-    ssl_context = _server_ssl_context(args.tls_cert, args.tls_key)
+    ssl_context = server_context_from_files(args.tls_cert, args.tls_key)
     kind = "udp" if args.udp else "tls" if ssl_context else "tcp"
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
@@ -114,19 +115,6 @@ def run_serve_echo(args: argparse.Namespace) -> int:
         print(f"harness: cannot listen on {args.host}:{args.port}: {_reason(exc)}", file=sys.stderr)
         return 1
     return 0
-
-
-def _server_ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        raise UsageError("--tls-cert and --tls-key go together: give both (or neither for plain TCP)")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load --tls-cert {cert!r} / --tls-key {key!r}: {_reason(exc)}") from None
-    return context
 
 
 # --- harness echo ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import trio
 
 from harness.echo.transform import get_transform
+from harness.tls import open_stream_listeners
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +43,7 @@ async def serve_echo_tcp(
     unknown *transform* and :class:`OSError` when it cannot listen.
     """
     apply = get_transform(transform)
-    socket_listeners = await trio.open_tcp_listeners(port, host=host)
-    bound_port: int = socket_listeners[0].socket.getsockname()[1]
-    listeners: list[trio.abc.Listener[trio.abc.Stream]]
-    if ssl_context is None:
-        listeners = list(socket_listeners)
-    else:
-        listeners = [trio.SSLListener(listener, ssl_context) for listener in socket_listeners]
+    listeners, bound_port = await open_stream_listeners(host, port, ssl_context)
 
     async def handler(stream: trio.abc.Stream) -> None:
         await _echo_connection(stream, apply)

@@ -19,6 +19,7 @@ import trio
 
 from harness.addresses import parse_hostport
 from harness.errors import UsageError
+from harness.tls import server_context_from_files
 from harness.upload import DEFAULT_PORT
 from harness.upload.client import DEFAULT_TIMEOUT, UploadClientError, stat_file, upload_files
 from harness.upload.codec import FileInfo, Reply
@@ -126,26 +127,13 @@ def register(
     upload.set_defaults(handler=run_upload)
 
 
-def _server_tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        raise UsageError("--tls-cert and --tls-key go together: give both, or neither")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load --tls-cert {cert} / --tls-key {key}: {exc}") from None
-    return context
-
-
 def run_server(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is out of range 0-65535")
     root: Path = args.root
     if root.exists() and not root.is_dir():
         raise UsageError(f"--root {root} is not a folder")
-    ssl_context = _server_tls_context(args.tls_cert, args.tls_key)
+    ssl_context = server_context_from_files(args.tls_cert, args.tls_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
 
     serve = functools.partial(

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import trio
 
+from harness.tls import open_stream_listeners
 from harness.upload.codec import (
     NEED_DATA,
     BodyChunk,
@@ -108,7 +109,7 @@ class FileStore:
             raise _NameRefused("file_name is a folder")
         temp = final.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
         try:
-            file = open(temp, "xb", buffering=0)  # noqa: SIM115 - PartialFile owns and closes it
+            file = open(temp, "xb", buffering=0)
         except OSError as exc:
             raise _NameRefused(f"cannot create a file for file_name: {exc.strerror}") from None
         return PartialFile(self, file_name, final, temp, file)
@@ -349,7 +350,7 @@ class UploadConnection:
                 failure: Exception | None = None
                 try:
                     await self._receive_body(writer)
-                except Exception as exc:  # noqa: BLE001 - re-raised after the nursery
+                except Exception as exc:
                     failure = exc
                     nursery.cancel_scope.cancel()
             if failure is not None:
@@ -419,13 +420,7 @@ async def serve_upload(
     root = Path(root)
     await trio.to_thread.run_sync(lambda: root.mkdir(parents=True, exist_ok=True))
     store = FileStore(root)
-    tcp_listeners = await trio.open_tcp_listeners(port, host=host)
-    bound_port: int = tcp_listeners[0].socket.getsockname()[1]
-    listeners: list[trio.abc.Listener[trio.abc.Stream]]
-    if ssl_context is None:
-        listeners = list(tcp_listeners)
-    else:
-        listeners = [trio.SSLListener(listener, ssl_context) for listener in tcp_listeners]
+    listeners, bound_port = await open_stream_listeners(host, port, ssl_context)
 
     async def handle(stream: trio.abc.Stream) -> None:
         await UploadConnection(stream, store, max_size=max_size, idle_timeout=idle_timeout).serve()

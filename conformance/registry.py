@@ -9,6 +9,7 @@ from conformance.model import Case, Option, Protocol
 
 CASE_MODULES: tuple[str, ...] = (
     "conformance.cases.echo",
+    "conformance.cases.upload",
 )
 
 

@@ -243,7 +243,7 @@ async def _refused(ctx: CaseContext, request: bytes, code: str, what: str) -> No
     # TLS cannot half-close: a server may rightly wait for the client to leave before it closes.
     if _can_half_close(conv):
         await conv.expect_close(f"after the {code} reply to {what} (the spec says the server then closes)")
-    await ctx.close(conv.stream)
+    await conv.close()
 
 
 def _can_half_close(conv: Conversation) -> bool:
@@ -255,7 +255,7 @@ async def _end_abruptly(ctx: CaseContext, conv: Conversation, what: str) -> None
     if _can_half_close(conv):
         await conv.send_eof()
         await conv.expect_close(f"after the client's EOF {what} (the server should discard the put and close)")
-    await ctx.close(conv.stream)
+    await conv.close()
 
 
 # -- put, stat and file sizes ----------------------------------------------------------------------
@@ -269,6 +269,7 @@ async def put_stat(ctx: CaseContext) -> None:
     conv = await Conversation.open(ctx)
     await _put(conv, name, data)
     await _stat(conv, name, data, what=f"stat {show_name(name)} on the connection that put it")
+    await conv.close()
     _check_disk(ctx, name, data)
     await _stat(await Conversation.open(ctx), name, data, what=f"stat {show_name(name)} on a new connection")
 
@@ -284,6 +285,7 @@ async def subfolders(ctx: CaseContext) -> None:
     conv = await Conversation.open(ctx)
     for name, data in files.items():
         await _put(conv, name, data)
+    await conv.close()
     stats = await Conversation.open(ctx)
     for name, data in files.items():
         await _stat(stats, name, data)
@@ -319,7 +321,7 @@ async def large(ctx: CaseContext) -> None:
     await conv.send(json_frame(put_header(name, size, digest)), what=f"the header of {what}")
     sent = 0
     for block in body_blocks(size, seed):
-        await conv.send(block, what=f"{what}, after {sent} bytes")
+        await conv.send(block, what=f"the body of {what} from byte {sent}")
         sent += len(block)
     reply = await conv.reply(f"to {what}, after its last byte", idle=LARGE_REPLY_SECONDS)
     elapsed = trio.current_time() - started
@@ -488,7 +490,7 @@ async def segmentation(ctx: CaseContext) -> None:
                     )
                     raise
         finally:
-            await ctx.close(conv.stream)
+            await conv.close()
 
     await search(ctx, _cuts(), check, always=_classic_cuts())
 
@@ -523,7 +525,9 @@ async def eof_mid_body(ctx: CaseContext) -> None:
     old_name, new_name, header_name = (_name(f"eof-{kind}", token) for kind in ("old", "new", "header"))
     old = b"the content before the interrupted put\n"
     new = payload(64 * 1024, seed=31)
-    await _put(await Conversation.open(ctx), old_name, old)
+    conv = await Conversation.open(ctx)
+    await _put(conv, old_name, old)
+    await conv.close()
     root = local_root(ctx)
     before = await trio.to_thread.run_sync(files_under, root) if root is not None else set()
 
@@ -619,7 +623,9 @@ async def atomic_visibility(ctx: CaseContext) -> None:
     token = _token()
     old_name, new_name = _name("atomic-old", token), _name("atomic-new", token)
     old, new = b"the old content\n", payload(256 * 1024, seed=41)
-    await _put(await Conversation.open(ctx), old_name, old)
+    conv = await Conversation.open(ctx)
+    await _put(conv, old_name, old)
+    await conv.close()
     uploads = []
     for name in (old_name, new_name):
         conv = await Conversation.open(ctx)
@@ -713,16 +719,15 @@ async def bad_frame_length(ctx: CaseContext) -> None:
     """Frame lengths 0, 65537, 2^31 and 2^32-1 get bad_frame (without waiting for the body);
     65536 is accepted."""
     name = _name("frame-max", _token())
-    # Padded with an unknown key to exactly the largest length allowed.
-    header: dict[str, object] = {"op": "stat", "file_name": name, "pad": ""}
-    header["pad"] = "p" * (MAX_FRAME_LENGTH - len(json_frame(header)) + LENGTH_PREFIX.size)
-    largest = json_frame(header)
+    # Padded with whitespace (valid JSON, and no extra key) to exactly the largest length allowed.
+    body = json_frame({"op": "stat", "file_name": name})[LENGTH_PREFIX.size :]
+    largest = raw_frame(body[:-1] + b" " * (MAX_FRAME_LENGTH - len(body)) + b"}")
     assert len(largest) == LENGTH_PREFIX.size + MAX_FRAME_LENGTH
     conv = await Conversation.open(ctx)
     what = f"stat {show_name(name)} in a frame of exactly {MAX_FRAME_LENGTH} bytes"
     await conv.send(largest, what=what)
     expect_error(await conv.reply(f"to {what}"), ErrorCode.NOT_FOUND, after=what)
-    await ctx.close(conv.stream)
+    await conv.close()
     bad_lengths = [
         (0, stat_request(name), "0, then a valid stat"),
         (MAX_FRAME_LENGTH + 1, b'{"op": "stat"', f"{MAX_FRAME_LENGTH + 1}, and only the start of a body"),

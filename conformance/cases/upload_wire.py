@@ -45,6 +45,8 @@ SEND_SECONDS = 5.0
 # After a reply that ends the connection, or after the client's EOF, the server closes this soon.
 CLOSE_SECONDS = 2.0
 RECEIVE_SIZE = 65536
+# How long to read a connection the server broke, to show what it said before.
+LAST_WORDS_SECONDS = 0.5
 # Bytes of a reply stream shown in a failure message.
 SHOWN_BYTES = 200
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
@@ -118,13 +120,43 @@ class Conversation:
     async def open(cls, ctx: CaseContext) -> Conversation:
         return cls(ctx, await ctx.connect())
 
+    async def close(self) -> None:
+        """Close politely now, so that a server serving one connection at a time can go on."""
+        await self.ctx.close(self.stream)
+
     async def send(self, data: bytes, *, what: str) -> None:
         """Send all of ``data``; fail when the server stops reading for SEND_SECONDS."""
         with self.ctx.deadline(SEND_SECONDS, f"sending {what} ({len(data)} bytes; the server stopped reading)"):
             try:
                 await self.stream.send_all(data)
             except trio.BrokenResourceError as exc:
-                raise CaseFailed(f"the connection broke while sending {what}: {_reason(exc)}") from None
+                failure = exc
+            else:
+                return
+        # The server closed or reset the connection; what it said before doing so tells why.
+        said = await self._last_words()
+        summary = f"the server closed the connection ({_reason(failure)}) while the client was sending {what}"
+        if said:
+            summary += f", after replying {said[-1]}"
+        else:
+            summary += f", after {len(self.replies)} replies" if self.replies else ", without a reply"
+        raise CaseFailed(summary, details="\n".join(f"earlier reply: {text}" for text in said[:-1]) or None)
+
+    async def _last_words(self) -> list[str]:
+        """Replies not read yet on a connection the server has closed, rendered."""
+        said: list[str] = []
+        with trio.move_on_after(self.ctx.seconds(LAST_WORDS_SECONDS)):
+            try:
+                while not isinstance(event := self.decoder.next_event(), ConnectionClosed):
+                    if event is NEED_DATA:
+                        data = await self.stream.receive_some(RECEIVE_SIZE)
+                        self.received += data
+                        self.decoder.receive_data(data)
+                    else:
+                        said.append(show_reply(event))
+            except (trio.BrokenResourceError, RemoteProtocolError, IncompleteStream, OSError):
+                pass
+        return said
 
     async def send_eof(self) -> None:
         """Shut the write side (TCP); over TLS the case should have been made unsupported first."""
@@ -136,7 +168,8 @@ class Conversation:
             event = self._next_event(doing)
             if isinstance(event, ConnectionClosed):
                 raise CaseFailed(
-                    f"the server closed the connection {doing}, after {len(self.replies)} replies",
+                    f"the server closed the connection instead of replying {doing.removeprefix('to ')}, "
+                    f"after {len(self.replies)} replies",
                     actual=self._shown(),
                 )
             if event is not NEED_DATA:

@@ -215,6 +215,11 @@ def run(args: argparse.Namespace) -> int:
             source = work / "source.bin"
             print(f"writing a {size / MIB:.0f} MiB source file...", file=sys.stderr, flush=True)
             digest = write_source(source, size)
+            # Written and deleted untimed, so that the first timed transfer, like the later ones, writes
+            # into memory the page cache used before: on a virtual machine, memory the guest touches
+            # for the first time can be several times slower to fill.
+            write_source(work / "warm-up.bin", size)
+            (work / "warm-up.bin").unlink()
             baseline, ours = Measurement(), Measurement()
             for number in range(args.repeat):
                 remaining = deadline - time.monotonic()

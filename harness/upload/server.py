@@ -4,10 +4,8 @@ Theory of operation
 -------------------
 One task serves each connection, one request at a time, so replies go out in request order whatever
 the client pipelined. A put streams its body into a temporary file beside the destination: body
-chunks are gathered into blocks of :data:`WRITE_BLOCK` bytes, and each block is hashed in one worker
-thread and written in another, so that hashing, writing and receiving overlap (md5 and the page cache
-copy each cost about as much as the network on loopback; one after the other they halved the
-throughput). When the body is complete and its md5 matches, the file is fsynced and renamed over
+chunks are gathered into blocks of :data:`WRITE_BLOCK` bytes, and each block is hashed and written in
+a worker thread. When the body is complete and its md5 matches, the file is fsynced and renamed over
 the destination, so stat and readers see the old content or the new, never a part. Any other ending
 (digest mismatch, EOF, reset, timeout, cancellation) deletes the temporary file.
 
@@ -65,8 +63,8 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 LINGER_SECONDS = 2.0
 # Body chunks are handed to the writer thread in batches of at most this many (the writev limit).
 _IOV_MAX = 1024
-# Blocks queued for the hashing and the writing thread while each works on another: the connection
-# task keeps receiving meanwhile, and memory stays bounded by 2 * (queued + 1) + 1 blocks.
+# Blocks queued for the writer thread while it writes another: the connection task keeps
+# receiving meanwhile, and memory stays bounded by (queued + 2) blocks.
 WRITE_QUEUE = 1
 TEMP_PREFIX = ".upload-"
 TEMP_SUFFIX = ".part"
@@ -171,19 +169,12 @@ class PartialFile:
         self.size = 0
 
     def write(self, chunks: Sequence[bytes]) -> None:
-        """Hash and append ``chunks``."""
-        self.hash(chunks)
-        self.append(chunks)
-
-    def hash(self, chunks: Sequence[bytes]) -> None:
-        """Add ``chunks`` to the md5 (hashlib releases the GIL: call it in a thread of its own)."""
+        """Hash and append ``chunks``, in one system call when the kernel takes them all."""
+        views = []
         for chunk in chunks:
             self._md5.update(chunk)
-
-    def append(self, chunks: Sequence[bytes]) -> None:
-        """Append ``chunks`` to the file, in one system call when the kernel takes them all."""
-        views = [memoryview(chunk) for chunk in chunks]
-        self.size += sum(len(chunk) for chunk in chunks)
+            views.append(memoryview(chunk))
+            self.size += len(chunk)
         fd = self._file.fileno()
         first = 0
         while first < len(views):
@@ -225,48 +216,31 @@ class PartialFile:
 
 
 class _BodyWriter:
-    """Hashes and writes blocks of a body in worker threads while the connection receives more.
-
-    Every block goes to two tasks, each with its own thread: one hashes, the other writes. They work
-    on the same or neighbouring blocks at once; each holds at most WRITE_QUEUE blocks queued.
-    """
+    """Hashes and writes blocks of a body in a worker thread while the connection receives more."""
 
     def __init__(self, partial: PartialFile) -> None:
         self.partial = partial
-        self._to_hash, self._hash_queue = trio.open_memory_channel[list[bytes]](WRITE_QUEUE)
-        self._to_write, self._write_queue = trio.open_memory_channel[list[bytes]](WRITE_QUEUE)
+        self._send, self._receive = trio.open_memory_channel[list[bytes]](WRITE_QUEUE)
         self.error: OSError | None = None
 
     async def run(self) -> None:
-        """The hashing and writing tasks. It never raises: a write error is kept for the connection task."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._hash_blocks)
-            nursery.start_soon(self._write_blocks)
-
-    async def _hash_blocks(self) -> None:
-        async with self._hash_queue:
-            async for chunks in self._hash_queue:
-                await trio.to_thread.run_sync(self.partial.hash, chunks)
-
-    async def _write_blocks(self) -> None:
-        async with self._write_queue:
-            async for chunks in self._write_queue:
+        """The writer task. It never raises: a write error is kept for the connection task."""
+        async with self._receive:
+            async for chunks in self._receive:
                 if self.error is None:
                     try:
-                        await trio.to_thread.run_sync(self.partial.append, chunks)
+                        await trio.to_thread.run_sync(self.partial.write, chunks)
                     except OSError as exc:
                         self.error = exc
 
     async def write(self, chunks: list[bytes]) -> None:
         if self.error is not None:
             raise self.error
-        await self._to_hash.send(chunks)
-        await self._to_write.send(chunks)
+        await self._send.send(chunks)
 
     async def finish(self) -> None:
-        """No more blocks: the tasks end once they have hashed and written the queued ones."""
-        await self._to_hash.aclose()
-        await self._to_write.aclose()
+        """No more blocks: the writer task ends once it has written the queued ones."""
+        await self._send.aclose()
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:

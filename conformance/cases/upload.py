@@ -461,8 +461,11 @@ def _classic_cuts() -> list[list[int]]:
 
 @case(UPLOAD, UPLOAD_TLS, slug="segmentation", spec=spec("1", "6"), budget=60.0)
 async def segmentation(ctx: CaseContext) -> None:
-    """Four pipelined requests cut at points drawn by hypothesis (inside the length, the JSON, at the
-    header/body boundary, byte by byte) get the same four replies."""
+    """Four pipelined requests cut at points drawn by hypothesis still get their four replies.
+
+    The cuts fall inside a length prefix, inside the JSON, at the header/body boundary, in a body, or
+    make runs of single bytes; the classic cuts and the whole stream byte by byte are tried first.
+    """
     stream = _SEGMENTED
 
     async def check(cuts: list[int]) -> None:
@@ -475,20 +478,20 @@ async def segmentation(ctx: CaseContext) -> None:
         )
         conv = await Conversation.open(ctx)
         try:
-            for number, piece in enumerate(stream.pieces(cuts)):
+            pieces = stream.pieces(cuts)
+            for number, piece in enumerate(pieces):
                 if number:
                     await trio.sleep(ctx.seconds(PIECE_PAUSE))
-                await conv.send(piece, what=f"piece {number + 1} of the stream")
+                await conv.send(piece, what=f"piece {number + 1} of {len(pieces)}")
             for number, (op, name, data) in enumerate(_SEG_REQUESTS, 1):
                 what = f"request {number} ({op} {show_name(name)})"
-                try:
-                    expect_stored(await conv.reply(f"to {what}"), name, data, after=what)
-                except CaseFailed as failure:
-                    failure.summary = (
-                        f"{len(_SEG_REQUESTS)} pipelined requests ({len(stream.data)} bytes) cut at {where}: "
-                        + failure.summary
-                    )
-                    raise
+                expect_stored(await conv.reply(f"to {what}"), name, data, after=what)
+        except CaseFailed as failure:
+            failure.summary = (
+                f"{len(_SEG_REQUESTS)} pipelined requests ({len(stream.data)} bytes) cut at {where}: "
+                + failure.summary
+            )
+            raise
         finally:
             await conv.close()
 
@@ -690,8 +693,7 @@ def _attacks(ctx: CaseContext, token: str) -> list[tuple[str, str, Path | None]]
 
 @case(UPLOAD, UPLOAD_TLS, slug="path-attacks", spec=spec("5", "4"))
 async def path_attacks(ctx: CaseContext) -> None:
-    """'../x', absolute paths, 'a/../../x', backslash, NUL, empty and over-long names get bad_name;
-    nothing is written outside the root."""
+    """'../x', '/abs', 'a/../../x', backslash, NUL, empty, over-long names: bad_name, nothing written outside."""
     data = b"must not be stored\n"
     for label, name, landing in _attacks(ctx, _token()):
         what = f"put of a name with {label}: {show_name(name)}"
@@ -716,8 +718,7 @@ async def path_attacks(ctx: CaseContext) -> None:
 
 @case(UPLOAD, UPLOAD_TLS, slug="bad-frame.length", spec=spec("1", "4"))
 async def bad_frame_length(ctx: CaseContext) -> None:
-    """Frame lengths 0, 65537, 2^31 and 2^32-1 get bad_frame (without waiting for the body);
-    65536 is accepted."""
+    """Frame lengths 0, 65537, 2^31 and 2^32-1 get bad_frame at once; a 65536-byte frame is accepted."""
     name = _name("frame-max", _token())
     # Padded with whitespace (valid JSON, and no extra key) to exactly the largest length allowed.
     body = json_frame({"op": "stat", "file_name": name})[LENGTH_PREFIX.size :]

@@ -9,7 +9,13 @@ import pytest
 from conformance import registry
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = {"echo": "echo.md", "echo-tls": "echo.md", "udp-echo": "echo.md"}
+PAGES = {
+    "echo": "echo.md",
+    "echo-tls": "echo.md",
+    "udp-echo": "echo.md",
+    "upload": "upload.md",
+    "upload-tls": "upload.md",
+}
 
 
 @pytest.mark.parametrize("protocol", sorted(registry.protocols()))

@@ -175,7 +175,15 @@ class Conversation:
             if event is not NEED_DATA:
                 self.replies.append(event)
                 return event
-            if not await self._receive(idle):
+            try:
+                got = await self._receive(idle)
+            except trio.BrokenResourceError as exc:
+                raise CaseFailed(
+                    f"the connection broke ({_reason(exc)}) instead of a reply {doing}, "
+                    f"after {len(self.replies)} replies",
+                    actual=self._shown() if self.decoder.buffered else None,
+                ) from None
+            if not got:
                 raise CaseFailed(
                     f"no reply within {self.ctx.seconds(idle):.1f} s {doing}",
                     actual=self._shown() if self.decoder.buffered else None,
@@ -227,6 +235,8 @@ class Conversation:
 def _reason(exc: BaseException) -> str:
     cause = exc.__cause__
     if isinstance(cause, ssl.SSLError):
+        if cause.reason == "UNEXPECTED_EOF_WHILE_READING":
+            return "the server closed it without a TLS close_notify"
         return f"TLS error: {cause.reason or cause}"
     if isinstance(cause, OSError):
         return cause.strerror or repr(cause)

@@ -233,18 +233,22 @@ def test_silent_server_fails_every_case_quickly(runs: Runs, key: str) -> None:
 @pytest.mark.parametrize("key", ["broken-single_recv_header"])
 def test_segmentation_failure_shows_the_cuts_and_replays(runs: Runs, key: str, tmp_path: Path) -> None:
     message = runs.get(key).case("upload.tcp.segmentation")["message"]
-    assert "cut at 1 (inside the length of request 1)" in message
-    assert "shrunk input: [1]" in message
+    # Usually [1], the first classic cut; on a busy machine the server's recv() may not run within the
+    # pause after that piece, and a later one shows the flaw instead.
+    shrunk = re.search(r"shrunk input: (\[[0-9, ]*\])", message)
+    assert shrunk is not None, message
+    cuts = ast.literal_eval(shrunk.group(1))
+    where = re.search(r"cut at ([0-9]+ \(inside [^)]*\))", message)
+    assert where is not None and where.group(1).startswith(f"{cuts[0]} "), message
     replay_line = next(line for line in message.splitlines() if "replay:" in line)
     words = shlex.split(replay_line.split("replay:", 1)[1])
     assert words[:2] == ["conformance", "run"]
     assert words[words.index("-k") + 1] == "upload.tcp.segmentation"
-    literal = words[words.index("--replay") + 1]
-    assert ast.literal_eval(literal) == [1]
+    assert ast.literal_eval(words[words.index("--replay") + 1]) == cuts
     # Longer pauses between the pieces make the replay certain to show the cut, even on a busy machine.
     replayed = conformance(tmp_path, *words[1:], "--timeout-scale", "4")
     assert replayed.outcomes() == {"upload.tcp.segmentation": "failed"}
-    assert "cut at 1 (inside the length of request 1)" in replayed.case("upload.tcp.segmentation")["message"]
+    assert f"cut at {where.group(1)}" in replayed.case("upload.tcp.segmentation")["message"]
 
 
 def _free_port() -> int:

@@ -8,7 +8,9 @@ a few worker threads and each test then checks its own report.
 from __future__ import annotations
 
 import ast
+import os
 import re
+import selectors
 import shlex
 import socket
 import subprocess
@@ -153,11 +155,11 @@ class Runs:
 @pytest.fixture(scope="module")
 def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     # Only the runs of the tests selected, slowest first: `pytest -k` on one test makes one run.
-    keys = [
-        item.callspec.params["key"]
-        for item in request.session.items
-        if item.module is request.module and hasattr(item, "callspec") and "key" in item.callspec.params
-    ]
+    keys: list[str] = []
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if getattr(item, "module", None) is request.module and callspec is not None and "key" in callspec.params:
+            keys.append(callspec.params["key"])
     keys = sorted(dict.fromkeys(keys), key=lambda key: key != "silent")
     started = Runs(tmp_path_factory, keys)
     yield started
@@ -258,18 +260,52 @@ def _free_port() -> int:
         return port
 
 
+UPLOAD_FIXTURES = sorted(path.stem for path in (FIXTURES / "upload").glob("*.py"))
+START_SECONDS = 10.0
+
+
+def start_fixture(name: str, port: int, root: Path) -> subprocess.Popen[bytes]:
+    """Start a fixture and wait (bounded) for its ``listening on`` line."""
+    script = FIXTURES / "upload" / f"{name}.py"
+    server = subprocess.Popen([PYTHON, str(script), str(port), str(root)], stdout=subprocess.PIPE)
+    assert server.stdout is not None
+    line = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(server.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + START_SECONDS
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining) or not (chunk := os.read(server.stdout.fileno(), 4096)):
+                server.kill()
+                server.communicate()
+                pytest.fail(f"{name} did not announce its port: {line!r}")
+            line += chunk
+    assert line == f"listening on 127.0.0.1:{port}\n".encode()
+    return server
+
+
+def stop_fixture(server: subprocess.Popen[bytes]) -> int:
+    server.terminate()
+    try:
+        server.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.communicate()
+    return server.returncode
+
+
+@pytest.mark.parametrize("name", UPLOAD_FIXTURES)
+def test_fixture_announces_its_port_and_stops_on_sigterm(tmp_path: Path, name: str) -> None:
+    server = start_fixture(name, _free_port(), tmp_path / "root")
+    assert stop_fixture(server) == 0
+
+
 def test_upload_root_shows_writes_outside_an_address_target(tmp_path: Path) -> None:
     """With --upload-root, the suite sees the file a traversing server wrote beside its root, and removes it."""
     root = tmp_path / "served"
     port = _free_port()
-    server = subprocess.Popen(
-        [PYTHON, str(FIXTURES / "upload" / "path_traversal.py"), str(port), str(root)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    server = start_fixture("path_traversal", port, root)
     try:
-        assert server.stdout is not None
-        assert server.stdout.readline().startswith("listening on")
         started = time.monotonic()
         run = conformance(
             tmp_path, "run", "--target", f"upload=127.0.0.1:{port}", "--upload-root", str(root),
@@ -277,10 +313,7 @@ def test_upload_root_shows_writes_outside_an_address_target(tmp_path: Path) -> N
         )
         assert time.monotonic() - started < 30
     finally:
-        server.terminate()
-        server.wait(5)
-        if server.stdout is not None:
-            server.stdout.close()
+        stop_fixture(server)
     message = run.case("upload.tcp.path-attacks")["message"]
     assert f"the server wrote {tmp_path}" in message and "outside its root" in message, message
     assert not list(tmp_path.glob("conformance-escape-*")), "the suite leaves no escaped file behind"

@@ -11,6 +11,7 @@ CASE_MODULES: tuple[str, ...] = (
     "conformance.cases.echo",
     "conformance.cases.tftp",
     "conformance.cases.messenger",
+    "conformance.cases.upload",
 )
 
 

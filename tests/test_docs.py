@@ -16,6 +16,8 @@ PAGES = {
     "tftp": "tftp.md",
     "chat": "chat.md",
     "broadcast": "broadcast.md",
+    "upload": "upload.md",
+    "upload-tls": "upload.md",
 }
 
 

@@ -1,0 +1,329 @@
+"""The suite's side of the upload protocol: frames to send, replies to read, what to expect of them.
+
+Cases speak the wire format themselves rather than through the reference client, so that they can send
+what a good client never would (bad lengths, broken JSON, bodies cut short) and cut the byte stream
+wherever they like. Replies go through the same sans-IO :class:`~harness.upload.codec.ReplyDecoder`
+as the reference client's; a reply it rejects is the target's fault, reported with the bytes that came.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import ssl
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import trio
+
+from conformance.context import CaseContext
+from conformance.model import CaseFailed
+from conformance.streams import require_half_close
+from harness.upload.codec import (
+    LENGTH_PREFIX,
+    NEED_DATA,
+    ConnectionClosed,
+    ErrorReply,
+    FileInfo,
+    IncompleteStream,
+    NeedData,
+    RemoteProtocolError,
+    Reply,
+    ReplyDecoder,
+    encode_frame,
+    reply_header,
+)
+
+SPEC = "upload wire format"
+# A reply to a small request, after its last byte was sent: generous for a loaded machine, short
+# enough that a silent server fails each case within a few seconds.
+REPLY_SECONDS = 2.0
+# Without progress for this long, a server that should be reading our bytes has stopped.
+SEND_SECONDS = 5.0
+# After a reply that ends the connection, or after the client's EOF, the server closes this soon.
+CLOSE_SECONDS = 2.0
+RECEIVE_SIZE = 65536
+# How long to read a connection the server broke, to show what it said before.
+LAST_WORDS_SECONDS = 0.5
+# Bytes of a reply stream shown in a failure message.
+SHOWN_BYTES = 200
+EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+
+
+def spec(*sections: str) -> str:
+    """A spec reference such as ``upload wire format §2.1, §3`` (sections of docs/upload.md)."""
+    return f"{SPEC} " + ", ".join(f"§{section}" for section in sections)
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def payload(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+# -- requests --------------------------------------------------------------------------------------
+
+
+def raw_frame(body: bytes) -> bytes:
+    """A frame around any body, valid JSON or not."""
+    return LENGTH_PREFIX.pack(len(body)) + body
+
+
+def json_frame(header: Mapping[str, object], *, ascii_only: bool = False, indent: int | None = None) -> bytes:
+    """A frame around any JSON object, valid request or not; ``ascii_only`` sends ``\\u`` escapes."""
+    if not ascii_only and indent is None:
+        return encode_frame(header)
+    return raw_frame(json.dumps(header, ensure_ascii=ascii_only, indent=indent).encode("utf-8"))
+
+
+def put_header(name: str, size: int, md5: str, **extra: object) -> dict[str, object]:
+    return {"op": "put", "file_name": name, "file_size": size, "md5": md5, **extra}
+
+
+def put_request(name: str, data: bytes, *, md5: str | None = None, **extra: object) -> bytes:
+    """A put frame and its body, ready to send."""
+    return json_frame(put_header(name, len(data), md5 or md5_hex(data), **extra)) + data
+
+
+def stat_request(name: str, **extra: object) -> bytes:
+    return json_frame({"op": "stat", "file_name": name, **extra})
+
+
+def show_reply(reply: Reply) -> str:
+    return json.dumps(reply_header(reply), ensure_ascii=False)
+
+
+def show_name(name: str) -> str:
+    """A file name for a message: quoted, escaped, and cut when very long."""
+    text = json.dumps(name, ensure_ascii=False)
+    return text if len(text) <= 60 else f"{text[:40]}...\" ({len(name.encode('utf-8', 'surrogatepass'))} bytes)"
+
+
+# -- a conversation on one connection --------------------------------------------------------------
+
+
+class Conversation:
+    """One connection to the target: send bytes, read replies in order, expect the end."""
+
+    def __init__(self, ctx: CaseContext, stream: trio.abc.Stream) -> None:
+        self.ctx = ctx
+        self.stream = stream
+        self.decoder = ReplyDecoder()
+        self.received = bytearray()
+        self.replies: list[Reply] = []
+
+    @classmethod
+    async def open(cls, ctx: CaseContext) -> Conversation:
+        return cls(ctx, await ctx.connect())
+
+    async def close(self) -> None:
+        """Close politely now, so that a server serving one connection at a time can go on."""
+        await self.ctx.close(self.stream)
+
+    async def send(self, data: bytes, *, what: str) -> None:
+        """Send all of ``data``; fail when the server stops reading for SEND_SECONDS."""
+        with self.ctx.deadline(SEND_SECONDS, f"sending {what} ({len(data)} bytes; the server stopped reading)"):
+            try:
+                await self.stream.send_all(data)
+            except trio.BrokenResourceError as exc:
+                failure = exc
+            else:
+                return
+        # The server closed or reset the connection; what it said before doing so tells why.
+        said = await self._last_words()
+        summary = f"the server closed the connection ({_reason(failure)}) while the client was sending {what}"
+        if said:
+            summary += f", after replying {said[-1]}"
+        else:
+            summary += f", after {len(self.replies)} replies" if self.replies else ", without a reply"
+        raise CaseFailed(summary, details="\n".join(f"earlier reply: {text}" for text in said[:-1]) or None)
+
+    async def _last_words(self) -> list[str]:
+        """Replies not read yet on a connection the server has closed, rendered."""
+        said: list[str] = []
+        with trio.move_on_after(self.ctx.seconds(LAST_WORDS_SECONDS)):
+            try:
+                while not isinstance(event := self.decoder.next_event(), ConnectionClosed):
+                    if event is NEED_DATA:
+                        data = await self.stream.receive_some(RECEIVE_SIZE)
+                        self.received += data
+                        self.decoder.receive_data(data)
+                    else:
+                        said.append(show_reply(event))
+            except (trio.BrokenResourceError, RemoteProtocolError, IncompleteStream, OSError):
+                pass
+        return said
+
+    async def send_eof(self) -> None:
+        """Shut the write side (TCP); over TLS the case should have been made unsupported first."""
+        await require_half_close(self.stream).send_eof()
+
+    async def reply(self, doing: str, *, idle: float = REPLY_SECONDS) -> Reply:
+        """The next reply; fail on EOF, a malformed reply, or ``idle`` seconds without a byte."""
+        while True:
+            event = self._next_event(doing)
+            if isinstance(event, ConnectionClosed):
+                raise CaseFailed(
+                    f"the server closed the connection instead of replying {doing.removeprefix('to ')}, "
+                    f"after {len(self.replies)} replies",
+                    actual=self._shown(),
+                )
+            if event is not NEED_DATA:
+                self.replies.append(event)
+                return event
+            try:
+                got = await self._receive(idle)
+            except trio.BrokenResourceError as exc:
+                raise CaseFailed(
+                    f"the connection broke ({_reason(exc)}) instead of a reply {doing}, "
+                    f"after {len(self.replies)} replies",
+                    actual=self._shown() if self.decoder.buffered else None,
+                ) from None
+            if not got:
+                raise CaseFailed(
+                    f"no reply within {self.ctx.seconds(idle):.1f} s {doing}",
+                    actual=self._shown() if self.decoder.buffered else None,
+                )
+
+    async def expect_close(self, doing: str, *, idle: float = CLOSE_SECONDS) -> None:
+        """The server ends the connection without another reply: EOF (a reset is taken as an end too)."""
+        while True:
+            event = self._next_event(doing)
+            if isinstance(event, ConnectionClosed):
+                return
+            if event is not NEED_DATA:
+                raise CaseFailed(
+                    f"the server sent another reply {doing}, where it should close the connection",
+                    actual=show_reply(event),
+                )
+            try:
+                got = await self._receive(idle)
+            except (trio.BrokenResourceError, OSError):
+                return  # a reset, or TLS without close_notify: closed, if not politely
+            if not got:
+                raise CaseFailed(
+                    f"the server kept the connection open {doing}: no EOF within {self.ctx.seconds(idle):.1f} s"
+                )
+
+    def _next_event(self, doing: str) -> Reply | ConnectionClosed | NeedData:
+        try:
+            return self.decoder.next_event()
+        except RemoteProtocolError as exc:
+            raise CaseFailed(f"malformed reply {doing}: {exc.message}", actual=self._shown()) from None
+        except IncompleteStream as exc:
+            raise CaseFailed(
+                f"the server closed the connection inside a reply {doing}: {exc}", actual=self._shown()
+            ) from None
+
+    async def _receive(self, idle: float) -> bool:
+        """Feed the decoder what arrives; False after ``idle`` seconds without anything."""
+        with trio.move_on_after(self.ctx.seconds(idle)):
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+            self.received += data
+            self.decoder.receive_data(data)
+            return True
+        return False
+
+    def _shown(self) -> bytes:
+        return bytes(self.received[-SHOWN_BYTES:])
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLError):
+        if cause.reason == "UNEXPECTED_EOF_WHILE_READING":
+            return "the server closed it without a TLS close_notify"
+        return f"TLS error: {cause.reason or cause}"
+    if isinstance(cause, OSError):
+        return cause.strerror or repr(cause)
+    return str(exc)
+
+
+# -- what replies must say -------------------------------------------------------------------------
+
+
+def expect_stored(reply: Reply, name: str, data: bytes, *, after: str) -> FileInfo:
+    """A success reply for ``name`` holding exactly ``data``."""
+    return expect_info(reply, name, len(data), md5_hex(data), after=after)
+
+
+def expect_info(reply: Reply, name: str, size: int, md5: str, *, after: str) -> FileInfo:
+    expected = f'{{"ok": true, "file_name": {show_name(name)}, "file_size": {size}, "md5": "{md5}"}}'
+    if not isinstance(reply, FileInfo):
+        raise CaseFailed(f"{after} failed, where it should succeed", expected=expected, actual=show_reply(reply))
+    problems = []
+    if reply.file_name != name:
+        problems.append(f"file_name {show_name(reply.file_name)} is not the name sent, {show_name(name)}")
+    if reply.file_size != size:
+        problems.append(f"file_size is {reply.file_size}, not {size}")
+    if reply.md5.lower() != md5:
+        problems.append(f"md5 is {reply.md5}, not {md5}")
+    if problems:
+        raise CaseFailed(
+            f"{after}: the reply's {problems[0]}",
+            expected=expected,
+            actual=show_reply(reply),
+            details="\n".join(problems[1:]) or None,
+        )
+    return reply
+
+
+def expect_error(reply: Reply, code: str, *, after: str) -> ErrorReply:
+    expected = f'{{"ok": false, "error": "{code}", "message": ...}}'
+    if not isinstance(reply, ErrorReply):
+        raise CaseFailed(
+            f"{after} succeeded, where it should fail with {code}", expected=expected, actual=show_reply(reply)
+        )
+    if reply.error != code:
+        raise CaseFailed(f"{after} failed with {reply.error}, not {code}", expected=expected, actual=show_reply(reply))
+    return reply
+
+
+# -- large bodies, made as they are sent -----------------------------------------------------------
+
+BLOCK = 1 << 20
+
+
+def body_blocks(size: int, seed: int) -> Iterator[bytes]:
+    """``size`` bytes of deterministic data in 1 MiB blocks, never all in memory at once."""
+    base = payload(min(size, BLOCK), seed)
+    offset = 0
+    number = 0
+    while offset < size:
+        block = number.to_bytes(8, "big") + base[8:]
+        block = block[: min(BLOCK, size - offset)]
+        yield block
+        offset += len(block)
+        number += 1
+
+
+def body_md5(size: int, seed: int) -> str:
+    digest = hashlib.md5()
+    for block in body_blocks(size, seed):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+# -- the target's file system, when the suite can see it ------------------------------------------
+
+
+def local_root(ctx: CaseContext) -> Path | None:
+    """The folder the target stores files in, when it is on this machine."""
+    root = ctx.target.attributes.get("root")
+    if root is not None:
+        return Path(root)
+    given = ctx.option("upload_root")
+    return Path(given) if given else None
+
+
+def files_under(root: Path) -> set[Path]:
+    """Every file (not folder) under ``root``, as paths relative to it."""
+    found = set()
+    for folder, _, names in os.walk(root):
+        for name in names:
+            found.add(Path(folder, name).relative_to(root))
+    return found

@@ -22,6 +22,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import FIXTURES, Run, conformance
 
 SCRIPT_HEAD = f"""\
@@ -96,6 +98,8 @@ def run_script(tmp_path: Path, body: str, case_id: str) -> Run:
     return conformance(tmp_path, "run", "--target-cmd", command, "-k", f"[t]ftp.{case_id}")
 
 
+# 65,549 blocks in lock-step with a Python server: a few seconds, more on a busy machine.
+@pytest.mark.slow
 def test_wrap_blksize8_retries_without_windowsize_after_error_8(tmp_path: Path) -> None:
     run = run_script(tmp_path, PAIR_REFUSED, "wrap.blksize8")
     assert run.outcomes() == {"tftp.wrap.blksize8": "passed"}, run.stdout + run.stderr

@@ -14,6 +14,7 @@ import trio
 
 from harness import cli
 from harness.tftp.client import tftp_get
+from harness.tftp.codec import Data, ReadRequest, decode_packet
 from harness.tftp.server import serve_tftp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +96,9 @@ async def test_get_and_put_succeed_quietly(
     assert capsys.readouterr().err == ""
 
 
-async def test_progress_goes_to_stderr(served: tuple[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_progress_goes_to_stderr(
+    served: tuple[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     port, root = served
     (root / "big").write_bytes(os.urandom(300_000))
     assert await run_cli("tftp", "get", f"127.0.0.1:{port}", "big", str(tmp_path / "big"), "--progress", "--tsize") == 0
@@ -129,7 +132,9 @@ async def test_remote_error_exits_1_with_one_line(
     port, _ = served
     assert await run_cli("tftp", "get", f"127.0.0.1:{port}", "missing", str(tmp_path / "x")) == 1
     err = capsys.readouterr().err
-    assert err == f"harness: get 'missing' from 127.0.0.1:{port} failed: peer sent ERROR 1 (file not found): 'file not found'\n"
+    assert err == (
+        f"harness: get 'missing' from 127.0.0.1:{port} failed: peer sent ERROR 1 (file not found): 'file not found'\n"
+    )
     assert not (tmp_path / "x").exists()
 
 
@@ -137,13 +142,17 @@ async def test_silent_server_exits_1(tmp_path: Path, capsys: pytest.CaptureFixtu
     with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as silent:
         await silent.bind(("127.0.0.1", 0))
         port = silent.getsockname()[1]
-        status = await run_cli("tftp", "get", f"127.0.0.1:{port}", "f", str(tmp_path / "f"), "--timeout", "0.05", "--retries", "1")
+        status = await run_cli(
+            "tftp", "get", f"127.0.0.1:{port}", "f", str(tmp_path / "f"), "--timeout", "0.05", "--retries", "1"
+        )
     assert status == 1
     err = capsys.readouterr().err
     assert err.startswith("harness: get 'f' from") and "no answer" in err and err.count("\n") == 1
 
 
-async def test_upload_refused_exits_1(nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_upload_refused_exits_1(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     port = await nursery.start(functools.partial(serve_tftp, root=tmp_path))
     (tmp_path / "local").write_bytes(b"x")
     assert await run_cli("tftp", "put", f"127.0.0.1:{port}", "new", str(tmp_path / "local")) == 1
@@ -189,3 +198,35 @@ async def test_serve_on_a_busy_port_exits_1(tmp_path: Path) -> None:
     assert result.stderr.decode() == (
         f"harness: cannot serve TFTP on 127.0.0.1 port {port}: Address already in use\n"
     )
+
+
+async def test_serve_interrupted_mid_transfer_exits_promptly(tmp_path: Path) -> None:
+    """A transfer waiting in its worker thread for a silent client does not hold up the exit."""
+    (tmp_path / "f").write_bytes(b"x" * 2000)
+    command = [sys.executable, "-c", RUNNER, "serve", "tftp", "--root", str(tmp_path), "--port", "0", "--timeout", "30"]
+    process = await trio.lowlevel.open_process(command, cwd=REPO, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    client = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    try:
+        with trio.fail_after(10):
+            seen = b""
+            while b"\n" not in seen:
+                seen += await process.stderr.receive_some()
+            port = int(seen.decode().splitlines()[0].split(" port ")[1].split()[0])
+            await client.bind(("127.0.0.1", 0))
+            await client.sendto(ReadRequest("f", "octet").encode(), ("127.0.0.1", port))
+            datagram, _ = await client.recvfrom(1000)
+            assert decode_packet(datagram) == Data(1, b"x" * 512)  # and no ACK: the transfer waits
+            interrupted_at = trio.current_time()
+            process.send_signal(signal.SIGINT)
+            while chunk := await process.stderr.receive_some():
+                seen += chunk
+            assert await process.wait() == 130
+        assert trio.current_time() - interrupted_at < 3.0  # not the 30 s retransmission timeout
+        assert b"Traceback" not in seen
+    finally:
+        client.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await process.stderr.aclose()

@@ -6,6 +6,7 @@ import functools
 import io
 import itertools
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -148,10 +149,17 @@ async def test_every_option_combination_round_trips(
 async def test_progress_is_reported(server_port: int, root: Path) -> None:
     (root / "big").write_bytes(os.urandom(600_000))
     calls: list[tuple[int, int | None]] = []
+    threads: set[threading.Thread] = set()
+
+    def on_progress(done: int, total: int | None) -> None:
+        calls.append((done, total))
+        threads.add(threading.current_thread())
+
     with trio.fail_after(WAIT):
-        await tftp_get("127.0.0.1", server_port, "big", io.BytesIO(), tsize=True, on_progress=lambda d, t: calls.append((d, t)))
+        await tftp_get("127.0.0.1", server_port, "big", io.BytesIO(), tsize=True, on_progress=on_progress)
     assert calls[-1] == (600_000, 600_000)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert threads == {threading.current_thread()}  # Trio's thread, though the transfer ran in a worker
 
 
 async def test_failed_get_leaves_the_local_file_alone(server_port: int, tmp_path: Path) -> None:
@@ -329,3 +337,32 @@ async def test_put_never_resends_on_a_duplicate_ack(nursery: trio.Nursery, peer_
 async def test_bad_arguments_raise_value_error(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         await tftp_get("127.0.0.1", 9, "f", io.BytesIO(), **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["get", "put"])
+async def test_cancelled_transfer_stops_promptly_and_leaves_no_partial_file(
+    peer_factory: Any, tmp_path: Path, kind: str
+) -> None:
+    listener, tid = await peer_factory(), await peer_factory()
+    local = tmp_path / "local"
+    if kind == "put":
+        local.write_bytes(b"y" * 2000)
+    call = tftp_get if kind == "get" else tftp_put
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            # A 30 s timeout: only a prompt stop ends this within the deadline.
+            nursery.start_soon(functools.partial(call, "127.0.0.1", listener.address[1], "file", local, timeout=30.0))
+            _, client = await listener.recv()
+            if kind == "get":
+                await tid.send(Data(1, b"x" * 512), client)
+                assert (await tid.recv())[0] == Ack(1)
+            else:
+                await tid.send(Ack(0), client)
+                assert (await tid.recv())[0] == Data(1, b"y" * 512)
+            # The server goes quiet; the client's transfer waits in its worker thread.
+            assert [t for t in threading.enumerate() if t.name.startswith("tftp transfer with")]
+            cancelled_at = trio.current_time()
+            nursery.cancel_scope.cancel()
+    assert trio.current_time() - cancelled_at < 2.0
+    assert not [t for t in threading.enumerate() if t.name.startswith("tftp transfer with")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if kind == "get" else ["local"])

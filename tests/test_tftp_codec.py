@@ -101,7 +101,8 @@ def test_bytes_after_a_valid_prefix_decode_or_fail_cleanly(tail: bytes) -> None:
 
 def test_wire_layout_matches_rfc_1350() -> None:
     assert ReadRequest("a.txt", "octet").encode() == b"\x00\x01a.txt\x00octet\x00"
-    assert WriteRequest("b", "netascii", (("blksize", "1024"),)).encode() == b"\x00\x02b\x00netascii\x00blksize\x001024\x00"
+    with_options = WriteRequest("b", "netascii", (("blksize", "1024"),))
+    assert with_options.encode() == b"\x00\x02b\x00netascii\x00blksize\x001024\x00"
     assert Data(258, b"xy").encode() == b"\x00\x03\x01\x02xy"
     assert Ack(65535).encode() == b"\x00\x04\xff\xff"
     assert ErrorPacket(1, "File not found").encode() == b"\x00\x05\x00\x01File not found\x00"

@@ -1,13 +1,18 @@
-"""The transfer socket's shortcuts: batched sends, coalesced receives, checkpoints in a flood."""
+"""The transfer socket's shortcuts (batched sends, coalesced receives, checkpoints in a flood) and
+run_machine's two drivers: a worker thread and the Trio task."""
 
 from __future__ import annotations
 
+import functools
+import os
 import socket as stdlib_socket
+import time
 
 import pytest
 import trio
 
-from harness.tftp.endpoint import open_udp_socket
+from harness.tftp.endpoint import CANCEL_POLL, open_udp_socket, run_machine
+from harness.tftp.transfer import Receiver, Sender, State
 
 WAIT = 5
 
@@ -91,3 +96,102 @@ async def test_a_flood_of_queued_datagrams_still_reaches_checkpoints() -> None:
     assert scope.cancelled_caught
     assert taken < 100
 
+
+
+# --- run_machine: in a worker thread or in the task -----------------------------------------
+
+
+def limiter_for(driver: str) -> trio.CapacityLimiter:
+    return trio.CapacityLimiter(1 if driver == "thread" else 0)
+
+
+@pytest.mark.parametrize("windowsize", [1, 8])
+@pytest.mark.parametrize("sending", ["thread", "task"])
+@pytest.mark.parametrize("receiving", ["thread", "task"])
+async def test_run_machine_moves_the_bytes_in_either_driver(windowsize: int, sending: str, receiving: str) -> None:
+    data = os.urandom(300_000)
+    blksize = 1024
+    received = bytearray()
+    sender = Sender(blksize=blksize, windowsize=windowsize)
+    receiver = Receiver(blksize=blksize, windowsize=windowsize, dally=False)
+    offset = 0
+
+    def feed() -> None:
+        nonlocal offset
+        while (wanted := sender.data_wanted()) > 0:
+            piece = data[offset : offset + max(wanted, 50_000)]
+            offset += len(piece)
+            if piece:
+                sender.feed(piece)
+            else:
+                sender.feed_eof()
+
+    def drain() -> None:
+        received.extend(receiver.take_data())
+
+    with await open_udp_socket("127.0.0.1") as a, await open_udp_socket("127.0.0.1") as b:
+        feed()
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    functools.partial(
+                        run_machine, b, a.getsockname(), receiver, begin=receiver.start,
+                        io_needed=lambda: receiver.pending >= 100_000, do_io=drain, bufsize=blksize + 5,
+                        limiter=limiter_for(receiving),
+                    )
+                )
+                await run_machine(
+                    a, b.getsockname(), sender, begin=sender.start, io_needed=lambda: sender.data_wanted() > 0,
+                    do_io=feed, bufsize=100, limiter=limiter_for(sending),
+                )
+        drain()
+        for sock in (a, b):
+            assert not os.get_blocking(sock.trio_socket.fileno())  # back in Trio's hands
+    assert bytes(received) == data
+    assert sender.state is receiver.state is State.DONE
+
+
+@pytest.mark.parametrize("driver", ["thread", "task"])
+async def test_cancelling_run_machine_stops_it_promptly(driver: str) -> None:
+    """The peer never answers and the machine would wait 60 s: a cancel ends it at once."""
+    sender = Sender(timeout=60.0)
+    sender.feed(b"data")
+    sender.feed_eof()
+    with await open_udp_socket("127.0.0.1") as sock, await open_udp_socket("127.0.0.1") as silent:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    functools.partial(
+                        run_machine, sock, silent.getsockname(), sender, begin=sender.start, bufsize=100,
+                        limiter=limiter_for(driver),
+                    )
+                )
+                batch, _ = await silent.recv_batch(100)  # DATA 1 went out: the machine waits now
+                assert batch == [b"\x00\x03\x00\x01data"]
+                cancelled_at = trio.current_time()
+                nursery.cancel_scope.cancel()
+        assert trio.current_time() - cancelled_at < 10 * CANCEL_POLL + 1.0
+        assert sender.state is State.ACTIVE
+        assert not os.get_blocking(sock.trio_socket.fileno())
+
+
+async def test_blocking_mode_receives_with_a_timeout() -> None:
+    with await open_udp_socket("127.0.0.1") as sock, await open_udp_socket("127.0.0.1") as other:
+
+        def receive_twice() -> tuple[list[bytes], float]:
+            with sock.blocking():
+                sock.set_receive_timeout(0.01)
+                first, _ = sock.receive_now(100)
+                started = time.monotonic()
+                try:
+                    sock.receive_now(100)
+                except (BlockingIOError, TimeoutError):
+                    return first, time.monotonic() - started
+                raise AssertionError("a second datagram arrived from nowhere")
+
+        await other.sendto(b"one", sock.getsockname())
+        with trio.fail_after(WAIT):
+            first, waited = await trio.to_thread.run_sync(receive_twice)
+        assert not os.get_blocking(sock.trio_socket.fileno())
+    assert first == [b"one"]
+    assert 0.005 < waited < 1.0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import random
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from harness.tftp.client import tftp_get
 from harness.tftp.codec import (
     Ack,
     Data,
@@ -23,7 +26,7 @@ from harness.tftp.codec import (
     WriteRequest,
     decode_packet,
 )
-from harness.tftp.server import serve_tftp
+from harness.tftp.server import IO_CHUNK, TRANSFER_THREADS, serve_tftp
 
 Address = tuple[Any, ...]
 #: Long enough that a loaded machine delivers loopback datagrams; short enough to keep tests fast.
@@ -143,7 +146,9 @@ async def raw_get(
 
 
 @pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 1024, 1024 * 1024])
-async def test_rrq_delivers_files_of_every_edge_size(nursery: trio.Nursery, root: Path, peer: RawPeer, size: int) -> None:
+async def test_rrq_delivers_files_of_every_edge_size(
+    nursery: trio.Nursery, root: Path, peer: RawPeer, size: int
+) -> None:
     data = os.urandom(size)
     (root / "file.bin").write_bytes(data)
     server = await start(nursery, root)
@@ -243,7 +248,9 @@ async def test_ack_withheld_means_the_same_data_again(nursery: trio.Nursery, roo
     assert isinstance(last, Data) and last.block == 2 and len(last.payload) == 188
 
 
-async def test_server_gives_up_after_its_retries(nursery: trio.Nursery, root: Path, peer: RawPeer, server_log: LogWaiter) -> None:
+async def test_server_gives_up_after_its_retries(
+    nursery: trio.Nursery, root: Path, peer: RawPeer, server_log: LogWaiter
+) -> None:
     (root / "f").write_bytes(b"x")
     server = await start(nursery, root, timeout=0.1, retries=2)
     await peer.send(ReadRequest("f", "octet"), server)
@@ -412,7 +419,9 @@ async def test_new_request_from_a_busy_port_starts_a_transfer(nursery: trio.Nurs
     assert second == Data(1, b"b") and tid_b != tid_a
 
 
-async def test_error_packets_on_the_listening_port_are_not_answered(nursery: trio.Nursery, root: Path, peer: RawPeer) -> None:
+async def test_error_packets_on_the_listening_port_are_not_answered(
+    nursery: trio.Nursery, root: Path, peer: RawPeer
+) -> None:
     server = await start(nursery, root)
     await peer.send(ErrorPacket(0, "hello"), server)
     assert await peer.silent_for(0.3)
@@ -421,7 +430,9 @@ async def test_error_packets_on_the_listening_port_are_not_answered(nursery: tri
 # --- options --------------------------------------------------------------------------------
 
 
-async def test_oack_carries_exactly_the_accepted_requested_options(nursery: trio.Nursery, root: Path, peer: RawPeer) -> None:
+async def test_oack_carries_exactly_the_accepted_requested_options(
+    nursery: trio.Nursery, root: Path, peer: RawPeer
+) -> None:
     data = os.urandom(10_000)
     (root / "f").write_bytes(data)
     server = await start(nursery, root)
@@ -461,7 +472,9 @@ async def test_window_restarts_after_the_last_acked_block(nursery: trio.Nursery,
     assert [(await peer.recv())[0].block for _ in range(4)] == [3, 4, 5, 6]  # type: ignore[union-attr]
 
 
-async def test_negotiated_timeout_sets_the_retransmission_interval(nursery: trio.Nursery, root: Path, peer: RawPeer) -> None:
+async def test_negotiated_timeout_sets_the_retransmission_interval(
+    nursery: trio.Nursery, root: Path, peer: RawPeer
+) -> None:
     (root / "f").write_bytes(b"x")
     server = await start(nursery, root, timeout=4.0)
     await peer.send(ReadRequest("f", "octet", (("timeout", "1"),)), server)
@@ -536,7 +549,9 @@ async def test_wrq_netascii_is_stored_with_local_line_ends(nursery: trio.Nursery
     assert (root / "t.txt").read_bytes() == b"one\ntwo\rthree\n"
 
 
-async def test_wrq_replaces_an_existing_file_and_keeps_its_mode(nursery: trio.Nursery, root: Path, peer: RawPeer) -> None:
+async def test_wrq_replaces_an_existing_file_and_keeps_its_mode(
+    nursery: trio.Nursery, root: Path, peer: RawPeer
+) -> None:
     target = root / "old"
     target.write_bytes(b"old content" * 100)
     target.chmod(0o640)
@@ -586,3 +601,157 @@ async def test_wrq_into_a_missing_directory_gets_error_1(nursery: trio.Nursery, 
 async def test_serve_tftp_refuses_a_root_that_is_not_a_directory(tmp_path: Path) -> None:
     with pytest.raises(NotADirectoryError):
         await serve_tftp(root=tmp_path / "missing")
+
+
+# --- worker threads -------------------------------------------------------------------------
+# Transfers run in worker threads while the server's limiter has tokens, in Trio tasks beyond
+# that (transfer_threads=0: always). Both must behave alike; a few key behaviours are checked
+# with each driver, and shutdown must stop either promptly.
+
+DRIVERS = pytest.mark.parametrize("threads", [TRANSFER_THREADS, 0], ids=["thread", "task"])
+
+
+def transfer_threads() -> list[str]:
+    """Worker threads busy with a transfer right now (Trio names them while they work)."""
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("tftp transfer with")]
+
+
+@DRIVERS
+async def test_each_driver_serves_a_window_and_restarts_it(
+    nursery: trio.Nursery, root: Path, peer: RawPeer, threads: int
+) -> None:
+    data = os.urandom(512 * 6 + 100)
+    (root / "f").write_bytes(data)
+    server = await start(nursery, root, timeout=2.0, transfer_threads=threads)
+    await peer.send(ReadRequest("f", "octet", (("windowsize", "3"),)), server)
+    _, tid = await peer.recv()
+    await peer.send(Ack(0), tid)
+    assert [(await peer.recv())[0].block for _ in range(3)] == [1, 2, 3]  # type: ignore[union-attr]
+    assert len(transfer_threads()) == (1 if threads else 0)
+    await peer.send(Ack(1), tid)  # as if 2 were lost: 2, 3, 4
+    blocks = [(await peer.recv())[0] for _ in range(3)]
+    assert [p.block for p in blocks] == [2, 3, 4]  # type: ignore[union-attr]
+    await peer.send(Ack(4), tid)
+    rest = [(await peer.recv())[0] for _ in range(3)]
+    assert [p.block for p in rest] == [5, 6, 7]  # type: ignore[union-attr]
+    content = b"".join(p.payload for p in [*blocks, *rest])  # type: ignore[union-attr]
+    assert content == data[512:]
+    await peer.send(Ack(7), tid)
+
+
+@DRIVERS
+async def test_each_driver_retransmits_and_ignores_duplicates_and_strangers(
+    nursery: trio.Nursery, root: Path, peer_factory: Any, server_log: LogWaiter, threads: int
+) -> None:
+    (root / "f").write_bytes(b"x" * 1000)
+    server = await start(nursery, root, timeout=0.3, retries=2, transfer_threads=threads)
+    client, stranger = await peer_factory(), await peer_factory()
+    await client.send(ReadRequest("f", "octet"), server)
+    first, tid = await client.recv()
+    sent_at = trio.current_time()
+    assert (await client.recv()) == (first, tid)  # no ACK: DATA 1 again
+    assert 0.15 < trio.current_time() - sent_at < 2.0
+    await stranger.send(Ack(1), tid)
+    packet, source = await stranger.recv()
+    assert isinstance(packet, ErrorPacket) and packet.code == 5 and source == tid
+    await client.send(Ack(1), tid)
+    second, _ = await client.recv()
+    assert second == Data(2, b"x" * 488)
+    await client.send(Ack(1), tid)  # duplicate: never answered
+    assert await client.silent_for(0.2)
+    assert (await client.recv())[0] == second  # only the timer resends
+    await client.send(Ack(2), tid)
+    message = await server_log.wait_for("RRQ 'f'")
+    assert "1000 bytes" in message
+
+
+@DRIVERS
+async def test_each_driver_stores_an_upload(nursery: trio.Nursery, root: Path, peer: RawPeer, threads: int) -> None:
+    data = os.urandom(IO_CHUNK + 700)  # more than one chunk: the driver writes mid-transfer
+    server = await start(nursery, root, allow_write=True, transfer_threads=threads)
+    await raw_put(peer, server, "up.bin", data)
+    assert (root / "up.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("kind", ["RRQ", "WRQ"])
+@DRIVERS
+async def test_shutdown_stops_a_stalled_transfer_promptly(root: Path, peer: RawPeer, kind: str, threads: int) -> None:
+    (root / "f").write_bytes(os.urandom(2000))
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            # Without a prompt stop the transfer would wait 30 s for the peer, and 30 s again.
+            server = await start(nursery, root, allow_write=True, timeout=30.0, transfer_threads=threads)
+            if kind == "RRQ":
+                await peer.send(ReadRequest("f", "octet"), server)
+                assert isinstance((await peer.recv())[0], Data)
+            else:
+                await peer.send(WriteRequest("new", "octet"), server)
+                _, tid = await peer.recv()
+                await peer.send(Data(1, bytes(512)), tid)
+                assert (await peer.recv())[0] == Ack(1)
+            assert len(transfer_threads()) == (1 if threads else 0)
+            cancelled_at = trio.current_time()
+            nursery.cancel_scope.cancel()
+    assert trio.current_time() - cancelled_at < 2.0
+    assert transfer_threads() == []
+    assert sorted(p.name for p in root.iterdir()) == ["f"]  # no partial upload left behind
+
+
+async def test_transfers_beyond_the_thread_limit_run_in_tasks(root: Path, peer_factory: Any) -> None:
+    files = {f"f{i}": os.urandom(1500 + i) for i in range(6)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            server = await start(nursery, root, timeout=2.0, transfer_threads=4)
+            peers = {name: await peer_factory() for name in files}
+            got: dict[str, list[bytes]] = {name: [] for name in files}
+            tids: dict[str, Address] = {}
+            for name, p in peers.items():
+                await p.send(ReadRequest(name, "octet"), server)
+            for name, p in peers.items():
+                packet, tids[name] = await p.recv()
+                assert isinstance(packet, Data)
+                got[name].append(packet.payload)
+            # Six transfers in flight: four hold the four threads, two run in Trio tasks.
+            assert len(transfer_threads()) == 4
+            for name, p in peers.items():
+                while len(got[name][-1]) == 512:
+                    await p.send(Ack(len(got[name])), tids[name])
+                    packet, _ = await p.recv()
+                    assert isinstance(packet, Data)
+                    got[name].append(packet.payload)
+                await p.send(Ack(len(got[name])), tids[name])
+            nursery.cancel_scope.cancel()
+    assert {name: b"".join(parts) for name, parts in got.items()} == files
+    assert transfer_threads() == []
+
+
+async def test_many_transfers_at_once_leave_no_thread_behind(root: Path) -> None:
+    files = {f"f{i}": os.urandom(20_000 + i) for i in range(40)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    received: dict[str, bytes] = {}
+
+    async def fetch(port: int, name: str) -> None:
+        sink = io.BytesIO()
+        await tftp_get("127.0.0.1", port, name, sink, blksize=1024, windowsize=2 if name.endswith("0") else None)
+        received[name] = sink.getvalue()
+
+    before = set(threading.enumerate())
+    with trio.fail_after(3 * WAIT):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(functools.partial(serve_tftp, root=root, transfer_threads=16))
+            async with trio.open_nursery() as clients:
+                for name in files:
+                    clients.start_soon(fetch, port, name)
+            nursery.cancel_scope.cancel()
+    assert received == files
+    assert transfer_threads() == []
+    # Trio keeps idle worker threads for reuse; none of them may still be running a transfer.
+    assert all(not thread.name.startswith("tftp") for thread in set(threading.enumerate()) - before)
+
+
+async def test_transfer_threads_must_not_be_negative(root: Path) -> None:
+    with pytest.raises(ValueError, match="transfer_threads"):
+        await serve_tftp(root=root, transfer_threads=-1)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from harness.tftp.codec import Ack, Data, ErrorPacket, OptionAck, decode_packet, encode_ack
 from harness.tftp.errors import (
     ErrorCode,
+    TftpDecodeError,
     TftpProtocolError,
     TftpRemoteError,
     TftpTimeoutError,
@@ -345,3 +346,64 @@ def test_abort_sends_one_error_and_finishes() -> None:
     receiver = Receiver()
     assert receiver.abort(ErrorCode.DISK_FULL, "disk full") == [ErrorPacket(3, "disk full").encode()]
     assert receiver.abort(ErrorCode.DISK_FULL, "again") == []
+
+
+# --- datagrams straight off the wire ---------------------------------------------------------
+
+
+def _snapshot(machine: Sender | Receiver) -> dict[str, object]:
+    """Everything a machine holds, with its error compared by type and message."""
+    state = dict(vars(machine))
+    error = state.pop("error")
+    state["error"] = None if error is None else (type(error), str(error))
+    return state
+
+
+def _wire_datagrams() -> st.SearchStrategy[bytes]:
+    blocks = st.integers(0, 8) | st.integers(0, 0xFFFF)
+    return st.one_of(
+        blocks.map(encode_ack),
+        st.builds(lambda block, size: Data(block, bytes(size)).encode(), blocks, st.integers(0, 10)),
+        st.builds(lambda tail: encode_ack(1) + tail, st.binary(min_size=1, max_size=2)),  # trailing bytes
+        st.sampled_from([b"", b"\x00", b"\x00\x03", b"\x00\x03\x00", b"\x00\x04\x00"]),
+        st.just(b"\x00\x03\x00\x01" + bytes(65465)),  # one byte over any blksize
+        st.just(ErrorPacket(0, "stop").encode()),
+        st.just(OptionAck((("blksize", "8"),)).encode()),
+        st.binary(max_size=12),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    role=st.sampled_from(["sender", "oack-sender", "client-sender", "receiver", "client-receiver", "holding-receiver"]),
+    windowsize=st.integers(1, 3),
+    datagrams=st.lists(_wire_datagrams(), max_size=25),
+)
+def test_receive_datagram_matches_decode_then_receive(role: str, windowsize: int, datagrams: list[bytes]) -> None:
+    """The short cuts for ACK and DATA in receive_datagram change nothing but speed."""
+
+    def make() -> Sender | Receiver:
+        params = {"blksize": 8, "windowsize": windowsize, "timeout": 1.0, "retries": 2}
+        machine: Sender | Receiver
+        if role.endswith("sender"):
+            first = OptionAck((("blksize", "8"),)).encode() if role == "oack-sender" else None
+            machine = _sender(bytes(range(50)), first=first, after_oack=role == "client-sender", **params)
+        else:
+            machine = Receiver(
+                first=encode_ack(0), after_oack=role == "client-receiver", hold_final_ack=role.startswith("holding"),
+                **params,  # type: ignore[arg-type]
+            )
+        machine.start(0.0)
+        return machine
+
+    shortcut, reference = make(), make()
+    for step, datagram in enumerate(datagrams):
+        now = float(step)
+        try:
+            packet = decode_packet(datagram)
+        except TftpDecodeError as exc:
+            expected = reference.receive_malformed(exc, now)
+        else:
+            expected = reference.receive(packet, now)
+        assert shortcut.receive_datagram(datagram, now) == expected
+        assert _snapshot(shortcut) == _snapshot(reference)

@@ -10,15 +10,19 @@ options and answers with DATA 1 or ACK 0 is served with the defaults.
 temporary file in its directory, renamed over it only when the transfer is complete. A file
 object is written as data arrives, so after a failure it holds whatever came before it.
 The client does not dally after its final ACK (RFC 1350 section 6 only encourages it).
+Once the request is answered, the transfer runs in a worker thread (up to
+:data:`TRANSFER_THREADS` at once per Trio run, beyond that in the calling task; see
+:mod:`harness.tftp.endpoint`); ``on_progress`` is still called in Trio's thread.
 Errors raise :class:`~harness.tftp.errors.TftpError` subclasses with one-line messages.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket as stdlib_socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
@@ -60,6 +64,10 @@ logger = logging.getLogger(__name__)
 #: ``on_progress(bytes_done, total_or_None)``, called every :data:`IO_CHUNK` bytes and at the end.
 ProgressCallback: TypeAlias = Callable[[int, int | None], None]
 IO_CHUNK = 256 * 1024
+#: Transfers of one Trio run that run in worker threads at once (see
+#: :mod:`harness.tftp.endpoint`); more run in Trio tasks.
+TRANSFER_THREADS = 256
+_LIMITER: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("harness.tftp.client transfer threads")
 _MODES = ("octet", "netascii")
 _REPLY_BUFSIZE = 65536
 
@@ -139,6 +147,15 @@ async def _fail(sock: UdpSocket, peer: Address, error: TftpProtocolError) -> Tft
     return error
 
 
+def _limiter() -> trio.CapacityLimiter:
+    try:
+        return _LIMITER.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(TRANSFER_THREADS)
+        _LIMITER.set(limiter)
+        return limiter
+
+
 def _raise_failure(machine: Sender | Receiver) -> None:
     if machine.state is State.FAILED:
         assert machine.error is not None
@@ -149,12 +166,15 @@ async def _run(
     sock: UdpSocket,
     peer: Address,
     machine: Sender | Receiver,
+    begin: Callable[[float], Sequence[bytes]],
     io_needed: Callable[[], bool],
-    do_io: Callable[[], Awaitable[None]],
+    do_io: Callable[[], None],
     bufsize: int,
 ) -> None:
     try:
-        await run_machine(sock, peer, machine, io_needed=io_needed, do_io=do_io, bufsize=bufsize)
+        await run_machine(
+            sock, peer, machine, begin=begin, io_needed=io_needed, do_io=do_io, bufsize=bufsize, limiter=_limiter()
+        )
     except (OSError, TftpError) as exc:
         # Our side failed (local file I/O): tell the server before giving up.
         message = str(exc) if isinstance(exc, TftpError) else f"client error: {exc.strerror or exc}"
@@ -232,25 +252,23 @@ async def tftp_get(
             decoder = NetasciiDecoder() if netascii else None
             written = 0
 
-            async def drain(final: bool = False) -> None:
+            def drain(final: bool = False) -> None:
+                # Runs in a worker thread; the progress callback runs in Trio's.
                 nonlocal written
                 data = receiver.take_data()
                 if decoder is not None:
                     data = decoder.feed(data) + (decoder.finish() if final else b"")
                 if data:
-                    await trio.to_thread.run_sync(out.write, data)
+                    out.write(data)
                     written += len(data)
                 if on_progress is not None:
-                    on_progress(written, options.tsize)
+                    trio.from_thread.run_sync(on_progress, written, options.tsize)
 
-            now = trio.current_time()
-            first_out = receiver.start(now) if oack is not None else receiver.receive(packet, now)
-            for datagram in first_out:
-                await send_quietly(sock, datagram, peer)
+            begin = receiver.start if oack is not None else functools.partial(receiver.receive, packet)
             await _run(
-                sock, peer, receiver, lambda: receiver.pending >= IO_CHUNK, drain, options.blksize + 5
+                sock, peer, receiver, begin, lambda: receiver.pending >= IO_CHUNK, drain, options.blksize + 5
             )
-            await drain(final=True)
+            await trio.to_thread.run_sync(drain, True)
         if partial is not None:
             await trio.to_thread.run_sync(partial.commit)
         else:
@@ -271,7 +289,7 @@ async def tftp_get(
 def _open_source(source: BinaryIO | str | os.PathLike[str]) -> tuple[BinaryIO, bool, int | None]:
     """(file, whether we opened it, its remaining size if known)."""
     if isinstance(source, (str, os.PathLike)):
-        file: BinaryIO = open(source, "rb", buffering=0)  # noqa: SIM115 - closed by the caller
+        file: BinaryIO = open(source, "rb", buffering=0)  # closed by the caller
         opened = True
     else:
         file, opened = source, False
@@ -346,10 +364,11 @@ async def tftp_put(
             def io_needed() -> bool:
                 return not eof and sender.data_wanted() > 0
 
-            async def read_ahead() -> None:
+            def read_ahead() -> None:
+                # Runs in a worker thread; the progress callback runs in Trio's.
                 nonlocal eof, read
                 while not eof and (wanted := sender.data_wanted()) > 0:
-                    chunk = await trio.to_thread.run_sync(file.read, max(wanted, IO_CHUNK))
+                    chunk = file.read(max(wanted, IO_CHUNK))
                     if not chunk:
                         eof = True
                         sender.feed_eof()
@@ -357,12 +376,10 @@ async def tftp_put(
                         read += len(chunk)
                         sender.feed(encode_netascii(chunk) if netascii else chunk)
                 if on_progress is not None:
-                    on_progress(min(read, sender.bytes_acked), size)
+                    trio.from_thread.run_sync(on_progress, min(read, sender.bytes_acked), size)
 
-            await read_ahead()
-            for datagram in sender.start(trio.current_time()):
-                await send_quietly(sock, datagram, peer)
-            await _run(sock, peer, sender, io_needed, read_ahead, 2048)
+            await trio.to_thread.run_sync(read_ahead)
+            await _run(sock, peer, sender, sender.start, io_needed, read_ahead, 2048)
             if on_progress is not None:
                 on_progress(read, size)
     finally:

@@ -129,7 +129,8 @@ class Request:
         _check_options(self.options)
 
     def encode(self) -> bytes:
-        return self.opcode.to_bytes(2, "big") + f"{self.filename}\0{self.mode}\0".encode("ascii") + _encode_options(self.options)
+        strings = f"{self.filename}\0{self.mode}\0".encode("ascii")
+        return self.opcode.to_bytes(2, "big") + strings + _encode_options(self.options)
 
 
 @dataclass(frozen=True, slots=True)

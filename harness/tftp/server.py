@@ -12,6 +12,9 @@ new transfer ID) in a task of its own, so transfers run side by side. What it pr
   thus replaced atomically (never ERROR 6); a failed or abandoned upload leaves no partial
   file and the old content intact.
 * Nothing a peer sends ends the server: malformed datagrams get an ERROR and are forgotten.
+
+Up to ``transfer_threads`` transfers run their packet loop in worker threads, beyond that in
+Trio tasks (see :mod:`harness.tftp.endpoint`); either way each is cancelled with the server.
 """
 
 from __future__ import annotations
@@ -44,14 +47,17 @@ from harness.tftp.netascii import NetasciiDecoder, encode_netascii
 from harness.tftp.options import BLKSIZE_RANGE, Negotiation, negotiate
 from harness.tftp.transfer import Receiver, Sender, State
 
-__all__ = ["DEFAULT_PORT", "serve_tftp"]
+__all__ = ["DEFAULT_PORT", "TRANSFER_THREADS", "serve_tftp"]
 
 logger = logging.getLogger(__name__)
 
 #: The well-known port 69 needs root; the reference server defaults to this one instead.
 DEFAULT_PORT = 6969
-#: Files are read and written in chunks this large: few thread hops per transfer.
+#: Files are read and written in chunks this large: few system calls (or thread hops) per transfer.
 IO_CHUNK = 256 * 1024
+#: Transfers that run in worker threads at once; more run in Trio tasks, slower but unlimited.
+#: Each thread mostly sleeps in a system call, so many cost little but memory.
+TRANSFER_THREADS = 256
 #: Largest request datagram we read; RFC 2347 caps requests at 512 octets, we are lenient.
 _REQUEST_BUFSIZE = 65536
 #: Receive buffer for ACKs and ERRORs on a sending transfer.
@@ -76,6 +82,7 @@ class _Config:
     timeout: float
     retries: int
     max_blksize: int
+    limiter: trio.CapacityLimiter
 
 
 async def serve_tftp(
@@ -88,6 +95,7 @@ async def serve_tftp(
     timeout: float = 1.0,
     retries: int = 5,
     max_blksize: int = 65464,
+    transfer_threads: int = TRANSFER_THREADS,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve files under ``root`` over TFTP on ``host``:``port`` until cancelled.
@@ -96,7 +104,8 @@ async def serve_tftp(
     ``await nursery.start(serve_tftp, ...)``. ``timeout`` (seconds) and ``retries`` govern
     retransmission unless a client negotiates the timeout option; after ``retries``
     unanswered retransmissions a transfer is abandoned. ``rollover`` is the block number
-    that follows 65535. ``max_blksize`` caps a negotiated blksize.
+    that follows 65535. ``max_blksize`` caps a negotiated blksize. ``transfer_threads``
+    transfers at most run in worker threads (fast); the others, and all with 0, run in Trio.
     """
     resolved_root = Path(root).resolve()
     if not resolved_root.is_dir():
@@ -105,7 +114,10 @@ async def serve_tftp(
         raise ValueError("timeout must be positive and retries non-negative")
     if max_blksize not in BLKSIZE_RANGE:
         raise ValueError(f"max_blksize {max_blksize} is out of range 8-65464")
-    config = _Config(resolved_root, allow_write, check_rollover(rollover), timeout, retries, max_blksize)
+    if transfer_threads < 0:
+        raise ValueError("transfer_threads must be non-negative")
+    limiter = trio.CapacityLimiter(transfer_threads)
+    config = _Config(resolved_root, allow_write, check_rollover(rollover), timeout, retries, max_blksize, limiter)
     listener = await open_udp_socket(host, port)
     with listener:
         local = listener.getsockname()
@@ -267,10 +279,10 @@ async def _serve_read(sock: UdpSocket, request: Request, client: Address, config
         def io_needed() -> bool:
             return not eof and sender.data_wanted() > 0
 
-        async def read_ahead() -> None:
+        def read_ahead() -> None:
             nonlocal eof
             while not eof and (wanted := sender.data_wanted()) > 0:
-                chunk = await trio.to_thread.run_sync(file.read, max(wanted, IO_CHUNK))
+                chunk = file.read(max(wanted, IO_CHUNK))
                 if not chunk:
                     eof = True
                     sender.feed_eof()
@@ -278,20 +290,23 @@ async def _serve_read(sock: UdpSocket, request: Request, client: Address, config
                     sender.feed(encode_netascii(chunk) if netascii else chunk)
 
         try:
-            await read_ahead()
+            await trio.to_thread.run_sync(read_ahead)
         except OSError as exc:
             raise _Refusal(ErrorCode.NOT_DEFINED, f"read error: {exc.strerror or exc}") from None
-        for datagram in sender.start(trio.current_time()):
-            await send_quietly(sock, datagram, client)
         try:
-            await run_machine(sock, client, sender, io_needed=io_needed, do_io=read_ahead, bufsize=_ACK_BUFSIZE)
+            await run_machine(
+                sock, client, sender, begin=sender.start, io_needed=io_needed, do_io=read_ahead,
+                bufsize=_ACK_BUFSIZE, limiter=config.limiter,
+            )
         except OSError as exc:
             for datagram in sender.abort(ErrorCode.NOT_DEFINED, f"read error: {exc.strerror or exc}"):
                 await send_quietly(sock, datagram, client)
     _log_end("RRQ", request, client, sender, options.blksize, started)
 
 
-def _log_end(kind: str, request: Request, client: Address, machine: Sender | Receiver, blksize: int, started: float) -> None:
+def _log_end(
+    kind: str, request: Request, client: Address, machine: Sender | Receiver, blksize: int, started: float
+) -> None:
     elapsed = trio.current_time() - started
     if machine.state is State.FAILED:
         error = machine.error
@@ -354,35 +369,37 @@ async def _serve_write(sock: UdpSocket, request: Request, client: Address, confi
         def io_needed() -> bool:
             return receiver.pending >= IO_CHUNK
 
-        async def drain(final: bool = False) -> None:
+        def drain(final: bool = False) -> None:
             data = receiver.take_data()
             if decoder is not None:
                 data = decoder.feed(data) + (decoder.finish() if final else b"")
             if data:
-                await trio.to_thread.run_sync(partial.write, data)
+                partial.write(data)
 
-        async def drain_or_abort() -> None:
-            try:
-                await drain()
-            except OSError as exc:
-                for datagram in receiver.abort(_write_error_code(exc), f"write error: {exc.strerror or exc}"):
-                    await send_quietly(sock, datagram, client)
+        def store() -> None:
+            drain(final=True)
+            partial.commit()
 
-        for datagram in receiver.start(trio.current_time()):
-            await send_quietly(sock, datagram, client)
+        async def abort(exc: OSError) -> None:
+            for datagram in receiver.abort(_write_error_code(exc), f"write error: {exc.strerror or exc}"):
+                await send_quietly(sock, datagram, client)
+
         bufsize = options.blksize + 5  # one byte more than allowed, to notice oversized DATA
-        await run_machine(sock, client, receiver, io_needed=io_needed, do_io=drain_or_abort, bufsize=bufsize)
+        try:
+            await run_machine(
+                sock, client, receiver, begin=receiver.start, io_needed=io_needed, do_io=drain,
+                bufsize=bufsize, limiter=config.limiter,
+            )
+        except OSError as exc:
+            await abort(exc)
         if receiver.state is State.RECEIVED:
             try:
-                await drain(final=True)
-                await trio.to_thread.run_sync(partial.commit)
+                await trio.to_thread.run_sync(store)
             except OSError as exc:
-                out = receiver.abort(_write_error_code(exc), f"write error: {exc.strerror or exc}")
+                await abort(exc)
             else:
-                out = receiver.confirm(trio.current_time())
-            for datagram in out:
-                await send_quietly(sock, datagram, client)
-            await run_machine(sock, client, receiver, bufsize=bufsize)
+                # Dallying is a few datagrams at most: this task can do it without a thread.
+                await run_machine(sock, client, receiver, begin=receiver.confirm, bufsize=bufsize)
         _log_end("WRQ", request, client, receiver, options.blksize, started)
     finally:
         partial.discard()

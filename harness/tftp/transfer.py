@@ -6,7 +6,8 @@ The same machines serve the server (Sender on RRQ, Receiver on WRQ) and the clie
 on RRQ, Sender on WRQ): once the request and the option exchange are done, the two sides of
 a transfer do not differ. A machine never touches a socket, a file or a clock. Its owner
 
-* feeds it packets with :meth:`receive` (and malformed datagrams with :meth:`receive_malformed`),
+* feeds it datagrams as they came with :meth:`receive_datagram`, or packets it decoded itself
+  with :meth:`receive` (and malformed datagrams with :meth:`receive_malformed`),
 * calls :meth:`timer_fired` when the clock passes :attr:`deadline`,
 * passes the current time ``now`` into both, so the machine can set the next deadline,
 * sends every datagram those calls return, to the peer,
@@ -40,11 +41,14 @@ import enum
 
 from harness.tftp.blocks import check_rollover, resolve_block, wire_block
 from harness.tftp.codec import (
+    MAX_PAYLOAD,
     Ack,
     Data,
     ErrorPacket,
+    Opcode,
     OptionAck,
     Packet,
+    decode_packet,
     encode_ack,
     encode_data,
     encode_error,
@@ -74,6 +78,11 @@ class State(enum.Enum):
 
 
 _FINISHED = (State.DONE, State.FAILED)
+# Plain ints: comparing a byte with an IntEnum member costs more, on every datagram.
+_DATA = int(Opcode.DATA)
+_ACK = int(Opcode.ACK)
+#: The longest DATA datagram any negotiation allows: header and MAX_PAYLOAD.
+_MAX_DATA_DATAGRAM = 4 + MAX_PAYLOAD
 
 
 class _Machine:
@@ -119,6 +128,19 @@ class _Machine:
             return False
         self._tries += 1
         return True
+
+    def receive(self, packet: Packet, now: float) -> list[bytes]:
+        raise NotImplementedError
+
+    def receive_datagram(self, datagram: bytes, now: float) -> list[bytes]:
+        """A datagram from the peer (right TID), decoded here: :meth:`receive` or
+        :meth:`receive_malformed`. Subclasses take a short cut for the packet that every
+        block brings (DATA or ACK), with the same outcome."""
+        try:
+            packet = decode_packet(datagram)
+        except TftpDecodeError as exc:
+            return self.receive_malformed(exc, now)
+        return self.receive(packet, now)
 
     def receive_malformed(self, error: TftpDecodeError, now: float) -> list[bytes]:
         """The peer (right TID) sent a datagram that does not decode: answer ERROR and stop."""
@@ -194,9 +216,10 @@ class Sender(_Machine):
         """Bytes still to feed before the next window can go out whole (0: enough)."""
         if self._eof:
             return 0
-        first_index = max(self._acked, 0) + 1
-        needed = (self._sent + self.windowsize - first_index + 1) * self.blksize
-        return max(0, needed - (len(self._buf) - self._pos))
+        acked = self._acked
+        needed = (self._sent + self.windowsize - (acked if acked > 0 else 0)) * self.blksize
+        wanted = needed - (len(self._buf) - self._pos)
+        return wanted if wanted > 0 else 0
 
     # -- events ---------------------------------------------------------------------------
 
@@ -211,12 +234,18 @@ class Sender(_Machine):
         if self.finished:
             return []
         if isinstance(packet, Ack):
-            return self._on_ack(packet, now)
+            return self._on_ack(packet.block, now)
         if isinstance(packet, ErrorPacket):
             return self._on_error(packet, now)
         if isinstance(packet, OptionAck) and self._after_oack:
             return []  # a repeated OACK: our DATA 1 is late or lost; the timer resends it
         return self._unexpected(packet, "sending")
+
+    def receive_datagram(self, datagram: bytes, now: float) -> list[bytes]:
+        # Every well-formed ACK is exactly four bytes: no need to build an Ack to read it.
+        if len(datagram) == 4 and datagram[1] == _ACK and datagram[0] == 0 and self.state is State.ACTIVE:
+            return self._on_ack((datagram[2] << 8) | datagram[3], now)
+        return super().receive_datagram(datagram, now)
 
     def timer_fired(self, now: float) -> list[bytes]:
         if self.finished or not self._spend_try():
@@ -230,17 +259,20 @@ class Sender(_Machine):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _on_ack(self, packet: Ack, now: float) -> list[bytes]:
+    def _on_ack(self, block: int, now: float) -> list[bytes]:
         acked = self._acked
-        index = resolve_block(packet.block, max(acked, 0), self.rollover)
+        floor = acked if acked > 0 else 0
+        index = resolve_block(block, floor, self.rollover)
         if index is None or index <= acked or index > self._sent:
             return []  # duplicate, stale or never sent: never answered (Sorcerer's Apprentice)
         if acked < 0 and index == 0:
             self._acked = 0
             self._tries = 0
             return self._send_window(1, now)
-        advance = index - max(acked, 0)
-        payload_bytes = min(advance * self.blksize, len(self._buf) - self._pos)
+        payload_bytes = (index - floor) * self.blksize
+        buffered = len(self._buf) - self._pos
+        if payload_bytes > buffered:
+            payload_bytes = buffered
         self._pos += payload_bytes
         self.bytes_acked += payload_bytes
         self._acked = index
@@ -254,21 +286,25 @@ class Sender(_Machine):
     def _send_window(self, start: int, now: float) -> list[bytes]:
         """DATA start .. start+W-1 (no further than the final block)."""
         stop = start + self.windowsize - 1
-        if self._final is not None:
-            stop = min(stop, self._final)
-        base = max(self._acked, 0) + 1
+        final = self._final
+        if final is not None and stop > final:
+            stop = final
+        acked = self._acked
         blksize = self.blksize
+        rollover = self.rollover
         buf = self._buf
-        end_of_data = len(buf)
+        begin = self._pos + (start - (acked if acked > 0 else 0) - 1) * blksize
+        if not self._eof and begin + (stop - start + 1) * blksize > len(buf):
+            missing = start + max(0, len(buf) - begin) // blksize
+            raise RuntimeError(f"block {missing} needs data that was not fed; see data_wanted()")
         out = []
         for index in range(start, stop + 1):
-            begin = self._pos + (index - base) * blksize
-            end = begin + blksize
-            if end > end_of_data and not self._eof:
-                raise RuntimeError(f"block {index} needs data that was not fed; see data_wanted()")
-            out.append(encode_data(wire_block(index, self.rollover), buf[begin:end]))
-        if stop > self._sent:
-            self.retransmissions += max(0, self._sent - start + 1)
+            out.append(encode_data(wire_block(index, rollover), buf[begin : begin + blksize]))
+            begin += blksize
+        sent = self._sent
+        if stop > sent:
+            if sent >= start:
+                self.retransmissions += sent - start + 1
             self._sent = stop
         else:
             self.retransmissions += len(out)
@@ -330,7 +366,7 @@ class Receiver(_Machine):
         if self.finished or self.state is State.RECEIVED:
             return []
         if isinstance(packet, Data):
-            return self._on_data(packet, now)
+            return self._on_data(packet.block, packet.payload, now)
         if isinstance(packet, ErrorPacket):
             return self._on_error(packet, now)
         if self.state is State.DALLYING:
@@ -338,6 +374,17 @@ class Receiver(_Machine):
         if isinstance(packet, OptionAck) and self._after_oack:
             return self._on_oack(packet, now)
         return self._unexpected(packet, "receiving")
+
+    def receive_datagram(self, datagram: bytes, now: float) -> list[bytes]:
+        # Every DATA datagram up to the longest payload is well-formed: no Data object needed.
+        if (
+            4 <= len(datagram) <= _MAX_DATA_DATAGRAM
+            and datagram[1] == _DATA
+            and datagram[0] == 0
+            and self.state is State.ACTIVE
+        ):
+            return self._on_data((datagram[2] << 8) | datagram[3], datagram[4:], now)
+        return super().receive_datagram(datagram, now)
 
     def timer_fired(self, now: float) -> list[bytes]:
         if self.state is State.RECEIVED:
@@ -393,14 +440,14 @@ class Receiver(_Machine):
             return [self._first]  # our ACK 0 was lost
         return []
 
-    def _on_data(self, packet: Data, now: float) -> list[bytes]:
+    def _on_data(self, block: int, payload: bytes, now: float) -> list[bytes]:
         expected = self._expected
-        index = resolve_block(packet.block, max(0, expected - 32768), self.rollover)
+        index = resolve_block(block, max(0, expected - 32768), self.rollover)
         if index is None or index == 0:
             return []  # block 0 is never data; ignore it like any stray duplicate
         if self.state is State.DALLYING:
             if index == expected - 1:
-                return [encode_ack(packet.block)]
+                return [encode_ack(block)]
             return []
         if index < expected:
             if index == expected - 1 or self.windowsize == 1:
@@ -414,11 +461,10 @@ class Receiver(_Machine):
             self._gap_acked = True
             self._in_window = 0
             return [self._last_ack()]
-        payload = packet.payload
         size = len(payload)
         if size > self.blksize:
             return self._protocol_failure(
-                TftpProtocolError(f"DATA block {packet.block} has {size} bytes, more than blksize {self.blksize}")
+                TftpProtocolError(f"DATA block {block} has {size} bytes, more than blksize {self.blksize}")
             )
         self._data += payload
         self.bytes_received += size
@@ -435,5 +481,5 @@ class Receiver(_Machine):
         self._in_window += 1
         if self._in_window >= self.windowsize:
             self._in_window = 0
-            return [encode_ack(packet.block)]
+            return [encode_ack(block)]
         return []

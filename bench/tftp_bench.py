@@ -7,6 +7,8 @@ server in lock-step and with windowsize 16, and from tftpd-hpa and atftpd for co
 Each measurement is repeated (3 times by default, round robin over the servers so that a
 busy moment hurts every server alike) and the median is reported, with its ratio to our
 server's time for the same client and options ("time ÷ ours": above 1, ours is faster).
+``ours-asleep`` is our server with polling turned off (see :mod:`harness.tftp.polling`),
+measured at blksize 512 with curl to show what polling is worth.
 
 Run from the repository root after ``.ci/run``'s installs (or with ATFTPD and
 TFTP_PEERS_PYTHON set as it sets them)::
@@ -40,6 +42,7 @@ if str(REPO) not in sys.path:
 import trio  # noqa: E402
 
 from harness.tftp.client import tftp_get  # noqa: E402
+from harness.tftp.polling import ENVIRONMENT as POLLING_ENVIRONMENT  # noqa: E402
 from tests.peers import (  # noqa: E402
     SERVERS,
     PeerStartError,
@@ -51,6 +54,8 @@ from tests.peers import (  # noqa: E402
 )
 
 OURS = "ours"
+#: Our server with polling turned off (harness/tftp/polling.py): what polling is worth.
+ASLEEP = "ours-asleep"
 FILENAME = "bench.bin"
 
 
@@ -81,6 +86,7 @@ class Result:
 def cases(servers: list[str]) -> list[Case]:
     wanted = [
         Case(OURS, "curl", 512),
+        Case(ASLEEP, "curl", 512),
         Case("tftpd-hpa", "curl", 512),
         Case("atftpd", "curl", 512),
         Case("tftpy", "curl", 512),
@@ -97,10 +103,11 @@ def cases(servers: list[str]) -> list[Case]:
 
 
 @contextlib.contextmanager
-def start_ours(root: Path, log: Path) -> Iterator[int]:
+def start_ours(root: Path, log: Path, *, polling: bool = True) -> Iterator[int]:
     """``harness serve tftp`` in a process of its own, like the other servers."""
     port = free_udp_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env[POLLING_ENVIRONMENT] = "on" if polling else "off"
     argv = [sys.executable, "-m", "harness", "serve", "tftp", "--port", str(port), "--root", str(root)]
     with open(log, "ab") as output:
         process = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=float, default=32, help="file size in MiB (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median counts (default: 3)")
     parser.add_argument(
-        "--only", default=",".join([OURS, *SERVERS]),
+        "--only", default=",".join([OURS, ASLEEP, *SERVERS]),
         help="comma-separated servers to measure (default: %(default)s)",
     )
     parser.add_argument(
@@ -225,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     servers = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = set(servers) - {OURS, *SERVERS}
+    unknown = set(servers) - {OURS, ASLEEP, *SERVERS}
     if unknown:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     try:
@@ -246,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         ports: dict[str, int] = {}
         for name in servers:
             try:
-                if name == OURS:
-                    ports[name] = stack.enter_context(start_ours(root, base / "ours.log"))
+                if name in (OURS, ASLEEP):
+                    log = base / f"{name}.log"
+                    ports[name] = stack.enter_context(start_ours(root, log, polling=name == OURS))
                 else:
                     ports[name] = stack.enter_context(start_peer(name, root)).port
             except (PeerUnavailable, PeerStartError) as exc:

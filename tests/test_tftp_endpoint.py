@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from harness.tftp.endpoint import CANCEL_POLL, open_udp_socket, run_machine
+from harness.tftp.polling import poll_permit
 from harness.tftp.transfer import Receiver, Sender, State
 
 WAIT = 5
@@ -195,3 +196,41 @@ async def test_blocking_mode_receives_with_a_timeout() -> None:
         assert not os.get_blocking(sock.trio_socket.fileno())
     assert first == [b"one"]
     assert 0.005 < waited < 1.0
+
+
+# --- polling instead of sleeping (harness.tftp.polling) ----------------------------------------------------
+
+
+def test_only_one_thread_at_a_time_may_poll() -> None:
+    with poll_permit() as first:
+        with poll_permit() as second:
+            assert (first, second) == (True, False)
+    with pytest.raises(RuntimeError), poll_permit() as again:
+        assert again
+        raise RuntimeError("the permit is given back on the way out")
+    with poll_permit() as after:
+        assert after
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+async def test_a_poll_on_a_blocking_socket_returns_at_once(coalesce: bool) -> None:
+    """MSG_DONTWAIT: the polling receive never waits out the socket's kernel timeout."""
+    with await open_udp_socket("127.0.0.1") as sock, await open_udp_socket("127.0.0.1") as other:
+        if coalesce:
+            sock.enable_coalescing()
+
+        def poll_then_wait() -> tuple[float, list[bytes]]:
+            with sock.blocking():
+                sock.set_receive_timeout(2.0)
+                started = time.monotonic()
+                with pytest.raises(BlockingIOError):
+                    sock.receive_now(100, stdlib_socket.MSG_DONTWAIT)
+                polled = time.monotonic() - started
+                trio.from_thread.run(other.sendto, b"late", sock.getsockname())
+                batch, _ = sock.receive_now(100, stdlib_socket.MSG_DONTWAIT)
+                return polled, batch
+
+        with trio.fail_after(WAIT):
+            polled, batch = await trio.to_thread.run_sync(poll_then_wait)
+    assert polled < 1.0
+    assert batch == [b"late"]

@@ -17,6 +17,8 @@ from anyone else get ERROR 5 and change nothing (RFC 1350 section 4).
   cancelled after every receive timeout and every :data:`_FAST_RECEIVES` datagrams, so a
   cancelled transfer (a server shutting down) ends within about :data:`CANCEL_POLL`
   seconds, and :func:`run_machine` only returns once the thread is done with the socket.
+  In lock-step the thread may poll for the peer's answer instead of sleeping, when the
+  waits show a local peer on another CPU: see :mod:`harness.tftp.polling`.
 * **In the Trio task**, without a limiter or when every token is taken (many transfers at
   once): Trio waits for the socket, and ``do_io`` runs through ``trio.to_thread``. Queued
   datagrams are taken without a scheduler round trip and the cancel scope's deadline is
@@ -44,6 +46,7 @@ import trio
 
 from harness.tftp.codec import encode_error
 from harness.tftp.errors import ErrorCode
+from harness.tftp.polling import PeerWait, poll_permit
 from harness.tftp.transfer import Receiver, Sender, State
 
 __all__ = [
@@ -134,15 +137,16 @@ class UdpSocket:
 
     # -- one system call, no waiting through Trio --------------------------------------------
 
-    def receive_now(self, bufsize: int) -> tuple[list[bytes], Address]:
+    def receive_now(self, bufsize: int, flags: int = 0) -> tuple[list[bytes], Address]:
         """One or more datagrams from one sender, each cut to ``bufsize`` bytes like
         ``recvfrom`` would; several only after :meth:`enable_coalescing`. Raises
-        :exc:`BlockingIOError` (or :exc:`TimeoutError`) when none came in time."""
+        :exc:`BlockingIOError` (or :exc:`TimeoutError`) when none came in time; ``flags``
+        as for ``recvfrom`` (``MSG_DONTWAIT`` polls a blocking socket)."""
         raw = self._raw
         if not self._gro:
-            datagram, address = raw.recvfrom(bufsize)
+            datagram, address = raw.recvfrom(bufsize, flags)
             return [datagram], address
-        data, ancillary, _, address = raw.recvmsg(_GRO_BUFSIZE, _GRO_CMSG_SPACE)
+        data, ancillary, _, address = raw.recvmsg(_GRO_BUFSIZE, _GRO_CMSG_SPACE, flags)
         segment = 0
         for level, kind, value in ancillary:
             if level == _SOL_UDP and kind == _UDP_GRO and len(value) >= 4:
@@ -367,7 +371,6 @@ def _drive_in_thread(
 ) -> None:
     clock = time.monotonic
     check_cancelled = trio.from_thread.check_cancelled
-    receive = sock.receive_now
     receive_datagram = machine.receive_datagram
     raw_send = sock._raw.sendto
     if isinstance(machine, Receiver) and machine.windowsize > 1:
@@ -384,7 +387,9 @@ def _drive_in_thread(
         except OSError as exc:  # includes a timed-out single send: the timer covers it
             logger.debug("send to %s failed: %s", address[:2], exc)
 
-    with sock.blocking():
+    with sock.blocking(), poll_permit() as may_poll:
+        waiting = PeerWait(sock.receive_now, allowed=may_poll and machine.windowsize == 1, clock=clock)
+        receive = waiting.receive
         now = clock()
         send(begin(now), peer)
         wait = CANCEL_POLL  # the receive timeout currently set
@@ -407,6 +412,7 @@ def _drive_in_thread(
                 datagrams, address = receive(bufsize)
             except (BlockingIOError, TimeoutError):
                 check_cancelled()
+                waiting.idle()
                 until_check = _FAST_RECEIVES
                 now = clock()
                 continue
@@ -418,6 +424,7 @@ def _drive_in_thread(
             until_check -= 1
             if until_check <= 0:
                 check_cancelled()
+                waiting.review()
                 until_check = _FAST_RECEIVES
             if address[1] != peer_port or address[0] != peer_host:
                 logger.debug("datagram from stranger %s (transfer with %s)", address[:2], peer[:2])

@@ -18,7 +18,15 @@ from harness.tftp.errors import (
     TftpTimeoutError,
     TruncatedPacketError,
 )
-from harness.tftp.transfer import MAX_BACKOFF, Receiver, Sender, State, describe_backoff, retransmission_waits
+from harness.tftp.transfer import (
+    MAX_BACKOFF,
+    Receiver,
+    Sender,
+    State,
+    describe_backoff,
+    retransmission_waits,
+    total_wait,
+)
 
 
 def _blocks(datagrams: list[bytes]) -> list[int]:
@@ -414,7 +422,8 @@ def test_the_first_wait_is_the_timeout_and_the_cap_is_the_larger_of_it_and_max_i
     sent = machine.start(0.0)
     assert _time_out(machine, 0.0, sent) == (waits, sum(waits))
     assert str(machine.error) == f"peer silent for {sum(waits):g} s (5 retries, {schedule})"
-    assert retransmission_waits(timeout, 5, max_interval=max_interval) == waits
+    assert list(retransmission_waits(timeout, 5, max_interval=max_interval)) == waits
+    assert total_wait(timeout, 5, max_interval=max_interval) == sum(waits)
 
 
 def test_a_new_ack_resets_the_wait_and_the_retry_budget() -> None:
@@ -480,8 +489,10 @@ def test_dally_after_backoff_is_one_base_timeout(timeout: float) -> None:
 
 
 def test_schedule_helpers() -> None:
-    assert retransmission_waits(1.0, 5) == [1, 2, 4, 8, 8, 8]
-    assert retransmission_waits(1.0, 0) == [1]
+    assert list(retransmission_waits(1.0, 5)) == [1, 2, 4, 8, 8, 8]
+    assert list(retransmission_waits(1.0, 0)) == [1]
+    assert total_wait(1.0, 5) == 31 and total_wait(1.0, 0) == 1 and total_wait(0.5, 2) == 3.5
+    assert total_wait(1.0, 10**9) == 15 + (10**9 - 3) * 8  # closed form past the cap: no long loop
     assert describe_backoff(1.0, 5) == "5 retries, 1 s doubling up to 8 s"
     assert describe_backoff(1.0, 1) == "1 retry, 1 s doubling up to 8 s"
     assert describe_backoff(10.0, 2) == "2 retries, 10 s apart"
@@ -523,6 +534,7 @@ def test_waits_follow_the_backoff_rule(
             if misses == retries:
                 assert machine.state is State.FAILED
                 silence = sum(retransmission_waits(timeout, retries, max_interval=max_interval))
+                assert total_wait(timeout, retries, max_interval=max_interval) == silence
                 assert str(machine.error).startswith(f"peer silent for {silence:g} s (")
                 return
             misses += 1

@@ -58,7 +58,7 @@ from harness.tftp.errors import (
 from harness.tftp.files import PartialFile
 from harness.tftp.netascii import NetasciiDecoder, encode_netascii
 from harness.tftp.options import TransferOptions, accept_oack, request_options
-from harness.tftp.transfer import Receiver, Sender, State, describe_backoff, retransmission_waits
+from harness.tftp.transfer import Receiver, Sender, State, describe_backoff, retransmission_waits, total_wait
 
 __all__ = ["ProgressCallback", "TransferInfo", "tftp_get", "tftp_put"]
 
@@ -122,8 +122,7 @@ async def _request(
     """Send the request until the server's host answers; its source port is the TID. The
     request is resent on the transfers' schedule: after ``timeout``, then at doubling intervals
     (see :func:`~harness.tftp.transfer.retransmission_waits`)."""
-    waits = retransmission_waits(timeout, retries)
-    for tries, wait in enumerate(waits):
+    for tries, wait in enumerate(retransmission_waits(timeout, retries)):
         await sock.sendto(request, server)
         with trio.move_on_after(wait):
             while True:
@@ -142,8 +141,8 @@ async def _request(
                     await send_quietly(sock, encode_error(exc.error_code, str(exc)), address)
                     raise TftpProtocolError(f"malformed answer to the request: {exc}") from None
                 return _Reply(packet, address, tries)
-    schedule = describe_backoff(timeout, retries)
-    raise TftpTimeoutError(f"no answer from {server[0]} port {server[1]} for {sum(waits):g} s ({schedule})")
+    silence, schedule = total_wait(timeout, retries), describe_backoff(timeout, retries)
+    raise TftpTimeoutError(f"no answer from {server[0]} port {server[1]} for {silence:g} s ({schedule})")
 
 
 async def _fail(sock: UdpSocket, peer: Address, error: TftpProtocolError) -> TftpProtocolError:

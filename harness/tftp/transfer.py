@@ -44,6 +44,7 @@ Retransmission rules
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 
 from harness.tftp.blocks import check_rollover, resolve_block, wire_block
 from harness.tftp.codec import (
@@ -69,7 +70,7 @@ from harness.tftp.errors import (
 )
 from harness.tftp.options import DEFAULT_BLKSIZE
 
-__all__ = ["MAX_BACKOFF", "Receiver", "Sender", "State", "describe_backoff", "retransmission_waits"]
+__all__ = ["MAX_BACKOFF", "Receiver", "Sender", "State", "describe_backoff", "retransmission_waits", "total_wait"]
 
 #: Longest wait between two retransmissions (unless the timeout itself is longer), in seconds.
 #: Longer than the 5 s timer of common clients (tftp-hpa's ``tftp``), which restart it on every
@@ -96,15 +97,27 @@ _ACK = int(Opcode.ACK)
 _MAX_DATA_DATAGRAM = 4 + MAX_PAYLOAD
 
 
-def retransmission_waits(timeout: float, retries: int, *, max_interval: float = MAX_BACKOFF) -> list[float]:
+def retransmission_waits(timeout: float, retries: int, *, max_interval: float = MAX_BACKOFF) -> Iterator[float]:
     """The ``retries + 1`` waits of a transfer that hears nothing: the one before each
     retransmission, then the one after which it gives up. Doubling from ``timeout``, at most
-    ``max(timeout, max_interval)``: ``[1, 2, 4, 8, 8, 8]`` for the defaults."""
+    ``max(timeout, max_interval)``: 1, 2, 4, 8, 8, 8 for the defaults."""
     cap = max(timeout, max_interval)
-    waits = [timeout]
-    for _ in range(retries):
-        waits.append(min(waits[-1] * 2, cap))
-    return waits
+    wait = timeout
+    for _ in range(retries + 1):
+        yield wait
+        wait = min(wait * 2, cap)
+
+
+def total_wait(timeout: float, retries: int, *, max_interval: float = MAX_BACKOFF) -> float:
+    """The sum of :func:`retransmission_waits`: how long a transfer that hears nothing lasts
+    (31 s for the defaults). Quick for any ``retries``: the waits stop growing at the cap."""
+    cap = max(timeout, max_interval)
+    total = 0.0
+    for count, wait in enumerate(retransmission_waits(timeout, retries, max_interval=max_interval)):
+        if wait >= cap:
+            return total + (retries + 1 - count) * cap
+        total += wait
+    return total
 
 
 def describe_backoff(timeout: float, retries: int, *, max_interval: float = MAX_BACKOFF) -> str:
@@ -167,9 +180,9 @@ class _Machine:
         per-block paths arm the timer with one base ``timeout`` and never touch ``_wait``."""
         tries = self._tries
         if tries >= self.retries:
-            waits = retransmission_waits(self.timeout, self.retries, max_interval=self.max_interval)
+            silence = total_wait(self.timeout, self.retries, max_interval=self.max_interval)
             schedule = describe_backoff(self.timeout, self.retries, max_interval=self.max_interval)
-            self._fail(TftpTimeoutError(f"peer silent for {sum(waits):g} s ({schedule})"))
+            self._fail(TftpTimeoutError(f"peer silent for {silence:g} s ({schedule})"))
             return False
         wait = self.timeout if tries == 0 else self._wait
         self._wait = min(wait * 2, max(self.timeout, self.max_interval))

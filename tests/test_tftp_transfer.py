@@ -18,7 +18,15 @@ from harness.tftp.errors import (
     TftpTimeoutError,
     TruncatedPacketError,
 )
-from harness.tftp.transfer import Receiver, Sender, State
+from harness.tftp.transfer import (
+    MAX_BACKOFF,
+    Receiver,
+    Sender,
+    State,
+    describe_backoff,
+    retransmission_waits,
+    total_wait,
+)
 
 
 def _blocks(datagrams: list[bytes]) -> list[int]:
@@ -171,11 +179,13 @@ def test_sender_retransmits_on_timeout_then_gives_up() -> None:
     assert sender.start(0.0) == [Data(1, b"abc").encode()]
     assert sender.deadline == 0.5
     assert sender.timer_fired(0.5) == [Data(1, b"abc").encode()]
-    assert sender.deadline == 1.0
-    assert sender.timer_fired(1.0) == [Data(1, b"abc").encode()]
-    assert sender.timer_fired(1.5) == []
+    assert sender.deadline == 1.5
+    assert sender.timer_fired(1.5) == [Data(1, b"abc").encode()]
+    assert sender.deadline == 3.5
+    assert sender.timer_fired(3.5) == []
     assert sender.state is State.FAILED
     assert isinstance(sender.error, TftpTimeoutError)
+    assert str(sender.error) == "peer silent for 3.5 s (2 retries, 0.5 s doubling up to 8 s)"
     assert sender.retransmissions == 2
 
 
@@ -184,6 +194,7 @@ def test_progress_resets_the_retry_budget() -> None:
     sender.start(0.0)
     assert _blocks(sender.timer_fired(1.0)) == [1]
     assert _blocks(sender.receive(Ack(1), 1.1)) == [2]
+    assert sender.deadline == 2.1
     assert _blocks(sender.timer_fired(2.1)) == [2]
     assert sender.state is State.ACTIVE
 
@@ -285,10 +296,14 @@ def test_receiver_resends_its_last_ack_on_timeout_then_gives_up() -> None:
     receiver = Receiver(first=encode_ack(0), timeout=0.5, retries=1)
     receiver.start(0.0)
     assert receiver.timer_fired(0.5) == [encode_ack(0)]
+    assert receiver.deadline == 1.5
     receiver.receive(Data(1, bytes(512)), 0.6)
+    assert receiver.deadline == 1.1
     assert receiver.timer_fired(1.1) == [encode_ack(1)]
-    assert receiver.timer_fired(1.6) == []
+    assert receiver.deadline == 2.1
+    assert receiver.timer_fired(2.1) == []
     assert isinstance(receiver.error, TftpTimeoutError)
+    assert str(receiver.error) == "peer silent for 1.5 s (1 retry, 0.5 s doubling up to 8 s)"
 
 
 def test_windowed_receiver_acks_window_ends_and_gaps_once() -> None:
@@ -346,6 +361,195 @@ def test_abort_sends_one_error_and_finishes() -> None:
     receiver = Receiver()
     assert receiver.abort(ErrorCode.DISK_FULL, "disk full") == [ErrorPacket(3, "disk full").encode()]
     assert receiver.abort(ErrorCode.DISK_FULL, "again") == []
+
+
+# --- retransmission schedule (RFC 1123 4.2.3.2) -----------------------------------------------
+
+OACK = OptionAck((("blksize", "512"),)).encode()
+MACHINES: dict[str, Callable[..., Sender | Receiver]] = {
+    "sender": lambda **kwargs: _sender(bytes(1500), **kwargs),
+    "oack-sender": lambda **kwargs: _sender(bytes(1500), first=OACK, **kwargs),
+    "window-sender": lambda **kwargs: _sender(bytes(5000), windowsize=4, **kwargs),
+    "receiver": lambda **kwargs: Receiver(first=encode_ack(0), **kwargs),
+    "oack-receiver": lambda **kwargs: Receiver(first=OACK, **kwargs),
+}
+
+
+def _time_out(machine: Sender | Receiver, sent_at: float, sent: list[bytes]) -> tuple[list[float], float]:
+    """Fire the timer at every deadline until the machine gives up: the waits it chose, each
+    from the previous send, and when it failed. Every retransmission repeats ``sent``."""
+    waits = []
+    while True:
+        assert machine.deadline is not None
+        now = machine.deadline
+        waits.append(now - sent_at)
+        out = machine.timer_fired(now)
+        if machine.state is State.FAILED:
+            assert out == [] and machine.deadline is None
+            return waits, now
+        assert out == sent
+        sent_at = now
+
+
+@pytest.mark.parametrize("role", sorted(MACHINES))
+def test_waits_double_up_to_8_s_and_the_transfer_fails_after_31_s(role: str) -> None:
+    machine = MACHINES[role]()
+    sent = machine.start(0.0)
+    waits, failed_at = _time_out(machine, 0.0, sent)
+    assert waits == [1, 2, 4, 8, 8, 8]  # five retransmissions, 1 s to 23 s, then 8 s more
+    assert failed_at == 31
+    assert isinstance(machine.error, TftpTimeoutError)
+    assert str(machine.error) == "peer silent for 31 s (5 retries, 1 s doubling up to 8 s)"
+    assert machine.retransmissions == 5 * len(sent)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "max_interval", "waits", "schedule"),
+    [
+        (3.0, MAX_BACKOFF, [3, 6, 8, 8, 8, 8], "3 s doubling up to 8 s"),  # e.g. negotiated timeout 3
+        (0.25, MAX_BACKOFF, [0.25, 0.5, 1, 2, 4, 8], "0.25 s doubling up to 8 s"),
+        (8.0, MAX_BACKOFF, [8] * 6, "8 s apart"),
+        (10.0, MAX_BACKOFF, [10] * 6, "10 s apart"),  # the cap is max(timeout, 8)
+        (1.0, 2.0, [1, 2, 2, 2, 2, 2], "1 s doubling up to 2 s"),
+        (1.0, 0.5, [1] * 6, "1 s apart"),
+    ],
+)
+@pytest.mark.parametrize("role", ["sender", "receiver"])
+def test_the_first_wait_is_the_timeout_and_the_cap_is_the_larger_of_it_and_max_interval(
+    role: str, timeout: float, max_interval: float, waits: list[float], schedule: str
+) -> None:
+    machine = MACHINES[role](timeout=timeout, max_interval=max_interval)
+    sent = machine.start(0.0)
+    assert _time_out(machine, 0.0, sent) == (waits, sum(waits))
+    assert str(machine.error) == f"peer silent for {sum(waits):g} s (5 retries, {schedule})"
+    assert list(retransmission_waits(timeout, 5, max_interval=max_interval)) == waits
+    assert total_wait(timeout, 5, max_interval=max_interval) == sum(waits)
+
+
+def test_a_new_ack_resets_the_wait_and_the_retry_budget() -> None:
+    sender = _sender(bytes(1500))
+    sender.start(0.0)
+    for now in (1.0, 3.0, 7.0):
+        assert _blocks(sender.timer_fired(now)) == [1]
+    assert sender.deadline == 15.0
+    sent = sender.receive(Ack(1), 8.0)
+    assert _blocks(sent) == [2]
+    assert sender.deadline == 9.0
+    assert _time_out(sender, 8.0, sent) == ([1, 2, 4, 8, 8, 8], 39.0)
+
+
+def test_a_new_data_after_the_oack_resets_the_wait_and_the_retry_budget() -> None:
+    receiver = MACHINES["oack-receiver"]()
+    receiver.start(0.0)
+    for now in (1.0, 3.0):
+        assert receiver.timer_fired(now) == [OACK]
+    assert receiver.deadline == 7.0
+    assert receiver.receive(Data(1, bytes(512)), 4.0) == [encode_ack(1)]
+    assert receiver.deadline == 5.0
+    assert _time_out(receiver, 4.0, [encode_ack(1)]) == ([1, 2, 4, 8, 8, 8], 35.0)
+
+
+def test_ack_0_of_the_oack_resets_the_wait() -> None:
+    sender = MACHINES["oack-sender"]()
+    sender.start(0.0)
+    for now in (1.0, 3.0):
+        assert sender.timer_fired(now) == [OACK]
+    sent = sender.receive(Ack(0), 4.0)
+    assert _blocks(sent) == [1]
+    assert _time_out(sender, 4.0, sent) == ([1, 2, 4, 8, 8, 8], 35.0)
+
+
+def test_duplicates_and_gaps_are_not_progress() -> None:
+    sender = _sender(bytes(1500))
+    sender.start(0.0)
+    sender.receive(Ack(1), 0.5)
+    sender.timer_fired(1.5)
+    assert sender.receive(Ack(1), 2.0) == [] and sender.deadline == 3.5  # duplicate ACK
+    assert _blocks(sender.timer_fired(3.5)) == [2] and sender.deadline == 7.5
+    receiver = Receiver(first=encode_ack(0), windowsize=4)
+    receiver.start(0.0)
+    receiver.receive(Data(1, bytes(512)), 0.5)
+    receiver.timer_fired(1.5)
+    assert receiver.receive(Data(1, bytes(512)), 2.0) == [encode_ack(1)]  # a repeat, ACKed again
+    assert receiver.receive(Data(3, bytes(512)), 2.1) == [encode_ack(1)]  # a gap
+    assert receiver.deadline == 3.5
+    assert receiver.timer_fired(3.5) == [encode_ack(1)] and receiver.deadline == 7.5
+
+
+@pytest.mark.parametrize("timeout", [1.0, 3.0])
+def test_dally_after_backoff_is_one_base_timeout(timeout: float) -> None:
+    receiver = Receiver(first=encode_ack(0), timeout=timeout)
+    receiver.start(0.0)
+    receiver.timer_fired(timeout)
+    receiver.timer_fired(3 * timeout)  # the next wait would be 4 * timeout (capped)
+    assert receiver.receive(Data(1, b"end"), 4 * timeout) == [encode_ack(1)]
+    assert receiver.state is State.DALLYING and receiver.deadline == 5 * timeout
+    assert receiver.timer_fired(5 * timeout) == []
+    assert (receiver.state, receiver.error) == (State.DONE, None)
+
+
+def test_schedule_helpers() -> None:
+    assert list(retransmission_waits(1.0, 5)) == [1, 2, 4, 8, 8, 8]
+    assert list(retransmission_waits(1.0, 0)) == [1]
+    assert total_wait(1.0, 5) == 31 and total_wait(1.0, 0) == 1 and total_wait(0.5, 2) == 3.5
+    assert total_wait(1.0, 10**9) == 15 + (10**9 - 3) * 8  # closed form past the cap: no long loop
+    assert describe_backoff(1.0, 5) == "5 retries, 1 s doubling up to 8 s"
+    assert describe_backoff(1.0, 1) == "1 retry, 1 s doubling up to 8 s"
+    assert describe_backoff(10.0, 2) == "2 retries, 10 s apart"
+    assert describe_backoff(1.0, 0) == "no retries"
+    with pytest.raises(ValueError, match="max_interval"):
+        Sender(max_interval=0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    role=st.sampled_from(["sender", "receiver"]),
+    timeout=st.sampled_from([0.5, 1.0, 3.0, 10.0]),
+    max_interval=st.sampled_from([2.0, MAX_BACKOFF, 60.0]),
+    retries=st.integers(0, 6),
+    steps=st.lists(st.sampled_from(["timeout", "progress", "duplicate"]), max_size=40),
+)
+def test_waits_follow_the_backoff_rule(
+    role: str, timeout: float, max_interval: float, retries: int, steps: list[str]
+) -> None:
+    """After k timeouts in a row the wait is min(timeout * 2**k, max(timeout, max_interval));
+    progress makes it one timeout again and refills the budget; a duplicate changes nothing."""
+    params = {"blksize": 8, "timeout": timeout, "retries": retries, "max_interval": max_interval}
+    machine: Sender | Receiver
+    if role == "sender":
+        machine = _sender(bytes(8 * 100), **params)
+    else:
+        machine = Receiver(first=encode_ack(0), **params)  # type: ignore[arg-type]
+    cap = max(timeout, max_interval)
+    now = 0.0
+    machine.start(now)
+    done = 0  # blocks ACKed (sender) or received (receiver)
+    misses = 0  # timeouts since the last progress
+    for step in steps:
+        deadline = machine.deadline
+        assert deadline is not None
+        if step == "timeout":
+            now = deadline
+            machine.timer_fired(now)
+            if misses == retries:
+                assert machine.state is State.FAILED
+                silence = sum(retransmission_waits(timeout, retries, max_interval=max_interval))
+                assert total_wait(timeout, retries, max_interval=max_interval) == silence
+                assert str(machine.error).startswith(f"peer silent for {silence:g} s (")
+                return
+            misses += 1
+            assert machine.deadline == now + min(timeout * 2**misses, cap)
+            continue
+        now = (now + deadline) / 2  # before the timer fires
+        if step == "progress":
+            done += 1
+            machine.receive(Ack(done) if role == "sender" else Data(done, bytes(8)), now)
+            misses = 0
+            assert machine.deadline == now + timeout
+        else:
+            machine.receive(Ack(done) if role == "sender" else Data(done, bytes(8)), now)
+            assert machine.deadline == deadline
+        assert machine.state is State.ACTIVE
 
 
 # --- datagrams straight off the wire ---------------------------------------------------------

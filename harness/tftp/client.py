@@ -10,6 +10,9 @@ options and answers with DATA 1 or ACK 0 is served with the defaults.
 temporary file in its directory, renamed over it only when the transfer is complete. A file
 object is written as data arrives, so after a failure it holds whatever came before it.
 The client does not dally after its final ACK (RFC 1350 section 6 only encourages it).
+What it sends (the request, then DATA or ACKs) is resent on the server's schedule: after
+``timeout``, then at doubling intervals up to 8 s or ``timeout`` if that is longer (see
+:mod:`harness.tftp.transfer`).
 Once the request is answered, the transfer runs in a worker thread (up to
 :data:`TRANSFER_THREADS` at once per Trio run, beyond that in the calling task; see
 :mod:`harness.tftp.endpoint`); ``on_progress`` is still called in Trio's thread.
@@ -55,7 +58,7 @@ from harness.tftp.errors import (
 from harness.tftp.files import PartialFile
 from harness.tftp.netascii import NetasciiDecoder, encode_netascii
 from harness.tftp.options import TransferOptions, accept_oack, request_options
-from harness.tftp.transfer import Receiver, Sender, State
+from harness.tftp.transfer import Receiver, Sender, State, describe_backoff, retransmission_waits, total_wait
 
 __all__ = ["ProgressCallback", "TransferInfo", "tftp_get", "tftp_put"]
 
@@ -116,11 +119,12 @@ async def _open_client_socket(host: str, port: int) -> tuple[UdpSocket, Address]
 async def _request(
     sock: UdpSocket, server: Address, request: bytes, *, timeout: float, retries: int
 ) -> _Reply:
-    """Send the request until the server's host answers; its source port is the TID."""
-    tries = 0
-    while True:
+    """Send the request until the server's host answers; its source port is the TID. The
+    request is resent on the transfers' schedule: after ``timeout``, then at doubling intervals
+    (see :func:`~harness.tftp.transfer.retransmission_waits`)."""
+    for tries, wait in enumerate(retransmission_waits(timeout, retries)):
         await sock.sendto(request, server)
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(wait):
             while True:
                 try:
                     datagram, address = await sock.recvfrom(_REPLY_BUFSIZE)
@@ -137,9 +141,8 @@ async def _request(
                     await send_quietly(sock, encode_error(exc.error_code, str(exc)), address)
                     raise TftpProtocolError(f"malformed answer to the request: {exc}") from None
                 return _Reply(packet, address, tries)
-        if tries >= retries:
-            raise TftpTimeoutError(f"no answer from {server[0]} port {server[1]} after {retries} retries")
-        tries += 1
+    silence, schedule = total_wait(timeout, retries), describe_backoff(timeout, retries)
+    raise TftpTimeoutError(f"no answer from {server[0]} port {server[1]} for {silence:g} s ({schedule})")
 
 
 async def _fail(sock: UdpSocket, peer: Address, error: TftpProtocolError) -> TftpProtocolError:
@@ -204,9 +207,12 @@ async def tftp_get(
 
     ``blksize``, ``windowsize``, ``timeout_option`` (RFC 2349 timeout, seconds) and ``tsize``
     are requested as options when given; ``timeout`` is the local retransmission timeout in
-    seconds, replaced by ``timeout_option`` once the server acknowledges it. ``retries`` is
-    how many retransmissions without progress are tried before giving up. ``rollover`` is the
-    block number expected after 65535.
+    seconds, replaced by ``timeout_option`` once the server acknowledges it: the first
+    retransmission comes that long after the last send, each further one after twice the
+    previous wait, up to ``max(timeout, MAX_BACKOFF)`` (RFC 1123 4.2.3.2; see
+    :mod:`harness.tftp.transfer`). ``retries`` is how many retransmissions without progress
+    are tried before giving up: 1 + 2 + 4 + 8 + 8 + 8 = 31 s of silence with the defaults.
+    ``rollover`` is the block number expected after 65535.
     """
     netascii = _check_common(mode, rollover, timeout, retries)
     requested = request_options(

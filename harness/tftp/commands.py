@@ -20,6 +20,7 @@ from harness.tftp.client import TransferInfo, tftp_get, tftp_put
 from harness.tftp.errors import TftpError
 from harness.tftp.options import BLKSIZE_RANGE, TIMEOUT_RANGE, WINDOWSIZE_RANGE
 from harness.tftp.server import DEFAULT_PORT, serve_tftp
+from harness.tftp.transfer import MAX_BACKOFF
 
 __all__ = ["register"]
 
@@ -50,11 +51,17 @@ def register(commands: argparse._SubParsersAction, serve_commands: argparse._Sub
     )
     serve.add_argument(
         "--timeout", type=float, default=1.0, metavar="S",
-        help="retransmission timeout in seconds unless a client negotiates one (default: %(default)s)",
+        help=(
+            "seconds before the first retransmission, unless a client negotiates its own timeout; "
+            f"each further one waits twice as long, up to {MAX_BACKOFF:g} s or S if longer (default: %(default)s)"
+        ),
     )
     serve.add_argument(
         "--retries", type=int, default=5, metavar="N",
-        help="retransmissions without an answer before a transfer is abandoned (default: %(default)s)",
+        help=(
+            "retransmissions in a row without progress before a transfer is abandoned "
+            "(default: %(default)s; with --timeout 1, after 31 s of silence)"
+        ),
     )
     serve.set_defaults(handler=_serve)
 
@@ -94,11 +101,15 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout", type=float, default=1.0, metavar="S",
-        help="local retransmission timeout in seconds (default: %(default)s)",
+        help=(
+            "seconds before the first retransmission of the request, a DATA or an ACK (a --request-timeout "
+            f"the server accepts replaces it); each further one waits twice as long, up to {MAX_BACKOFF:g} s "
+            "or S if longer (default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--retries", type=int, default=5, metavar="N",
-        help="retransmissions without progress before giving up (default: %(default)s)",
+        help="retransmissions in a row without progress before giving up (default: %(default)s; 31 s with --timeout 1)",
     )
     parser.add_argument(
         "--rollover", type=int, choices=(0, 1), default=0,

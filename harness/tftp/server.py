@@ -101,11 +101,14 @@ async def serve_tftp(
     """Serve files under ``root`` over TFTP on ``host``:``port`` until cancelled.
 
     Calls ``task_status.started(bound_port)`` once listening, so ``port=0`` works with
-    ``await nursery.start(serve_tftp, ...)``. ``timeout`` (seconds) and ``retries`` govern
-    retransmission unless a client negotiates the timeout option; after ``retries``
-    unanswered retransmissions a transfer is abandoned. ``rollover`` is the block number
-    that follows 65535. ``max_blksize`` caps a negotiated blksize. ``transfer_threads``
-    transfers at most run in worker threads (fast); the others, and all with 0, run in Trio.
+    ``await nursery.start(serve_tftp, ...)``. ``timeout`` (seconds; the client's negotiated
+    timeout option replaces it) is the wait before the first retransmission; each further one
+    waits twice as long as the previous, up to ``max(timeout, MAX_BACKOFF)`` (8 s), and
+    progress resets the wait to ``timeout`` (:mod:`harness.tftp.transfer`). After ``retries``
+    retransmissions in a row without progress a transfer is abandoned: 31 s of silence with
+    the defaults. ``rollover`` is the block number that follows 65535. ``max_blksize`` caps
+    a negotiated blksize. ``transfer_threads`` transfers at most run in worker threads
+    (fast); the others, and all with 0, run in Trio.
     """
     resolved_root = Path(root).resolve()
     if not resolved_root.is_dir():

@@ -30,14 +30,21 @@ Retransmission rules
   timeout it resends that ACK (or the OACK / ACK 0 that opened the transfer).
 * With ``hold_final_ack`` the receiver keeps the final ACK back (state RECEIVED) until its
   owner has stored the data, so that a storage failure can still be reported as an ERROR.
-* Both: ``retries`` timeouts in a row without progress end the transfer with
-  :class:`~harness.tftp.errors.TftpTimeoutError`. After the final ACK the receiver dallies
-  for one timeout, ACKing a repeated final block (RFC 1350 section 6).
+* Both: the first timeout comes ``timeout`` seconds (configured or negotiated) after the
+  last send, and each timeout in a row doubles the wait before the next one, up to
+  ``max(timeout, max_interval)`` (:data:`MAX_BACKOFF` by default): 1, 2, 4, 8, 8 ... seconds
+  with the defaults (RFC 1123 4.2.3.2 asks for an exponential backoff). Progress (a new ACK
+  for the Sender, a new in-order DATA for the Receiver, the OACK exchange) arms the timer
+  with one ``timeout`` again and refills the retry budget. ``retries`` timeouts in a row
+  without progress end the transfer with :class:`~harness.tftp.errors.TftpTimeoutError`:
+  31 s of silence with the defaults. After the final ACK the receiver dallies for one
+  ``timeout``, ACKing a repeated final block (RFC 1350 section 6).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 
 from harness.tftp.blocks import check_rollover, resolve_block, wire_block
 from harness.tftp.codec import (
@@ -63,7 +70,12 @@ from harness.tftp.errors import (
 )
 from harness.tftp.options import DEFAULT_BLKSIZE
 
-__all__ = ["Receiver", "Sender", "State"]
+__all__ = ["MAX_BACKOFF", "Receiver", "Sender", "State", "describe_backoff", "retransmission_waits", "total_wait"]
+
+#: Longest wait between two retransmissions (unless the timeout itself is longer), in seconds.
+#: Longer than the 5 s timer of common clients (tftp-hpa's ``tftp``), which restart it on every
+#: datagram they receive and resend only when it expires: one of our gaps must outlast it.
+MAX_BACKOFF = 8.0
 
 
 class State(enum.Enum):
@@ -85,18 +97,56 @@ _ACK = int(Opcode.ACK)
 _MAX_DATA_DATAGRAM = 4 + MAX_PAYLOAD
 
 
+def retransmission_waits(timeout: float, retries: int, *, max_interval: float = MAX_BACKOFF) -> Iterator[float]:
+    """The ``retries + 1`` waits of a transfer that hears nothing: the one before each
+    retransmission, then the one after which it gives up. Doubling from ``timeout``, at most
+    ``max(timeout, max_interval)``: 1, 2, 4, 8, 8, 8 for the defaults."""
+    cap = max(timeout, max_interval)
+    wait = timeout
+    for _ in range(retries + 1):
+        yield wait
+        wait = min(wait * 2, cap)
+
+
+def total_wait(timeout: float, retries: int, *, max_interval: float = MAX_BACKOFF) -> float:
+    """The sum of :func:`retransmission_waits`: how long a transfer that hears nothing lasts
+    (31 s for the defaults). Quick for any ``retries``: the waits stop growing at the cap."""
+    cap = max(timeout, max_interval)
+    total = 0.0
+    for count, wait in enumerate(retransmission_waits(timeout, retries, max_interval=max_interval)):
+        if wait >= cap:
+            return total + (retries + 1 - count) * cap
+        total += wait
+    return total
+
+
+def describe_backoff(timeout: float, retries: int, *, max_interval: float = MAX_BACKOFF) -> str:
+    """The schedule in words, for error messages: ``5 retries, 1 s doubling up to 8 s``."""
+    cap = max(timeout, max_interval)
+    if retries == 0:
+        return "no retries"
+    tries = f"{retries} retr{'y' if retries == 1 else 'ies'}"
+    if cap == timeout:
+        return f"{tries}, {timeout:g} s apart"
+    return f"{tries}, {timeout:g} s doubling up to {cap:g} s"
+
+
 class _Machine:
     """What Sender and Receiver share: state, timer, retry budget, failing."""
 
-    def __init__(self, *, blksize: int, windowsize: int, timeout: float, retries: int, rollover: int) -> None:
+    def __init__(
+        self, *, blksize: int, windowsize: int, timeout: float, retries: int, rollover: int, max_interval: float
+    ) -> None:
         if blksize < 1 or windowsize < 1:
             raise ValueError("blksize and windowsize must be positive")
-        if timeout <= 0 or retries < 0:
-            raise ValueError("timeout must be positive and retries non-negative")
+        if timeout <= 0 or retries < 0 or max_interval <= 0:
+            raise ValueError("timeout and max_interval must be positive and retries non-negative")
         self.blksize = blksize
         self.windowsize = windowsize
+        #: The base retransmission timeout: the wait after every send that made progress.
         self.timeout = timeout
         self.retries = retries
+        self.max_interval = max_interval
         self.rollover = check_rollover(rollover)
         self.state = State.ACTIVE
         #: When :meth:`timer_fired` is due, in the owner's clock; None while nothing is pending.
@@ -105,7 +155,8 @@ class _Machine:
         self.error: TftpError | None = None
         #: Datagrams sent again, by timeout or by window restart.
         self.retransmissions = 0
-        self._tries = 0
+        self._tries = 0  # timeouts in a row without progress; progress sets it back to 0
+        self._wait = timeout  # the wait after a timeout's retransmission (valid while _tries > 0)
 
     @property
     def finished(self) -> bool:
@@ -122,11 +173,20 @@ class _Machine:
         return [encode_error(error.error_code, str(error))]
 
     def _spend_try(self) -> bool:
-        """Count one timeout; False (and FAILED) once the budget is spent."""
-        if self._tries >= self.retries:
-            self._fail(TftpTimeoutError(f"peer silent after {self.retries} retries ({self.timeout:g} s apart)"))
+        """Count one timeout and double :attr:`_wait` for the retransmission it brings (RFC 1123
+        4.2.3.2); False (and FAILED) once the budget is spent.
+
+        The wait is derived from ``_tries`` so that progress only has to reset ``_tries``: the
+        per-block paths arm the timer with one base ``timeout`` and never touch ``_wait``."""
+        tries = self._tries
+        if tries >= self.retries:
+            silence = total_wait(self.timeout, self.retries, max_interval=self.max_interval)
+            schedule = describe_backoff(self.timeout, self.retries, max_interval=self.max_interval)
+            self._fail(TftpTimeoutError(f"peer silent for {silence:g} s ({schedule})"))
             return False
-        self._tries += 1
+        wait = self.timeout if tries == 0 else self._wait
+        self._wait = min(wait * 2, max(self.timeout, self.max_interval))
+        self._tries = tries + 1
         return True
 
     def receive(self, packet: Packet, now: float) -> list[bytes]:
@@ -182,8 +242,12 @@ class Sender(_Machine):
         rollover: int = 0,
         first: bytes | None = None,
         after_oack: bool = False,
+        max_interval: float = MAX_BACKOFF,
     ) -> None:
-        super().__init__(blksize=blksize, windowsize=windowsize, timeout=timeout, retries=retries, rollover=rollover)
+        super().__init__(
+            blksize=blksize, windowsize=windowsize, timeout=timeout, retries=retries, rollover=rollover,
+            max_interval=max_interval,
+        )
         self._first = first
         self._after_oack = after_oack
         self._acked = -1 if first is not None else 0  # highest ACKed index
@@ -253,9 +317,11 @@ class Sender(_Machine):
         if self._acked < 0:
             assert self._first is not None
             self.retransmissions += 1
-            self.deadline = now + self.timeout
+            self.deadline = now + self._wait
             return [self._first]
-        return self._send_window(self._acked + 1, now)
+        out = self._send_window(self._acked + 1, now)
+        self.deadline = now + self._wait  # _send_window armed one base timeout, as after progress
+        return out
 
     # -- internals ------------------------------------------------------------------------
 
@@ -333,8 +399,12 @@ class Receiver(_Machine):
         after_oack: bool = False,
         dally: bool = True,
         hold_final_ack: bool = False,
+        max_interval: float = MAX_BACKOFF,
     ) -> None:
-        super().__init__(blksize=blksize, windowsize=windowsize, timeout=timeout, retries=retries, rollover=rollover)
+        super().__init__(
+            blksize=blksize, windowsize=windowsize, timeout=timeout, retries=retries, rollover=rollover,
+            max_interval=max_interval,
+        )
         self._first = first
         self._after_oack = after_oack
         self._dally = dally
@@ -397,7 +467,7 @@ class Receiver(_Machine):
             return []
         self.retransmissions += 1
         self._in_window = 0
-        self.deadline = now + self.timeout
+        self.deadline = now + self._wait
         return [self._last_ack()]
 
     def receive_malformed(self, error: TftpDecodeError, now: float) -> list[bytes]:

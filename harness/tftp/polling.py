@@ -24,10 +24,11 @@ receives (a *stretch*) its owner calls :meth:`PeerWait.review`, which switches t
 when the mean sleep was that of a local peer on another CPU (between :data:`NEAR` and
 :data:`FAR`), and back to sleeping when a poll ran out (:data:`POLL_SECONDS`, the peer is
 slower than that) or, once every :data:`RECHECK` stretches, to see whether the two programs
-share a CPU again. A remote peer's answers take longer than :data:`FAR`, so it is never
-polled for. Only one thread per process polls at a time (:func:`poll_permit`): polling
-threads would compete for the CPUs and the interpreter lock. ``HARNESS_TFTP_POLLING=off`` in
-the environment turns polling off for the process (``bench/tftp_bench.py`` measures both).
+share a CPU again. A peer slower than :data:`FAR` (most remote ones) is never polled for;
+one slower than a poll costs at most one poll per stretch. Only one thread per process
+polls at a time (:func:`poll_permit`): polling threads would compete for the CPUs and the
+interpreter lock. ``HARNESS_TFTP_POLLING=off`` in the environment turns polling off for the
+process (``bench/tftp_bench.py`` measures both).
 """
 
 from __future__ import annotations

@@ -106,6 +106,24 @@ async def test_progress_goes_to_stderr(
     assert captured.out == ""
     last = captured.err.rsplit("\r", 1)[-1]
     assert "293.0 KiB in" in last and "blksize 512" in last and last.endswith("\n")
+    first = captured.err.split("\r")[1]
+    assert first == f"get 'big' from 127.0.0.1:{port}: waiting for 127.0.0.1 port {port} (up to 31 s)\x1b[K"
+
+
+async def test_progress_says_whom_it_waits_for_until_giving_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    silent = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+    with silent:
+        await silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        argv = ["tftp", "get", f"127.0.0.1:{port}", "x", str(tmp_path / "x"), "--progress", "--timeout", "0.1"]
+        with trio.fail_after(10):
+            assert await run_cli(*argv, "--retries", "2") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"\rget 'x' from 127.0.0.1:{port}: waiting for 127.0.0.1 port {port} (up to 0.7 s)")
+    assert err.endswith(f"\nharness: get 'x' from 127.0.0.1:{port} failed: no answer from 127.0.0.1 port {port} "
+                        "for 0.7 s (2 retries, 0.1 s doubling up to 8 s)\n")
 
 
 async def test_get_to_stdout(served: tuple[int, Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,7 @@ from harness.tftp.client import TransferInfo, tftp_get, tftp_put
 from harness.tftp.errors import TftpError
 from harness.tftp.options import BLKSIZE_RANGE, TIMEOUT_RANGE, WINDOWSIZE_RANGE
 from harness.tftp.server import DEFAULT_PORT, serve_tftp
-from harness.tftp.transfer import MAX_BACKOFF
+from harness.tftp.transfer import MAX_BACKOFF, total_wait
 
 __all__ = ["register"]
 
@@ -182,6 +182,13 @@ class _Progress:
         self._last = 0.0
         self._shown = False
 
+    def waiting(self, host: str, port: int, seconds: float) -> None:
+        """Say who is being asked, until the first progress replaces it: a silent server
+        is only given up on after ``seconds``."""
+        self._stream.write(f"\r{self._label}: waiting for {host} port {port} (up to {seconds:g} s)\x1b[K")
+        self._stream.flush()
+        self._shown = True
+
     def update(self, done: int, total: int | None) -> None:
         now = time.monotonic()
         if now - self._last < _PROGRESS_INTERVAL:
@@ -232,6 +239,9 @@ def _run_client(
     args: argparse.Namespace, label: str, transfer: Callable[[_Progress | None], TransferInfo]
 ) -> int:
     progress = _progress(args, label)
+    if progress is not None:
+        host, port = _check_client_args(args)
+        progress.waiting(host, port, total_wait(args.timeout, args.retries))
     try:
         info = transfer(progress)
     except (TftpError, OSError) as exc:

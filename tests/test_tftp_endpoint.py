@@ -210,6 +210,8 @@ def test_only_one_thread_at_a_time_may_poll() -> None:
         raise RuntimeError("the permit is given back on the way out")
     with poll_permit() as after:
         assert after
+    with poll_permit(wanted=False) as unwanted, poll_permit() as other:
+        assert (unwanted, other) == (False, True)  # not wanting it leaves it to others
 
 
 @pytest.mark.parametrize("coalesce", [False, True])

@@ -387,8 +387,8 @@ def _drive_in_thread(
         except OSError as exc:  # includes a timed-out single send: the timer covers it
             logger.debug("send to %s failed: %s", address[:2], exc)
 
-    with sock.blocking(), poll_permit() as may_poll:
-        waiting = PeerWait(sock.receive_now, allowed=may_poll and machine.windowsize == 1, clock=clock)
+    with sock.blocking(), poll_permit(wanted=machine.windowsize == 1) as may_poll:
+        waiting = PeerWait(sock.receive_now, allowed=may_poll, clock=clock)
         receive = waiting.receive
         now = clock()
         send(begin(now), peer)

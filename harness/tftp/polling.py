@@ -64,9 +64,10 @@ _POLLER = threading.Lock()
 
 
 @contextlib.contextmanager
-def poll_permit() -> Iterator[bool]:
-    """Whether this thread may poll: True for one thread of the process at a time."""
-    if not _CAN_POLL or not _POLLER.acquire(blocking=False):
+def poll_permit(wanted: bool = True) -> Iterator[bool]:
+    """Whether this thread may poll: True for one thread of the process at a time, and only
+    for one that ``wanted`` it (a thread that never polls must not keep the others from it)."""
+    if not wanted or not _CAN_POLL or not _POLLER.acquire(blocking=False):
         yield False
         return
     try:

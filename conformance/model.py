@@ -40,6 +40,8 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     UNSUPPORTED = "unsupported"
     ERROR = "error"
+    # Not run: the target had stopped answering, the restart bound or the run budget was used up.
+    SKIPPED = "skipped"
 
 
 class CaseFailed(Exception):
@@ -130,6 +132,9 @@ class Protocol:
     spec_suffix: str = ""
     options: tuple[Option, ...] = ()
     liveness: LivenessCheck | None = None
+    # Deadline of one liveness check, before --timeout-scale. A protocol whose check waits out a
+    # busy target (a server still finishing an earlier transfer) sets a longer one.
+    liveness_seconds: float = 2.0
     preflight: Preflight | None = None
     prepare_command: CommandPreparer | None = None
     # Writes the files a target must serve (``conformance fixtures PROTO DIR``).

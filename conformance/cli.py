@@ -7,22 +7,25 @@ import ast
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from conformance import registry
+from conformance import registry, signals
 from conformance.context import RunOptions
-from conformance.model import Option, TargetUnusable
+from conformance.model import Option, Protocol, TargetUnusable
 from conformance.report import TableWriter, summarize, write_json, write_junit
-from conformance.runner import CaseResult, run_cases, select_cases
+from conformance.runner import CaseResult, run_cases
+from conformance.selection import ExpectedFailure, parse_expect_fail, select_cases
 from conformance.targets import TargetHost, UsageError, resolve_specs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 FUZZ_EXAMPLES = 1000
 DEFAULT_DB = Path(".hypothesis") / "conformance"
+# Per protocol: the reference takes under 15 s for any; a slow or hostile target is cut off here.
+DEFAULT_RUN_BUDGET = 300.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-k", dest="patterns", action="append", default=[], metavar="GLOB",
         help="only cases whose id matches GLOB (repeatable; without wildcards, a substring)",
+    )
+    run.add_argument(
+        "--skip", action="append", default=[], metavar="GLOB",
+        help="leave out cases whose id matches GLOB (repeatable; the counterpart of -k)",
+    )
+    run.add_argument(
+        "--expect-fail", type=Path, metavar="FILE",
+        help="a file of case ids or globs, one per line with an optional reason after it ('#' comments): "
+        "their failures do not fail the run; a listed case that passes is reported, and fails the run "
+        "under --strict",
+    )
+    run.add_argument(
+        "--run-budget", type=float, default=DEFAULT_RUN_BUDGET, metavar="SECONDS",
+        help="no further case of a protocol starts once its cases have run this long, scaled by "
+        f"--timeout-scale; the rest are reported as skipped (default: {DEFAULT_RUN_BUDGET:.0f})",
     )
     run.add_argument("--tls-ca", type=Path, metavar="PATH", help="CA certificate that signed an outside TLS server's certificate")
     run.add_argument("--tls-servername", metavar="NAME", help="name to verify in an outside TLS server's certificate (default: its host)")
@@ -144,13 +162,15 @@ def _run(args: argparse.Namespace) -> int:
     protocols = registry.protocols()
     specs = resolve_specs(args.target, args.target_cmd, protocols)
     wanted = {spec.protocol for spec in specs}
-    cases = select_cases([p for name, p in protocols.items() if name in wanted], args.patterns)
+    cases = select_cases([p for name, p in protocols.items() if name in wanted], args.patterns, args.skip)
     if not cases:
-        raise UsageError(
-            f"no case of {', '.join(sorted(wanted))} matches {' '.join(args.patterns)}; see 'conformance list'"
-        )
+        chosen = " ".join(args.patterns) + "".join(f" --skip {glob}" for glob in args.skip)
+        raise UsageError(f"no case of {', '.join(sorted(wanted))} is left by {chosen.strip()}; see 'conformance list'")
     if args.timeout_scale <= 0:
         raise UsageError("--timeout-scale must be positive")
+    if args.run_budget <= 0:
+        raise UsageError("--run-budget must be positive")
+    expected = _expected_failures(args.expect_fail, protocols)
     if args.examples is not None and args.examples < 1:
         raise UsageError("--examples must be at least 1")
     if args.replay is not None:
@@ -169,34 +189,68 @@ def _run(args: argparse.Namespace) -> int:
         replay=args.replay,
         protocol_options=protocol_options,
         option_words=_option_words(args),
+        run_budget=args.run_budget,
+        expected_failures=tuple(expected),
     )
     table = TableWriter(sys.stdout, max(len(case.id) for case in cases), strict=args.strict, verbose=args.verbose)
     started = time.monotonic()
-    with TargetHost(
-        specs,
-        protocols,
-        options=protocol_options,
-        timeout_scale=args.timeout_scale,
-        tls_ca=args.tls_ca,
-        tls_servername=args.tls_servername,
-    ) as targets:
-        table.header([f"target {name}: {target.describe()}" for name, target in targets.items()])
-        plan = [(case, targets[case.protocol]) for case in cases]
-        results: list[CaseResult] = trio.run(run_cases, plan, options, table.row)
-        described = {name: target.describe() for name, target in targets.items()}
-    summary = summarize(results, strict=args.strict, duration_s=time.monotonic() - started)
+    results: list[CaseResult] = []
+    described: dict[str, str] = {}
+
+    def record(result: CaseResult) -> None:
+        results.append(result)
+        table.row(result)
+
+    interrupted: str | None = None
+    try:
+        with TargetHost(
+            specs,
+            protocols,
+            options=protocol_options,
+            timeout_scale=args.timeout_scale,
+            tls_ca=args.tls_ca,
+            tls_servername=args.tls_servername,
+        ) as targets:
+            described = {name: target.describe() for name, target in targets.items()}
+            table.header([f"target {name}: {where}" for name, where in described.items()])
+            plan = [(case, targets[case.protocol]) for case in cases]
+            trio.run(run_cases, plan, options, record)
+    except KeyboardInterrupt:
+        # The targets are stopped and the temporary files gone (TargetHost's exit); what ran is reported.
+        interrupted = signals.received_name()
+        print(f"\nconformance: interrupted by {interrupted}", file=sys.stderr)
+    summary = summarize(results, strict=args.strict, duration_s=time.monotonic() - started, interrupted=interrupted)
     table.details(results)
     table.summary(summary)
     if args.json is not None:
         write_json(args.json, results, summary, described)
     if args.junit is not None:
         write_junit(args.junit, results, summary)
+    if interrupted is not None:
+        return signals.exit_status()
     return EXIT_OK if summary["ok"] else EXIT_FAILED
+
+
+def _expected_failures(path: Path | None, protocols: Mapping[str, Protocol]) -> list[ExpectedFailure]:
+    if path is None:
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--expect-fail {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--expect-fail {path}: not a UTF-8 text file") from None
+    known = [case.id for protocol in protocols.values() for case in protocol.cases]
+    try:
+        return parse_expect_fail(text, known, source=f"--expect-fail {path}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    signals.interrupt_on_termination()
     try:
         result: int = args.handler(args)
     except (UsageError, TargetUnusable) as exc:
@@ -207,6 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"conformance: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("conformance: interrupted", file=sys.stderr)
-        return 130
+        print(f"conformance: interrupted by {signals.received_name()}", file=sys.stderr)
+        return signals.exit_status()
     return result

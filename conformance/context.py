@@ -14,8 +14,9 @@ from typing import Any, NoReturn
 
 import trio
 
-from conformance.model import Case, CaseFailed, Unsupported
+from conformance.model import Case, CaseFailed, NoAnswer, Unsupported
 from conformance.process import ManagedProcess
+from conformance.selection import ExpectedFailure
 from conformance.targets import ResolvedTarget, TargetEnv, free_port, launch_command, wait_until_up
 
 CONNECT_SECONDS = 5.0
@@ -35,6 +36,10 @@ class RunOptions:
     protocol_options: Mapping[str, Any] = field(default_factory=dict)
     # Options whose values differ from their defaults, as command-line words, for replay lines.
     option_words: tuple[str, ...] = ()
+    # Seconds after which no further case of a target starts (before --timeout-scale); None: no limit.
+    run_budget: float | None = None
+    # From --expect-fail: cases whose failure does not fail the run.
+    expected_failures: tuple[ExpectedFailure, ...] = ()
 
     @property
     def search_factor(self) -> float:
@@ -141,7 +146,7 @@ class CaseContext:
             with trio.fail_after(limit):
                 yield
         except trio.TooSlowError:
-            raise CaseFailed(f"timed out after {limit:.1f} s {doing}") from None
+            raise NoAnswer(f"timed out after {limit:.1f} s {doing}") from None
 
     def replay_command(self, example: str) -> str:
         words = ["conformance", "run", self.target.spec.cli_form(), "-k", self.case.id]

@@ -84,6 +84,10 @@ class CaseFailed(Exception):
         return "\n".join(lines)
 
 
+class NoAnswer(CaseFailed):
+    """The target said nothing before a deadline (as opposed to answering wrongly)."""
+
+
 class Unsupported(Exception):
     """The target does not offer an optional feature this case needs (or the transport cannot say it)."""
 

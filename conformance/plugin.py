@@ -15,9 +15,10 @@ import pytest
 import trio
 
 from conformance import registry
-from conformance.context import RunOptions
+from conformance.context import CaseContext, RunOptions
 from conformance.model import Case, Level, Outcome, TargetUnusable
 from conformance.runner import run_case, run_preflight
+from conformance.selection import ExpectedFailure, expected_failure, parse_expect_fail, select_cases
 from conformance.targets import ResolvedTarget, TargetHost, TargetSpec, UsageError, resolve_specs
 
 CASES_DIR = Path(__file__).parent / "cases"
@@ -32,7 +33,7 @@ class _Session:
     host: TargetHost | None = None
     targets: dict[str, ResolvedTarget] = field(default_factory=dict)
     wanted: set[str] = field(default_factory=set)
-    preflighted: set[str] = field(default_factory=set)
+    skip: list[str] = field(default_factory=list)
 
     def target(self, protocol: str) -> ResolvedTarget:
         if self.host is None:
@@ -63,6 +64,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="start COMMAND with {port} replaced by a free port and test it as PROTO")
     group.addoption("--tls-ca", metavar="PATH", help="CA certificate of an outside TLS server")
     group.addoption("--tls-servername", metavar="NAME", help="name to verify in an outside TLS server's certificate")
+    group.addoption("--skip", action="append", default=[], metavar="GLOB",
+                    help="leave out cases whose id matches GLOB (repeatable; without wildcards, a substring)")
+    group.addoption("--expect-fail", metavar="FILE",
+                    help="case ids or globs (one per line, optional reason after it) expected to fail: "
+                    "reported as xfail; a listed case that passes is XPASS, a failure under --conformance-strict")
+    group.addoption("--run-budget", type=float, default=None, metavar="SECONDS",
+                    help="no further case of a protocol starts once its cases have run this long")
     group.addoption("--timeout-scale", type=float, default=1.0, metavar="X", help="multiply every deadline by X")
     group.addoption("--conformance-strict", action="store_true", help="make SHOULD-level failures fatal")
     group.addoption("--examples", type=int, metavar="N", help="hypothesis examples per search case")
@@ -83,6 +91,15 @@ def pytest_configure(config: pytest.Config) -> None:
     protocol_options = {option.dest: config.getoption(option.dest) for option in registry.all_options()}
     db = config.getoption("conformance_db")
     tls_ca = config.getoption("tls_ca")
+    expected: list[ExpectedFailure] = []
+    expect_file = config.getoption("expect_fail")
+    if expect_file:
+        known = [case.id for protocol in protocols.values() for case in protocol.cases]
+        try:
+            expected = parse_expect_fail(Path(expect_file).read_text(encoding="utf-8"), known,
+                                         source=f"--expect-fail {expect_file}")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[_STATE] = _Session(
         specs={spec.protocol: spec for spec in specs},
         options=RunOptions(
@@ -92,7 +109,10 @@ def pytest_configure(config: pytest.Config) -> None:
             hypothesis_db=Path(db) if db else None,
             replay=config.getoption("conformance_replay"),
             protocol_options=protocol_options,
+            run_budget=config.getoption("run_budget"),
+            expected_failures=tuple(expected),
         ),
+        skip=config.getoption("skip"),
         tls_ca=Path(tls_ca) if tls_ca else None,
         tls_servername=config.getoption("tls_servername"),
     )
@@ -125,7 +145,7 @@ class CaseModule(pytest.File):
         for protocol in getattr(module, "PROTOCOLS", ()):
             if protocol.name not in state.specs:
                 continue
-            for case in protocol.cases:
+            for case in select_cases([protocol], (), state.skip):
                 yield CaseItem.from_parent(self, name=case.id, case=case)
 
 
@@ -135,27 +155,28 @@ class CaseItem(pytest.Item):
         self.case = case
         if case.slow:
             self.add_marker("slow")
+        state = self.config.stash[_STATE]
+        reason = expected_failure(case.id, state.options.expected_failures)
+        if reason is not None:
+            # pytest's own xfail: a failure shows as XFAIL, a pass as XPASS (a failure when strict).
+            self.add_marker(pytest.mark.xfail(reason=reason or "listed in --expect-fail",
+                                              strict=state.options.strict, raises=pytest.fail.Exception))
 
     def runtest(self) -> None:
         state = self.config.stash[_STATE]
         target = state.target(self.case.protocol)
-        preflight = target.protocol.preflight
-        if preflight is not None and self.case.protocol not in state.preflighted:
-            state.preflighted.add(self.case.protocol)
-            from conformance.context import CaseContext
-
-            try:
-                trio.run(run_preflight, preflight, CaseContext(self.case, target, state.options))
-            except TargetUnusable as exc:
-                pytest.exit(f"conformance: {exc}", returncode=2)
+        try:
+            trio.run(run_preflight, CaseContext(self.case, target, state.options))
+        except TargetUnusable as exc:
+            pytest.exit(f"conformance: {exc}", returncode=2)
         result = trio.run(run_case, self.case, target, state.options)
         self.user_properties.append(("spec", self.case.spec))
         for note in result.notes:
             self.user_properties.append(("note", note))
         if result.outcome is Outcome.PASSED:
             return
-        if result.outcome is Outcome.UNSUPPORTED:
-            pytest.skip(f"unsupported: {result.message}")
+        if result.outcome in (Outcome.UNSUPPORTED, Outcome.SKIPPED):
+            pytest.skip(f"{result.outcome.value}: {result.message}")
         text = f"{self.case.id} ({self.case.spec}): {result.message}"
         if result.output:
             text += "\ntarget output during the case:\n" + "\n".join(f"| {line}" for line in result.output)

@@ -14,28 +14,38 @@ from typing import Any, TextIO
 from conformance.model import Level, Outcome
 from conformance.runner import CaseResult
 
-OUTCOME_ORDER = (Outcome.PASSED, Outcome.FAILED, Outcome.UNSUPPORTED, Outcome.ERROR)
+OUTCOME_ORDER = (Outcome.PASSED, Outcome.FAILED, Outcome.UNSUPPORTED, Outcome.SKIPPED, Outcome.ERROR)
 SUMMARY_WORDS = {
     Outcome.PASSED: "passed",
     Outcome.FAILED: "failed",
     Outcome.UNSUPPORTED: "unsupported",
+    Outcome.SKIPPED: "skipped",
     Outcome.ERROR: "errors",
 }
+# Outcomes whose reason is worth a line under the row: the details section only covers failures.
+REASON_SHOWN = (Outcome.UNSUPPORTED, Outcome.SKIPPED)
 
 
-def summarize(results: Sequence[CaseResult], *, strict: bool, duration_s: float) -> dict[str, Any]:
+def summarize(
+    results: Sequence[CaseResult], *, strict: bool, duration_s: float, interrupted: str | None = None
+) -> dict[str, Any]:
     counts = Counter(result.outcome for result in results)
     non_fatal = sum(
-        1 for r in results if r.outcome is Outcome.FAILED and not r.is_fatal(strict)
+        1 for r in results if r.outcome is Outcome.FAILED and not r.is_fatal(strict) and not r.failed_as_expected
     )
-    return {
+    summary: dict[str, Any] = {
         "total": len(results),
         **{outcome.value: counts.get(outcome, 0) for outcome in OUTCOME_ORDER},
+        "expected_failures": sum(1 for r in results if r.failed_as_expected),
+        "unexpected_passes": sum(1 for r in results if r.unexpected_pass),
         "should_failures_not_fatal": non_fatal,
         "strict": strict,
         "duration_s": round(duration_s, 3),
-        "ok": not any(r.is_fatal(strict) for r in results),
+        "ok": interrupted is None and not any(r.is_fatal(strict) for r in results),
     }
+    if interrupted is not None:
+        summary["interrupted"] = interrupted
+    return summary
 
 
 class TableWriter:
@@ -55,15 +65,19 @@ class TableWriter:
         self.out.flush()
 
     def row(self, result: CaseResult) -> None:
-        verdict = result.outcome.value
-        if result.outcome is Outcome.FAILED and result.level is Level.SHOULD:
+        verdict = result.verdict
+        if result.outcome is Outcome.FAILED and result.level is Level.SHOULD and not result.failed_as_expected:
             verdict += " (SHOULD)" if not self.strict else " (SHOULD!)"
         print(
             f"{result.id:<{self.id_width}}  {verdict:<19}  {result.duration_s:>6.2f}s  {result.spec}",
             file=self.out,
         )
+        pad = " " * (self.id_width + 4)
+        if result.outcome in REASON_SHOWN and result.message:
+            print(f"{pad}{result.outcome.value}: " + result.message.splitlines()[0], file=self.out)
+        if result.expected_failure:
+            print(f"{pad}expected to fail: {result.expected_failure}", file=self.out)
         if self.verbose and result.notes:
-            pad = " " * (self.id_width + 4)
             for note in result.notes:
                 print(f"{pad}note: " + note.replace("\n", f"\n{pad}      "), file=self.out)
         self.out.flush()
@@ -71,7 +85,7 @@ class TableWriter:
     def details(self, results: Sequence[CaseResult]) -> None:
         troubled = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.ERROR)]
         for result in troubled:
-            print(f"\n--- {result.id} {result.outcome.value}: {result.description}", file=self.out)
+            print(f"\n--- {result.id} {result.verdict}: {result.description}", file=self.out)
             print(f"    spec: {result.spec}", file=self.out)
             for line in result.message.splitlines():
                 print(f"    {line}", file=self.out)
@@ -89,6 +103,13 @@ class TableWriter:
         if summary["should_failures_not_fatal"]:
             line += f" ({summary['should_failures_not_fatal']} SHOULD-level failures not fatal; --strict makes them so)"
         print(line, file=self.out)
+        if summary["expected_failures"] or summary["unexpected_passes"]:
+            extra = f"{summary['expected_failures']} failed as expected, {summary['unexpected_passes']} passed unexpectedly"
+            if summary["unexpected_passes"] and not summary["strict"]:
+                extra += " (--strict makes an unexpected pass fail the run)"
+            print(extra, file=self.out)
+        if "interrupted" in summary:
+            print(f"interrupted by {summary['interrupted']}: the cases not listed did not run", file=self.out)
         print("verdict: PASS" if summary["ok"] else "verdict: FAIL", file=self.out)
         self.out.flush()
 
@@ -98,6 +119,8 @@ def result_dict(result: CaseResult, *, strict: bool) -> dict[str, Any]:
         "id": result.id,
         "protocol": result.protocol,
         "outcome": result.outcome.value,
+        "verdict": result.verdict,
+        "expected_failure": result.expected_failure,
         "duration_s": result.duration_s,
         "message": result.message,
         "spec": result.spec,
@@ -146,10 +169,14 @@ def write_junit(path: Path, results: Sequence[CaseResult], summary: dict[str, An
             name=protocol,
             tests=str(len(members)),
             failures=str(sum(1 for r in members if r.outcome is Outcome.FAILED and r.is_fatal(summary["strict"]))),
-            errors=str(counts.get(Outcome.ERROR, 0)),
+            errors=str(sum(1 for r in members if r.outcome is Outcome.ERROR and r.is_fatal(summary["strict"]))),
             skipped=str(
                 counts.get(Outcome.UNSUPPORTED, 0)
-                + sum(1 for r in members if r.outcome is Outcome.FAILED and not r.is_fatal(summary["strict"]))
+                + counts.get(Outcome.SKIPPED, 0)
+                + sum(
+                    1 for r in members
+                    if r.outcome in (Outcome.FAILED, Outcome.ERROR) and not r.is_fatal(summary["strict"])
+                )
             ),
             time=f"{sum(r.duration_s for r in members):.3f}",
         )
@@ -159,14 +186,21 @@ def write_junit(path: Path, results: Sequence[CaseResult], summary: dict[str, An
             )
             ET.SubElement(ET.SubElement(element, "properties"), "property", name="spec", value=result.spec)
             first_line = result.message.splitlines()[0] if result.message else ""
-            if result.outcome is Outcome.FAILED and result.is_fatal(summary["strict"]):
+            if result.failed_as_expected:
+                reason = f" ({result.expected_failure})" if result.expected_failure else ""
+                ET.SubElement(element, "skipped", message=f"expected failure{reason}: {first_line}").text = (
+                    result.message
+                )
+            elif result.unexpected_pass and result.is_fatal(summary["strict"]):
+                ET.SubElement(element, "failure", message="passed, but --expect-fail lists it as failing")
+            elif result.outcome is Outcome.FAILED and result.is_fatal(summary["strict"]):
                 ET.SubElement(element, "failure", message=first_line).text = result.message
             elif result.outcome is Outcome.FAILED:
                 ET.SubElement(element, "skipped", message=f"SHOULD-level failure: {first_line}").text = result.message
             elif result.outcome is Outcome.ERROR:
                 ET.SubElement(element, "error", message=first_line).text = result.message
-            elif result.outcome is Outcome.UNSUPPORTED:
-                ET.SubElement(element, "skipped", message=f"unsupported: {first_line}")
+            elif result.outcome in REASON_SHOWN:
+                ET.SubElement(element, "skipped", message=f"{result.outcome.value}: {first_line}")
             if result.notes:
                 ET.SubElement(element, "system-out").text = "\n".join(result.notes)
             if result.output:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import fnmatch
+import contextlib
+import ipaddress
+import subprocess
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -14,19 +16,25 @@ from conformance.model import (
     Case,
     CaseFailed,
     Level,
+    NoAnswer,
     Outcome,
-    Preflight,
-    Protocol,
     TargetUnusable,
     Unsupported,
 )
-from conformance.targets import ResolvedTarget
+from conformance.selection import expected_failure
+from conformance.targets import ResolvedTarget, udp_port_bound
 
-# Before each case; long enough for a loaded machine, short enough that a dead target fails fast.
-LIVENESS_SECONDS = 2.0
 OUTPUT_LINES_SHOWN = 20
 PREFLIGHT_SECONDS = 10.0
+# How long a UDP target gets to answer its first probe before "nothing answers" (exit 2).
+REACH_SECONDS = 5.0
+# Between two probes of a UDP target that has not answered yet.
+REACH_RETRY_SECONDS = 0.5
 OUTPUT_SETTLE_SECONDS = 0.1
+# A program that keeps dying is restarted this often in a run; past it, its cases are not run.
+MAX_RESTARTS = 10
+# Cases in a row that run out of time before the rest of a target's cases are skipped as too slow.
+SLOW_STREAK = 3
 
 
 @dataclass
@@ -41,24 +49,36 @@ class CaseResult:
     description: str = ""
     notes: list[str] = field(default_factory=list)
     output: list[str] = field(default_factory=list)
+    #: Listed in --expect-fail (with the reason given there, maybe empty); None when not listed.
+    expected_failure: str | None = None
+
+    @property
+    def failed_as_expected(self) -> bool:
+        return self.expected_failure is not None and self.outcome in (Outcome.FAILED, Outcome.ERROR)
+
+    @property
+    def unexpected_pass(self) -> bool:
+        return self.expected_failure is not None and self.outcome is Outcome.PASSED
+
+    @property
+    def verdict(self) -> str:
+        """The outcome as the table shows it: 'failed (expected)', 'passed (unexpected)'..."""
+        if self.failed_as_expected:
+            return f"{self.outcome.value} (expected)"
+        if self.unexpected_pass:
+            return "passed (unexpected)"
+        return self.outcome.value
 
     def is_fatal(self, strict: bool) -> bool:
+        if self.failed_as_expected:
+            return False
+        if self.unexpected_pass:
+            return strict
         if self.outcome is Outcome.ERROR:
             return True
         if self.outcome is Outcome.FAILED:
             return strict or self.level is Level.MUST
         return False
-
-
-def select_cases(protocols: Iterable[Protocol], patterns: Sequence[str]) -> list[Case]:
-    """Cases whose id matches any glob; a pattern without wildcards matches as a substring."""
-    globs = [p if any(ch in p for ch in "*?[") else f"*{p}*" for p in patterns]
-    selected = []
-    for protocol in protocols:
-        for case in protocol.cases:
-            if not globs or any(fnmatch.fnmatchcase(case.id, glob) for glob in globs):
-                selected.append(case)
-    return selected
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -87,7 +107,7 @@ def _classify(exc: BaseException) -> tuple[Outcome, str]:
 
 
 async def _check_alive(ctx: CaseContext) -> str | None:
-    """None when the target looks alive; otherwise why the case cannot meaningfully run."""
+    """None when the target looks alive; otherwise why it does not."""
     target = ctx.target
     death = target.death()
     if death is not None:
@@ -95,11 +115,12 @@ async def _check_alive(ctx: CaseContext) -> str | None:
     check = target.protocol.liveness
     if check is None:
         return None
+    limit = ctx.seconds(target.protocol.liveness_seconds)
     try:
-        with trio.fail_after(ctx.seconds(LIVENESS_SECONDS)):
+        with trio.fail_after(limit):
             await check(ctx)
     except trio.TooSlowError:
-        return f"no answer to the liveness check within {ctx.seconds(LIVENESS_SECONDS):.1f} s"
+        return f"no answer to the liveness check within {limit:.1f} s"
     except BaseException as exc:
         outcome, message = _classify(exc)
         if outcome is Outcome.ERROR:
@@ -110,36 +131,23 @@ async def _check_alive(ctx: CaseContext) -> str | None:
     return target.death()
 
 
-async def run_case(case: Case, target: ResolvedTarget, options: RunOptions) -> CaseResult:
-    ctx = CaseContext(case, target, options)
-    mark = target.output_mark()
-    start = trio.current_time()
-    outcome = Outcome.PASSED
-    message = ""
-    try:
-        with trio.fail_after(ctx.seconds(case.budget) * options.search_factor):
-            problem = await _check_alive(ctx)
-            if problem is not None:
-                raise CaseFailed(f"target is not responding before the case started: {problem}")
-            try:
-                await case.func(ctx)
-            finally:
-                await ctx.aclose()
-    except trio.TooSlowError:
-        outcome = Outcome.FAILED
-        message = f"the case did not finish within its budget of {ctx.seconds(case.budget):.0f} s"
-    except BaseException as exc:
-        outcome, message = _classify(exc)
-    duration = trio.current_time() - start
-    output: list[str] = []
-    if outcome in (Outcome.FAILED, Outcome.ERROR):
-        if target.process is not None:
-            # The program's last words are still in the pipe when a failure shows up on the socket.
-            await trio.sleep(OUTPUT_SETTLE_SECONDS)
-        death = target.death()
-        if death is not None and death not in message:
-            message = f"{message}\n  ({death})"
-        output = target.output_since(mark, limit=OUTPUT_LINES_SHOWN)
+async def _wait_for_exit(target: ResolvedTarget) -> str | None:
+    """The program's exit, if it is exiting: a crash shows on the socket before the process is gone."""
+    if target.process is None:
+        return target.death()
+    popen = target.process.popen
+
+    def wait() -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(OUTPUT_SETTLE_SECONDS)
+
+    await trio.to_thread.run_sync(wait)
+    return target.death()
+
+
+def _result(
+    case: Case, options: RunOptions, outcome: Outcome, message: str, duration: float, notes: list[str]
+) -> CaseResult:
     return CaseResult(
         id=case.id,
         protocol=case.protocol,
@@ -149,19 +157,198 @@ async def run_case(case: Case, target: ResolvedTarget, options: RunOptions) -> C
         spec=case.spec,
         level=case.level,
         description=case.description,
-        notes=list(ctx.notes),
-        output=output,
+        notes=notes,
+        expected_failure=expected_failure(case.id, options.expected_failures),
     )
 
 
-async def run_preflight(preflight: Preflight, ctx: CaseContext) -> None:
-    """Once per target, before its cases: raises TargetUnusable when testing it makes no sense."""
+async def _prepare(ctx: CaseContext) -> str | None:
+    """Before a case: restart a program that died, wait out a silent target. A reason to skip, or None."""
+    target = ctx.target
+    health = target.health
+    options = ctx.options
+    now = trio.current_time()
+    if health.given_up is None and health.started_at is not None and options.run_budget is not None:
+        budget = ctx.seconds(options.run_budget)
+        if now - health.started_at > budget:
+            health.given_up = (
+                f"the run budget of {budget:.0f} s for {target.protocol.name} is used up "
+                "(--run-budget sets it)"
+            )
+    if health.given_up is not None:
+        return health.given_up
+    if health.started_at is None:
+        health.started_at = now
+    if health.restart_after is not None:
+        died_during = health.restart_after
+        if health.restarts >= MAX_RESTARTS:
+            health.given_up = (
+                f"the program was restarted {MAX_RESTARTS} times already; it last died or hung during {died_during}"
+            )
+            return health.given_up
+        try:
+            await trio.to_thread.run_sync(target.restart)
+        except TargetUnusable as exc:
+            health.given_up = f"the program could not be started again after {died_during}: {exc}"
+            return health.given_up
+        health.restarts += 1
+        health.restart_after = None
+        ctx.note(
+            f"the suite restarted the program (restart {health.restarts} of at most {MAX_RESTARTS}) "
+            f"after it died or hung during {died_during}; it now listens on port {target.port}"
+        )
+        return None
+    if health.silent_since is not None:
+        problem = await _check_alive(CaseContext(ctx.case, target, options))
+        if problem is not None:
+            return f"the target has not answered since {health.silent_since} ({problem})"
+        ctx.note(f"the target answers again (it had stopped answering during {health.silent_since})")
+        health.silent_since = None
+    return None
+
+
+async def _after(ctx: CaseContext) -> str | None:
+    """After a case: did the target survive it? A message for the case when it did not."""
+    target = ctx.target
+    health = target.health
+    problem = await _check_alive(CaseContext(ctx.case, target, ctx.options))
+    if problem is None:
+        return None
+    death = await _wait_for_exit(target)
+    if target.process is not None:
+        health.restart_after = ctx.case.id
+        if death is not None:
+            return f"the program died during this case ({death.removeprefix('target program ')})"
+        return f"the program stopped answering during this case ({problem}); the suite restarts it"
+    health.silent_since = ctx.case.id
+    return f"the target stopped answering during this case: {problem}"
+
+
+async def run_case(case: Case, target: ResolvedTarget, options: RunOptions) -> CaseResult:
+    """Run one case, with what comes around it: restart or wait before, a liveness check after."""
+    ctx = CaseContext(case, target, options)
+    start = trio.current_time()
+    skip = await _prepare(ctx)
+    if skip is not None:
+        return _result(case, options, Outcome.SKIPPED, skip, trio.current_time() - start, list(ctx.notes))
+    mark = target.output_mark()
+    process = target.process
+    outcome = Outcome.PASSED
+    message = ""
+    budget = ctx.seconds(case.budget) * options.search_factor
+    timed_out = False
+    try:
+        with trio.fail_after(budget):
+            try:
+                await case.func(ctx)
+            finally:
+                await ctx.aclose()
+    except trio.TooSlowError:
+        timed_out = True
+        outcome = Outcome.FAILED
+        message = (
+            f"too slow: the case did not finish within its budget of {budget:.0f} s "
+            "(the target answered too slowly, or not at all, somewhere along the way)"
+        )
+    except BaseException as exc:
+        outcome, message = _classify(exc)
+    health = target.health
+    health.slow_streak = health.slow_streak + 1 if timed_out else 0
+    if health.slow_streak >= SLOW_STREAK and health.given_up is None:
+        health.given_up = f"the target was too slow to finish the last {SLOW_STREAK} cases within their budgets"
+    result = _result(case, options, outcome, message, 0.0, list(ctx.notes))
+    if outcome is not Outcome.ERROR:
+        trouble = await _after(ctx)
+        if trouble is not None:
+            if outcome is Outcome.FAILED:
+                result.message += f"\n  ({trouble})"
+            else:
+                # Whatever the case concluded, the program did not survive it.
+                result.outcome = Outcome.FAILED
+                result.level = Level.MUST
+                result.message = trouble
+    if result.outcome in (Outcome.FAILED, Outcome.ERROR):
+        if process is not None and process is target.process:
+            # The program's last words are still in the pipe when a failure shows up on the socket.
+            await trio.sleep(OUTPUT_SETTLE_SECONDS)
+        death = target.death()
+        if death is not None and death not in result.message and "died" not in result.message:
+            result.message += f"\n  ({death})"
+        result.output = (
+            process.output_since(mark, limit=OUTPUT_LINES_SHOWN)
+            if process is not None
+            else target.output_since(mark, limit=OUTPUT_LINES_SHOWN)
+        )
+    result.duration_s = round(trio.current_time() - start, 3)
+    return result
+
+
+async def _reach(ctx: CaseContext) -> None:
+    """UDP only: a target that nothing answers cannot be tested (exit 2), rather than failing every case.
+
+    TCP targets get this from the connect in TargetHost; a UDP target needs the protocol's own probe,
+    retried (a program may still be starting), within :data:`REACH_SECONDS`.
+    """
+    target = ctx.target
+    protocol = target.protocol
+    if protocol.transport != "udp" or protocol.liveness is None:
+        return
+    where = f"UDP on {target.host}:{target.port}"
+    if _is_loopback(target.host) and udp_port_bound(target.port) is False:
+        raise TargetUnusable(
+            f"nothing answers {where} (no socket on this machine is bound to port {target.port}); "
+            "is the server running, on that port?"
+        )
+    limit = ctx.seconds(REACH_SECONDS)
+    deadline = trio.current_time() + limit
+    refused = False
+    while (remaining := deadline - trio.current_time()) > 0:
+        attempt = CaseContext(ctx.case, target, ctx.options)
+        try:
+            with trio.fail_after(min(remaining, ctx.seconds(protocol.liveness_seconds))):
+                await protocol.liveness(attempt)
+            return
+        except trio.TooSlowError:
+            continue
+        except NoAnswer as exc:
+            refused = refused or "port unreachable" in str(exc)
+            continue
+        except CaseFailed as exc:
+            if "port unreachable" not in str(exc):
+                return  # it answers, if wrongly: the cases will say how
+            refused = True
+        except ConnectionRefusedError:
+            refused = True
+        finally:
+            await attempt.aclose()
+        await trio.sleep(min(REACH_RETRY_SECONDS, max(0.0, deadline - trio.current_time())))
+    reason = "port unreachable" if refused else f"no answer to the {protocol.name} probe within {limit:.0f} s"
+    raise TargetUnusable(f"nothing answers {where} ({reason}); is the server running, on that port?")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def run_preflight(ctx: CaseContext) -> None:
+    """Once per target, before its first case: raises TargetUnusable when testing it makes no sense."""
+    target = ctx.target
+    if target.health.preflighted:
+        return
+    target.health.preflighted = True
+    await _reach(ctx)
+    preflight = target.protocol.preflight
+    if preflight is None:
+        return
     try:
         with trio.fail_after(ctx.seconds(PREFLIGHT_SECONDS)):
             await preflight(ctx)
     except trio.TooSlowError:
         raise TargetUnusable(
-            f"{ctx.target.protocol.name} target {ctx.target.describe()} did not answer the preflight check"
+            f"{target.protocol.name} target {target.describe()} did not answer the preflight check"
         ) from None
     finally:
         await ctx.aclose()
@@ -173,12 +360,8 @@ async def run_cases(
     on_result: Callable[[CaseResult], None] = lambda result: None,
 ) -> list[CaseResult]:
     results = []
-    checked: set[str] = set()
     for case, target in plan:
-        preflight = target.protocol.preflight
-        if preflight is not None and target.protocol.name not in checked:
-            checked.add(target.protocol.name)
-            await run_preflight(preflight, CaseContext(case, target, options))
+        await run_preflight(CaseContext(case, target, options))
         result = await run_case(case, target, options)
         on_result(result)
         results.append(result)

@@ -148,6 +148,26 @@ class TargetEnv:
         return self._tls
 
 
+@dataclass
+class TargetHealth:
+    """What the runner has learnt about a target across its cases (see docs/running.md)."""
+
+    #: The protocol's preflight has run.
+    preflighted: bool = False
+    #: Times a --target-cmd program was started again after it died or hung.
+    restarts: int = 0
+    #: The case during which a --target-cmd program died or hung; it is restarted before the next.
+    restart_after: str | None = None
+    #: The case after which the target stopped answering (address and embedded targets).
+    silent_since: str | None = None
+    #: Why the remaining cases of this target are not run.
+    given_up: str | None = None
+    #: When its first case started (Trio clock), for the run budget.
+    started_at: float | None = None
+    #: Cases in a row that ran out of their time budget.
+    slow_streak: int = 0
+
+
 @dataclass(eq=False)
 class ResolvedTarget:
     protocol: Protocol
@@ -159,6 +179,7 @@ class ResolvedTarget:
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
     log: LogTail | None = None
+    health: TargetHealth = field(default_factory=TargetHealth)
     _host: TargetHost | None = None
     _scope: trio.CancelScope | None = None
 
@@ -201,6 +222,21 @@ class ResolvedTarget:
             return f"embedded reference server crashed: {self._host.embedded_crash!r}"
         return None
 
+    def restart(self) -> None:
+        """Start a --target-cmd program again, on a fresh port, after it died or stopped answering.
+
+        Blocking (run it in a thread). A fresh port: a student's server that does not set
+        SO_REUSEADDR could not bind the old one while its connections sit in TIME_WAIT. The
+        protocol's files (a TFTP root) are written again, as a crash may have left them half done.
+        """
+        if self.process is None or self.spec.command is None:
+            raise RuntimeError("only a program the suite started can be restarted")
+        self.process.stop()
+        port = free_port(self.protocol.transport)
+        self.process = launch_command(self.protocol, self.spec.command, self.env, port)
+        self.port = port
+        wait_until_up(self.process, port, self.protocol.transport, self.env.timeout_scale, self.spec.command)
+
     def stop(self) -> None:
         """Stop the target as an operator would (SIGTERM for a program); used by shutdown cases."""
         if self.process is not None:
@@ -231,7 +267,7 @@ def fill_placeholders(command: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(replace, command)
 
 
-def _udp_port_bound(port: int) -> bool | None:
+def udp_port_bound(port: int) -> bool | None:
     """Whether some socket is bound to this UDP port, from /proc; None when /proc cannot tell."""
     found_any_table = False
     for table in ("/proc/net/udp", "/proc/net/udp6"):
@@ -487,7 +523,7 @@ def wait_until_up(process: ManagedProcess, port: int, transport: str, timeout_sc
             except OSError:
                 pass
         else:
-            bound = _udp_port_bound(port)
+            bound = udp_port_bound(port)
             if bound is None:
                 time.sleep(UDP_GRACE_SECONDS * timeout_scale)
                 return

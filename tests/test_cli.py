@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import conformance
+from tests.helpers import conformance, fixture_command
 
 
 def closed_port() -> int:
@@ -58,6 +59,33 @@ def test_unreachable_target_exits_2(tmp_path: Path) -> None:
     port = closed_port()
     run = conformance(tmp_path, "run", "--target", f"echo=127.0.0.1:{port}")
     assert_one_line_usage_error(run, "not reachable")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("protocol", ["udp-echo", "tftp", "chat", "broadcast"])
+def test_nothing_listening_on_udp_exits_2_at_once(tmp_path: Path, protocol: str) -> None:
+    port = free_udp_port()
+    host = "127.255.255.255" if protocol == "broadcast" else "127.0.0.1"
+    started = time.monotonic()
+    run = conformance(tmp_path, "run", "--target", f"{protocol}={host}:{port}")
+    assert time.monotonic() - started < 10
+    assert_one_line_usage_error(run, f"nothing answers UDP on {host}:{port} (no socket on this machine is bound")
+    assert run.report is None
+
+
+@pytest.mark.parametrize("protocol", ["udp-echo", "tftp", "chat", "broadcast"])
+def test_a_udp_program_that_answers_nothing_exits_2(tmp_path: Path, protocol: str) -> None:
+    started = time.monotonic()
+    run = conformance(tmp_path, "run", "--target-cmd", fixture_command(protocol, "echo/udp_silent.py"))
+    assert time.monotonic() - started < 10
+    assert_one_line_usage_error(run, "(no answer to the")
+    assert "within 5 s); is the server running, on that port?" in run.stderr
 
 
 def test_program_that_dies_at_start_is_reported_with_its_output(tmp_path: Path) -> None:

@@ -60,6 +60,46 @@ def test_table_shows_levels_and_summary() -> None:
     table.summary(summarize(RESULTS, strict=False, duration_s=1))
     text = out.getvalue()
     assert "failed (SHOULD)" in text
-    assert "1 passed, 1 failed, 1 unsupported, 0 errors" in text
+    assert "1 passed, 1 failed, 1 unsupported, 0 skipped, 0 errors" in text
+    # Why a case is unsupported shows under its row, not only in the JSON.
+    row = next(i for i, line in enumerate(text.splitlines()) if line.startswith("p.feature"))
+    assert text.splitlines()[row + 1].strip() == "unsupported: unsupported message"
     assert "--strict makes them so" in text
     assert "verdict: PASS" in text
+
+
+def test_expected_failures_and_unexpected_passes_in_every_report(tmp_path: Path) -> None:
+    known = result("p.known", Outcome.FAILED)
+    known.expected_failure = "server has no netascii yet"
+    fixed = result("p.fixed", Outcome.PASSED)
+    fixed.expected_failure = ""
+    skipped = result("p.later", Outcome.SKIPPED)
+    results = [known, fixed, skipped]
+    summary = summarize(results, strict=False, duration_s=1)
+    assert summary["ok"] is True
+    assert summary["expected_failures"] == 1 and summary["unexpected_passes"] == 1 and summary["skipped"] == 1
+    assert summarize(results, strict=True, duration_s=1)["ok"] is False
+
+    out = io.StringIO()
+    table = TableWriter(out, 12, strict=False)
+    table.header()
+    for entry in results:
+        table.row(entry)
+    table.details(results)
+    table.summary(summary)
+    text = out.getvalue()
+    assert "failed (expected)" in text and "expected to fail: server has no netascii yet" in text
+    assert "passed (unexpected)" in text
+    assert "skipped: skipped message" in text
+    assert "1 failed as expected, 1 passed unexpectedly (--strict makes an unexpected pass fail the run)" in text
+
+    write_json(tmp_path / "r.json", results, summary, {"p": "somewhere"})
+    cases = {c["id"]: c for c in json.loads((tmp_path / "r.json").read_text())["cases"]}
+    assert cases["p.known"]["verdict"] == "failed (expected)" and cases["p.known"]["fatal"] is False
+    assert cases["p.fixed"]["verdict"] == "passed (unexpected)"
+
+    write_junit(tmp_path / "r.xml", results, summarize(results, strict=True, duration_s=1))
+    elements = {c.get("name"): c for c in ET.parse(tmp_path / "r.xml").getroot().iter("testcase")}
+    assert "expected failure" in elements["p.known"].find("skipped").get("message", "")  # type: ignore[union-attr]
+    assert elements["p.fixed"].find("failure") is not None
+    assert elements["p.later"].find("skipped") is not None

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from conformance.context import CaseContext, RunOptions
 from conformance.model import CaseFailed, Level, Outcome, Protocol, case
-from conformance.runner import CaseResult, run_cases, select_cases
+from conformance.runner import CaseResult, run_cases
+from conformance.selection import parse_expect_fail, select_cases
 from conformance.search import search
 from conformance.targets import TargetHost, TargetSpec
 from tests.fakes import make_protocol
@@ -106,23 +107,117 @@ def test_timeout_scale_stretches_deadlines() -> None:
     assert run_protocol(proto, RunOptions(timeout_scale=3))["fake.waits"].outcome is Outcome.PASSED
 
 
-def test_liveness_failure_is_reported_without_running_the_case() -> None:
+def test_a_target_that_stops_answering_fails_that_case_and_skips_the_next_until_it_answers() -> None:
+    answering = [True]
+    probes = []
+
+    async def alive(ctx: CaseContext) -> None:
+        probes.append(ctx.case.id)
+        if not answering[0]:
+            raise CaseFailed("probe unanswered")
+
+    proto = make_protocol(liveness=alive)
     ran = []
 
-    async def dead(ctx: CaseContext) -> None:
-        raise CaseFailed("probe unanswered")
+    @case(proto, slug="breaks-it", spec="test")
+    async def breaks_it(ctx: CaseContext) -> None:
+        """Passes, but the target stops answering."""
+        answering[0] = False
 
-    proto = make_protocol(liveness=dead)
+    @case(proto, slug="skipped", spec="test")
+    async def skipped(ctx: CaseContext) -> None:
+        """Not run: the target is silent."""
+        ran.append("skipped")
 
-    @case(proto, slug="one", spec="test")
-    async def one(ctx: CaseContext) -> None:
-        """Never reached."""
-        ran.append(1)
+    @case(proto, slug="after-recovery", spec="test")
+    async def after_recovery(ctx: CaseContext) -> None:
+        """Runs: the target answers again."""
+        ran.append("after-recovery")
 
-    result = run_protocol(proto)["fake.one"]
-    assert result.outcome is Outcome.FAILED
-    assert "not responding" in result.message and "probe unanswered" in result.message
-    assert ran == []
+    real_alive = alive
+    calls = [0]
+
+    async def recovering(ctx: CaseContext) -> None:
+        calls[0] += 1
+        if calls[0] == 3:  # after the case, before "skipped", then before "after-recovery"
+            answering[0] = True
+        await real_alive(ctx)
+
+    proto.liveness = recovering
+    results = run_protocol(proto)
+    broke = results["fake.breaks-it"]
+    assert broke.outcome is Outcome.FAILED
+    assert broke.message == "the target stopped answering during this case: probe unanswered"
+    skipped_result = results["fake.skipped"]
+    assert skipped_result.outcome is Outcome.SKIPPED
+    assert "has not answered since fake.breaks-it" in skipped_result.message
+    assert not skipped_result.is_fatal(strict=True)
+    recovered = results["fake.after-recovery"]
+    assert recovered.outcome is Outcome.PASSED
+    assert any("answers again" in note for note in recovered.notes)
+    assert ran == ["after-recovery"]
+
+
+def test_the_run_budget_skips_the_cases_after_it() -> None:
+    proto = make_protocol()
+
+    @case(proto, slug="slow", spec="test")
+    async def slow(ctx: CaseContext) -> None:
+        """Takes longer than the whole run budget."""
+        await trio.sleep(0.3)
+
+    @case(proto, slug="late", spec="test")
+    async def late(ctx: CaseContext) -> None:
+        """Would start after the budget."""
+
+    results = run_protocol(proto, RunOptions(run_budget=0.1))
+    assert results["fake.slow"].outcome is Outcome.PASSED
+    assert results["fake.late"].outcome is Outcome.SKIPPED
+    assert "run budget of 0 s for fake is used up" in results["fake.late"].message
+
+
+def test_cases_that_run_out_of_time_in_a_row_end_the_target_as_too_slow() -> None:
+    proto = make_protocol()
+    for slug in ("one", "two", "three", "four"):
+        async def hangs(ctx: CaseContext) -> None:
+            """Never finishes."""
+            await trio.sleep_forever()
+
+        case(proto, slug=slug, spec="test", budget=0.1)(hangs)
+    results = run_protocol(proto)
+    assert [results[f"fake.{n}"].outcome for n in ("one", "two", "three")] == [Outcome.FAILED] * 3
+    assert results["fake.one"].message.startswith("too slow: the case did not finish within its budget")
+    assert results["fake.four"].outcome is Outcome.SKIPPED
+    assert "too slow to finish the last 3 cases" in results["fake.four"].message
+
+
+def test_expected_failures_and_unexpected_passes() -> None:
+    proto = make_protocol()
+
+    @case(proto, slug="known-bug", spec="test")
+    async def known_bug(ctx: CaseContext) -> None:
+        """Fails, and is listed."""
+        raise CaseFailed("still broken")
+
+    @case(proto, slug="fixed-bug", spec="test")
+    async def fixed_bug(ctx: CaseContext) -> None:
+        """Passes, but is listed."""
+
+    entries = parse_expect_fail(
+        "# known bugs\nfake.known-bug  the student knows\n\nfake.fixed-*\n", [c.id for c in proto.cases]
+    )
+    results = run_protocol(proto, RunOptions(expected_failures=tuple(entries)))
+    known = results["fake.known-bug"]
+    assert known.outcome is Outcome.FAILED and known.failed_as_expected
+    assert known.expected_failure == "the student knows"
+    assert known.verdict == "failed (expected)"
+    assert not known.is_fatal(strict=True)
+    fixed = results["fake.fixed-bug"]
+    assert fixed.unexpected_pass and fixed.verdict == "passed (unexpected)"
+    assert not fixed.is_fatal(strict=False)
+    assert fixed.is_fatal(strict=True)
+    with pytest.raises(ValueError, match="line 2: 'fake.typo' matches no case"):
+        parse_expect_fail("fake.known-bug\nfake.typo\n", [c.id for c in proto.cases])
 
 
 def test_should_failures_are_fatal_only_when_strict() -> None:
@@ -178,4 +273,6 @@ def test_select_cases_by_glob_and_substring() -> None:
     assert ids([]) == ["fake.alpha", "fake.beta", "fake.alpha-two"]
     assert ids(["fake.alpha"]) == ["fake.alpha", "fake.alpha-two"]
     assert ids(["*.beta"]) == ["fake.beta"]
+    assert [c.id for c in select_cases([proto], [], ["alpha"])] == ["fake.beta"]
+    assert [c.id for c in select_cases([proto], ["fake.*"], ["*-two"])] == ["fake.alpha", "fake.beta"]
     assert ids(["nothing*"]) == []

@@ -90,6 +90,28 @@ async def _embedded_broadcast(nursery: trio.Nursery, env: TargetEnv) -> tuple[st
     return (LOOPBACK_BROADCAST, port)
 
 
+# A liveness probe resends its query this often, as a client behind a lossy link would.
+PROBE_RETRY_SECONDS = 0.5
+
+
+async def _chat_alive(ctx: CaseContext) -> None:
+    """A member joins (BR_ENTRY answered by ANSENTRY) and leaves again (BR_EXIT)."""
+    with Sockets() as sockets:
+        peer = Peer(ctx, await sockets.open(), ctx.address, "liveness")
+        try:
+            await join(peer, seconds=ctx.target.protocol.liveness_seconds, retry=PROBE_RETRY_SECONDS)
+        finally:
+            await peer.leave()
+
+
+async def _broadcast_alive(ctx: CaseContext) -> None:
+    """A BR_ENTRY query to the responder's address gets an ANSENTRY."""
+    with Sockets() as sockets:
+        querier = await _querier(ctx, sockets, "liveness querier")
+        await _query(querier)
+        await _answer(querier, seconds=ctx.target.protocol.liveness_seconds)
+
+
 CHAT = Protocol(
     name="chat",
     id_prefix="chat",
@@ -98,6 +120,7 @@ CHAT = Protocol(
     default_port=8081,
     embedded=_embedded_chat,
     options=(Option("--chat-members", help="members in the chat.many-members case", default=50, type=int),),
+    liveness=_chat_alive,
 )
 BROADCAST = Protocol(
     name="broadcast",
@@ -107,6 +130,7 @@ BROADCAST = Protocol(
     default_port=7788,
     embedded=_embedded_broadcast,
     command_host=LOOPBACK_BROADCAST,
+    liveness=_broadcast_alive,
 )
 PROTOCOLS = (CHAT, BROADCAST)
 

@@ -1,0 +1,62 @@
+"""Which cases run, and which are expected to fail: -k, --skip and --expect-fail."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from conformance.model import Case, Protocol
+
+
+def _globs(patterns: Sequence[str]) -> list[str]:
+    """A pattern without wildcards matches as a substring."""
+    return [p if any(ch in p for ch in "*?[") else f"*{p}*" for p in patterns]
+
+
+def matches(case_id: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(case_id, glob) for glob in _globs(patterns))
+
+
+def select_cases(
+    protocols: Iterable[Protocol], patterns: Sequence[str], skip: Sequence[str] = ()
+) -> list[Case]:
+    """Cases whose id matches any of ``patterns`` (all when there are none) and none of ``skip``."""
+    selected = []
+    for protocol in protocols:
+        for case in protocol.cases:
+            if (not patterns or matches(case.id, patterns)) and not matches(case.id, skip):
+                selected.append(case)
+    return selected
+
+
+@dataclass(frozen=True)
+class ExpectedFailure:
+    pattern: str
+    reason: str
+
+
+def parse_expect_fail(text: str, known: Iterable[str], *, source: str = "--expect-fail") -> list[ExpectedFailure]:
+    """The lines of an --expect-fail file: a case id or glob, then an optional reason; ``#`` comments.
+
+    A line that matches no known case is a mistake (a typo would silently expect nothing): ValueError.
+    """
+    ids = list(known)
+    entries = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        pattern, _, reason = line.partition(" ")
+        if not any(matches(case_id, [pattern]) for case_id in ids):
+            raise ValueError(f"{source} line {number}: {pattern!r} matches no case; see 'conformance list'")
+        entries.append(ExpectedFailure(pattern, reason.strip()))
+    return entries
+
+
+def expected_failure(case_id: str, entries: Sequence[ExpectedFailure]) -> str | None:
+    """The reason ``case_id`` is expected to fail ('' when none was given), or None."""
+    for entry in entries:
+        if matches(case_id, [entry.pattern]):
+            return entry.reason
+    return None

@@ -104,7 +104,10 @@ class TableWriter:
             line += f" ({summary['should_failures_not_fatal']} SHOULD-level failures not fatal; --strict makes them so)"
         print(line, file=self.out)
         if summary["expected_failures"] or summary["unexpected_passes"]:
-            extra = f"{summary['expected_failures']} failed as expected, {summary['unexpected_passes']} passed unexpectedly"
+            extra = (
+                f"{summary['expected_failures']} failed as expected, "
+                f"{summary['unexpected_passes']} passed unexpectedly"
+            )
             if summary["unexpected_passes"] and not summary["strict"]:
                 extra += " (--strict makes an unexpected pass fail the run)"
             print(extra, file=self.out)

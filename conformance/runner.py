@@ -308,17 +308,17 @@ async def _reach(ctx: CaseContext) -> None:
             with trio.fail_after(min(remaining, ctx.seconds(protocol.liveness_seconds))):
                 await protocol.liveness(attempt)
             return
-        except trio.TooSlowError:
-            continue
-        except NoAnswer as exc:
-            refused = refused or "port unreachable" in str(exc)
-            continue
-        except CaseFailed as exc:
-            if "port unreachable" not in str(exc):
+        except (trio.TooSlowError, CaseFailed, OSError, BaseExceptionGroup) as exc:
+            leaves = _leaves(exc)
+            if not all(isinstance(leaf, (trio.TooSlowError, CaseFailed, OSError)) for leaf in leaves):
+                raise
+            unreachable = [
+                leaf for leaf in leaves
+                if isinstance(leaf, ConnectionRefusedError) or "port unreachable" in str(leaf)
+            ]
+            refused = refused or bool(unreachable)
+            if not unreachable and not all(isinstance(leaf, (trio.TooSlowError, NoAnswer)) for leaf in leaves):
                 return  # it answers, if wrongly: the cases will say how
-            refused = True
-        except ConnectionRefusedError:
-            refused = True
         finally:
             await attempt.aclose()
         await trio.sleep(min(REACH_RETRY_SECONDS, max(0.0, deadline - trio.current_time())))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -10,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import conformance, fixture_command
+from tests.helpers import REPO, conformance, fixture_command
 
 
 def closed_port() -> int:
@@ -144,3 +149,58 @@ def test_protocols_not_named_are_not_run(tmp_path: Path) -> None:
         "echo.udp.interleaved",
         "echo.udp.burst",
     }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for every purpose but its exit status.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_stops_the_program_its_workers_and_removes_the_temporary_files(tmp_path: Path, signum: int) -> None:
+    pidfile = tmp_path / "pids"
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    report = tmp_path / "partial.json"
+    command = fixture_command("echo", "echo/lingers_after_sigterm.py", str(pidfile))
+    env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "conformance", "run", "--target-cmd", command, "--json", str(report),
+            "--hypothesis-db", "none"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          cwd=tmp_path) as run:
+        assert run.stdout is not None and run.stderr is not None
+        # The first row means a case has finished and the program is up.
+        for line in run.stdout:
+            if line.startswith("echo.tcp."):
+                break
+        else:
+            pytest.fail("the run ended before its first case: " + run.stderr.read())
+        pids = [int(word) for word in pidfile.read_text().split()]
+        assert all(_alive(pid) for pid in pids)
+        sent_at = time.monotonic()
+        run.send_signal(signum)
+        try:
+            status = run.wait(15)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            pytest.fail("the run did not end after the signal")
+        elapsed = time.monotonic() - sent_at
+        stderr = run.stderr.read()
+    assert status == 128 + signum, stderr
+    assert f"interrupted by {signal.Signals(signum).name}" in stderr
+    assert "Traceback" not in stderr
+    # The program ignores SIGTERM: it gets the stop grace, then SIGKILL with its whole group.
+    assert elapsed < 3.0 + 3.0, elapsed
+    assert not any(_alive(pid) for pid in pids), pids
+    assert list(temp.iterdir()) == []
+    document = json.loads(report.read_text())
+    assert document["summary"]["interrupted"] == signal.Signals(signum).name
+    assert document["summary"]["ok"] is False
+    assert document["cases"], "the cases that ran are in the partial report"

@@ -204,3 +204,47 @@ def test_sigterm_stops_the_program_its_workers_and_removes_the_temporary_files(t
     assert document["summary"]["interrupted"] == signal.Signals(signum).name
     assert document["summary"]["ok"] is False
     assert document["cases"], "the cases that ran are in the partial report"
+
+
+def test_skip_and_expect_fail(tmp_path: Path) -> None:
+    known = tmp_path / "known.txt"
+    known.write_text(
+        "# what the student already knows\n"
+        "echo.tcp.concurrency   serves one client at a time\n"
+        "echo.tcp.round-trip    # listed, but it passes\n"
+    )
+    server = fixture_command("echo", "echo/one_at_a_time.py")
+    args = ["run", "--target-cmd", server, "-k", "echo.tcp.*", "--skip", "segmentation", "--skip", "*.large",
+            "--expect-fail", str(known)]
+    run = conformance(tmp_path, *args)
+    assert run.status == 0, run.stdout + run.stderr
+    outcomes = run.outcomes()
+    assert "echo.tcp.segmentation" not in outcomes and "echo.tcp.large" not in outcomes
+    assert "echo.tcp.half-close" in outcomes
+    concurrency = run.case("echo.tcp.concurrency")
+    assert concurrency["verdict"] == "failed (expected)" and concurrency["fatal"] is False
+    assert concurrency["expected_failure"] == "serves one client at a time"
+    assert run.case("echo.tcp.round-trip")["verdict"] == "passed (unexpected)"
+    assert "expected to fail: serves one client at a time" in run.stdout
+    assert "1 failed as expected, 1 passed unexpectedly" in run.stdout
+    assert "verdict: PASS" in run.stdout
+    strict = conformance(tmp_path, *args, "--strict")
+    assert strict.status == 1
+    assert strict.report is not None and strict.report["summary"]["unexpected_passes"] == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [("echo.tcp.no-such-case\n", "line 1: 'echo.tcp.no-such-case' matches no case"), (None, "No such file")],
+)
+def test_a_bad_expect_fail_file_is_a_usage_error(tmp_path: Path, content: str | None, fragment: str) -> None:
+    path = tmp_path / "known.txt"
+    if content is not None:
+        path.write_text(content)
+    run = conformance(tmp_path, "run", "-k", "echo.tcp.round-trip", "--expect-fail", str(path))
+    assert_one_line_usage_error(run, fragment)
+
+
+def test_skipping_every_case_is_a_usage_error(tmp_path: Path) -> None:
+    run = conformance(tmp_path, "run", "-k", "echo.tcp.*", "--skip", "echo.*")
+    assert_one_line_usage_error(run, "no case of")

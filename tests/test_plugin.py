@@ -52,3 +52,15 @@ def test_unreachable_target_stops_the_session(pytester: pytest.Pytester) -> None
     )
     assert result.ret == 2
     result.stdout.fnmatch_lines(["*not reachable*"])
+
+
+def test_skip_and_expect_fail_in_the_plugin(pytester: pytest.Pytester) -> None:
+    known = pytester.path / "known.txt"
+    known.write_text("echo.tcp.round-trip  listed, but it passes\n")
+    args = ["--pyargs", "conformance", "-p", "no:cacheprovider", "-v", "--target", "echo=embedded",
+            "-k", "echo and (round-trip or half-close or binary)", "--skip", "binary", "--expect-fail", str(known)]
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=1, xpassed=1)
+    result.stdout.fnmatch_lines(["*echo*tcp*round-trip XPASS*"])
+    strict = pytester.runpytest_subprocess(*args, "--conformance-strict")
+    strict.assert_outcomes(passed=1, failed=1)

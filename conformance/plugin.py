@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from conformance import registry
+from conformance import registry, signals
 from conformance.context import CaseContext, RunOptions
 from conformance.model import Case, Level, Outcome, TargetUnusable
 from conformance.runner import run_case, run_preflight
@@ -37,6 +37,8 @@ class _Session:
 
     def target(self, protocol: str) -> ResolvedTarget:
         if self.host is None:
+            # Only once targets run: SIGTERM then stops them like Ctrl-C (pytest_unconfigure).
+            signals.interrupt_on_termination()
             specs = [spec for name, spec in self.specs.items() if name in self.wanted]
             self.host = TargetHost(
                 specs,

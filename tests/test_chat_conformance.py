@@ -44,6 +44,11 @@ CAUGHT: dict[str, tuple[list[str], set[str], str]] = {
         {"chat.lost-ack", "chat.impairment"},
         "2 times",
     ),
+    "time_numbered": (
+        ["chat.relay", "chat.lost-ack", "chat.order"],
+        {"chat.lost-ack", "chat.order"},
+        "packet_no",
+    ),
     "never_retransmits": (["chat.relay", "chat.retransmit"], {"chat.retransmit"}, "to be retransmitted"),
     "ignores_relay_acks": (["chat.relay", "chat.retransmit"], {"chat.retransmit"}, "after bob acknowledged"),
     "reverses_bursts": (["chat.relay", "chat.order"], {"chat.order"}, "out of order"),

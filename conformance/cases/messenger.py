@@ -27,6 +27,7 @@ from conformance.cases.messenger_peers import (
     Room,
     Sockets,
     chat_room,
+    expect_distinct_numbers,
     expect_once,
     expect_relay,
     join,
@@ -353,7 +354,7 @@ ORDER_COUNT = 10
 
 @case(CHAT, slug="order", spec=f"{CHAT_SPEC}: relay delivery", budget=15)
 async def chat_order(ctx: CaseContext) -> None:
-    """Ten messages sent back to back by A reach B in the order they were sent."""
+    """Ten messages sent back to back by A reach B in order, each under its own packet number."""
     async with chat_room(ctx) as room:
         alice = await room.peer("alice")
         bob = await room.peer("bob")
@@ -365,6 +366,7 @@ async def chat_order(ctx: CaseContext) -> None:
             seconds=3.0,
             doing=f"waiting for bob to receive all {ORDER_COUNT} messages",
         )
+        expect_distinct_numbers(bob, texts, sender="alice")
         order = bob.texts_in_order(texts)
         if order != texts:
             numbers = [int(text.split()[1]) for text in order]
@@ -573,7 +575,7 @@ async def _impaired_exchange(ctx: CaseContext, room: Room, texts: list[str]) -> 
         nursery.cancel_scope.cancel()
     for peer in receivers:
         for number, text in enumerate(texts, 1):
-            expect_once(peer, text, what=f"message {number} ({text!r})")
+            expect_once(peer, text, what=f"message {number} ({text!r})", lossless=False)
 
 
 # -- broadcast --------------------------------------------------------------------------------------

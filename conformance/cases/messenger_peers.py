@@ -17,7 +17,7 @@ import itertools
 import math
 import random
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -404,9 +404,18 @@ async def wait_ack(peer: Peer, packet_no: int, *, seconds: float = 2.0, since: i
     )
 
 
-def expect_once(peer: Peer, text: str, *, what: str) -> None:
+def expect_once(peer: Peer, text: str, *, what: str, lossless: bool = True) -> None:
+    """``peer`` received ``text`` exactly once.
+
+    On a lossless path (no relay in between) every copy counts: the peer acknowledges each relay
+    at once, so a correct room neither relays again nor retransmits. Counting packet numbers
+    would miss a room that relays a resent message again under the same number (a room that
+    numbers its datagrams ``int(time.time())``, as course examples do). Where datagrams are
+    lost, retransmissions of one relay are legitimate and count once, by packet number.
+    """
+    copies = peer.relays_of(text)
     numbers = peer.relay_numbers(text)
-    if len(numbers) == 0:
+    if not copies:
         raise CaseFailed(f"{peer} never received {what}", details=peer.summary())
     if len(numbers) > 1:
         raise CaseFailed(
@@ -414,6 +423,33 @@ def expect_once(peer: Peer, text: str, *, what: str) -> None:
             "(retransmissions keep their packet_no; these are separate relays of one message)",
             details=peer.summary(),
         )
+    if lossless and len(copies) > 1:
+        raise CaseFailed(
+            f"{peer} received {what} {len(copies)} times, all with packet_no {numbers[0]}, though it "
+            "acknowledged the first copy at once: the room relayed the message again under the same "
+            "number, or retransmitted a relay that was already acknowledged",
+            details=peer.summary(),
+        )
+
+
+def expect_distinct_numbers(peer: Peer, texts: Sequence[str], *, sender: str) -> None:
+    """The relays of different messages carry different packet numbers (unique per sender).
+
+    A member drops a datagram whose packet number it has seen from the same sender (as a
+    retransmission), so a room that reuses a number makes members lose messages.
+    """
+    first_text: dict[int, str] = {}
+    for text in texts:
+        for number in peer.relay_numbers(text):
+            if number in first_text and first_text[number] != text:
+                raise CaseFailed(
+                    f"the room relayed two different messages from {sender} to {peer} under the same "
+                    f"packet_no {number} ({first_text[number]!r} and {text!r}); packet numbers must be unique "
+                    "per sender, or a member takes the second for a retransmission of the first "
+                    "(numbering by int(time.time()) repeats within a second)",
+                    details=peer.summary(),
+                )
+            first_text.setdefault(number, text)
 
 
 # -- malformed datagrams ---------------------------------------------------------------------------

@@ -708,7 +708,7 @@ async def broadcast_repeat_once(ctx: CaseContext) -> None:
 
 @case(BROADCAST, slug="two-queriers", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY", budget=15)
 async def broadcast_two_queriers(ctx: CaseContext) -> None:
-    """Two queriers using the same packet_no are each answered."""
+    """Two queriers using the same packet_no are each answered, exactly once."""
     with Sockets() as sockets:
         first = await _querier(ctx, sockets, "first querier")
         second = await _querier(ctx, sockets, "second querier")
@@ -716,6 +716,15 @@ async def broadcast_two_queriers(ctx: CaseContext) -> None:
         await _query(second, packet_no=number)
         await _answer(first)
         await _answer(second, what=f"a BR_ENTRY with the same packet_no {number} as the first querier's")
+        await settle((first, second), SETTLE_SECONDS)
+        for querier in (first, second):
+            answers = querier.commands(Command.ANSENTRY)
+            if len(answers) != 1:
+                raise CaseFailed(
+                    f"the {querier} got {len(answers)} ANSENTRY for its one BR_ENTRY; a query gets exactly one",
+                    actual=answers[1].data,
+                    details=querier.summary(),
+                )
 
 
 async def _expect_silence(ctx: CaseContext, command: Command) -> None:
@@ -726,11 +735,18 @@ async def _expect_silence(ctx: CaseContext, command: Command) -> None:
         if _watchable(host):
             bystander = await _bystander(sockets, ctx, host, port, f"bystander on {host}:{port}")
         await sender.send(sender.datagram(command, sender.name))
-        # Another peer's query as the synchronisation point.
+        # Another peer's query as the synchronisation point. It must be answered: silence from a
+        # responder that answers nothing (or answers elsewhere) proves nothing.
         syncer = await _querier(ctx, sockets, "second querier")
         await _query(syncer)
-        with trio.move_on_after(ctx.seconds(ANSWER_SECONDS)):
-            await _answer(syncer, seconds=float("inf"))
+        try:
+            await _answer(syncer, what=f"a BR_ENTRY sent after the {command.name}")
+        except CaseFailed as failure:
+            raise CaseFailed(
+                f"the responder did not answer a BR_ENTRY sent after the {command.name}, so its silence to the "
+                f"{command.name} says nothing: {failure.summary}",
+                details=failure.details,
+            ) from None
         watchers = [sender] if bystander is None else [sender, bystander]
         await settle(watchers, SETTLE_SECONDS)
         # The bystander also sees the sender's own broadcast; only the responder's datagrams count.

@@ -465,16 +465,15 @@ def is_malformed(data: bytes) -> bool:
 
 
 def leniently_readable(data: bytes) -> bool:
-    """Whether a forgiving reader could still take ``data`` for a datagram: any decoding, numbers
-    read with int() (signs, spaces, leading zeros), empty names. Only datagrams that not even this
-    reader accepts must go unanswered; the others are only required not to break the target."""
+    """Whether a forgiving reader could still take ``data`` for a datagram: any decoding, any
+    version field (IP Messenger variants put other strings there, Feiq ``1_lbt...``), numbers read
+    with int() (signs, spaces, leading zeros), empty names. Only datagrams that not even this reader
+    accepts must go unanswered; the others are only required not to break the target."""
     for encoding in ("utf-8", "gb18030"):
         fields = data.decode(encoding, "replace").split(":", 5)
         if len(fields) != 6:
             continue
         try:
-            if int(fields[0]) != VERSION:
-                continue
             int(fields[1])
             int(fields[4])
         except ValueError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -39,6 +40,7 @@ from conformance.cases.messenger_peers import (
     wait_relay_of,
 )
 from conformance.context import CaseContext, Instance
+from conformance.loopback_capture import capture_available
 from conformance.model import CaseFailed, Level, Option, Protocol, TargetUnusable, Unsupported, case
 from conformance.search import search
 from conformance.targets import TargetEnv, free_port
@@ -805,64 +807,92 @@ async def broadcast_malformed(ctx: CaseContext) -> None:
         await search(ctx, malformed_datagrams(BROADCAST_MALFORMED_COMMANDS), check, always=MALFORMED_EXAMPLES)
 
 
-async def _watched_instance(ctx: CaseContext, sockets: Sockets, *, spy: bool = False) -> tuple[int, Peer, Peer | None]:
-    """A port for a fresh instance, with a bystander on (broadcast address, port) bound before it
-    starts, and with ``spy`` one on (127.0.0.1, port): a more specific match than the instance's
-    wildcard bind, so it receives what is sent to the instance's own unicast address."""
+@dataclass
+class _Watch:
+    """Listeners for a fresh instance's start and stop, set up before it starts on ``port``."""
+
+    port: int
+    #: Sees what is broadcast to (broadcast address, port).
+    bystander: Peer
+    #: Sees what is sent to the instance's own unicast address (127.0.0.1, port), when asked for.
+    spy: Peer | None
+    #: Watched by packet capture, not by sockets sharing the port: a program that cannot start is
+    #: then broken, not merely unwilling to share its port.
+    captured: bool
+
+
+async def _watched_instance(ctx: CaseContext, sockets: Sockets, *, spy: bool = False) -> _Watch:
+    """A port for a fresh instance, with a bystander watching broadcasts to it and with ``spy``
+    one watching its own unicast address.
+
+    As root on Linux the suite captures on the loopback interface and holds no socket on the
+    port, so any responder can start, SO_REUSEADDR or not. Otherwise it binds the port shared
+    (a bystander on the broadcast address; a spy on 127.0.0.1, a more specific match than the
+    instance's wildcard bind), and a program that does not share its port cannot be watched.
+    """
     if ctx.target.kind == "address":
         ctx.unsupported("needs a responder the suite starts itself (embedded or --target-cmd)")
     port = free_port("udp")
     host = ctx.target.host
-    bystander = Peer(ctx, await sockets.open(host, port, share=True), (host, port), f"bystander on {host}:{port}",
-                     auto_ack=False)
-    watcher = None
-    if spy:
-        watcher = Peer(ctx, await sockets.open("127.0.0.1", port, share=True), (host, port),
-                       f"listener on 127.0.0.1:{port}", auto_ack=False)
-    return port, bystander, watcher
+    captured = host.startswith("127.") and capture_available()
+
+    async def watcher(address: str, name: str) -> Peer:
+        sock = sockets.capture(address, port) if captured else await sockets.open(address, port, share=True)
+        return Peer(ctx, sock, (host, port), f"{name} {address}:{port}", auto_ack=False)
+
+    bystander = await watcher(host, "bystander on")
+    watching = await watcher("127.0.0.1", "listener on") if spy else None
+    return _Watch(port, bystander, watching, captured)
 
 
-def _unless_it_died(instance: Instance) -> None:
-    """A started program that exits at once most likely could not bind the port the suite's listeners
-    share: that makes the case unsupported, not failed."""
+def _unless_it_died(instance: Instance, watch: _Watch) -> None:
+    """A started program that exits at once: broken, or, when the suite shared its port, most likely
+    unable to bind it (then the case is unsupported)."""
     death = None if instance.process is None else instance.process.describe_exit()
     if death is not None:
         assert instance.process is not None
         output = " | ".join(instance.process.output_since(0, limit=3)) or "nothing"
+        if watch.captured:
+            raise CaseFailed(f"the started program stopped on its own ({death}); its output: {output}")
         raise Unsupported(
             f"the program stopped as it started ({death}) while the suite listened on its port; it must set "
-            f"SO_REUSEADDR for the suite to see what it sends as it starts and stops (its output: {output})"
+            f"SO_REUSEADDR for the suite to see what it sends as it starts and stops (its output: {output}); "
+            "run the suite as root to watch it by packet capture instead"
         )
 
 
 @contextlib.asynccontextmanager
-async def _unless_it_dies(instance: Instance) -> AsyncIterator[None]:
+async def _unless_it_dies(instance: Instance, watch: _Watch) -> AsyncIterator[None]:
     """Run the block, but stop at once (as :func:`_unless_it_died`) if the started program exits."""
     if instance.process is None:
         yield
         return
     async with trio.open_nursery() as nursery:
 
-        async def watch() -> None:
+        async def check() -> None:
             while True:
-                _unless_it_died(instance)
+                _unless_it_died(instance, watch)
                 # Polling the process is the only signal a program's death gives a Trio task here.
                 await trio.sleep(DEATH_POLL_SECONDS)
 
-        nursery.start_soon(watch)
+        nursery.start_soon(check)
         try:
             yield
         except CaseFailed:
-            _unless_it_died(instance)
+            _unless_it_died(instance, watch)
             raise
         finally:
             nursery.cancel_scope.cancel()
 
 
-def _could_not_start(exc: TargetUnusable) -> Unsupported:
+def _could_not_start(exc: TargetUnusable, watch: _Watch) -> Exception:
+    reason = str(exc).splitlines()[0]
+    if watch.captured:
+        return CaseFailed(f"the program did not start a second time on another port: {reason}")
     return Unsupported(
         "the program did not start while the suite listened on its port; it must set SO_REUSEADDR "
-        f"for the suite to see what it sends as it starts and stops ({str(exc).splitlines()[0]})"
+        f"for the suite to see what it sends as it starts and stops ({reason}); run the suite as root to "
+        "watch it by packet capture instead"
     )
 
 
@@ -878,12 +908,12 @@ async def _announcement(bystander: Peer, port: int) -> Received:
 async def broadcast_start_announcement(ctx: CaseContext) -> None:
     """On start the responder broadcasts BR_ENTRY from its port, with its name in user and extra."""
     with Sockets() as sockets:
-        port, bystander, _ = await _watched_instance(ctx, sockets)
+        watch = await _watched_instance(ctx, sockets)
         try:
-            async with ctx.fresh_instance(port=port) as instance, _unless_it_dies(instance):
-                announcement = await _announcement(bystander, port)
+            async with ctx.fresh_instance(port=watch.port) as instance, _unless_it_dies(instance, watch):
+                announcement = await _announcement(watch.bystander, watch.port)
         except TargetUnusable as exc:
-            raise _could_not_start(exc) from None
+            raise _could_not_start(exc, watch) from None
         assert announcement.datagram is not None
         if name_of(announcement.datagram) != announcement.datagram.user:
             raise CaseFailed(
@@ -897,19 +927,20 @@ async def broadcast_start_announcement(ctx: CaseContext) -> None:
 async def broadcast_own_broadcast(ctx: CaseContext) -> None:
     """The responder does not answer its own start announcement, which it receives too."""
     with Sockets() as sockets:
-        port, bystander, spy = await _watched_instance(ctx, sockets, spy=True)
+        watch = await _watched_instance(ctx, sockets, spy=True)
+        port, spy = watch.port, watch.spy
         assert spy is not None
         try:
-            async with ctx.fresh_instance(port=port) as instance, _unless_it_dies(instance):
+            async with ctx.fresh_instance(port=port) as instance, _unless_it_dies(instance, watch):
                 try:
-                    await _announcement(bystander, port)
+                    await _announcement(watch.bystander, port)
                 except CaseFailed:
                     raise Unsupported("no start announcement was seen, so there is no own broadcast to watch") from None
                 # It answers its own announcement as soon as it receives it, if it does; nobody else
                 # sends to its unicast address (a sync query could be answered there by mistake).
                 await spy.observe(OWN_ANSWER_SECONDS)
         except TargetUnusable as exc:
-            raise _could_not_start(exc) from None
+            raise _could_not_start(exc, watch) from None
         own = spy.commands(Command.ANSENTRY)
         if own:
             raise CaseFailed(
@@ -922,10 +953,11 @@ async def broadcast_own_broadcast(ctx: CaseContext) -> None:
 async def broadcast_exit_on_sigterm(ctx: CaseContext) -> None:
     """On SIGTERM (or cancellation of the embedded reference) the responder broadcasts BR_EXIT."""
     with Sockets() as sockets:
-        port, bystander, _ = await _watched_instance(ctx, sockets)
+        watch = await _watched_instance(ctx, sockets)
+        port, bystander = watch.port, watch.bystander
         try:
             async with ctx.fresh_instance(port=port) as instance:
-                async with _unless_it_dies(instance):
+                async with _unless_it_dies(instance, watch):
                     await _until_running(ctx, sockets, instance, bystander)
                 since = len(bystander.inbox)
                 await instance.stop()
@@ -936,7 +968,7 @@ async def broadcast_exit_on_sigterm(ctx: CaseContext) -> None:
                     since=since,
                 )
         except TargetUnusable as exc:
-            raise _could_not_start(exc) from None
+            raise _could_not_start(exc, watch) from None
 
 
 async def _until_running(ctx: CaseContext, sockets: Sockets, instance: Instance, bystander: Peer) -> None:

@@ -17,13 +17,15 @@ import itertools
 import math
 import random
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
+from conformance.loopback_capture import CaptureSocket
 from conformance.model import CaseFailed
 from conformance.showbytes import describe_mismatch
 from harness.messenger.codec import (
@@ -77,11 +79,29 @@ class Received:
         return f"{describe(self.data)} from {self.source[0]}:{self.source[1]}"
 
 
+class DatagramSocket(Protocol):
+    """What a :class:`Peer` needs of its socket: a Trio UDP socket, or a loopback capture."""
+
+    def getsockname(self) -> Any: ...
+
+    def recvfrom(self, size: int, /) -> Awaitable[tuple[bytes, Any]]: ...
+
+    def sendto(self, data: bytes, address: Any, /) -> Awaitable[int]: ...
+
+    def close(self) -> None: ...
+
+
 class Sockets:
     """The UDP sockets of one case, all closed when the ``with`` block ends."""
 
     def __init__(self) -> None:
-        self._open: list[trio.socket.SocketType] = []
+        self._open: list[DatagramSocket] = []
+
+    def capture(self, address: str, port: int) -> CaptureSocket:
+        """Datagrams sent to (address, port) on loopback, seen without binding the port."""
+        sock = CaptureSocket(address, port)
+        self._open.append(sock)
+        return sock
 
     def __enter__(self) -> Sockets:
         return self
@@ -115,7 +135,7 @@ class Peer:
     def __init__(
         self,
         ctx: CaseContext,
-        sock: trio.socket.SocketType,
+        sock: DatagramSocket,
         server: Address,
         name: str,
         *,

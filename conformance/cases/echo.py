@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import string
 from functools import partial
 
 import trio
@@ -139,6 +140,16 @@ def _payload(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+_TEXT = (string.ascii_letters + string.digits + " .,;:!?\n").encode()
+_AS_TEXT = bytes(_TEXT[value % len(_TEXT)] for value in range(256))
+
+
+def _text(size: int, seed: int) -> bytes:
+    """ASCII text: for cases about something else than binary data (flow control, half-close,
+    resets, bursts), so that a server that decodes UTF-8 fails echo.*.binary once, not those too."""
+    return _payload(size, seed).translate(_AS_TEXT)
+
+
 async def _send(ctx: CaseContext, stream: trio.abc.SendStream, data: bytes) -> None:
     with ctx.deadline(SEND_SECONDS, f"sending {len(data)} bytes (the server stopped reading)"):
         await stream.send_all(data)
@@ -181,7 +192,7 @@ async def binary(ctx: CaseContext) -> None:
 async def large(ctx: CaseContext) -> None:
     """1 MiB, more than the socket buffers hold, echoed while the client is still writing."""
     stream = await ctx.connect()
-    payload = _payload(LARGE_SIZE, seed=862)
+    payload = _text(LARGE_SIZE, seed=862)
     expected = _transformed(ctx, payload)
     echoed = b""
 
@@ -271,7 +282,7 @@ async def half_close(ctx: CaseContext) -> None:
     """After the client's EOF the server echoes everything still pending, then closes its side."""
     stream = await ctx.connect()
     require_half_close(stream)
-    payload = _payload(HALF_CLOSE_SIZE, seed=9293)
+    payload = _text(HALF_CLOSE_SIZE, seed=9293)
     expected = _transformed(ctx, payload)
     echoed = b""
 
@@ -305,7 +316,7 @@ async def reset_survival(ctx: CaseContext) -> None:
     # arrives; how much gets sent before that does not matter.
     with trio.move_on_after(ctx.seconds(RESET_WRITE_SECONDS)):
         try:
-            await busy.send_all(_payload(RESET_FLOOD_SIZE, seed=2))
+            await busy.send_all(_text(RESET_FLOOD_SIZE, seed=2))
         except trio.BrokenResourceError:
             pass  # the server hung up first; the reset below is still what this case is about
     reset(busy)
@@ -427,7 +438,7 @@ BURST = 64
 async def udp_burst(ctx: CaseContext) -> None:
     """64 datagrams sent back to back all come back."""
     sock = await ctx.udp_socket(receive_buffer=4 << 20)
-    messages = {f"burst {index:03d} ".encode() + _payload(480, seed=index) for index in range(BURST)}
+    messages = {f"burst {index:03d} ".encode() + _text(480, seed=index) for index in range(BURST)}
     for message in sorted(messages):
         await sock.sendto(message, ctx.address)
     expected = {_transformed(ctx, message) for message in messages}

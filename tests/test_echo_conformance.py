@@ -88,7 +88,8 @@ def test_segmentation_failure_shows_shrunk_splits_and_a_working_replay(tmp_path:
 
 def test_silent_target_fails_every_case_in_bounded_time(tmp_path: Path) -> None:
     started = time.monotonic()
-    run = conformance(tmp_path, "run", "--timeout-scale", "0.5", "--target-cmd", fixture_command("echo", "echo/silent.py"))
+    command = fixture_command("echo", "echo/silent.py")
+    run = conformance(tmp_path, "run", "--timeout-scale", "0.5", "--target-cmd", command)
     assert time.monotonic() - started < 60
     assert short_ids(run.failed()) == TCP_CASES
     for case_id in run.failed():

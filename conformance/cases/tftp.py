@@ -374,6 +374,7 @@ async def _negotiates_blksize(client: Client) -> bool:
     transfer, reply = await _read_request(client, size_name(1024), (("blksize", "8"),))
     packet = reply.packet
     transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: only probing for blksize")
+    await client.end([transfer])  # before the next request: a server may serve one transfer at a time
     return isinstance(packet, OptionAck) and "blksize" in option_dict(packet.options)
 
 
@@ -1012,6 +1013,7 @@ async def options_tsize(ctx: CaseContext, client: Client) -> None:
         if size > 1024:
             # What RFC 2349 has a client do with a file too large for it: end the transfer here.
             transfer.error(ErrorCode.DISK_FULL, "conformance: only the size was wanted")
+            await client.end([transfer])  # before the next request: a server may serve one transfer at a time
             continue
         receiving = Download(transfer, oack=oack)
         receiving.acknowledge_oack()

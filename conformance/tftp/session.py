@@ -268,20 +268,27 @@ class Client:
         transfer.send_request()
         return transfer
 
+    async def end(self, transfers: Iterable[Transfer]) -> None:
+        """End these transfers with ERROR (those still open) and drain the ones the suite ended.
+
+        Each is drained once: a transfer ended here is not drained again at close.
+        """
+        ended: dict[Endpoint, dict[Address, Transfer]] = {}
+        for transfer in transfers:
+            transfer.abandon()
+            if transfer.ended_by_suite and not transfer.drained and transfer.tid is not None:
+                transfer.drained = True
+                ended.setdefault(transfer.endpoint, {})[transfer.tid] = transfer
+        if ended:
+            until = trio.current_time() + self.seconds(DRAIN_SECONDS)
+            async with trio.open_nursery() as nursery:
+                for endpoint, by_tid in ended.items():
+                    nursery.start_soon(self._drain, endpoint, by_tid, until)
+
     async def aclose(self) -> None:
         """End every open transfer with ERROR, drain the ones the server was sending, close the sockets."""
         try:
-            for transfer in self._transfers:
-                transfer.abandon()
-            ended: dict[Endpoint, dict[Address, Transfer]] = {}
-            for transfer in self._transfers:
-                if transfer.ended_by_suite and transfer.tid is not None:
-                    ended.setdefault(transfer.endpoint, {})[transfer.tid] = transfer
-            if ended:
-                until = trio.current_time() + self.seconds(DRAIN_SECONDS)
-                async with trio.open_nursery() as nursery:
-                    for endpoint, transfers in ended.items():
-                        nursery.start_soon(self._drain, endpoint, transfers, until)
+            await self.end(self._transfers)
         finally:
             for endpoint in self._endpoints:
                 endpoint.close()
@@ -342,6 +349,7 @@ class Transfer:
         self.ended_by_suite = False
         #: Whether the drain notes a server going on after the ERROR; off where the case judges it.
         self.note_leftovers = True
+        self.drained = False
         #: The last DATA received (wire number) and the last packet from the server, for repeats.
         self._last_block: int | None = None
         self._last_packet: Packet | None = None

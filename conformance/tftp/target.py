@@ -137,9 +137,9 @@ async def check_fixture_files(ctx: CaseContext) -> None:
     client = Client(ctx)
     ended_early = False
     try:
-        for name in fixture_names():
-            size = fixture_size(name)
-            assert size is not None
+        sizes = {name: fixture_size(name) or 0 for name in fixture_names()}
+        for name in sorted(sizes, key=lambda name: sizes[name] > PREFLIGHT_READ_BYTES):
+            size = sizes[name]
             if size <= PREFLIGHT_READ_BYTES:
                 try:
                     await download(client, name, size_hint=size)
@@ -163,8 +163,9 @@ async def check_fixture_files(ctx: CaseContext) -> None:
                     raise _not_served(name, packet)
             elif isinstance(packet, OptionAck):
                 transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: only checking that the file exists")
+                await client.end([transfer])
             else:
-                transfer.abandon()
+                await client.end([transfer])  # now: the next request must find the server free
                 ended_early = True
     finally:
         await client.aclose()

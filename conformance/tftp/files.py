@@ -19,11 +19,13 @@ from pathlib import Path
 
 __all__ = [
     "FIXTURE_SIZES",
+    "LARGEST_SIZE",
     "NETASCII_NAME",
     "WRAP_8_NAME",
     "WRAP_512_NAME",
     "content",
     "fixture_names",
+    "fixture_size",
     "size_name",
     "write_fixtures",
 ]
@@ -78,6 +80,17 @@ def _sizes() -> dict[str, int]:
 
 def fixture_names() -> list[str]:
     return [*_sizes(), NETASCII_NAME]
+
+
+def fixture_size(name: str) -> int | None:
+    """The size of fixture file ``name`` (in octet mode), or None for any other name."""
+    if name == NETASCII_NAME:
+        return len(_netascii_text())
+    return _sizes().get(name)
+
+
+# The largest file the suite ever reads: what a transfer of unknown size may bring at most.
+LARGEST_SIZE = max(WRAP_8_SIZE, WRAP_512_SIZE, *FIXTURE_SIZES)
 
 
 def chunks(name: str) -> Iterator[bytes]:

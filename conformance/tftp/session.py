@@ -4,9 +4,17 @@ Theory of operation
 -------------------
 A :class:`Client` belongs to one case. It hands out :class:`Endpoint` objects (UDP sockets on
 ephemeral ports: the client's transfer IDs) and :class:`Transfer` objects (one request and the
-packets of its answer). When the case ends, :meth:`Client.close` sends ERROR 0 to every transfer
+packets of its answer). When the case ends, :meth:`Client.aclose` sends ERROR 0 to every transfer
 that is still open, so that a server serving one transfer at a time is not left busy with a case
 that is over, then closes every socket.
+
+An ERROR ends a transfer (RFC 1350 §2, §7), but a simple server may take it for a lost ACK and
+send its DATA again. So the sockets of transfers that the suite ended while the server was sending
+stay open a little longer: whatever still comes is answered with ERROR again (a few times at
+most), until the server has been quiet for :data:`QUIET_SECONDS`, and for :data:`DRAIN_SECONDS`
+at the most. A server that repeats a packet after the ERROR gets a note naming the case that
+judges this (``tftp.error.client-abort``); a server still busy retrying on its own timer is waited
+for by the liveness check, not here.
 
 A transfer learns the server's transfer ID from the first datagram that comes back from the
 server's host. Every later datagram must come from that ID, decode as TFTP, and be what the
@@ -30,8 +38,9 @@ from dataclasses import dataclass
 import trio
 
 from conformance.context import CaseContext
-from conformance.model import CaseFailed, Unsupported
+from conformance.model import CaseFailed, NoAnswer, Unsupported
 from conformance.showbytes import describe_mismatch
+from conformance.tftp.files import LARGEST_SIZE, fixture_size
 from harness.tftp.blocks import MAX_BLOCK, wire_block
 from harness.tftp.codec import (
     Ack,
@@ -53,6 +62,8 @@ from harness.tftp.errors import ErrorCode, TftpDecodeError
 from harness.tftp.options import parse_number
 
 __all__ = [
+    "DRAIN_SECONDS",
+    "QUIET_SECONDS",
     "REPLY_SECONDS",
     "RESEND_SECONDS",
     "STALL_SECONDS",
@@ -66,6 +77,7 @@ __all__ = [
     "describe",
     "download",
     "expect_content",
+    "fetch_one_block",
     "open_download",
     "open_upload",
     "start",
@@ -87,6 +99,28 @@ _BUFSIZE = 65536
 _RECEIVE_BUFFER = 4 << 20
 # Datagrams taken straight from the kernel between two Trio checkpoints.
 _CHECKPOINT_EVERY = 64
+# After the suite ends a transfer with ERROR: the silence after which the server is taken to have
+# stopped. It covers DATA already on its way (the rest of a window) and a server that answers the
+# ERROR at once as if an ACK were lost; both come within a round trip, milliseconds even on a slow
+# network. A repeat on the server's own timer (1 s at the least, RFC 2349's smallest timeout) is
+# not waited for: that would cost a second per case on every correct server, and the liveness
+# check after the case waits out a server still busy with such a transfer.
+QUIET_SECONDS = 0.2
+# However long the server goes on, the suite stops listening to an ended transfer after this.
+DRAIN_SECONDS = 2.0
+# ERRORs sent again to one ended transfer that goes on. A server that takes an ERROR for a lost
+# ACK resends at once and gives up after a few tries (5 is common): each ERROR uses one up. More
+# would only feed a server that answers every ERROR with DATA.
+DRAIN_ERRORS = 5
+# Blocks a download may bring past the size the case expects before the suite stops it: a few
+# extra bytes are left to the content check, which shows where they differ; a runaway server
+# is stopped long before it fills the suite's memory.
+_OVERRUN_BLOCKS = 16
+# DATA numbered this far below the last one received is a repeat (a window is at most 64 blocks
+# in the cases); a higher number is new.
+_REPEAT_SPAN = 64
+# The case that judges a server going on after the client's ERROR; notes elsewhere point to it.
+CLIENT_ABORT_CASE = "tftp.error.client-abort"
 
 
 def describe(packet: Packet | Request) -> str:
@@ -217,6 +251,7 @@ class Client:
         self._family = socket.AF_INET6 if ":" in self.server[0] else socket.AF_INET
         self._endpoints: list[Endpoint] = []
         self._transfers: list[Transfer] = []
+        self._noted = False
 
     def seconds(self, seconds: float) -> float:
         return self.ctx.seconds(seconds)
@@ -233,13 +268,70 @@ class Client:
         transfer.send_request()
         return transfer
 
-    def close(self) -> None:
-        for transfer in self._transfers:
+    async def end(self, transfers: Iterable[Transfer]) -> None:
+        """End these transfers with ERROR (those still open) and drain the ones the suite ended.
+
+        Each is drained once: a transfer ended here is not drained again at close.
+        """
+        ended: dict[Endpoint, dict[Address, Transfer]] = {}
+        for transfer in transfers:
             transfer.abandon()
-        for endpoint in self._endpoints:
-            endpoint.close()
-        self._transfers.clear()
-        self._endpoints.clear()
+            if transfer.ended_by_suite and not transfer.drained and transfer.tid is not None:
+                transfer.drained = True
+                ended.setdefault(transfer.endpoint, {})[transfer.tid] = transfer
+        if ended:
+            until = trio.current_time() + self.seconds(DRAIN_SECONDS)
+            async with trio.open_nursery() as nursery:
+                for endpoint, by_tid in ended.items():
+                    nursery.start_soon(self._drain, endpoint, by_tid, until)
+
+    async def aclose(self) -> None:
+        """End every open transfer with ERROR, drain the ones the server was sending, close the sockets."""
+        try:
+            await self.end(self._transfers)
+        finally:
+            for endpoint in self._endpoints:
+                endpoint.close()
+            self._transfers.clear()
+            self._endpoints.clear()
+
+    async def _drain(self, endpoint: Endpoint, transfers: dict[Address, Transfer], until: float) -> None:
+        """Answer what still comes to ended transfers with ERROR, until the server is quiet."""
+        quiet = self.seconds(QUIET_SECONDS)
+        quiet_at = trio.current_time() + quiet
+        errors = dict.fromkeys(transfers, 0)
+        while True:
+            got = await endpoint.receive(min(quiet_at, until))
+            if got is None:
+                return
+            datagram, source, at = got
+            transfer = transfers.get(source)
+            if transfer is None:
+                continue  # not from a transfer ended here: nothing to answer
+            quiet_at = at + quiet
+            try:
+                packet: Packet | None = decode_packet(datagram)
+            except TftpDecodeError:
+                packet = None
+            if isinstance(packet, ErrorPacket):
+                del transfers[source]  # the server ended it too
+                if not transfers:
+                    return
+                continue
+            if packet is not None and transfer.is_repeat(packet) and transfer.note_leftovers:
+                self._note_leftover(transfer, packet)
+            if errors[source] < DRAIN_ERRORS:
+                errors[source] += 1
+                endpoint.send(encode_error(ErrorCode.NOT_DEFINED, "conformance: transfer over"), source)
+
+    def _note_leftover(self, transfer: Transfer, packet: Packet) -> None:
+        if self._noted:
+            return
+        self._noted = True
+        self.ctx.note(
+            f"the server kept sending {describe(packet)} after the suite's ERROR had ended {transfer.what}; "
+            f"see {CLIENT_ABORT_CASE}"
+        )
 
 
 class Transfer:
@@ -253,6 +345,14 @@ class Transfer:
         self.tid: Address | None = None
         #: Over: completed, or ended by an ERROR either way. Open transfers are aborted at close.
         self.finished = False
+        #: The suite sent ERROR while the server was still in the transfer: drained at close.
+        self.ended_by_suite = False
+        #: Whether the drain notes a server going on after the ERROR; off where the case judges it.
+        self.note_leftovers = True
+        self.drained = False
+        #: The last DATA received (wire number) and the last packet from the server, for repeats.
+        self._last_block: int | None = None
+        self._last_packet: Packet | None = None
 
     @property
     def what(self) -> str:
@@ -275,12 +375,21 @@ class Transfer:
 
     def error(self, code: int, message: str) -> None:
         self.send(encode_error(code, message))
+        if not self.finished:
+            self.ended_by_suite = True
         self.finished = True
 
     def abandon(self) -> None:
         if not self.finished and self.tid is not None:
             self.endpoint.send(encode_error(ErrorCode.NOT_DEFINED, "conformance case over"), self.tid)
+            self.ended_by_suite = True
         self.finished = True
+
+    def is_repeat(self, packet: Packet) -> bool:
+        """Whether ``packet`` repeats one the server sent before (not one still on its way)."""
+        if isinstance(packet, Data):
+            return self._last_block is not None and (self._last_block - packet.block) % (MAX_BLOCK + 1) < _REPEAT_SPAN
+        return packet == self._last_packet
 
     async def receive_until(self, deadline: float) -> Reply | None:
         """The next datagram of this transfer, decoded; None once ``deadline`` (Trio clock) passes."""
@@ -308,6 +417,9 @@ class Transfer:
                 ) from None
             if isinstance(packet, ErrorPacket):
                 self.finished = True
+            elif isinstance(packet, Data):
+                self._last_block = packet.block
+            self._last_packet = packet
             return Reply(packet, datagram, source, at)
 
     async def next(self, doing: str, *, seconds: float = REPLY_SECONDS) -> Reply:
@@ -316,7 +428,7 @@ class Transfer:
         reply = await self.receive_until(trio.current_time() + limit)
         if reply is None:
             refused = " (an ICMP port unreachable came back: nothing listens there)" if self.endpoint.refused else ""
-            raise CaseFailed(f"timed out after {limit:.1f} s {doing}{refused}")
+            raise NoAnswer(f"timed out after {limit:.1f} s {doing}{refused}")
         return reply
 
     async def poll(self, seconds: float) -> Reply | None:
@@ -347,6 +459,10 @@ class Download:
     repeat of a block already received is counted in :attr:`repeats` (with how long after the
     first copy it came) and, in lock-step, ACKed again. With ``duplicate_acks`` every ACK goes out
     twice, to provoke the Sorcerer's Apprentice bug.
+
+    It never holds much more than the file the case reads: ``size_hint``, else the size of the
+    fixture file of that name, else the largest one; netascii may double it on the wire. A server
+    that sends more is stopped with ERROR 3 and fails the case.
     """
 
     def __init__(
@@ -366,6 +482,17 @@ class Download:
         self.size_hint = size_hint
         self.duplicate_acks = duplicate_acks
         self.data = bytearray()
+        request = transfer.request
+        expected = size_hint
+        if expected is None and isinstance(request, ReadRequest):
+            expected = fixture_size(request.filename)
+        #: The size of the file as the case knows it, or None.
+        self.expected_size = expected
+        wire = LARGEST_SIZE if expected is None else expected
+        if isinstance(request, Request) and request.mode.lower() == "netascii":
+            wire *= 2  # every LF and CR may take two bytes on the wire
+        #: The most the suite takes before it stops the transfer.
+        self.limit = wire + _OVERRUN_BLOCKS * blksize
         #: Index (unbounded) of the next block expected; block 65536 is the first after a wrap.
         self.index = 1
         #: The wire number that followed 65535 (0 or 1), once the transfer wrapped.
@@ -411,6 +538,17 @@ class Download:
             raise CaseFailed(
                 f"DATA {packet.block} carries {len(payload)} bytes, more than the block size {self.blksize} "
                 "(RFC 1350 §5, RFC 2348)"
+            )
+        if len(self.data) + len(payload) > self.limit:
+            self.transfer.error(ErrorCode.DISK_FULL, "conformance: more data than the file holds")
+            if self.expected_size is None:
+                of = f"during {self.transfer.what}, more than the largest file the suite reads ({LARGEST_SIZE} bytes)"
+            else:
+                of = f"of a {self.expected_size}-byte file ({self.transfer.what})"
+            raise CaseFailed(
+                f"the server sent more than {self.limit} bytes {of}: DATA {packet.block} came after "
+                f"{self.index - 1} blocks, and a transfer ends with a block shorter than {self.blksize} bytes "
+                "(RFC 1350 §6)"
             )
         if self.index == MAX_BLOCK + 1:
             self.rollover = packet.block
@@ -660,3 +798,62 @@ def blocks_of(data: bytes, blksize: int) -> Iterable[bytes]:
     """``data`` as the DATA payloads of a transfer, the last one short or empty."""
     for offset in range(0, len(data) + 1, blksize):
         yield data[offset : offset + blksize]
+
+
+async def fetch_one_block(client: Client, filename: str, seconds: float) -> Packet:
+    """Read a file of less than one block to the end; the server's first answer.
+
+    The request is sent again every :data:`RESEND_SECONDS` until an answer comes, as a client
+    would, within ``seconds`` (scaled): a server that serves one transfer at a time answers once
+    it is free. It then reads every copy of the request queued meanwhile, so each copy is answered
+    by a transfer of its own: those are read to the end too (the suite stays until the server has
+    been quiet for :data:`QUIET_SECONDS`), or the server would be busy again resending to a closed
+    port. A first answer that is not a short DATA 1 (an ERROR, a full block) still shows that the
+    server answers; a transfer it starts is ended with ERROR.
+    """
+    endpoint = client.endpoint()
+    request = ReadRequest(filename, "octet")
+    datagram = request.encode()
+    now = trio.current_time()
+    deadline = now + client.seconds(seconds)
+    resend = client.seconds(RESEND_SECONDS)
+    resend_at = now + resend
+    sent = 1
+    endpoint.send(datagram, client.server)
+    first: Packet | None = None
+    answered: set[Address] = set()
+    quiet_at = deadline
+    while True:
+        got = await endpoint.receive(min(deadline, quiet_at if first is not None else resend_at))
+        now = trio.current_time()
+        if got is None:
+            if first is not None:
+                return first
+            if now >= deadline:
+                raise NoAnswer(
+                    f"no answer to {describe(request)} within {client.seconds(seconds):.1f} s "
+                    f"(sent {sent} times, {resend:.1f} s apart)"
+                )
+            endpoint.send(datagram, client.server)
+            sent += 1
+            resend_at = now + resend
+            continue
+        answer, source, at = got
+        if source[0] != client.server[0]:
+            continue
+        try:
+            packet = decode_packet(answer)
+        except TftpDecodeError as exc:
+            if first is not None:
+                continue
+            raise CaseFailed(f"the server answered {describe(request)} with a malformed datagram: {exc}") from None
+        if isinstance(packet, Data) and packet.block == 1 and len(packet.payload) < 512:
+            endpoint.send(encode_ack(1), source)  # the end of that transfer (again, if our ACK was lost)
+        elif not isinstance(packet, ErrorPacket) and source not in answered:
+            endpoint.send(encode_error(ErrorCode.NOT_DEFINED, "conformance: liveness check over"), source)
+        answered.add(source)
+        if first is None:
+            first = packet
+        if sent == 1 or len(answered) >= sent:
+            return first  # no other copy of the request can still be answered
+        quiet_at = at + client.seconds(QUIET_SECONDS)

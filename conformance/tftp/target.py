@@ -11,14 +11,15 @@ import trio
 from conformance.context import CaseContext
 from conformance.model import CaseFailed, Option, TargetUnusable
 from conformance.targets import TargetEnv
-from conformance.tftp.files import fixture_names, size_name, write_fixtures
-from conformance.tftp.session import Client, describe
-from harness.tftp.codec import ErrorPacket, ReadRequest
+from conformance.tftp.files import fixture_names, fixture_size, size_name, write_fixtures
+from conformance.tftp.session import Client, Refused, describe, download, fetch_one_block
+from harness.tftp.codec import ErrorPacket, OptionAck, ReadRequest
 from harness.tftp.errors import ErrorCode
 from harness.tftp.server import serve_tftp
 
 __all__ = [
     "LIVENESS_FILE",
+    "LIVENESS_SECONDS",
     "OPTIONS",
     "OUTSIDE_NAME",
     "OUTSIDE_SECRET",
@@ -63,10 +64,19 @@ OPTIONS = (
 # A file next to the served root: path cases try to read it through '../' and its absolute path.
 OUTSIDE_NAME = "outside-secret.txt"
 OUTSIDE_SECRET = b"conformance: this file lies outside the TFTP root and must never be served\n"
-# Asked for before every case: small, and served by any target that passed the preflight.
+# Asked for after every case: one short block, served by any target that passed the preflight.
 LIVENESS_FILE = size_name(1)
+# How long the liveness check waits for a server still busy with an earlier transfer, resending
+# its request every second: a server that serves one transfer at a time may spend 5 tries of 1 s
+# on a transfer whose client has gone, and then answer the copies of the request queued meanwhile.
+LIVENESS_SECONDS = 10.0
 # A target silent this long in the preflight is left to fail each case on its own.
 PREFLIGHT_SECONDS = 3.0
+# The preflight reads files up to this size to the end (all but the 32 MiB one): about 3,000
+# lock-step blocks in all, a fraction of a second on a local server.
+PREFLIGHT_READ_BYTES = 1 << 20
+# Answers to an RRQ that mean the file is not there to read.
+_MISSING = (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION)
 
 
 def local_root(ctx: CaseContext) -> Path | None:
@@ -101,33 +111,63 @@ def prepare_command(env: TargetEnv) -> dict[str, str]:
 
 
 async def check_alive(ctx: CaseContext) -> None:
+    """The liveness file, read to the end; a server still busy with an earlier transfer is waited for."""
     client = Client(ctx)
     try:
-        transfer = client.start(ReadRequest(LIVENESS_FILE, "octet"))
-        await transfer.next(f"waiting for any answer to RRQ {LIVENESS_FILE!r} (liveness check)")
+        await fetch_one_block(client, LIVENESS_FILE, ctx.target.protocol.liveness_seconds)
     finally:
-        client.close()
+        await client.aclose()
+
+
+def _not_served(name: str, error: ErrorPacket) -> TargetUnusable:
+    return TargetUnusable(
+        f"the target does not serve the fixture files (RRQ {name!r} got {describe(error)}); "
+        "run `conformance fixtures tftp DIR` and serve DIR"
+    )
 
 
 async def check_fixture_files(ctx: CaseContext) -> None:
-    """One line instead of many failures when the target does not serve the fixture files."""
+    """One line instead of many failures when the target does not serve the fixture files.
+
+    Each file is read to the end, so that a server serving one transfer at a time is free for the
+    next; only the 32 MiB one is asked for with tsize and declined (ERROR 8 to the OACK, which ends
+    a transfer cleanly, RFC 2347), or ended with ERROR after DATA 1 by a server without options.
+    Then, if a transfer was ended early, the suite waits until the server answers again.
+    """
     client = Client(ctx)
+    ended_early = False
     try:
-        for name in fixture_names():
-            transfer = client.start(ReadRequest(name, "octet"))
+        sizes = {name: fixture_size(name) or 0 for name in fixture_names()}
+        for name in sorted(sizes, key=lambda name: sizes[name] > PREFLIGHT_READ_BYTES):
+            size = sizes[name]
+            if size <= PREFLIGHT_READ_BYTES:
+                try:
+                    await download(client, name, size_hint=size)
+                except Refused as refused:
+                    if refused.code in _MISSING:
+                        raise _not_served(name, refused.error) from None
+                    return  # it answers, if badly: the cases will say how
+                except CaseFailed:
+                    return  # silent or wrong: each case fails quickly, with the reason
+                continue
+            transfer = client.start(ReadRequest(name, "octet", (("tsize", "0"),)))
             try:
                 reply = await transfer.poll(PREFLIGHT_SECONDS)
             except CaseFailed:
-                return  # it answers, if badly: the cases will say how
+                return
             if reply is None:
-                return  # a silent target fails each case quickly, with the reason
-            transfer.abandon()  # at once: a server may serve one transfer at a time
+                return
             packet = reply.packet
-            missing = (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION)
-            if isinstance(packet, ErrorPacket) and packet.code in missing:
-                raise TargetUnusable(
-                    f"the target does not serve the fixture files (RRQ {name!r} got {describe(packet)}); "
-                    "run `conformance fixtures tftp DIR` and serve DIR"
-                )
+            if isinstance(packet, ErrorPacket):
+                if packet.code in _MISSING:
+                    raise _not_served(name, packet)
+            elif isinstance(packet, OptionAck):
+                transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: only checking that the file exists")
+                await client.end([transfer])
+            else:
+                await client.end([transfer])  # now: the next request must find the server free
+                ended_early = True
     finally:
-        client.close()
+        await client.aclose()
+    if ended_early:
+        await check_alive(ctx)

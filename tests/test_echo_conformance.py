@@ -10,7 +10,12 @@ import pytest
 
 from tests.helpers import conformance, fixture_command
 
-TCP_CASES = {"round-trip", "many-messages", "binary", "large", "segmentation", "half-close", "reset", "concurrency"}
+TCP_CASES = {
+    "round-trip", "many-messages", "binary", "large", "segmentation", "half-close", "reset", "concurrency", "simultaneous",
+}
+# Whether a shared buffer also garbles the small concurrent messages of concurrency is a race: only
+# the cases whose verdict is certain are selected.
+SHARED_BUFFER_CASES = ("-k", "round-trip", "-k", "many-messages", "-k", "large", "-k", "simultaneous")
 TLS = ("--tls", "{cert}", "{key}")
 
 # fixture -> (protocol, extra fixture arguments, extra conformance options, the cases that fail, exactly)
@@ -18,8 +23,8 @@ BROKEN: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], set[str]]] = {
     "one_at_a_time": ("echo", (), (), {"concurrency"}),
     "one_at_a_time/tls": ("echo-tls", TLS, (), {"concurrency"}),
     "never_eof": ("echo", (), (), {"half-close"}),
-    "first_recv_only": ("echo", (), (), {"many-messages", "large", "segmentation", "half-close"}),
-    "first_recv_only/tls": ("echo-tls", TLS, (), {"many-messages", "large", "segmentation"}),
+    "first_recv_only": ("echo", (), (), {"many-messages", "large", "segmentation", "half-close", "simultaneous"}),
+    "first_recv_only/tls": ("echo-tls", TLS, (), {"many-messages", "large", "segmentation", "simultaneous"}),
     # Binary data is the subject of binary (and of segmentation's split characters) only: cases about
     # flow control, half-close and resets send text, so one decode flaw is not counted four times.
     "utf8_per_chunk": ("echo", (), (), {"binary", "segmentation"}),
@@ -36,6 +41,10 @@ BROKEN: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], set[str]]] = {
     "crash_on_reset/tls": ("echo-tls", TLS, (), {"reset"}),
     "garbage": ("echo", (), (), TCP_CASES),
     "garbage/tls": ("echo-tls", TLS, (), TCP_CASES - {"half-close"}),
+    "pool_of_10": ("echo", (), (), {"concurrency"}),
+    "pool_of_10/tls": ("echo-tls", TLS, (), {"concurrency"}),
+    "shared_buffer": ("echo", (), SHARED_BUFFER_CASES, {"simultaneous"}),
+    "shared_buffer/tls": ("echo-tls", TLS, SHARED_BUFFER_CASES, {"simultaneous"}),
     "udp_recvfrom_1024": ("udp-echo", (), (), {"sizes"}),
     "udp_reply_new_socket": ("udp-echo", (), (), {"reply-address"}),
     "udp_echo_to_all": ("udp-echo", (), (), {"interleaved"}),
@@ -97,6 +106,30 @@ def test_silent_target_fails_every_case_in_bounded_time(tmp_path: Path) -> None:
 
 
 PYTHON = sys.executable
+# The servers the course teaches, with their defaults: every case passes.
+COURSE_SERVERS = ("socketserver_forking", "socketserver_threading", "asyncio_streams")
+
+
+@pytest.mark.parametrize("name", COURSE_SERVERS)
+def test_the_course_servers_pass_with_their_defaults(tmp_path: Path, name: str) -> None:
+    run = conformance(tmp_path, "run", "--target-cmd", fixture_command("echo", f"echo/{name}.py"))
+    assert run.status == 0, run.stdout + run.stderr
+    assert run.outcomes() == {f"echo.tcp.{slug}": "passed" for slug in TCP_CASES} | {"echo.tcp.upper": "unsupported"}
+    assert "32 of 32 clients served at once" in run.case("echo.tcp.concurrency")["notes"]
+
+
+def test_a_pool_of_workers_is_told_how_many_clients_it_served(tmp_path: Path) -> None:
+    command = fixture_command("echo", "echo/pool_of_10.py")
+    run = conformance(tmp_path, "run", "--target-cmd", command, "-k", "echo.tcp.concurrency")
+    message = run.case("echo.tcp.concurrency")["message"]
+    assert "10 of 32 clients were served at once; clients 11-32 got no answer" in message
+
+
+def test_a_serial_server_with_a_small_backlog_is_told_why_clients_cannot_connect(tmp_path: Path) -> None:
+    command = fixture_command("echo", "echo/decode_crash_serial.py")
+    run = conformance(tmp_path, "run", "--target-cmd", command, "-k", "echo.tcp.concurrency")
+    message = run.case("echo.tcp.concurrency")["message"]
+    assert "could not connect while" in message and "listen() backlog" in message, message
 
 
 @pytest.mark.parametrize("options", [(), ("--echo-transform", "upper")])

@@ -34,6 +34,13 @@ TCP_ECHOING = {
     "send_not_sendall": MESSAGE,
     "eof_drops_tail": MESSAGE,
     "crash_on_reset": MESSAGE,
+    "pool_of_10": MESSAGE,
+    "shared_buffer": MESSAGE,
+}
+# Written without _common (no --tls), the way the course or a student writes them; their own tests
+# in test_echo_conformance.py and test_cli.py run them.
+STANDALONE = {
+    "decode_crash_serial", "lingers_after_sigterm", "socketserver_forking", "socketserver_threading", "asyncio_streams",
 }
 UDP_ECHOING = ["udp_recvfrom_1024", "udp_echo_to_all", "udp_slow_small_buffer"]
 ALL_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.py") if not p.stem.startswith("_"))
@@ -109,7 +116,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext,
 
 
 def test_every_fixture_is_covered() -> None:
-    covered = {*TCP_ECHOING, *UDP_ECHOING, "silent", "garbage", "udp_silent", "udp_reply_new_socket"}
+    covered = {*TCP_ECHOING, *UDP_ECHOING, *STANDALONE, "silent", "garbage", "udp_silent", "udp_reply_new_socket"}
     assert set(ALL_FIXTURES) == covered
 
 

@@ -13,6 +13,8 @@ from conformance.showbytes import describe_mismatch, first_difference
 
 # Without progress for this long, a peer that should be sending is taken to have stalled.
 IDLE_SECONDS = 3.0
+# One read's worth: also the margin by which what is held can exceed what a case expects, since a
+# read of CHUNK bytes can bring that much more than was asked for.
 CHUNK = 65536
 
 
@@ -25,14 +27,17 @@ async def receive_exactly(
     idle: float = IDLE_SECONDS,
     expected: bytes | None = None,
 ) -> bytes:
-    """Read exactly ``count`` bytes; fail on EOF or on ``idle`` seconds without any new byte.
+    """Read exactly ``count`` bytes, all that the peer may have sent so far; fail on more, on EOF, or on
+    ``idle`` seconds without any new byte.
 
-    With ``expected``, a shortfall also says whether what did arrive was right so far.
+    Each read asks for a whole CHUNK, so that a peer sending more than it should is caught (with at most
+    ``count + CHUNK`` bytes held), not left unread. With ``expected``, a shortfall also says whether what
+    did arrive was right so far.
     """
     received = bytearray()
     while len(received) < count:
         with trio.move_on_after(ctx.seconds(idle)) as scope:
-            chunk = await stream.receive_some(min(CHUNK, count - len(received)))
+            chunk = await stream.receive_some(CHUNK)
         if scope.cancelled_caught or not chunk:
             what = f"no data for {ctx.seconds(idle):.1f} s" if scope.cancelled_caught else "the connection was closed"
             summary = f"{what} {doing}: got {len(received)} of {count} bytes"
@@ -41,7 +46,17 @@ async def receive_exactly(
                 summary += f", and they differ from what was sent from byte {offset} (bytes were lost or altered)"
             raise CaseFailed(summary, actual=bytes(received) if received else None)
         received += chunk
+        if len(received) > count:
+            raise CaseFailed(_too_much(count, len(received), doing), actual=bytes(received))
     return bytes(received)
+
+
+def _too_much(limit: int, received: int, doing: str) -> str:
+    # Reading stops here: the rest, however much, is never held.
+    return (
+        f"the server sent more than the {limit} bytes expected {doing} "
+        f"({received} arrived before the suite stopped reading)"
+    )
 
 
 async def receive_until_eof(
@@ -61,7 +76,7 @@ async def receive_until_eof(
             return bytes(received)
         received += chunk
         if len(received) > limit:
-            raise CaseFailed(f"more than the {limit} bytes expected arrived {doing}", actual=bytes(received))
+            raise CaseFailed(_too_much(limit, len(received), doing), actual=bytes(received))
 
 
 def expect_equal(summary: str, *, sent: bytes | None, expected: bytes, actual: bytes) -> None:

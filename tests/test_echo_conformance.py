@@ -11,7 +11,8 @@ import pytest
 from tests.helpers import conformance, fixture_command
 
 TCP_CASES = {
-    "round-trip", "many-messages", "binary", "large", "segmentation", "half-close", "reset", "concurrency", "simultaneous",
+    "round-trip", "many-messages", "binary", "large", "segmentation", "half-close", "reset", "concurrency",
+    "simultaneous",
 }
 # Whether a shared buffer also garbles the small concurrent messages of concurrency is a race: only
 # the cases whose verdict is certain are selected.

@@ -36,6 +36,9 @@ TCP_ECHOING = {
     "crash_on_reset": MESSAGE,
     "pool_of_10": MESSAGE,
     "shared_buffer": MESSAGE,
+    # Hostile, not flawed (tests/test_hostile_targets.py): slow, and noisy on stdout.
+    "trickle": MESSAGE,
+    "prints_forever": MESSAGE,
 }
 # Written without _common (no --tls), the way the course or a student writes them; their own tests
 # in test_echo_conformance.py and test_cli.py run them.
@@ -116,7 +119,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext,
 
 
 def test_every_fixture_is_covered() -> None:
-    covered = {*TCP_ECHOING, *UDP_ECHOING, *STANDALONE, "silent", "garbage", "udp_silent", "udp_reply_new_socket"}
+    covered = {
+        *TCP_ECHOING, *UDP_ECHOING, *STANDALONE, "silent", "garbage", "floods_reply", "udp_silent", "udp_reply_new_socket",
+    }
     assert set(ALL_FIXTURES) == covered
 
 
@@ -158,6 +163,17 @@ def test_garbage_sends_a_banner_and_noise() -> None:
         received = tcp_round_trip(port, MESSAGE + b"x" * len(banner))
         assert received.startswith(banner)
         assert received != MESSAGE + b"x" * len(banner)
+        assert_stops_on_sigterm(proc)
+
+
+def test_floods_reply_sends_far_more_than_it_was_sent() -> None:
+    with running("floods_reply") as (proc, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as conn:
+            conn.sendall(MESSAGE)
+            received = b""
+            while len(received) <= 1 << 20 and (chunk := conn.recv(65536)):
+                received += chunk
+        assert received.startswith(MESSAGE) and len(received) > 1 << 20
         assert_stops_on_sigterm(proc)
 
 

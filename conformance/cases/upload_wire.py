@@ -45,8 +45,14 @@ SEND_SECONDS = 5.0
 # After a reply that ends the connection, or after the client's EOF, the server closes this soon.
 CLOSE_SECONDS = 2.0
 RECEIVE_SIZE = 65536
-# How long to read a connection the server broke, to show what it said before.
+# The most a server may send on one connection: every case expects a few KiB of replies at most, and
+# the codec lets one reply be 64 KiB. Past this the server sends what nobody asked for, and the case
+# fails rather than read on.
+RECEIVE_LIMIT = 1 << 20
+# How long to read a connection the server broke, to show what it said before, and how many of
+# those replies to show.
 LAST_WORDS_SECONDS = 0.5
+LAST_WORDS_KEPT = 5
 # Bytes of a reply stream shown in a failure message.
 SHOWN_BYTES = 200
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
@@ -113,7 +119,9 @@ class Conversation:
         self.ctx = ctx
         self.stream = stream
         self.decoder = ReplyDecoder()
+        # The last SHOWN_BYTES bytes received, for failure messages, and how many came in all.
         self.received = bytearray()
+        self.received_total = 0
         self.replies: list[Reply] = []
 
     @classmethod
@@ -147,11 +155,12 @@ class Conversation:
         said: list[str] = []
         with trio.move_on_after(self.ctx.seconds(LAST_WORDS_SECONDS)):
             try:
-                while not isinstance(event := self.decoder.next_event(), ConnectionClosed):
+                while len(said) < LAST_WORDS_KEPT and self.received_total <= RECEIVE_LIMIT:
+                    event = self.decoder.next_event()
+                    if isinstance(event, ConnectionClosed):
+                        break
                     if event is NEED_DATA:
-                        data = await self.stream.receive_some(RECEIVE_SIZE)
-                        self.received += data
-                        self.decoder.receive_data(data)
+                        self._feed(await self.stream.receive_some(RECEIVE_SIZE))
                     else:
                         said.append(show_reply(event))
             except (trio.BrokenResourceError, RemoteProtocolError, IncompleteStream, OSError):
@@ -176,7 +185,7 @@ class Conversation:
                 self.replies.append(event)
                 return event
             try:
-                got = await self._receive(idle)
+                got = await self._receive(idle, doing)
             except trio.BrokenResourceError as exc:
                 raise CaseFailed(
                     f"the connection broke ({_reason(exc)}) instead of a reply {doing}, "
@@ -201,7 +210,7 @@ class Conversation:
                     actual=show_reply(event),
                 )
             try:
-                got = await self._receive(idle)
+                got = await self._receive(idle, doing)
             except (trio.BrokenResourceError, OSError):
                 return  # a reset, or TLS without close_notify: closed, if not politely
             if not got:
@@ -219,14 +228,24 @@ class Conversation:
                 f"the server closed the connection inside a reply {doing}: {exc}", actual=self._shown()
             ) from None
 
-    async def _receive(self, idle: float) -> bool:
+    async def _receive(self, idle: float, doing: str) -> bool:
         """Feed the decoder what arrives; False after ``idle`` seconds without anything."""
         with trio.move_on_after(self.ctx.seconds(idle)):
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-            self.received += data
-            self.decoder.receive_data(data)
+            self._feed(await self.stream.receive_some(RECEIVE_SIZE))
+            if self.received_total > RECEIVE_LIMIT:
+                raise CaseFailed(
+                    f"the server sent more than {RECEIVE_LIMIT} bytes on one connection {doing}, "
+                    "where the replies a case expects come to a few KiB",
+                    actual=self._shown(),
+                )
             return True
         return False
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        # The decoder holds less than one frame beyond what has been asked for; only the tail is kept here.
+        self.decoder.receive_data(data)
+        self.received_total += len(data)
+        self.received = (self.received + data[-SHOWN_BYTES:])[-SHOWN_BYTES:]
 
     def _shown(self) -> bytes:
         return bytes(self.received[-SHOWN_BYTES:])

@@ -120,7 +120,8 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext,
 
 def test_every_fixture_is_covered() -> None:
     covered = {
-        *TCP_ECHOING, *UDP_ECHOING, *STANDALONE, "silent", "garbage", "floods_reply", "udp_silent", "udp_reply_new_socket",
+        *TCP_ECHOING, *UDP_ECHOING, *STANDALONE,
+        "silent", "garbage", "floods_reply", "udp_silent", "udp_reply_new_socket",
     }
     assert set(ALL_FIXTURES) == covered
 

@@ -90,6 +90,10 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 def _classify(exc: BaseException) -> tuple[Outcome, str]:
     leaves = _leaves(exc)
     for leaf in leaves:
+        # Ctrl-C (or SIGTERM) wins over any failure it arrived with.
+        if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
+            raise leaf
+    for leaf in leaves:
         if isinstance(leaf, CaseFailed):
             return Outcome.FAILED, str(leaf)
     for leaf in leaves:
@@ -98,9 +102,6 @@ def _classify(exc: BaseException) -> tuple[Outcome, str]:
             return Outcome.FAILED, message
     if all(isinstance(leaf, Unsupported) for leaf in leaves):
         return Outcome.UNSUPPORTED, str(leaves[0])
-    for leaf in leaves:
-        if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
-            raise leaf
     first = next(leaf for leaf in leaves if not isinstance(leaf, Unsupported))
     text = "".join(traceback.format_exception(first, limit=-6)).rstrip()
     return Outcome.ERROR, f"the harness itself broke: {first!r}\n{text}"

@@ -14,7 +14,9 @@ shrunk example, rendered as a Python literal that ``--replay`` feeds straight ba
 from __future__ import annotations
 
 import ast
+import contextlib
 import queue
+import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -36,6 +38,8 @@ DEFAULT_BUDGET_SECONDS = 20.0
 # slow to be searched at all (a healthy exchange takes milliseconds): the case fails. One cut short
 # sooner is just where the time ran out.
 SLOW_EXAMPLE_SHARE = 0.25
+# After a failing example, how long a program that is exiting gets to be seen dead.
+EXIT_SETTLE_SECONDS = 0.1
 
 
 class _Abandoned(BaseException):
@@ -109,6 +113,7 @@ async def search(
         finally:
             post.close()  # ends the loop below
 
+    killed: list[CaseFailed] = []
     with trio.move_on_at(trio.current_time() + seconds) as time_budget:
         try:
             async with trio.open_nursery() as nursery:
@@ -116,11 +121,21 @@ async def search(
                 async for value in examples_posted:
                     state.examples_run += 1
                     state.example_started = trio.current_time()
-                    verdicts.put(await _verdict(state, check, value))
+                    verdict = await _verdict(state, check, value)
                     state.example_started = None
+                    if verdict is not None and await _program_died(ctx):
+                        # Every later example would meet a dead program: shrinking would only
+                        # find the smallest input that fails against nothing.
+                        killed.append(_killed_by(verdict, value))
+                        nursery.cancel_scope.cancel()
+                        break
+                    verdicts.put(verdict)
         finally:
             examples_posted.close()
             verdicts.put(_Abandoned())
+    if killed:
+        _attach_replay(ctx, killed[0])
+        raise killed[0]
     if time_budget.cancelled_caught:
         _out_of_time(ctx, state, ctx.seconds(budget), seconds)
         return
@@ -149,6 +164,28 @@ async def _verdict(state: _Search, check: Callable[[T], Awaitable[None]], value:
             state.last_failure = exc
         return exc
     return None
+
+
+async def _program_died(ctx: CaseContext) -> bool:
+    """Whether the program under test died (it may still be exiting as the failure shows)."""
+    process = ctx.target.process
+    if process is None:
+        return ctx.target.death() is not None
+    popen = process.popen
+
+    def wait() -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(EXIT_SETTLE_SECONDS)
+
+    await trio.to_thread.run_sync(wait)
+    return ctx.target.death() is not None
+
+
+def _killed_by(verdict: Exception, value: Any) -> CaseFailed:
+    failure = verdict if isinstance(verdict, CaseFailed) else CaseFailed(str(verdict))
+    failure.summary += " (the program died on this input; the search stopped here, unshrunk)"
+    failure.example = repr(value)
+    return failure
 
 
 def _out_of_time(ctx: CaseContext, state: _Search, shown: float, seconds: float) -> None:

@@ -392,9 +392,9 @@ def _ranges(numbers: list[int]) -> str:
     return ", ".join(parts)
 
 
-# Within the listen(5) backlog of a student's serial server, which concurrency judges instead.
-SIMULTANEOUS_CLIENTS = 4
-SIMULTANEOUS_SIZE = 256 * 1024
+# Clients connect in their own tasks, so a serial server with listen(5) still takes them in turn.
+SIMULTANEOUS_CLIENTS = 8
+SIMULTANEOUS_SIZE = 512 * 1024
 SIMULTANEOUS_CHUNK = 4096
 
 

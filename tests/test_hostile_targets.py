@@ -262,6 +262,21 @@ def test_a_search_against_a_trickling_upload_server_fails_at_its_budget(tmp_path
 
 
 @pytest.mark.slow
+def test_a_whole_run_against_a_trickling_upload_server_stops_after_three_cases_too_slow(tmp_path: Path) -> None:
+    # Budgets scaled to a fifth (6 s a case): three cases run out of time, the rest are skipped.
+    command = fixture_command("upload", "upload/trickle.py", "{root}")
+    run, _, elapsed = _run(tmp_path, "--target-cmd", command, "--timeout-scale", "0.2")
+    assert run.status == 1, run.stdout + run.stderr
+    outcomes = list(run.outcomes().values())
+    assert outcomes[:3] == ["failed"] * 3 and set(outcomes[3:]) == {"skipped"}, run.stdout
+    first = run.report["cases"][0] if run.report else {}
+    assert first["message"].startswith("too slow: the case did not finish within its budget of 6 s")
+    assert "too slow to finish the last 3 cases" in run.report["cases"][3]["message"]  # type: ignore[index]
+    assert "too slow to finish the last 3 cases" in run.stdout  # the reason shows under the row
+    assert elapsed < 3 * 6 + STARTUP_SLACK + 10
+
+
+@pytest.mark.slow
 def test_a_search_against_a_trickling_echo_server_ends_at_its_budget(tmp_path: Path) -> None:
     # How long the examples take depends on the text hypothesis draws: the search may finish, stop at
     # its budget, or fail there with an example that ran too long; it never runs past the budget.

@@ -321,6 +321,7 @@ class TargetHost:
         self._stop: trio.Event | None = None
         self._startup_error: BaseException | None = None
         self._log = LogTail()
+        self._log_settings: tuple[bool, int] = (True, logging.NOTSET)
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -360,7 +361,9 @@ class TargetHost:
                     pass
             self._thread.join(10)
             self._thread = None
-            logging.getLogger("harness").removeHandler(self._log)
+            harness_logger = logging.getLogger("harness")
+            harness_logger.removeHandler(self._log)
+            harness_logger.propagate, harness_logger.level = self._log_settings
         self._tempdir.cleanup()
 
     def call_soon(self, fn: Any) -> None:
@@ -384,6 +387,8 @@ class TargetHost:
 
     def _start_embedded(self, specs: list[TargetSpec], envs: Mapping[str, TargetEnv]) -> None:
         harness_logger = logging.getLogger("harness")
+        # Put back on close: a test process goes on logging after its run.
+        self._log_settings = (harness_logger.propagate, harness_logger.level)
         harness_logger.addHandler(self._log)
         harness_logger.setLevel(logging.INFO)
         # The reference servers' warnings belong with the case that caused them, not on the terminal.

@@ -374,7 +374,10 @@ def test_a_program_printing_without_end_keeps_the_run_small(tmp_path: Path) -> N
     assert all(len(line) < LINE_BYTES_KEPT + 100 for line in output)
 
 
-TCP_CASES = {"round-trip", "many-messages", "binary", "large", "segmentation", "half-close", "reset", "concurrency"}
+TCP_CASES = {
+    "round-trip", "many-messages", "binary", "large", "segmentation", "half-close", "reset", "concurrency",
+    "simultaneous",
+}
 
 
 @pytest.mark.slow

@@ -357,7 +357,10 @@ async def concurrency(ctx: CaseContext) -> None:
                 ctx, streams[index], len(message), doing=f"waiting for client {index + 1}'s echo",
                 idle=EXCHANGE_SECONDS,
             )
-        except CaseFailed:
+        except CaseFailed as failure:
+            if not failure.summary.startswith("no data"):  # answered, but wrongly: not about concurrency
+                failure.summary = f"with {count} clients talking at once, client {index + 1}: {failure.summary}"
+                wrong.append(failure)
             return
         if echoed != _transformed(ctx, message):
             wrong.append(CaseFailed(

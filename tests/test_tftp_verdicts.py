@@ -32,7 +32,7 @@ REFERENCE = "reference"
 # A column for a second run of some cases on a fresh server: "tftpy (restarted)".
 RESTARTED = " (restarted)"
 NOT_RUN = "—"
-OUTCOMES = frozenset({"passed", "failed", "unsupported"})
+OUTCOMES = frozenset({"passed", "failed", "unsupported", "skipped"})
 COMMON = ("--tftp-full-wrap", "always")
 # Five runs fill the two cores this is measured on without starving the timing cases; the short
 # runs start as the long ones end. Longest first.

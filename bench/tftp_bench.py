@@ -44,7 +44,7 @@ import trio  # noqa: E402
 from harness.tftp.client import tftp_get  # noqa: E402
 from harness.tftp.polling import ENVIRONMENT as POLLING_ENVIRONMENT  # noqa: E402
 from tests.peers import (  # noqa: E402
-    SERVERS,
+    INTEROP_SERVERS,
     PeerStartError,
     PeerUnavailable,
     free_udp_port,
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=float, default=32, help="file size in MiB (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median counts (default: 3)")
     parser.add_argument(
-        "--only", default=",".join([OURS, ASLEEP, *SERVERS]),
+        "--only", default=",".join([OURS, ASLEEP, *INTEROP_SERVERS]),
         help="comma-separated servers to measure (default: %(default)s)",
     )
     parser.add_argument(
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     servers = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = set(servers) - {OURS, ASLEEP, *SERVERS}
+    unknown = set(servers) - {OURS, ASLEEP, *INTEROP_SERVERS}
     if unknown:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     try:

@@ -35,6 +35,10 @@ OUTPUT_SETTLE_SECONDS = 0.1
 MAX_RESTARTS = 10
 # Cases in a row that run out of time before the rest of a target's cases are skipped as too slow.
 SLOW_STREAK = 3
+# Before each case after a target fell silent, a shorter liveness check than the protocol's: it
+# still notices a target that answers again, without charging a silent one the full wait per case
+# (a dead TFTP server otherwise costs 10 s for each remaining case).
+SILENT_RECHECK_SECONDS = 3.0
 
 
 @dataclass
@@ -107,8 +111,8 @@ def _classify(exc: BaseException) -> tuple[Outcome, str]:
     return Outcome.ERROR, f"the harness itself broke: {first!r}\n{text}"
 
 
-async def _check_alive(ctx: CaseContext) -> str | None:
-    """None when the target looks alive; otherwise why it does not."""
+async def _check_alive(ctx: CaseContext, *, at_most: float | None = None) -> str | None:
+    """None when the target looks alive; otherwise why it does not (waiting ``at_most`` seconds, scaled)."""
     target = ctx.target
     death = target.death()
     if death is not None:
@@ -116,7 +120,8 @@ async def _check_alive(ctx: CaseContext) -> str | None:
     check = target.protocol.liveness
     if check is None:
         return None
-    limit = ctx.seconds(target.protocol.liveness_seconds)
+    seconds = target.protocol.liveness_seconds
+    limit = ctx.seconds(seconds if at_most is None else min(seconds, at_most))
     try:
         with trio.fail_after(limit):
             await check(ctx)
@@ -200,7 +205,7 @@ async def _prepare(ctx: CaseContext) -> str | None:
         )
         return None
     if health.silent_since is not None:
-        problem = await _check_alive(CaseContext(ctx.case, target, options))
+        problem = await _check_alive(CaseContext(ctx.case, target, options), at_most=SILENT_RECHECK_SECONDS)
         if problem is not None:
             return f"the target has not answered since {health.silent_since} ({problem})"
         ctx.note(f"the target answers again (it had stopped answering during {health.silent_since})")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,11 @@ class Run:
         return next(case for case in self.report["cases"] if case["id"] == case_id)
 
 
-def conformance(tmp_path: Path, *args: str) -> Run:
+def conformance(tmp_path: Path, *args: str, prefix: Sequence[str] = ()) -> Run:
+    """``conformance ARGS``, run from ``tmp_path``; ``prefix`` goes in front (``ip netns exec NS``)."""
     report = tmp_path / "report.json"
     report.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "conformance", *args]
+    argv = [*prefix, sys.executable, "-m", "conformance", *args]
     if args and args[0] == "run":
         argv += ["--json", str(report), "--hypothesis-db", "none"]
     # The code under test is this checkout's, whether or not it is the installed copy.

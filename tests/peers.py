@@ -16,6 +16,13 @@ Servers (:data:`SERVERS`):
 * ``tftpy``: a three-line server script run by ``$TFTP_PEERS_PYTHON`` (a virtualenv with tftpy).
 * ``py3tftp``: ``$TFTP_PEERS_PYTHON -m py3tftp --host 127.0.0.1 -p PORT``, run in ROOT (it serves
   its working directory).
+* ``fbtftp``: a framework without a server of its own; the project's example file server
+  (``examples/server.py``, :data:`_FBTFTP_SERVER`) run by ``$TFTP_PEERS_PYTHON``. Read-only: fbtftp
+  drops every request but RRQ without an answer.
+* ``dnsmasq``: its TFTP port is fixed at 69, so it runs in a network namespace of its own, created
+  here (root only) and reached with ``ip netns exec`` (:attr:`Peer.prefix`): ``dnsmasq --no-daemon
+  --conf-file=/dev/null --port=0 --enable-tftp --tftp-root=ROOT --interface=lo --bind-interfaces
+  --user=USER --pid-file= --log-facility=-``. Read-only: it answers WRQ with ERROR 4.
 
 Clients (:data:`CLIENTS`): tftp-hpa's ``tftp`` and ``curl`` (with tftp:// support).
 
@@ -32,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import grp
+import itertools
 import os
 import pwd
 import shutil
@@ -48,6 +56,7 @@ from typing import IO, NoReturn
 
 __all__ = [
     "CLIENTS",
+    "INTEROP_SERVERS",
     "QUIRKS",
     "REQUIRE_VARIABLE",
     "SERVERS",
@@ -89,6 +98,9 @@ class PeerInfo:
     version: str
     #: Known departures from the RFCs that the interop tests assert (see :data:`QUIRKS`).
     quirks: frozenset[str] = frozenset()
+    #: Runs in a network namespace of its own (a fixed port): only a program started with
+    #: :attr:`Peer.prefix` reaches it, not this process.
+    namespace: bool = False
 
 
 #: What each quirk means; tests/test_tftp_peers.py checks each one still holds.
@@ -131,8 +143,12 @@ SERVERS: dict[str, PeerInfo] = {
                 {"timeout-echoed-as-float", "no-overwrite", "ack-before-write", "wrq-acks-every-block"}
             ),
         ),
+        PeerInfo("fbtftp", frozenset({"blksize", "tsize", "timeout"}), writes=False, version="0.5"),
+        PeerInfo("dnsmasq", frozenset({"blksize", "tsize", "timeout"}), writes=False, version="2.90", namespace=True),
     )
 }
+#: The servers this process can talk to and write to: the interop tests and benchmarks use these.
+INTEROP_SERVERS = tuple(name for name, info in SERVERS.items() if info.writes and not info.namespace)
 CLIENTS = ("tftp", "curl")
 
 # tftpy has no command of its own. Its log goes to stderr (the log file), warnings and up.
@@ -143,6 +159,51 @@ logging.basicConfig(level=logging.WARNING)
 host, port, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 tftpy.TftpServer(root).listen(host, port)
 """
+
+
+# fbtftp's examples/server.py (MIT-licensed, LICENSE-examples), as its README points users to it; only
+# the stats callbacks and argument parsing are left out. Note os.path.join: an absolute request
+# name replaces the root, as in the original.
+_FBTFTP_SERVER = """\
+import logging, os, sys
+from fbtftp.base_handler import BaseHandler, ResponseData
+from fbtftp.base_server import BaseServer
+
+class FileResponseData(ResponseData):
+    def __init__(self, path):
+        self._size = os.stat(path).st_size
+        self._reader = open(path, "rb")
+    def read(self, n):
+        return self._reader.read(n)
+    def size(self):
+        return self._size
+    def close(self):
+        self._reader.close()
+
+class StaticHandler(BaseHandler):
+    def __init__(self, server_addr, peer, path, options, root, stats_callback):
+        self._root = root
+        super().__init__(server_addr, peer, path, options, stats_callback)
+    def get_response_data(self):
+        return FileResponseData(os.path.join(self._root, self._path))
+
+class StaticServer(BaseServer):
+    def __init__(self, address, port, retries, timeout, root, handler_stats_callback):
+        self._root = root
+        self._handler_stats_callback = handler_stats_callback
+        super().__init__(address, port, retries, timeout, None)
+    def get_handler(self, server_addr, peer, path, options):
+        return StaticHandler(server_addr, peer, path, options, self._root, self._handler_stats_callback)
+
+logging.basicConfig(level=logging.WARNING)
+host, port, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+# The example's defaults: 5 retries, 2 s timeout.
+StaticServer(host, port, 5, 2, root, lambda stats: None).run()
+"""
+#: dnsmasq's TFTP port; it has no option to change it.
+_DNSMASQ_PORT = 69
+#: Where a namespaced peer's probe runs (it imports this module).
+_REPO = Path(__file__).resolve().parent.parent
 
 
 class PeerUnavailable(Exception):
@@ -164,10 +225,17 @@ class Peer:
     argv: tuple[str, ...]
     process: subprocess.Popen[bytes]
     log: Path
+    #: The network namespace it runs in, if any.
+    namespace: str | None = None
 
     @property
     def name(self) -> str:
         return self.info.name
+
+    @property
+    def prefix(self) -> tuple[str, ...]:
+        """What a command line needs in front to reach this server (``ip netns exec NS``)."""
+        return () if self.namespace is None else ("ip", "netns", "exec", self.namespace)
 
     def log_text(self) -> str:
         try:
@@ -236,6 +304,17 @@ def _server_argv(name: str, host: str, port: int, root: Path, log: Path) -> tupl
         return [_python_with("tftpy"), "-c", _TFTPY_SERVER, host, str(port), str(root)], None
     if name == "py3tftp":
         return [_python_with("py3tftp"), "-m", "py3tftp", "--host", host, "-p", str(port)], root
+    if name == "fbtftp":
+        return [_python_with("fbtftp"), "-c", _FBTFTP_SERVER, host, str(port), str(root)], None
+    if name == "dnsmasq":
+        program = _which("dnsmasq", "DNSMASQ")
+        _which("ip")
+        if os.geteuid() != 0:
+            raise PeerUnavailable("dnsmasq runs in a network namespace of its own, which needs root privileges")
+        argv = [program, "--no-daemon", "--conf-file=/dev/null", "--port=0", "--enable-tftp",
+                f"--tftp-root={root}", "--interface=lo", "--bind-interfaces", f"--user={user}", f"--group={group}",
+                "--pid-file=", "--log-facility=-"]
+        return argv, None
     raise ValueError(f"unknown TFTP server {name!r}; one of {', '.join(SERVERS)}")
 
 
@@ -361,16 +440,20 @@ def start_peer(
     root = Path(root).resolve()
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a directory")
-    with tempfile.TemporaryDirectory(prefix=f"peer-{name}-") as scratch:
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"peer-{name}-"))
+        namespace = stack.enter_context(_network_namespace(name)) if info.namespace else None
+        prefix = () if namespace is None else ("ip", "netns", "exec", namespace)
         log = Path(scratch) / "server.log"
         for attempt in range(1, _START_ATTEMPTS + 1):
-            port = free_udp_port(host)
+            port = _DNSMASQ_PORT if namespace is not None else free_udp_port(host)
             argv, cwd = _server_argv(name, host, port, root, log)
+            argv = [*prefix, *argv]
             # atftpd writes its own --logfile; the others' output is captured into the same file.
             with open(Path(scratch) / "output.log" if name == "atftpd" else log, "ab") as output:
                 process = _spawn(argv, cwd, output)
             try:
-                if probe_tftp(host, port, deadline=time.monotonic() + ready_seconds, alive=process):
+                if _probe(host, port, deadline=time.monotonic() + ready_seconds, alive=process, prefix=prefix):
                     break
                 text = _read(log) + _read(Path(scratch) / "output.log")
                 if process.poll() is not None and attempt < _START_ATTEMPTS and "in use" in text:
@@ -382,9 +465,55 @@ def start_peer(
                 _stop(process)
                 raise
         try:
-            yield Peer(info, host, port, root, tuple(argv), process, log)
+            yield Peer(info, host, port, root, tuple(argv), process, log, namespace)
         finally:
             _stop(process)
+
+
+# The probe, run inside a namespace: this module's probe_tftp, imported from the checkout.
+_PROBE_IN_NAMESPACE = """\
+import sys
+from tests.peers import probe_tftp
+import time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+sys.exit(0 if probe_tftp(host, port, deadline=time.monotonic() + seconds) else 1)
+"""
+
+
+def _probe(
+    host: str, port: int, *, deadline: float, alive: subprocess.Popen[bytes], prefix: tuple[str, ...]
+) -> bool:
+    """:func:`probe_tftp`, from inside the server's namespace when it has one."""
+    if not prefix:
+        return probe_tftp(host, port, deadline=deadline, alive=alive)
+    while (remaining := deadline - time.monotonic()) > 0:
+        if alive.poll() is not None:
+            return False
+        argv = [*prefix, sys.executable, "-c", _PROBE_IN_NAMESPACE, host, str(port), f"{min(remaining, 1.0):.3f}"]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            if subprocess.run(argv, cwd=_REPO, capture_output=True, timeout=remaining + 10).returncode == 0:
+                return True
+    return False
+
+
+_namespaces = itertools.count()
+
+
+@contextlib.contextmanager
+def _network_namespace(name: str) -> Iterator[str]:
+    """A new network namespace with its loopback up, deleted afterwards."""
+    namespace = f"peer-{name}-{os.getpid()}-{next(_namespaces)}"
+    created = subprocess.run(["ip", "netns", "add", namespace], capture_output=True, text=True, timeout=30)
+    if created.returncode != 0:
+        raise PeerUnavailable(f"cannot create a network namespace for {name}: {created.stderr.strip()}")
+    try:
+        subprocess.run(
+            ["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], capture_output=True, check=True,
+            timeout=30,
+        )
+        yield namespace
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=30, check=False)
 
 
 def _read(path: Path) -> str:

@@ -151,6 +151,38 @@ def test_a_target_that_stops_answering_fails_that_case_and_skips_the_next_until_
     assert ran == ["after-recovery"]
 
 
+def test_a_silent_target_is_checked_again_briefly_before_each_later_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance import runner
+
+    monkeypatch.setattr(runner, "SILENT_RECHECK_SECONDS", 0.2)
+    silent = [False]
+
+    async def alive(ctx: CaseContext) -> None:
+        if silent[0]:
+            await trio.sleep_forever()
+
+    proto = make_protocol(liveness=alive, liveness_seconds=1.0)
+
+    @case(proto, slug="silences-it", spec="test")
+    async def silences_it(ctx: CaseContext) -> None:
+        """Passes, but the target goes silent."""
+        silent[0] = True
+
+    for slug in ("later-1", "later-2"):
+
+        @case(proto, slug=slug, spec="test")
+        async def later(ctx: CaseContext) -> None:
+            """Not run: the target is silent."""
+
+    results = run_protocol(proto)
+    # The first check after the case waits the protocol's full liveness time...
+    assert "within 1.0 s" in results["fake.silences-it"].message
+    # ...the checks before the later cases only the shorter one.
+    for slug in ("later-1", "later-2"):
+        assert results[f"fake.{slug}"].outcome is Outcome.SKIPPED
+        assert "within 0.2 s" in results[f"fake.{slug}"].message
+
+
 def test_the_run_budget_skips_the_cases_after_it() -> None:
     proto = make_protocol()
 

@@ -25,7 +25,7 @@ import trio
 from harness.tftp.client import TransferInfo, tftp_get, tftp_put
 from harness.tftp.errors import TftpOptionError, TftpRemoteError
 from harness.tftp.server import serve_tftp
-from tests.peers import SERVERS, Peer, require_client, require_peer, start_peer
+from tests.peers import INTEROP_SERVERS, Peer, require_client, require_peer, start_peer
 
 pytestmark = pytest.mark.peers
 
@@ -46,7 +46,7 @@ def content(size: int, seed: str = "") -> bytes:
     return bytes(out[:size])
 
 
-@pytest.fixture(scope="module", params=sorted(SERVERS))
+@pytest.fixture(scope="module", params=sorted(INTEROP_SERVERS))
 def peer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
     name: str = request.param
     require_peer(name)

@@ -30,7 +30,7 @@ from harness.relay.rules import Direction, RelayLog, parse_impairments
 from harness.relay.udp import serve_udp_relay
 from harness.tftp.client import tftp_get, tftp_put
 from harness.tftp.server import serve_tftp
-from tests.peers import SERVERS, Peer, require_client, require_peer, start_peer
+from tests.peers import INTEROP_SERVERS, Peer, require_client, require_peer, start_peer
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -102,7 +102,7 @@ def assert_impaired(log: RelayLog, scenario: Scenario) -> None:
 # --- our client against their servers ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=sorted(SERVERS))
+@pytest.fixture(scope="module", params=sorted(INTEROP_SERVERS))
 def peer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
     name: str = request.param
     require_peer(name)

@@ -157,7 +157,7 @@ def _against_peer(server: str, directory: Path, *args: str) -> Run:
     root = _fresh_root(directory)
     with start_peer(server, root) as peer:
         target = ("--target", f"tftp={peer.host}:{peer.port}", "--tftp-root", str(root))
-        return conformance(directory, "run", *target, *args)
+        return conformance(directory, "run", *target, *args, prefix=peer.prefix)
 
 
 def run_column(column: str, directory: Path) -> Run:
@@ -179,7 +179,11 @@ def run_replays(server: str, directory: Path) -> list[Run]:
             target = ("--target", f"tftp={peer.host}:{peer.port}", "--tftp-root", str(root))
             place = directory / f"replay-{index}"
             place.mkdir()
-            runs.append(conformance(place, "run", *target, "-k", exact(replay.case_id), "--replay", replay.literal))
+            runs.append(
+                conformance(
+                    place, "run", *target, "-k", exact(replay.case_id), "--replay", replay.literal, prefix=peer.prefix
+                )
+            )
     return runs
 
 

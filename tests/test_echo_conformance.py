@@ -75,6 +75,9 @@ def test_crashed_program_is_reported_as_such(tmp_path: Path) -> None:
     reset = run.case("echo.tcp.reset")
     assert "the program died during this case (exited with status 1)" in reset["message"]
     assert any("ConnectionResetError" in line for line in reset["output"])
+    # The program's words about the reset come after the line saying the suite reset it on purpose.
+    said = next(i for i, line in enumerate(reset["output"]) if line.startswith("(after the suite's deliberate reset"))
+    assert said < next(i for i, line in enumerate(reset["output"]) if "ConnectionResetError" in line), reset["output"]
     later = run.case("echo.tcp.concurrency")
     assert later["outcome"] == "passed"
     assert any("the suite restarted the program (restart 1 of at most 10) after it died or hung during echo.tcp.reset"

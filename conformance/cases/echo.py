@@ -312,6 +312,7 @@ async def reset_survival(ctx: CaseContext) -> None:
     idle = await ctx.connect()
     # With its echo read back, the server is waiting in recv when this reset arrives.
     await _exchange(ctx, idle, b"about to reset\n", "the first client's message")
+    ctx.deliberate("reset of an idle client connection")
     reset(idle)
     busy = await ctx.connect()
     # Never reading the echo fills the buffers, so the server is stuck writing when this reset
@@ -321,6 +322,7 @@ async def reset_survival(ctx: CaseContext) -> None:
             await busy.send_all(_text(RESET_FLOOD_SIZE, seed=2))
         except trio.BrokenResourceError:
             pass  # the server hung up first; the reset below is still what this case is about
+    ctx.deliberate("reset of a client connection in the middle of an echo")
     reset(busy)
     await trio.sleep(ctx.seconds(RESET_OBSERVATION_SECONDS))
     try:

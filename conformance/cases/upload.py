@@ -252,6 +252,7 @@ def _can_half_close(conv: Conversation) -> bool:
 
 async def _end_abruptly(ctx: CaseContext, conv: Conversation, what: str) -> None:
     """End the stream here: EOF (TCP half-close, then the server must close), or close over TLS."""
+    ctx.deliberate(f"end of a client's stream {what}")
     if _can_half_close(conv):
         await conv.send_eof()
         await conv.expect_close(f"after the client's EOF {what} (the server should discard the put and close)")

@@ -50,7 +50,19 @@ BROKEN: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], set[str]]] = {
     "udp_reply_new_socket": ("udp-echo", (), (), {"reply-address"}),
     "udp_echo_to_all": ("udp-echo", (), (), {"interleaved"}),
     "udp_slow_small_buffer": ("udp-echo", (), (), {"burst"}),
+    # Each echo is right: only the copies that follow it show the flaw.
+    "udp_floods_replies": ("udp-echo", (), (), {"round-trip", "reply-address", "sizes", "interleaved", "burst"}),
 }
+
+
+def test_duplicated_udp_replies_are_named(tmp_path: Path) -> None:
+    run = conformance(tmp_path, "run", "--target-cmd", fixture_command("udp-echo", "echo/udp_floods_replies.py"))
+    for case_id in ("echo.udp.round-trip", "echo.udp.reply-address", "echo.udp.sizes", "echo.udp.burst"):
+        message = run.case(case_id)["message"]
+        assert message.startswith("duplicated replies"), message
+        assert "recvfrom(1024)" not in message
+    assert "99 more copies" in run.case("echo.udp.round-trip")["message"]
+    assert "6336 datagrams more than the 64 sent" in run.case("echo.udp.burst")["message"]
 
 
 def short_ids(ids: set[str]) -> set[str]:

@@ -480,9 +480,44 @@ async def upper(ctx: CaseContext) -> None:
 # -- UDP -------------------------------------------------------------------------------------------
 
 
+# After an echo, how long more copies of it are awaited. A server that answers each datagram several
+# times sends the copies back to back, so they arrive within microseconds on a local path.
+DUPLICATE_SETTLE_SECONDS = 0.1
+# Copies counted at most: a server answering 100 times is no less wrong than one answering 1000 times.
+COPIES_COUNTED = 1000
+
+
+async def _extra_datagrams(ctx: CaseContext, sock: trio.socket.SocketType, echo: bytes) -> tuple[int, int]:
+    """Datagrams arriving within the settle time after ``echo``: (copies of it, others)."""
+    copies = others = 0
+    with trio.move_on_after(ctx.seconds(DUPLICATE_SETTLE_SECONDS)):
+        while copies + others < COPIES_COUNTED:
+            data, _ = await sock.recvfrom(65536)
+            if data == echo:
+                copies += 1
+            else:
+                others += 1
+    return copies, others
+
+
+def _duplicated(ctx: CaseContext, what: str, copies: int, others: int) -> CaseFailed:
+    counted = f"{copies} more copies" if copies else ""
+    if others:
+        counted += (" and " if counted else "") + f"{others} other datagrams"
+    return CaseFailed(
+        f"duplicated replies: {what} was answered more than once ({counted} within "
+        f"{ctx.seconds(DUPLICATE_SETTLE_SECONDS):.1f} s of the echo); an echo server sends one datagram back "
+        "per datagram received (does it call sendto() in a loop, or once per client it knows?)"
+    )
+
+
 async def _datagram_exchange(ctx: CaseContext, sock: trio.socket.SocketType, data: bytes, what: str) -> tuple[str, int]:
     await sock.sendto(data, ctx.address)
     echoed, source = await receive_datagram(ctx, sock, doing=f"waiting for the echo of {what}")
+    # Checked first: a copy of an earlier echo taken for this one would look like any other fault.
+    copies, others = await _extra_datagrams(ctx, sock, echoed)
+    if copies or others:
+        raise _duplicated(ctx, what, copies, others)
     expected = _transformed(ctx, data)
     if echoed != expected and len(echoed) < len(expected) and expected.startswith(echoed):
         raise CaseFailed(
@@ -532,6 +567,11 @@ async def udp_interleaved(ctx: CaseContext) -> None:
             message = f"client {index} round {round_number}".encode()
             await sock.sendto(message, ctx.address)
             echoed, _ = await receive_datagram(ctx, sock, doing=f"waiting for client {index}'s echo")
+            if round_number and echoed == _transformed(ctx, f"client {index} round {round_number - 1}".encode()):
+                raise CaseFailed(
+                    f"duplicated replies: client {index} received its echo of round {round_number - 1} again "
+                    f"in round {round_number}; an echo server sends one datagram back per datagram received"
+                )
             if echoed != _transformed(ctx, message):
                 raise CaseFailed(
                     f"client {index} received a datagram that is not its own echo",
@@ -553,12 +593,23 @@ async def udp_burst(ctx: CaseContext) -> None:
         await sock.sendto(message, ctx.address)
     expected = {_transformed(ctx, message) for message in messages}
     seen: set[bytes] = set()
+    copies = 0
     with trio.move_on_after(ctx.seconds(3.0)):
         while seen != expected:
             data, _ = await sock.recvfrom(65536)
             if data not in expected:
                 raise CaseFailed("a datagram that was not sent came back during the burst", actual=data)
+            if data in seen:
+                copies += 1
             seen.add(data)
+    if seen == expected:
+        more, others = await _extra_datagrams(ctx, sock, b"")
+        copies += more + others
+    if copies:
+        raise CaseFailed(
+            f"duplicated replies: {copies} datagrams more than the {BURST} sent came back during the burst "
+            f"({len(seen)} distinct echoes); an echo server sends one datagram back per datagram received"
+        )
     if seen != expected:
         raise CaseFailed(
             f"only {len(seen)} of {BURST} datagrams sent back to back came back within "

@@ -51,6 +51,9 @@ BROKEN: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], set[str]]] = {
     "udp_echo_to_all": ("udp-echo", (), (), {"interleaved"}),
     "udp_slow_small_buffer": ("udp-echo", (), (), {"burst"}),
     # Each echo is right: only the copies that follow it show the flaw.
+    # Binary data (sizes) is dropped, or kills the program (restarted for the next case); text passes.
+    "udp_decode_utf8": ("udp-echo", (), (), {"sizes"}),
+    "udp_decode_crash": ("udp-echo", (), (), {"sizes"}),
     "udp_floods_replies": ("udp-echo", (), (), {"round-trip", "reply-address", "sizes", "interleaved", "burst"}),
 }
 
@@ -63,6 +66,20 @@ def test_duplicated_udp_replies_are_named(tmp_path: Path) -> None:
         assert "recvfrom(1024)" not in message
     assert "99 more copies" in run.case("echo.udp.round-trip")["message"]
     assert "6336 datagrams more than the 64 sent" in run.case("echo.udp.burst")["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("udp_decode_utf8", "the server answers text but not binary data"),
+        ("udp_decode_crash", "the server stopped answering after binary data"),
+    ],
+)
+def test_udp_sizes_tells_binary_data_from_buffers(tmp_path: Path, name: str, said: str) -> None:
+    command = fixture_command("udp-echo", f"echo/{name}.py")
+    run = conformance(tmp_path, "run", "--target-cmd", command, "-k", "echo.udp.sizes")
+    message = run.case("echo.udp.sizes")["message"]
+    assert said in message and "buffer" not in message, message
 
 
 def short_ids(ids: set[str]) -> set[str]:

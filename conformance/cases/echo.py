@@ -15,7 +15,7 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
-from conformance.model import CaseFailed, Option, Protocol, case
+from conformance.model import CaseFailed, NoAnswer, Option, Protocol, case
 from conformance.search import search
 from conformance.showbytes import first_difference
 from conformance.streams import (
@@ -555,7 +555,46 @@ async def udp_sizes(ctx: CaseContext) -> None:
     """Datagrams of 0 to 65507 bytes each come back whole."""
     sock = await ctx.udp_socket(receive_buffer=1 << 20)
     for size in UDP_SIZES:
-        await _datagram_exchange(ctx, sock, _payload(size, seed=size), f"a {size}-byte datagram")
+        data = _payload(size, seed=size)
+        try:
+            await _datagram_exchange(ctx, sock, data, f"a {size}-byte datagram")
+        except NoAnswer as silence:
+            raise CaseFailed(f"{silence.summary}: {await _why_unanswered(ctx, data)}") from None
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def _answers(ctx: CaseContext, data: bytes) -> bool:
+    """Whether one datagram holding ``data``, from a fresh socket, is echoed."""
+    sock = await ctx.udp_socket(receive_buffer=1 << 20)
+    await sock.sendto(data, ctx.address)
+    with trio.move_on_after(ctx.seconds(EXCHANGE_SECONDS)):
+        await sock.recvfrom(65536)
+        return True
+    return False
+
+
+async def _why_unanswered(ctx: CaseContext, data: bytes) -> str:
+    """What a datagram of text tells about a datagram (``data``) that got no echo."""
+    text = _text(len(data), seed=len(data))
+    if not await _answers(ctx, text):
+        after = " after binary data (bytes that are not UTF-8)" if not _is_text(data) else ""
+        return (
+            f"a datagram of {len(text)} bytes of text sent next got no echo either: the server stopped "
+            f"answering{after} (did it crash, or is it stuck?)"
+        )
+    if not _is_text(data):
+        return (
+            f"a datagram of {len(text)} bytes of text sent next was echoed: the server answers text but not binary "
+            "data (does it decode each datagram as UTF-8? an echo returns the bytes as they are)"
+        )
+    return f"a datagram of {len(text)} bytes of text sent next was echoed: this one was lost or dropped"
 
 
 @case(UDP_ECHO, slug="interleaved", spec="RFC 862 §2")
@@ -611,7 +650,13 @@ async def udp_burst(ctx: CaseContext) -> None:
             f"({len(seen)} distinct echoes); an echo server sends one datagram back per datagram received"
         )
     if seen != expected:
+        summary = f"only {len(seen)} of {BURST} datagrams sent back to back came back within {ctx.seconds(3.0):.1f} s"
+        if not await _answers(ctx, b"one more, on its own"):
+            raise CaseFailed(
+                f"{summary}, and a datagram sent on its own afterwards got no echo either: the server stopped "
+                "answering during the burst (did it crash, or is it stuck?), which no buffer size explains"
+            )
         raise CaseFailed(
-            f"only {len(seen)} of {BURST} datagrams sent back to back came back within "
-            f"{ctx.seconds(3.0):.1f} s (is the server slow per datagram, or its receive buffer small?)"
+            f"{summary}, while one sent on its own afterwards is echoed (is the server slow per datagram, "
+            "or its receive buffer small?)"
         )

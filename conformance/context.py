@@ -114,6 +114,8 @@ class CaseContext:
         self.target = target
         self.options = options
         self.notes: list[str] = []
+        # Where in the target's output the case reset or cut a connection on purpose (see deliberate).
+        self.deliberate_acts: list[tuple[int, str]] = []
         self._resources: list[trio.abc.AsyncResource | trio.socket.SocketType] = []
 
     # -- facts ---------------------------------------------------------------------------------
@@ -134,6 +136,15 @@ class CaseContext:
     def note(self, text: str) -> None:
         """Informational text reported with the case whatever its outcome (e.g. measured timings)."""
         self.notes.append(text)
+
+    def deliberate(self, what: str) -> None:
+        """Say that the case is about to reset, abort or cut short a connection on purpose.
+
+        The program's output after this point is shown under a failed case with a line naming ``what``
+        (e.g. "reset of a client connection"), so that the traceback a program prints about that
+        connection is not taken for the failure.
+        """
+        self.deliberate_acts.append((self.target.output_position(), what))
 
     def unsupported(self, reason: str) -> NoReturn:
         raise Unsupported(reason)

@@ -27,15 +27,15 @@ RECEIVE_BUFFER = 1 << 20
 _RECEIVE_SIZE = 65536 + 60
 
 
-def _udp_to_port_filter(port: int) -> list[tuple[int, int, int, int]]:
-    """Accept IPv4 UDP datagrams (first fragments) whose destination port is ``port``."""
+def _udp_to_port_filter(port: int, *, source: bool = False) -> list[tuple[int, int, int, int]]:
+    """Accept IPv4 UDP datagrams (first fragments) whose destination (or ``source``) port is ``port``."""
     return [
         (0x30, 0, 0, 9),  # ldb [9]: IP protocol
         (0x15, 0, 6, socket.IPPROTO_UDP),  # jeq UDP, else drop
         (0x28, 0, 0, 6),  # ldh [6]: flags and fragment offset
         (0x45, 4, 0, 0x1FFF),  # jset offset: a later fragment, drop
         (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf): IP header length
-        (0x48, 0, 0, 2),  # ldh [x+2]: UDP destination port
+        (0x48, 0, 0, 0 if source else 2),  # ldh [x+0] or [x+2]: UDP source or destination port
         (0x15, 0, 1, port),  # jeq port, else drop
         (0x06, 0, 0, 0x40000),  # ret: accept (whole packet)
         (0x06, 0, 0, 0),  # ret: drop
@@ -75,21 +75,45 @@ def parse_udp(packet: bytes) -> tuple[str, int, str, int, bytes] | None:
     return source, source_port, destination, destination_port, payload
 
 
+def _packet_socket(program: list[tuple[int, int, int, int]]) -> trio.socket.SocketType:
+    raw = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+    try:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        _attach(raw, program)
+        raw.bind(("lo", ETH_P_IP))
+        raw.setblocking(False)
+    except BaseException:
+        raw.close()
+        raise
+    return trio.socket.from_stdlib_socket(raw)
+
+
+class SentFromPort:
+    """Datagrams sent from ``port`` on loopback, wherever they go: where a program's answers went."""
+
+    def __init__(self, port: int) -> None:
+        self._sock = _packet_socket(_udp_to_port_filter(port, source=True))
+        self.port = port
+
+    async def receive(self) -> tuple[bytes, tuple[str, int]]:
+        """The next datagram's payload and its destination."""
+        while True:
+            packet, link = await self._sock.recvfrom(_RECEIVE_SIZE)
+            if link[2] == PACKET_OUTGOING:
+                continue  # loopback shows each packet twice: leaving and arriving
+            parsed = parse_udp(packet)
+            if parsed is not None and parsed[1] == self.port:
+                return parsed[4], (parsed[2], parsed[3])
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 class CaptureSocket:
     """Datagrams sent to ``(address, port)`` on loopback, as ``recvfrom`` gives them."""
 
     def __init__(self, address: str, port: int) -> None:
-        raw = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
-        try:
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            _attach(raw, _udp_to_port_filter(port))
-            raw.bind(("lo", ETH_P_IP))
-            raw.setblocking(False)
-        except BaseException:
-            raw.close()
-            raise
-        self._raw = raw
-        self._sock = trio.socket.from_stdlib_socket(raw)
+        self._sock = _packet_socket(_udp_to_port_filter(port))
         self.address = address
         self.port = port
 

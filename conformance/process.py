@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Enough of a crashing program's output to show its traceback, not its whole life story.
@@ -25,6 +26,32 @@ READ_SIZE = 65536
 # Marks remembered for their byte offsets (one is taken per case); older ones only lose the byte count.
 MARKS_REMEMBERED = 64
 STOP_GRACE_SECONDS = 3.0
+
+# A position in the output (a line count) where the suite did something on purpose, and what it did.
+Deliberate = tuple[int, str]
+
+
+def annotate(lines: list[tuple[int, str]], deliberate: Sequence[Deliberate]) -> list[str]:
+    """``lines`` (index, text) with a line before the first that came after each deliberate act.
+
+    A client's reset or cut-short request, made on purpose by a case, makes many programs print a
+    ConnectionResetError traceback; under a failed case it would pass for the failure itself.
+    Acts with no line after them say nothing; an act before every line shown is said at the top.
+    """
+    said: dict[int, list[str]] = {}
+    for position, what in deliberate:
+        at = next((i for i, (index, _) in enumerate(lines) if index >= position), None)
+        if at is not None and what not in said.setdefault(at, []):
+            said[at].append(what)
+    shown: list[str] = []
+    for i, (_, text) in enumerate(lines):
+        for what in said.get(i, ()):
+            shown.append(
+                f"(after the suite's deliberate {what}: errors about that connection below are expected; "
+                "the case checks what the program does next)"
+            )
+        shown.append(text)
+    return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,18 +122,21 @@ class OutputTail:
         if self._partial_size:
             self._finish_line(newline=False)
 
-    def since(self, mark: int = 0, *, limit: int = 40) -> list[str]:
-        """Lines after ``mark``, the last ``limit`` of them, after one saying how many earlier ones are not shown."""
+    def since(self, mark: int = 0, *, limit: int = 40, deliberate: Sequence[Deliberate] = ()) -> list[str]:
+        """Lines after ``mark``, the last ``limit`` of them, after one saying how many earlier ones are not shown.
+
+        ``deliberate`` acts of the suite (see :func:`annotate`) are said before the lines that followed them.
+        """
         entries = [line for line in self._lines if line.index >= mark]
-        texts = [line.text for line in entries]
+        indexed = [(line.index, line.text) for line in entries]
         sizes = [line.size for line in entries]
         if self._partial_size:
-            texts.append(self._text(self._partial, self._partial_size) + " ...")
+            indexed.append((self._count, self._text(self._partial, self._partial_size) + " ..."))
             sizes.append(self._partial_size)
         first = entries[0] if entries else None
         dropped = (first.index if first else self._count) - mark
-        hidden = max(0, len(texts) - limit)
-        shown = texts[hidden:]
+        hidden = max(0, len(indexed) - limit)
+        shown = annotate(indexed[hidden:], deliberate)
         if dropped > 0:
             head = f"... ({dropped + hidden} earlier lines"
             start = self._mark_offsets.get(mark)
@@ -181,9 +211,15 @@ class ManagedProcess:
         with self._lock:
             return self._output.mark()
 
-    def output_since(self, mark: int = 0, *, limit: int = 40) -> list[str]:
+    @property
+    def position(self) -> int:
+        """Lines printed so far: where a deliberate act of the suite falls in the output."""
         with self._lock:
-            return self._output.since(mark, limit=limit)
+            return self._output.count
+
+    def output_since(self, mark: int = 0, *, limit: int = 40, deliberate: Sequence[Deliberate] = ()) -> list[str]:
+        with self._lock:
+            return self._output.since(mark, limit=limit, deliberate=deliberate)
 
     def exit_status(self) -> int | None:
         return self.popen.poll()

@@ -280,10 +280,11 @@ async def run_case(case: Case, target: ResolvedTarget, options: RunOptions) -> C
         death = target.death()
         if death is not None and death not in result.message and "died" not in result.message:
             result.message += f"\n  ({death})"
+        acts = ctx.deliberate_acts
         result.output = (
-            process.output_since(mark, limit=OUTPUT_LINES_SHOWN)
+            process.output_since(mark, limit=OUTPUT_LINES_SHOWN, deliberate=acts)
             if process is not None
-            else target.output_since(mark, limit=OUTPUT_LINES_SHOWN)
+            else target.output_since(mark, limit=OUTPUT_LINES_SHOWN, deliberate=acts)
         )
     result.duration_s = round(trio.current_time() - start, 3)
     return result

@@ -18,7 +18,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +26,7 @@ from typing import Any, Literal
 import trio
 
 from conformance.model import Protocol, TargetUnusable
-from conformance.process import ManagedProcess
+from conformance.process import Deliberate, ManagedProcess, annotate
 from conformance.tls import TlsFiles, client_context, make_tls_files
 
 # How long a started program gets to start listening, before --timeout-scale.
@@ -206,12 +206,20 @@ class ResolvedTarget:
             return self.log.count
         return 0
 
-    def output_since(self, mark: int, limit: int = 40) -> list[str]:
+    def output_position(self) -> int:
+        """Lines of output so far, for :meth:`CaseContext.deliberate`."""
         if self.process is not None:
-            return self.process.output_since(mark, limit=limit)
+            return self.process.position
         if self.log is not None:
-            lines = [line for index, line in self.log.lines if index >= mark]
-            return lines[-limit:]
+            return self.log.count
+        return 0
+
+    def output_since(self, mark: int, limit: int = 40, deliberate: Sequence[Deliberate] = ()) -> list[str]:
+        if self.process is not None:
+            return self.process.output_since(mark, limit=limit, deliberate=deliberate)
+        if self.log is not None:
+            lines = [(index, line) for index, line in self.log.lines if index >= mark]
+            return annotate(lines[-limit:], deliberate)
         return []
 
     def death(self) -> str | None:

@@ -65,7 +65,13 @@ CAUGHT: dict[str, tuple[list[str], set[str], str]] = {
         ["broadcast.answer", "broadcast.ansentry-silent", "broadcast.netns"],
         {"broadcast.answer", "broadcast.ansentry-silent", "broadcast.netns"}
         if NETNS else {"broadcast.answer", "broadcast.ansentry-silent"},
-        "waiting for ANSENTRY",
+        "answers went to 127.0.0.1:",
+    ),
+    # Seen by packet capture as root, else by a socket on 2425: the message says where answers went.
+    "replies_to_ipmsg_port": (
+        ["broadcast.answer", "broadcast.malformed", "broadcast.start-announcement"],
+        {"broadcast.answer", "broadcast.malformed"},
+        "answers went to 127.0.0.1:2425, not to the sender's port",
     ),
     # Watched by packet capture where the suite may capture; otherwise unsupported, with the reason.
     "quiet_no_reuseaddr": (
@@ -267,7 +273,7 @@ def test_fixture_announces_its_port_answers_and_says_goodbye(fixture: str) -> No
                 querier.bind(("0.0.0.0", 0))
                 querier.settimeout(DEADLINE)
                 querier.sendto(b"1:7:smoke:test:1:smoke", (BROADCAST, port))
-                if fixture != "replies_to_fixed_port":
+                if fixture not in ("replies_to_fixed_port", "replies_to_ipmsg_port"):
                     answer, _ = querier.recvfrom(65536)
                     assert answer.split(b":")[4] == b"3"
             proc.terminate()
@@ -327,3 +333,15 @@ def test_a_program_that_does_not_share_its_port_is_watched_by_capture_or_unsuppo
     assert run.outcomes() == {case_id: "unsupported" if case_id in started else "passed" for case_id in selected}
     message = run.case("broadcast.start-announcement")["message"]
     assert "SO_REUSEADDR" in message and "Address already in use" in message, message
+
+
+@pytest.mark.skipif(not CAPTURE or shutil.which("setpriv") is None, reason="needs root and setpriv to drop CAP_NET_RAW")
+def test_answers_to_another_port_are_found_without_packet_capture(tmp_path: Path) -> None:
+    """Without CAP_NET_RAW the suite listens on IP Messenger's port itself, and says the same."""
+    command = fixture_command("broadcast", "broadcast/replies_to_ipmsg_port.py")
+    words = [sys.executable, "-m", "conformance", "run", "--target-cmd", command, *exactly("broadcast.answer")]
+    done = subprocess.run(
+        ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw", *words],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert "answers went to 127.0.0.1:2425, not to the sender's port" in done.stdout, done.stdout + done.stderr

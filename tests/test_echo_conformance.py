@@ -50,7 +50,36 @@ BROKEN: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], set[str]]] = {
     "udp_reply_new_socket": ("udp-echo", (), (), {"reply-address"}),
     "udp_echo_to_all": ("udp-echo", (), (), {"interleaved"}),
     "udp_slow_small_buffer": ("udp-echo", (), (), {"burst"}),
+    # Each echo is right: only the copies that follow it show the flaw.
+    # Binary data (sizes) is dropped, or kills the program (restarted for the next case); text passes.
+    "udp_decode_utf8": ("udp-echo", (), (), {"sizes"}),
+    "udp_decode_crash": ("udp-echo", (), (), {"sizes"}),
+    "udp_floods_replies": ("udp-echo", (), (), {"round-trip", "reply-address", "sizes", "interleaved", "burst"}),
 }
+
+
+def test_duplicated_udp_replies_are_named(tmp_path: Path) -> None:
+    run = conformance(tmp_path, "run", "--target-cmd", fixture_command("udp-echo", "echo/udp_floods_replies.py"))
+    for case_id in ("echo.udp.round-trip", "echo.udp.reply-address", "echo.udp.sizes", "echo.udp.burst"):
+        message = run.case(case_id)["message"]
+        assert message.startswith("duplicated replies"), message
+        assert "recvfrom(1024)" not in message
+    assert "99 more copies" in run.case("echo.udp.round-trip")["message"]
+    assert "6336 datagrams more than the 64 sent" in run.case("echo.udp.burst")["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("udp_decode_utf8", "the server answers text but not binary data"),
+        ("udp_decode_crash", "the server stopped answering after binary data"),
+    ],
+)
+def test_udp_sizes_tells_binary_data_from_buffers(tmp_path: Path, name: str, said: str) -> None:
+    command = fixture_command("udp-echo", f"echo/{name}.py")
+    run = conformance(tmp_path, "run", "--target-cmd", command, "-k", "echo.udp.sizes")
+    message = run.case("echo.udp.sizes")["message"]
+    assert said in message and "buffer" not in message, message
 
 
 def short_ids(ids: set[str]) -> set[str]:
@@ -75,6 +104,9 @@ def test_crashed_program_is_reported_as_such(tmp_path: Path) -> None:
     reset = run.case("echo.tcp.reset")
     assert "the program died during this case (exited with status 1)" in reset["message"]
     assert any("ConnectionResetError" in line for line in reset["output"])
+    # The program's words about the reset come after the line saying the suite reset it on purpose.
+    said = next(i for i, line in enumerate(reset["output"]) if line.startswith("(after the suite's deliberate reset"))
+    assert said < next(i for i, line in enumerate(reset["output"]) if "ConnectionResetError" in line), reset["output"]
     later = run.case("echo.tcp.concurrency")
     assert later["outcome"] == "passed"
     assert any("the suite restarted the program (restart 1 of at most 10) after it died or hung during echo.tcp.reset"

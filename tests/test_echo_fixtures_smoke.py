@@ -121,7 +121,8 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext,
 def test_every_fixture_is_covered() -> None:
     covered = {
         *TCP_ECHOING, *UDP_ECHOING, *STANDALONE,
-        "silent", "garbage", "floods_reply", "udp_silent", "udp_reply_new_socket",
+        "silent", "garbage", "floods_reply", "udp_silent", "udp_reply_new_socket", "udp_floods_replies",
+        "udp_decode_utf8", "udp_decode_crash",
     }
     assert set(ALL_FIXTURES) == covered
 

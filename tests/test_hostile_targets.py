@@ -92,6 +92,23 @@ def test_output_tail_keeps_the_tail_and_counts_what_it_dropped() -> None:
     assert tail.since(later) == ["after the mark", "and then ..."]
 
 
+def test_output_tail_says_where_the_suite_reset_a_connection_on_purpose() -> None:
+    tail = OutputTail()
+    tail.feed(b"serving\n")
+    reset_at = tail.count
+    tail.feed(b"Traceback (most recent call last):\nConnectionResetError: [Errno 104] Connection reset by peer\n")
+    shown = tail.since(0, deliberate=[(reset_at, "reset of a client connection"), (tail.count, "nothing after it")])
+    assert shown[0] == "serving"
+    assert shown[1].startswith("(after the suite's deliberate reset of a client connection:")
+    assert shown[2:] == [
+        "Traceback (most recent call last):",
+        "ConnectionResetError: [Errno 104] Connection reset by peer",
+    ]
+    # When the lines before the act are no longer shown, it is said at the top.
+    top = tail.since(0, limit=1, deliberate=[(reset_at, "reset")])
+    assert top[1].startswith("(after the suite's deliberate reset:"), top
+
+
 def test_output_tail_bounds_bytes_as_well_as_lines() -> None:
     tail = OutputTail(lines_kept=1000, bytes_kept=3 * 100, line_bytes=100)
     for _ in range(50):

@@ -26,6 +26,7 @@ from harness.upload.codec import (
     ErrorCode,
     ErrorReply,
     FileInfo,
+    FrameLengthError,
     IncompleteStream,
     LocalProtocolError,
     PutHeader,
@@ -35,6 +36,7 @@ from harness.upload.codec import (
     Request,
     RequestDecoder,
     StatRequest,
+    byte_swapped_length,
     closes_connection,
     encode_frame,
     encode_reply,
@@ -115,9 +117,7 @@ name_components = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="/\\\x00"), min_size=1, max_size=12
 ).filter(lambda c: c not in (".", ".."))
 valid_names = (
-    st.lists(name_components, min_size=1, max_size=4)
-    .map("/".join)
-    .filter(lambda n: len(n.encode()) <= MAX_NAME_BYTES)
+    st.lists(name_components, min_size=1, max_size=4).map("/".join).filter(lambda n: len(n.encode()) <= MAX_NAME_BYTES)
 )
 md5s = st.text(alphabet="0123456789abcdefABCDEF", min_size=32, max_size=32)
 
@@ -375,6 +375,21 @@ def test_oversized_length_is_refused_before_the_body_arrives() -> None:
     assert request_error(struct.pack(">I", MAX_FRAME_LENGTH + 1)).code is ErrorCode.BAD_FRAME
 
 
+def test_a_little_endian_length_is_recognised() -> None:
+    error = request_error(struct.pack("<I", 92) + b"{}")
+    assert isinstance(error, FrameLengthError)
+    assert (error.length, error.prefix, error.little_endian_length) == (1543503872, b"\x5c\0\0\0", 92)
+
+
+@pytest.mark.parametrize(
+    ("length", "swapped"),
+    [(1543503872, 92), (1 << 24, 1), (0x00010000, None), (92, None), (0, None), (0x12345678, None)],
+)
+def test_byte_swapped_length(length: int, swapped: int | None) -> None:
+    # Only a length that is out of range one way and in range the other way is taken for swapped.
+    assert byte_swapped_length(length) == swapped
+
+
 def test_largest_frame_is_accepted() -> None:
     header = put_header(pad="")
     header["pad"] = "p" * (MAX_FRAME_LENGTH - len(json.dumps(header, separators=(",", ":"))))
@@ -464,9 +479,7 @@ def test_bad_name(op: str, name: str) -> None:
     ],
 )
 def test_good_names_decode_intact(name: str) -> None:
-    events = decode_requests(
-        [encode_request(StatRequest(name)), json_frame({"op": "stat", "file_name": name})]
-    )
+    events = decode_requests([encode_request(StatRequest(name)), json_frame({"op": "stat", "file_name": name})])
     assert events == [StatRequest(name), StatRequest(name), ConnectionClosed()]
 
 

@@ -62,7 +62,11 @@ BROKEN: dict[str, Broken] = {
     # Over TLS a recv() returns one record at most (16 KiB): the 65536-byte frame too. The suite closes
     # at once after EOF inside a header, so the server's bad_frame reply goes unread.
     "single_recv_header/tls": broken("segmentation", "slow-client", "bad-frame.length", tls=True),
+    # struct.pack('i') / unpack('i') on both sides; little-endian only in replies; only in requests.
     "native_byte_order": broken(*ALL),
+    "little_endian_replies": broken(*ALL),
+    # Every frame is refused as bad_frame, as the case about bad frame bodies expects.
+    "little_endian_requests": broken(*(ALL - {"bad-frame.body"})),
     "path_traversal": broken("path-attacks"),
     "path_traversal/tls": broken("path-attacks", tls=True),
     "no_md5_check": broken("digest-mismatch"),
@@ -71,8 +75,18 @@ BROKEN: dict[str, Broken] = {
     "partial_file_on_eof/tls": broken("eof-mid-body", "atomic-visibility", "digest-mismatch", tls=True),
     # Every case that sends a second request after a put on the same connection.
     "one_put_per_connection": broken(
-        "put-stat", "subfolders", "sizes", "large", "pipelined", "segmentation", "half-close",
-        "digest-mismatch", "not-found", "extra-keys", "non-ascii", "slow-client",
+        "put-stat",
+        "subfolders",
+        "sizes",
+        "large",
+        "pipelined",
+        "segmentation",
+        "half-close",
+        "digest-mismatch",
+        "not-found",
+        "extra-keys",
+        "non-ascii",
+        "slow-client",
     ),
     # Sticky packets: pipelined requests, frames larger than one recv, headers that arrive in pieces.
     "recv_per_request": broken(
@@ -85,7 +99,12 @@ BROKEN: dict[str, Broken] = {
     # Bodies that arrive in pieces. Whether a 64 KiB to 1 MiB body sent at once comes in one recv is
     # up to the kernel and the scheduler; 8 MiB never does.
     "single_recv_body": broken(
-        "large", "segmentation", "concurrency", "atomic-visibility", "eof-mid-body", "slow-client",
+        "large",
+        "segmentation",
+        "concurrency",
+        "atomic-visibility",
+        "eof-mid-body",
+        "slow-client",
         may_fail=("sizes", "pipelined", "half-close"),
     ),
     "length_in_characters": broken("non-ascii"),
@@ -116,12 +135,19 @@ def _fixture_run(name: str) -> list[str]:
 RUNS: dict[str, list[str]] = {
     "reference-embedded": ["--target", "upload=embedded", "--target", "upload-tls=embedded"],
     "reference-command": [
-        "--target-cmd", f"upload={SERVE}", "--target-cmd", f"upload-tls={TLS_SERVE}", *REFERENCE_LIMIT
+        "--target-cmd",
+        f"upload={SERVE}",
+        "--target-cmd",
+        f"upload-tls={TLS_SERVE}",
+        *REFERENCE_LIMIT,
     ],
     "reference-no-limit": ["--target-cmd", f"upload={SERVE}", "-k", "upload.tcp.too-large"],
     "silent": [
-        "--target-cmd", fixture_command("upload", "upload/silent.py", "{root}"),
-        "--timeout-scale", "0.5", *FIXTURE_LIMIT,
+        "--target-cmd",
+        fixture_command("upload", "upload/silent.py", "{root}"),
+        "--timeout-scale",
+        "0.5",
+        *FIXTURE_LIMIT,
     ],
     "correct-base": _fixture_run("_common"),
     "correct-base/tls": _fixture_run("_common/tls"),
@@ -221,6 +247,26 @@ def test_broken_server_fails_its_cases(runs: Runs, key: str) -> None:
         assert short(run.outcomes(), "unsupported") == {"half-close"}
 
 
+@pytest.mark.parametrize(
+    ("key", "replies", "requests"),
+    [
+        ("broken-native_byte_order", True, True),
+        ("broken-little_endian_replies", True, False),
+        ("broken-little_endian_requests", False, True),
+    ],
+)
+def test_byte_order_is_named(runs: Runs, key: str, replies: bool, requests: bool) -> None:
+    """A length in the wrong byte order is called little-endian, in whichever direction it is, with the fix."""
+    run = runs.get(key)
+    case = run.case("upload.tcp.put-stat")
+    said = case["message"] + "\n".join(case["notes"])
+    assert "little-endian" in said and "'!I'" in said, said
+    assert ("packs its reply lengths little-endian" in said) == replies, said
+    assert ("reads the length prefix in little-endian" in said) == requests, said
+    # Not taken for a server that serves one connection at a time.
+    assert "one connection at a time" not in run.case("upload.tcp.concurrency")["message"]
+
+
 @pytest.mark.parametrize("key", ["silent"])
 def test_silent_server_fails_every_case_quickly(runs: Runs, key: str) -> None:
     run = runs.get(key)
@@ -230,6 +276,9 @@ def test_silent_server_fails_every_case_quickly(runs: Runs, key: str) -> None:
         # Deadlines are halved by --timeout-scale 0.5: each case gives up within a few seconds.
         assert case["duration_s"] < 5, case
         assert any(word in case["message"] for word in ("no reply", "timed out")), case["message"]
+    # Silence after our first frame may be a server waiting for our length misread little-endian.
+    put_stat = run.case("upload.tcp.put-stat")["message"]
+    assert "still waiting for that many bytes" in put_stat and "'!I'" in put_stat, put_stat
 
 
 @pytest.mark.parametrize("key", ["broken-single_recv_header"])
@@ -308,8 +357,14 @@ def test_upload_root_shows_writes_outside_an_address_target(tmp_path: Path) -> N
     try:
         started = time.monotonic()
         run = conformance(
-            tmp_path, "run", "--target", f"upload=127.0.0.1:{port}", "--upload-root", str(root),
-            "-k", "upload.tcp.path-attacks",
+            tmp_path,
+            "run",
+            "--target",
+            f"upload=127.0.0.1:{port}",
+            "--upload-root",
+            str(root),
+            "-k",
+            "upload.tcp.path-attacks",
         )
         assert time.monotonic() - started < 30
     finally:
@@ -346,3 +401,16 @@ def test_docs_fixture_table_matches_the_tests() -> None:
             assert _documented(tls) == (BROKEN[f"{name}/tls"].fails, BROKEN[f"{name}/tls"].may_fail), name
         else:
             assert "`" not in tls, f"{name}: TLS failures documented but not tested"
+
+
+def test_sent_frames_follow_puts_bodies_and_stop_at_a_bad_frame() -> None:
+    from conformance.cases.upload_wire import SentFrames, put_request, raw_frame, stat_request
+
+    sent = SentFrames()
+    stream = put_request("a", b"\x00\x00\x00\x05body") + stat_request("a") + raw_frame(b"[]") + stat_request("b")
+    for index in range(len(stream)):  # byte by byte, as the slow cases send
+        sent.feed(stream[index : index + 1])
+    first, second = len(put_request("a", b"")) - 4 - 0, len(stat_request("a")) - 4
+    assert sent.lengths == [first, second]
+    assert sent.misread(f"frame length {first << 24} is outside 1-65536") == (first << 24, first)
+    assert sent.misread("file_size 1073741824 is over the limit") is None

@@ -15,7 +15,7 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
-from conformance.model import CaseFailed, Option, Protocol, case
+from conformance.model import CaseFailed, NoAnswer, Option, Protocol, case
 from conformance.search import search
 from conformance.showbytes import first_difference
 from conformance.streams import (
@@ -312,6 +312,7 @@ async def reset_survival(ctx: CaseContext) -> None:
     idle = await ctx.connect()
     # With its echo read back, the server is waiting in recv when this reset arrives.
     await _exchange(ctx, idle, b"about to reset\n", "the first client's message")
+    ctx.deliberate("reset of an idle client connection")
     reset(idle)
     busy = await ctx.connect()
     # Never reading the echo fills the buffers, so the server is stuck writing when this reset
@@ -321,6 +322,7 @@ async def reset_survival(ctx: CaseContext) -> None:
             await busy.send_all(_text(RESET_FLOOD_SIZE, seed=2))
         except trio.BrokenResourceError:
             pass  # the server hung up first; the reset below is still what this case is about
+    ctx.deliberate("reset of a client connection in the middle of an echo")
     reset(busy)
     await trio.sleep(ctx.seconds(RESET_OBSERVATION_SECONDS))
     try:
@@ -478,9 +480,44 @@ async def upper(ctx: CaseContext) -> None:
 # -- UDP -------------------------------------------------------------------------------------------
 
 
+# After an echo, how long more copies of it are awaited. A server that answers each datagram several
+# times sends the copies back to back, so they arrive within microseconds on a local path.
+DUPLICATE_SETTLE_SECONDS = 0.1
+# Copies counted at most: a server answering 100 times is no less wrong than one answering 1000 times.
+COPIES_COUNTED = 1000
+
+
+async def _extra_datagrams(ctx: CaseContext, sock: trio.socket.SocketType, echo: bytes) -> tuple[int, int]:
+    """Datagrams arriving within the settle time after ``echo``: (copies of it, others)."""
+    copies = others = 0
+    with trio.move_on_after(ctx.seconds(DUPLICATE_SETTLE_SECONDS)):
+        while copies + others < COPIES_COUNTED:
+            data, _ = await sock.recvfrom(65536)
+            if data == echo:
+                copies += 1
+            else:
+                others += 1
+    return copies, others
+
+
+def _duplicated(ctx: CaseContext, what: str, copies: int, others: int) -> CaseFailed:
+    counted = f"{copies} more copies" if copies else ""
+    if others:
+        counted += (" and " if counted else "") + f"{others} other datagrams"
+    return CaseFailed(
+        f"duplicated replies: {what} was answered more than once ({counted} within "
+        f"{ctx.seconds(DUPLICATE_SETTLE_SECONDS):.1f} s of the echo); an echo server sends one datagram back "
+        "per datagram received (does it call sendto() in a loop, or once per client it knows?)"
+    )
+
+
 async def _datagram_exchange(ctx: CaseContext, sock: trio.socket.SocketType, data: bytes, what: str) -> tuple[str, int]:
     await sock.sendto(data, ctx.address)
     echoed, source = await receive_datagram(ctx, sock, doing=f"waiting for the echo of {what}")
+    # Checked first: a copy of an earlier echo taken for this one would look like any other fault.
+    copies, others = await _extra_datagrams(ctx, sock, echoed)
+    if copies or others:
+        raise _duplicated(ctx, what, copies, others)
     expected = _transformed(ctx, data)
     if echoed != expected and len(echoed) < len(expected) and expected.startswith(echoed):
         raise CaseFailed(
@@ -518,7 +555,46 @@ async def udp_sizes(ctx: CaseContext) -> None:
     """Datagrams of 0 to 65507 bytes each come back whole."""
     sock = await ctx.udp_socket(receive_buffer=1 << 20)
     for size in UDP_SIZES:
-        await _datagram_exchange(ctx, sock, _payload(size, seed=size), f"a {size}-byte datagram")
+        data = _payload(size, seed=size)
+        try:
+            await _datagram_exchange(ctx, sock, data, f"a {size}-byte datagram")
+        except NoAnswer as silence:
+            raise CaseFailed(f"{silence.summary}: {await _why_unanswered(ctx, data)}") from None
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def _answers(ctx: CaseContext, data: bytes) -> bool:
+    """Whether one datagram holding ``data``, from a fresh socket, is echoed."""
+    sock = await ctx.udp_socket(receive_buffer=1 << 20)
+    await sock.sendto(data, ctx.address)
+    with trio.move_on_after(ctx.seconds(EXCHANGE_SECONDS)):
+        await sock.recvfrom(65536)
+        return True
+    return False
+
+
+async def _why_unanswered(ctx: CaseContext, data: bytes) -> str:
+    """What a datagram of text tells about a datagram (``data``) that got no echo."""
+    text = _text(len(data), seed=len(data))
+    if not await _answers(ctx, text):
+        after = " after binary data (bytes that are not UTF-8)" if not _is_text(data) else ""
+        return (
+            f"a datagram of {len(text)} bytes of text sent next got no echo either: the server stopped "
+            f"answering{after} (did it crash, or is it stuck?)"
+        )
+    if not _is_text(data):
+        return (
+            f"a datagram of {len(text)} bytes of text sent next was echoed: the server answers text but not binary "
+            "data (does it decode each datagram as UTF-8? an echo returns the bytes as they are)"
+        )
+    return f"a datagram of {len(text)} bytes of text sent next was echoed: this one was lost or dropped"
 
 
 @case(UDP_ECHO, slug="interleaved", spec="RFC 862 §2")
@@ -530,6 +606,11 @@ async def udp_interleaved(ctx: CaseContext) -> None:
             message = f"client {index} round {round_number}".encode()
             await sock.sendto(message, ctx.address)
             echoed, _ = await receive_datagram(ctx, sock, doing=f"waiting for client {index}'s echo")
+            if round_number and echoed == _transformed(ctx, f"client {index} round {round_number - 1}".encode()):
+                raise CaseFailed(
+                    f"duplicated replies: client {index} received its echo of round {round_number - 1} again "
+                    f"in round {round_number}; an echo server sends one datagram back per datagram received"
+                )
             if echoed != _transformed(ctx, message):
                 raise CaseFailed(
                     f"client {index} received a datagram that is not its own echo",
@@ -551,14 +632,31 @@ async def udp_burst(ctx: CaseContext) -> None:
         await sock.sendto(message, ctx.address)
     expected = {_transformed(ctx, message) for message in messages}
     seen: set[bytes] = set()
+    copies = 0
     with trio.move_on_after(ctx.seconds(3.0)):
         while seen != expected:
             data, _ = await sock.recvfrom(65536)
             if data not in expected:
                 raise CaseFailed("a datagram that was not sent came back during the burst", actual=data)
+            if data in seen:
+                copies += 1
             seen.add(data)
-    if seen != expected:
+    if seen == expected:
+        more, others = await _extra_datagrams(ctx, sock, b"")
+        copies += more + others
+    if copies:
         raise CaseFailed(
-            f"only {len(seen)} of {BURST} datagrams sent back to back came back within "
-            f"{ctx.seconds(3.0):.1f} s (is the server slow per datagram, or its receive buffer small?)"
+            f"duplicated replies: {copies} datagrams more than the {BURST} sent came back during the burst "
+            f"({len(seen)} distinct echoes); an echo server sends one datagram back per datagram received"
+        )
+    if seen != expected:
+        summary = f"only {len(seen)} of {BURST} datagrams sent back to back came back within {ctx.seconds(3.0):.1f} s"
+        if not await _answers(ctx, b"one more, on its own"):
+            raise CaseFailed(
+                f"{summary}, and a datagram sent on its own afterwards got no echo either: the server stopped "
+                "answering during the burst (did it crash, or is it stuck?), which no buffer size explains"
+            )
+        raise CaseFailed(
+            f"{summary}, while one sent on its own afterwards is echoed (is the server slow per datagram, "
+            "or its receive buffer small?)"
         )

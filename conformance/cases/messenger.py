@@ -40,13 +40,13 @@ from conformance.cases.messenger_peers import (
     wait_relay_of,
 )
 from conformance.context import CaseContext, Instance
-from conformance.loopback_capture import capture_available
-from conformance.model import CaseFailed, Level, Option, Protocol, TargetUnusable, Unsupported, case
+from conformance.loopback_capture import SentFromPort, capture_available
+from conformance.model import CaseFailed, Level, NoAnswer, Option, Protocol, TargetUnusable, Unsupported, case
 from conformance.search import search
 from conformance.targets import TargetEnv, free_port
 from harness.messenger.broadcast import serve_presence
 from harness.messenger.chat_server import serve_chat
-from harness.messenger.codec import Command
+from harness.messenger.codec import Command, DatagramError, decode
 from harness.relay.rules import RelayLog, parse_impairments
 from harness.relay.udp import serve_udp_relay
 
@@ -70,6 +70,8 @@ STARTUP_SECONDS = 5.0
 # A responder that announced itself but answers no query is taken to run after this much longer.
 AFTER_ANNOUNCEMENT_SECONDS = 0.5
 DEATH_POLL_SECONDS = 0.05
+# IP Messenger's port: a responder built from an IP Messenger client may send every answer there.
+IPMSG_PORT = 2425
 
 
 # -- protocols --------------------------------------------------------------------------------------
@@ -108,29 +110,123 @@ async def _chat_alive(ctx: CaseContext) -> None:
 
 
 async def _broadcast_alive(ctx: CaseContext) -> None:
-    """A BR_ENTRY query gets an ANSENTRY, to the querier or to the responder's own port.
+    """A BR_ENTRY query gets an ANSENTRY, to the querier or, on this machine, anywhere else.
 
-    A responder that answers to its own port instead of the querier's (a common slip) is alive:
-    the cases say what is wrong with it. Its answers go to 127.0.0.1:PORT, where a watcher can
-    take them without taking queries away from it, which come by broadcast.
+    A responder that answers to another port than the querier's (its own, or IP Messenger's 2425:
+    common slips) is alive: the cases say where its answers went. They are seen by packet capture
+    as root, else by sockets on those two ports, which take no queries away from the responder
+    (queries come by broadcast).
     """
     with Sockets() as sockets:
         querier = await _querier(ctx, sockets, "liveness querier")
-        watchers = [querier]
-        if ctx.address[0].startswith("127."):
-            with contextlib.suppress(OSError):  # the responder does not share its port
-                own = await sockets.open("127.0.0.1", ctx.address[1], share=True)
-                watchers.append(Peer(ctx, own, ctx.address, "watcher on the responder's port", auto_ack=False))
-        await _query(querier)
         seconds = ctx.target.protocol.liveness_seconds
+        async with _answers_anywhere(ctx) as elsewhere:
+            send_channel, receive_channel = trio.open_memory_channel[tuple[str, int]](64)
+            with ctx.deadline(seconds, "waiting for ANSENTRY to a liveness query"):
+                async with trio.open_nursery() as nursery:
+                    if elsewhere is not None:
+                        nursery.start_soon(elsewhere.answers, send_channel)
+
+                    async def at_querier() -> None:
+                        await querier.wait_for(_is_answer, seconds=float("inf"), doing="waiting for ANSENTRY")
+                        await send_channel.send(querier.address)
+
+                    nursery.start_soon(at_querier)
+                    await _query(querier)
+                    await receive_channel.receive()
+                    nursery.cancel_scope.cancel()
+
+
+class _Elsewhere:
+    """Where the target's answers can be seen other than at a querier: a capture of what leaves the
+    target's port (as root), or sockets on its own port and on IP Messenger's port."""
+
+    def __init__(self, capture: SentFromPort | None, listeners: list[tuple[trio.socket.SocketType, int]]) -> None:
+        self.capture = capture
+        self.listeners = listeners
+
+    async def answers(self, send_channel: trio.MemorySendChannel[tuple[str, int]]) -> None:
+        """Send the destination of every ANSENTRY seen, until cancelled."""
         async with trio.open_nursery() as nursery:
+            if self.capture is not None:
+                capture = self.capture
 
-            async def watch(peer: Peer) -> None:
-                await _answer(peer, seconds=seconds)
-                nursery.cancel_scope.cancel()
+                async def captured() -> None:
+                    while True:
+                        payload, destination = await capture.receive()
+                        if _is_ansentry(payload):
+                            await send_channel.send(destination)
 
-            for peer in watchers:
-                nursery.start_soon(watch, peer)
+                nursery.start_soon(captured)
+            for sock, port in self.listeners:
+
+                async def listen(sock: trio.socket.SocketType = sock, port: int = port) -> None:
+                    while True:
+                        try:
+                            payload, _ = await sock.recvfrom(65536)
+                        except OSError:
+                            continue
+                        if _is_ansentry(payload):
+                            await send_channel.send(("127.0.0.1", port))
+
+                nursery.start_soon(listen)
+
+
+def _is_ansentry(payload: bytes) -> bool:
+    try:
+        return decode(payload).command == Command.ANSENTRY
+    except DatagramError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def _answers_anywhere(ctx: CaseContext) -> AsyncIterator[_Elsewhere | None]:
+    """A watch on the target's answers wherever they go on this machine; None for a remote target.
+
+    As root, a capture of every datagram leaving the target's port. Otherwise sockets on the two
+    ports a responder answers to by mistake, its own and IP Messenger's, where they can be bound.
+    """
+    host, port = ctx.address
+    if not host.startswith("127."):
+        yield None
+        return
+    if capture_available():
+        capture = SentFromPort(port)
+        try:
+            yield _Elsewhere(capture, [])
+        finally:
+            capture.close()
+        return
+    with Sockets() as sockets:
+        listeners = []
+        for where in (port, IPMSG_PORT):
+            try:
+                listeners.append((await sockets.open("127.0.0.1", where, share=True), where))
+            except OSError:
+                continue  # held by a program that does not share it
+        yield _Elsewhere(None, listeners)
+
+
+async def _where_answers_went(ctx: CaseContext, querier: Peer) -> str | None:
+    """Where the answers to a new query from ``querier`` go, when it is not to it; None when unseen."""
+    async with _answers_anywhere(ctx) as elsewhere:
+        if elsewhere is None:
+            return None
+        send_channel, receive_channel = trio.open_memory_channel[tuple[str, int]](64)
+        with trio.move_on_after(ctx.seconds(ANSWER_SECONDS)):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(elsewhere.answers, send_channel)
+                await _query(querier)
+                own_port = querier.address[1]
+                async for host, port in receive_channel:
+                    if port != own_port:
+                        nursery.cancel_scope.cancel()
+                        return f"answers went to {host}:{port}, not to the sender's port {own_port}"
+    return None
+
+
+class AnsweredElsewhere(CaseFailed):
+    """The target answers, but its answers go to another port than the querier's."""
 
 
 CHAT = Protocol(
@@ -616,12 +712,22 @@ def _is_answer(received: Received) -> bool:
 async def _answer(
     peer: Peer, *, since: int = 0, seconds: float = ANSWER_SECONDS, what: str = "a broadcast BR_ENTRY"
 ) -> Received:
-    return await peer.wait_for(
-        _is_answer,
-        seconds=seconds,
-        doing=f"waiting for ANSENTRY to {what} from the {peer}",
-        since=since,
-    )
+    """The querier ``peer``'s answer; when none comes, a new query shows where answers go, if it can."""
+    try:
+        return await peer.wait_for(
+            _is_answer,
+            seconds=seconds,
+            doing=f"waiting for ANSENTRY to {what} from the {peer}",
+            since=since,
+        )
+    except NoAnswer as silence:
+        elsewhere = await _where_answers_went(peer.ctx, peer)
+        if elsewhere is None:
+            raise
+        raise AnsweredElsewhere(
+            f"{silence.summary}: {elsewhere} (a responder answers to the address and port the query came from)",
+            details=silence.details,
+        ) from None
 
 
 @case(BROADCAST, slug="answer", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY", budget=15)
@@ -671,8 +777,10 @@ async def broadcast_answer_unicast(ctx: CaseContext) -> None:
                     actual=broadcast[0].data,
                 )
         if not querier.commands(Command.ANSENTRY):
+            summary = f"no ANSENTRY arrived within {ctx.seconds(ANSWER_SECONDS):.1f} s, neither unicast nor broadcast"
+            elsewhere = await _where_answers_went(ctx, querier)
             raise CaseFailed(
-                f"no ANSENTRY arrived within {ctx.seconds(ANSWER_SECONDS):.1f} s, neither unicast nor broadcast",
+                summary if elsewhere is None else f"{summary}: {elsewhere}",
                 details=querier.summary(),
             )
 
@@ -788,6 +896,9 @@ async def broadcast_malformed(ctx: CaseContext) -> None:
     with Sockets() as sockets:
         sender = await _querier(ctx, sockets, "sender")
         querier = await _querier(ctx, sockets, "querier")
+        # A responder whose answers never reach a querier fails here, not on the first example.
+        await _query(querier)
+        await _answer(querier, what="a well-formed BR_ENTRY, before any malformed one")
 
         async def check(data: bytes) -> None:
             since = len(sender.inbox)
@@ -796,6 +907,8 @@ async def broadcast_malformed(ctx: CaseContext) -> None:
             await _query(querier)
             try:
                 await _answer(querier, since=asked, seconds=2.0, what="a BR_ENTRY sent after the malformed one")
+            except AnsweredElsewhere:
+                raise
             except CaseFailed as failure:
                 raise CaseFailed(f"after that datagram, the responder stopped answering: {failure.summary}",
                                  sent=data) from None

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,10 +24,13 @@ from conformance.model import CaseFailed
 from conformance.streams import require_half_close
 from harness.upload.codec import (
     LENGTH_PREFIX,
+    MAX_FRAME_LENGTH,
+    MIN_FRAME_LENGTH,
     NEED_DATA,
     ConnectionClosed,
     ErrorReply,
     FileInfo,
+    FrameLengthError,
     IncompleteStream,
     NeedData,
     RemoteProtocolError,
@@ -56,6 +60,9 @@ LAST_WORDS_KEPT = 5
 # Bytes of a reply stream shown in a failure message.
 SHOWN_BYTES = 200
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+# What a student writes for the length prefix, and what the protocol wants.
+NATIVE_PACK = "struct.pack('i', n)"
+NETWORK_PACK = "struct.pack('!I', n)"
 
 
 def spec(*sections: str) -> str:
@@ -106,7 +113,94 @@ def show_reply(reply: Reply) -> str:
 def show_name(name: str) -> str:
     """A file name for a message: quoted, escaped, and cut when very long."""
     text = json.dumps(name, ensure_ascii=False)
-    return text if len(text) <= 60 else f"{text[:40]}...\" ({len(name.encode('utf-8', 'surrogatepass'))} bytes)"
+    return text if len(text) <= 60 else f'{text[:40]}..." ({len(name.encode("utf-8", "surrogatepass"))} bytes)'
+
+
+# -- byte order ------------------------------------------------------------------------------------
+
+
+class SentFrames:
+    """The lengths of the well-formed frames the suite sent on one connection, found in its byte stream.
+
+    A server that reads the length prefix little-endian reads our 92 (``00 00 00 5c``) as 1543503872:
+    it then waits for that many bytes, or refuses the frame in a message that names the number. Knowing
+    our lengths lets a case recognise that number. Tracking stops at the first frame that is not a valid
+    request (the cases about bad frames send those on purpose), as the stream can no longer be followed.
+    """
+
+    def __init__(self) -> None:
+        self.lengths: list[int] = []
+        self._pending = bytearray()
+        self._skip = 0
+        self._lost = False
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self._lost:
+            if self._skip:
+                taken = min(self._skip, len(view))
+                self._skip -= taken
+                view = view[taken:]
+                continue
+            self._pending += view
+            view = memoryview(b"")
+            self._parse()
+
+    def _parse(self) -> None:
+        while not self._lost and not self._skip and len(self._pending) >= LENGTH_PREFIX.size:
+            (length,) = LENGTH_PREFIX.unpack_from(self._pending)
+            if not MIN_FRAME_LENGTH <= length <= MAX_FRAME_LENGTH:
+                self._lost = True
+                return
+            if len(self._pending) < LENGTH_PREFIX.size + length:
+                return
+            body = bytes(self._pending[LENGTH_PREFIX.size : LENGTH_PREFIX.size + length])
+            rest = self._pending[LENGTH_PREFIX.size + length :]
+            try:
+                header = json.loads(body)
+            except ValueError:
+                self._lost = True
+                return
+            if not isinstance(header, dict):
+                self._lost = True
+                return
+            self.lengths.append(length)
+            size = header.get("file_size", 0) if header.get("op") == "put" else 0
+            if not isinstance(size, int) or size < 0:
+                self._lost = True
+                return
+            # The body that follows is skipped without being kept.
+            self._pending = bytearray()
+            self._skip = size
+            if rest:
+                self.feed(bytes(rest))
+                return
+
+    def misread(self, text: str) -> tuple[int, int] | None:
+        """A number in ``text`` that is one of our lengths read little-endian: (that number, our length)."""
+        swapped = {int.from_bytes(LENGTH_PREFIX.pack(length), "little"): length for length in self.lengths}
+        for word in re.findall(r"[0-9]{6,}", text):
+            if int(word) in swapped:
+                return int(word), swapped[int(word)]
+        return None
+
+
+def misread_hint(number: int, length: int) -> str:
+    return (
+        f"the server's reply mentions {number}, which is our frame length {length} "
+        f"({LENGTH_PREFIX.pack(length).hex(' ')}) read little-endian: "
+        f"the server reads the length prefix in little-endian (native) byte order, as struct.unpack('i', ...) "
+        f"does on x86 and ARM; the protocol's length is big-endian, struct.unpack('!I', ...) "
+        f"(upload wire format §1)"
+    )
+
+
+def little_endian_reply_hint(error: FrameLengthError, swapped: int) -> str:
+    return (
+        f"its length prefix {error.prefix.hex(' ')} reads big-endian as {error.length}, but little-endian as "
+        f"{swapped}: the server packs its reply lengths little-endian, as {NATIVE_PACK} does on x86 and ARM; "
+        f"the protocol's length is big-endian, {NETWORK_PACK} (upload wire format §1)"
+    )
 
 
 # -- a conversation on one connection --------------------------------------------------------------
@@ -123,6 +217,7 @@ class Conversation:
         self.received = bytearray()
         self.received_total = 0
         self.replies: list[Reply] = []
+        self.sent = SentFrames()
 
     @classmethod
     async def open(cls, ctx: CaseContext) -> Conversation:
@@ -135,6 +230,7 @@ class Conversation:
     async def send(self, data: bytes, *, what: str) -> None:
         """Send all of ``data``; fail when the server stops reading for SEND_SECONDS."""
         with self.ctx.deadline(SEND_SECONDS, f"sending {what} ({len(data)} bytes; the server stopped reading)"):
+            self.sent.feed(data)
             try:
                 await self.stream.send_all(data)
             except trio.BrokenResourceError as exc:
@@ -183,6 +279,8 @@ class Conversation:
                 )
             if event is not NEED_DATA:
                 self.replies.append(event)
+                if isinstance(event, ErrorReply) and (misread := self.sent.misread(event.message)):
+                    self._note(misread_hint(*misread))
                 return event
             try:
                 got = await self._receive(idle, doing)
@@ -196,7 +294,24 @@ class Conversation:
                 raise CaseFailed(
                     f"no reply within {self.ctx.seconds(idle):.1f} s {doing}",
                     actual=self._shown() if self.decoder.buffered else None,
+                    details=self._waiting_hint(),
                 )
+
+    def _waiting_hint(self) -> str | None:
+        """Why a server may still be reading our first frame: it took the length for a huge one."""
+        if self.replies or self.received_total or not self.sent.lengths:
+            return None
+        length = self.sent.lengths[0]
+        misread = int.from_bytes(LENGTH_PREFIX.pack(length), "little")
+        return (
+            f"if the server reads the length prefix little-endian (struct.unpack('i', ...) on x86 and ARM), "
+            f"it took our first frame's length {length} for {misread} and is still waiting for that many bytes; "
+            f"the protocol's length is big-endian, struct.unpack('!I', ...)"
+        )
+
+    def _note(self, text: str) -> None:
+        if text not in self.ctx.notes:
+            self.ctx.note(text)
 
     async def expect_close(self, doing: str, *, idle: float = CLOSE_SECONDS) -> None:
         """The server ends the connection without another reply: EOF (a reset is taken as an end too)."""
@@ -221,6 +336,17 @@ class Conversation:
     def _next_event(self, doing: str) -> Reply | ConnectionClosed | NeedData:
         try:
             return self.decoder.next_event()
+        except FrameLengthError as exc:
+            swapped = exc.little_endian_length
+            if swapped is None:
+                raise CaseFailed(f"malformed reply {doing}: {exc.message}", actual=self._shown()) from None
+            said = self._shown().decode("utf-8", "replace")
+            misread = self.sent.misread(said)
+            raise CaseFailed(
+                f"reply {doing} in little-endian byte order: {little_endian_reply_hint(exc, swapped)}",
+                actual=self._shown(),
+                details=f"it reads ours little-endian too: {misread_hint(*misread)}" if misread else None,
+            ) from None
         except RemoteProtocolError as exc:
             raise CaseFailed(f"malformed reply {doing}: {exc.message}", actual=self._shown()) from None
         except IncompleteStream as exc:

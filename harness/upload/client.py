@@ -27,6 +27,7 @@ import trio
 from harness.upload.codec import (
     NEED_DATA,
     ConnectionClosed,
+    FrameLengthError,
     IncompleteStream,
     PutHeader,
     RemoteProtocolError,
@@ -203,14 +204,19 @@ class _Exchange:
                     self.made_progress()
                 elif isinstance(event, ConnectionClosed):
                     self.fail(
-                        f"the server closed the connection after {len(self.replies)}"
-                        f" of {len(self.requests)} replies"
+                        f"the server closed the connection after {len(self.replies)} of {len(self.requests)} replies"
                     )
                     return
                 else:
                     self.replies.append(event)
         except RemoteProtocolError as exc:
-            self.fail(f"malformed reply from the server ({exc.code}): {exc.message}")
+            hint = ""
+            if isinstance(exc, FrameLengthError) and exc.little_endian_length is not None:
+                hint = (
+                    f" (read little-endian it is {exc.little_endian_length}: the server packs the length"
+                    " little-endian, e.g. struct.pack('i', n); the protocol's is big-endian, struct.pack('!I', n))"
+                )
+            self.fail(f"malformed reply from the server ({exc.code}): {exc.message}{hint}")
         except IncompleteStream as exc:
             self.fail(f"the server closed the connection inside a reply: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -272,9 +278,7 @@ async def upload_files_on(
     can do that; pass ``False`` to send more requests on the same stream afterwards.
     """
     requests = _put_requests(files)
-    return await _exchange_on(
-        stream, requests, on_progress=on_progress, timeout=timeout, half_close=half_close
-    )
+    return await _exchange_on(stream, requests, on_progress=on_progress, timeout=timeout, half_close=half_close)
 
 
 async def stat_file_on(
@@ -283,9 +287,7 @@ async def stat_file_on(
     """:func:`stat_file` over a stream the caller opened (and closes); ``half_close`` as for
     :func:`upload_files_on`."""
     check_file_name(file_name)
-    (reply,) = await _exchange_on(
-        stream, [_Stat(file_name)], on_progress=None, timeout=timeout, half_close=half_close
-    )
+    (reply,) = await _exchange_on(stream, [_Stat(file_name)], on_progress=None, timeout=timeout, half_close=half_close)
     return reply
 
 
@@ -307,9 +309,7 @@ async def upload_files(
     :class:`~harness.upload.codec.LocalProtocolError` (before connecting) for an invalid remote name.
     """
     requests = _put_requests(files)
-    stream = await _connect(
-        host, port, ssl_context=ssl_context, server_hostname=server_hostname, timeout=timeout
-    )
+    stream = await _connect(host, port, ssl_context=ssl_context, server_hostname=server_hostname, timeout=timeout)
     async with stream:
         return await _exchange_on(stream, requests, on_progress=on_progress, timeout=timeout)
 
@@ -325,8 +325,6 @@ async def stat_file(
 ) -> Reply:
     """Ask the server what it stores under ``file_name``: a FileInfo, or an ErrorReply (not_found)."""
     check_file_name(file_name)
-    stream = await _connect(
-        host, port, ssl_context=ssl_context, server_hostname=server_hostname, timeout=timeout
-    )
+    stream = await _connect(host, port, ssl_context=ssl_context, server_hostname=server_hostname, timeout=timeout)
     async with stream:
         return await stat_file_on(stream, file_name, timeout=timeout)

@@ -61,9 +61,7 @@ class ErrorCode(enum.StrEnum):
 
 # After these the server replies and then closes: it can no longer tell where the next request
 # starts (a bad frame or header) or will not read the body (a bad name, too large).
-CLOSING_ERROR_CODES = frozenset(
-    {ErrorCode.BAD_FRAME, ErrorCode.BAD_HEADER, ErrorCode.BAD_NAME, ErrorCode.TOO_LARGE}
-)
+CLOSING_ERROR_CODES = frozenset({ErrorCode.BAD_FRAME, ErrorCode.BAD_HEADER, ErrorCode.BAD_NAME, ErrorCode.TOO_LARGE})
 
 
 def closes_connection(code: str) -> bool:
@@ -89,6 +87,32 @@ class LocalProtocolError(UploadProtocolError):
 
 class RemoteProtocolError(UploadProtocolError):
     """The peer sent something the protocol does not allow; answer with ``code``."""
+
+
+class FrameLengthError(RemoteProtocolError):
+    """A frame length outside 1-65536; ``length`` is the value read, ``prefix`` its four bytes."""
+
+    def __init__(self, length: int, prefix: bytes) -> None:
+        super().__init__(ErrorCode.BAD_FRAME, f"frame length {length} is outside {MIN_FRAME_LENGTH}-{MAX_FRAME_LENGTH}")
+        self.length = length
+        self.prefix = prefix
+
+    @property
+    def little_endian_length(self) -> int | None:
+        """The length these bytes give read little-endian, when that one is in range: the likely intent."""
+        return byte_swapped_length(self.length)
+
+
+def byte_swapped_length(length: int) -> int | None:
+    """``length`` with its four bytes reversed, when that is a valid frame length and ``length`` is not.
+
+    A peer that packs the length with ``struct.pack("i", n)`` (native order: little-endian on x86 and
+    ARM) sends 100 as ``64 00 00 00``, which reads big-endian as 1677721600.
+    """
+    if MIN_FRAME_LENGTH <= length <= MAX_FRAME_LENGTH or not 0 <= length < 1 << 32:
+        return None
+    swapped = int.from_bytes(length.to_bytes(4, "big"), "little")
+    return swapped if MIN_FRAME_LENGTH <= swapped <= MAX_FRAME_LENGTH else None
 
 
 class IncompleteStream(Exception):
@@ -326,9 +350,7 @@ def parse_frame_body(body: bytes) -> dict[str, Any]:
         # ValueError covers JSONDecodeError, NaN/Infinity and over-long integers.
         raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"frame body is not JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise RemoteProtocolError(
-            ErrorCode.BAD_FRAME, f"frame body is a JSON {type(value).__name__}, not an object"
-        )
+        raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"frame body is a JSON {type(value).__name__}, not an object")
     return value
 
 
@@ -341,9 +363,7 @@ def _read_frame(buffer: Buffer) -> dict[str, Any] | None:
     (length,) = LENGTH_PREFIX.unpack(prefix)
     # Checked before the body arrives, so a huge length is refused without waiting for it.
     if not MIN_FRAME_LENGTH <= length <= MAX_FRAME_LENGTH:
-        raise RemoteProtocolError(
-            ErrorCode.BAD_FRAME, f"frame length {length} is outside {MIN_FRAME_LENGTH}-{MAX_FRAME_LENGTH}"
-        )
+        raise FrameLengthError(length, bytes(prefix))
     body = buffer.consume_exactly(length)
     if body is None:
         buffer.rollback()

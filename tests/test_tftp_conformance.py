@@ -101,6 +101,7 @@ BROKEN = {
     # the case about it, after one it passes.
     "one_transfer_at_a_time": broken(cases=("rrq.sizes", "concurrency"), fails={"concurrency"}),
     "path_traversal": broken(fails={"error.path-traversal"}),
+    "startswith_traversal": broken(fails={"error.path-traversal"}),
     # Most fixture files are multiples of 512 bytes, so most cases stall: the ones that show it.
     "no_final_empty_data": broken(
         cases=("rrq.sizes", "rrq.final-empty-data", "rrq.new-tid", "netascii.read", "error.file-not-found"),
@@ -302,6 +303,15 @@ def test_option_cases_are_unsupported_without_options(runs: Runs, key: str) -> N
     assert "does not negotiate options" in run.case("tftp.options.oack")["message"]
 
 
+@pytest.mark.parametrize("key", ["broken-startswith_traversal"])
+def test_a_bare_startswith_check_is_caught_by_the_sibling_probes(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    message = run.case("tftp.error.path-traversal")["message"]
+    assert "RRQ '../root-sibling/outside-secret.txt' got DATA 1" in message, message
+    assert "reads outside the directory it serves, and sent the file the suite put" in message
+    assert run.status == 1  # a MUST: reading outside the root fails the run
+
+
 @pytest.mark.parametrize("key", ["broken-crash_on_malformed"])
 def test_a_crash_is_reported_with_a_replayable_input(runs: Runs, key: str) -> None:
     run = runs.get(key)
@@ -356,6 +366,7 @@ async def test_an_address_target_with_its_root_given(tmp_path: Path) -> None:
     assert run.status == 0, run.stdout + run.stderr
     assert set(outcomes(run).values()) == {"passed"}
     assert not list(tmp_path.glob("**/*escape*"))
+    assert not (tmp_path / "served-sibling").exists()  # made for the case, removed after it
 
 
 def _doc_ids(text: str) -> set[str]:

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from conformance.context import CaseContext
 from conformance.model import CaseFailed, Level, NoAnswer, Protocol, case
 from conformance.search import search
+from conformance.siblings import planted_sibling
 from conformance.tftp.files import (
     FIXTURE_SIZES,
     NETASCII_NAME,
@@ -543,40 +544,44 @@ async def error_file_not_found(ctx: CaseContext, client: Client) -> None:
         )
 
 
-def _escapes(ctx: CaseContext, token: str) -> list[tuple[str, Path | None]]:
+def _escapes(ctx: CaseContext, token: str, sibling: Path | None) -> list[tuple[str, Path | None]]:
     """WRQ names that lead outside the root, with where the file would land if this host can see it."""
     root = local_root(ctx)
     name = f"conformance-escape-{token}.txt"
     absolute = (root.parent if root is not None else Path(tempfile.gettempdir())) / f"abs-{name}"
-    return [
+    escapes = [
         ("../" + name, root.parent / name if root is not None else None),
         (str(absolute), absolute),
     ]
+    if root is not None and sibling is not None:
+        into = sibling / f"sibling-{name}"
+        escapes += [(f"../{sibling.name}/{into.name}", into), (str(into), into)]
+    return escapes
 
 
-@tftp_case("error.path-traversal", "RFC 1123 §4.2.3.4", level=Level.SHOULD)
-async def error_path_traversal(ctx: CaseContext, client: Client) -> None:
-    """'../' and absolute paths get ERROR 1 or 2; nothing outside the root is read or written."""
-    root = local_root(ctx)
-    reads = ["../../../../../../../../../../etc/passwd", "/etc/passwd"]
-    if root is not None and (root.parent / OUTSIDE_NAME).is_file():
-        reads = ["../" + OUTSIDE_NAME, f"nested/../../{OUTSIDE_NAME}", str(root.parent / OUTSIDE_NAME), *reads]
+async def _read_escapes(client: Client, reads: list[str]) -> list[str]:
+    """RRQs for names outside the root: what each got, when it was not ERROR 1 or 2."""
+    problems = []
     for name in reads:
         transfer, reply = await start(client, ReadRequest(name, "octet"))
         packet = reply.packet
         if isinstance(packet, ErrorPacket):
             if packet.code not in (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION):
-                raise CaseFailed(f"RRQ {name!r} got {describe(packet)}; a path outside the root gets ERROR 1 or 2")
+                problems.append(f"RRQ {name!r} got {describe(packet)}; a path outside the root gets ERROR 1 or 2")
             continue
+        await client.end([transfer])  # before the next request: a server may serve one transfer at a time
         leaked = isinstance(packet, Data) and packet.payload.startswith(OUTSIDE_SECRET[:32])
-        raise CaseFailed(
+        problems.append(
             f"RRQ {name!r} got {describe(packet)}: the server reads outside the directory it serves"
-            + (", and sent the file the suite put next to that directory" if leaked else ""),
-            actual=packet.payload if isinstance(packet, Data) else None,
+            + (f", and sent the file the suite put at {name.rsplit('/', 1)[-1]!r} outside it" if leaked else "")
         )
-    token = secrets.token_hex(4)
+    return problems
+
+
+async def _write_escapes(client: Client, escapes: list[tuple[str, Path | None]]) -> list[str]:
+    """WRQs for names outside the root: what each got, when it was not ERROR 1 or 2."""
     problems = []
-    for name, landing in _escapes(ctx, token):
+    for name, landing in escapes:
         transfer, reply = await start(client, WriteRequest(name, "octet"))
         packet = reply.packet
         if isinstance(packet, ErrorPacket):
@@ -584,6 +589,7 @@ async def error_path_traversal(ctx: CaseContext, client: Client) -> None:
                 problems.append(f"WRQ {name!r} got {describe(packet)}; a path outside the root gets ERROR 1 or 2")
             continue
         transfer.error(ErrorCode.NOT_DEFINED, "conformance: not writing outside the root")
+        await client.end([transfer])
         problem = f"WRQ {name!r} got {describe(packet)}, not ERROR 1 or 2"
         if landing is None:
             problem += ": the server may write outside the directory it serves"
@@ -595,6 +601,29 @@ async def error_path_traversal(ctx: CaseContext, client: Client) -> None:
             # the DATA that follows, or create the file only once complete: say what was seen.
             problem += f" (nothing appeared at {landing} before the suite ended the upload)"
         problems.append(problem)
+    return problems
+
+
+@tftp_case("error.path-traversal", "RFC 1123 §4.2.3.4; this suite's requirement")
+async def error_path_traversal(ctx: CaseContext, client: Client) -> None:
+    """'../', absolute and sibling-prefix paths get ERROR 1 or 2; nothing outside the root is read or written.
+
+    RFC 1123 §4.2.3.4 asks a server for access control over the paths it allows (SHOULD); this
+    suite requires it: a server that hands out or writes files outside the directory it serves
+    fails the run. The sibling probes go to ``ROOT-sibling``, next to the root, which a bare
+    ``startswith(root)`` check takes for a path inside it.
+    """
+    root = local_root(ctx)
+    reads = ["../../../../../../../../../../etc/passwd", "/etc/passwd"]
+    if root is not None and (root.parent / OUTSIDE_NAME).is_file():
+        reads = ["../" + OUTSIDE_NAME, f"nested/../../{OUTSIDE_NAME}", str(root.parent / OUTSIDE_NAME), *reads]
+    with planted_sibling(root, OUTSIDE_NAME, OUTSIDE_SECRET) as sibling:
+        if sibling is not None:
+            reads += [f"../{sibling.name}/{OUTSIDE_NAME}", str(sibling / OUTSIDE_NAME)]
+        elif root is not None:
+            ctx.note(f"no directory could be made next to {root}: the sibling-prefix probes were skipped")
+        problems = await _read_escapes(client, reads)
+        problems += await _write_escapes(client, _escapes(ctx, secrets.token_hex(4), sibling))
     if problems:
         raise CaseFailed(problems[0], details="\n".join(problems[1:]) or None)
 

@@ -129,7 +129,10 @@ BROKEN = {
                                  fails={"error.malformed"}),
     "any_mode": broken(fails={"mode.unknown", "mode.mail"}),
     "oack_blksize_unused": broken("wrap.blksize8", fails={"options.oack", "wrap.blksize8"}),
-    "oack_unrequested": broken(fails={"options.unrequested"}),
+    # Every case that gets an OACK refuses the unrequested tsize, not only the case about it.
+    "oack_unrequested": broken(
+        fails={"options.unrequested", "options.out-of-range", "options.unknown-ignored"}
+    ),
     "blksize_any": broken(fails={"options.out-of-range"}),
     "unknown_option_error": broken(fails={"options.unknown-ignored"}),
     "tsize_wrong": broken(fails={"options.tsize", "options.oack"}),
@@ -310,6 +313,15 @@ def test_a_bare_startswith_check_is_caught_by_the_sibling_probes(runs: Runs, key
     assert "RRQ '../root-sibling/outside-secret.txt' got DATA 1" in message, message
     assert "reads outside the directory it serves, and sent the file the suite put" in message
     assert run.status == 1  # a MUST: reading outside the root fails the run
+
+
+@pytest.mark.parametrize("key", ["broken-oack_unrequested"])
+def test_an_unrequested_option_is_named_in_every_case_that_gets_it(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    for case_id in ("options.unrequested", "options.out-of-range", "options.unknown-ignored"):
+        message = run.case(f"tftp.{case_id}")["message"]
+        assert "also carries tsize=1024" in message and "asking only for blksize" in message, message
+        assert "may only carry options the client requested (RFC 2347)" in message
 
 
 @pytest.mark.parametrize("key", ["broken-crash_on_malformed"])

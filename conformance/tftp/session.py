@@ -74,6 +74,7 @@ __all__ = [
     "Reply",
     "Transfer",
     "Upload",
+    "check_oack",
     "describe",
     "download",
     "expect_content",
@@ -437,10 +438,32 @@ class Transfer:
 
 
 async def start(client: Client, request: Request, *, endpoint: Endpoint | None = None) -> tuple[Transfer, Reply]:
-    """Send ``request`` and wait for the server's first answer."""
+    """Send ``request`` and wait for the server's first answer.
+
+    An OACK carrying an option the request did not ask for is refused here, for every case: the
+    suite answers it with ERROR 8, as RFC 2347 has a client do, and the case fails.
+    """
     transfer = client.start(request, endpoint)
     reply = await transfer.next(f"waiting for an answer to {describe(request)}")
+    if isinstance(reply.packet, OptionAck):
+        check_oack(transfer, request, reply.packet)
     return transfer, reply
+
+
+def check_oack(transfer: Transfer, request: Request, oack: OptionAck) -> None:
+    """Fail (after ERROR 8) when ``oack`` carries an option ``request`` did not ask for (RFC 2347)."""
+    asked = [name.lower() for name, _ in request.options]
+    extra = [f"{name}={value}" for name, value in oack.options if name.lower() not in asked]
+    if not extra:
+        return
+    transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: unrequested option in OACK")
+    asking = "no option" if not asked else "only for " + " and ".join(asked)
+    raise CaseFailed(
+        f"the OACK to an {request.opcode.name} asking {asking} also carries {', '.join(extra)}: a server's "
+        "OACK may only carry options the client requested (RFC 2347), so the suite ended the transfer "
+        f"with ERROR 8 ({describe(request)})",
+        actual=describe(oack),
+    )
 
 
 def _option_number(oack: dict[str, str], name: str, default: int) -> int:
@@ -657,8 +680,6 @@ async def open_download(
     if isinstance(packet, ErrorPacket):
         raise Refused(request, packet)
     if isinstance(packet, OptionAck):
-        if not options:
-            raise CaseFailed(f"the server answered {describe(request)}, which has no options, with {describe(packet)}")
         oack = option_dict(packet.options)
         download = Download(
             transfer,
@@ -778,8 +799,6 @@ async def open_upload(
             raise writes_unsupported(refused)
         raise refused
     if isinstance(packet, OptionAck):
-        if not options:
-            raise CaseFailed(f"the server answered {describe(request)}, which has no options, with {describe(packet)}")
         oack = option_dict(packet.options)
         return Upload(transfer, oack=oack, blksize=_option_number(oack, "blksize", 512))
     if isinstance(packet, Ack) and packet.block == 0:

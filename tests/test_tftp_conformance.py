@@ -139,6 +139,9 @@ BROKEN = {
     "timeout_ignored": broken("options.timeout", fails={"options.timeout"}),
     "oack_error_ignored": broken("options.reject-oack", fails={"options.reject-oack"}),
     "window_no_restart": broken("options.windowsize", fails={"options.windowsize"}),
+    "wrap_data_restarts": broken("wrap.blksize8", fails={"wrap.blksize8"}),
+    # Correct, if noisy: late copies of old blocks are repeats, not blocks out of order.
+    "duplicate_storm": broken("rrq.lost-ack", "rrq.duplicate-ack", fails=set()),
     "no_options": broken(*OPTION_CASES[5:], fails=set()),
     # Only the cases about its habits; tests/test_tftp_fairness.py runs every case on it.
     "serial_ignores_error": broken(
@@ -322,6 +325,18 @@ def test_an_unrequested_option_is_named_in_every_case_that_gets_it(runs: Runs, k
         message = run.case(f"tftp.{case_id}")["message"]
         assert "also carries tsize=1024" in message and "asking only for blksize" in message, message
         assert "may only carry options the client requested (RFC 2347)" in message
+
+
+@pytest.mark.parametrize("key", ["broken-duplicate_storm"])
+def test_late_copies_of_old_blocks_are_a_storm_not_an_order_error(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert "arrived intact through a duplicate storm: DATA 1 came 4 times" in notes(run, "rrq.sizes"), run.stdout
+
+
+@pytest.mark.parametrize("key", ["broken-wrap_data_restarts"])
+def test_data_wrong_after_the_wrap_is_corruption_not_a_missing_block(runs: Runs, key: str) -> None:
+    message = runs.get(key).case("tftp.wrap.blksize8")["message"]
+    assert "the file was corrupted after the wrap at block 65537 (wire number 1" in message, message
 
 
 @pytest.mark.parametrize("key", ["broken-crash_on_malformed"])

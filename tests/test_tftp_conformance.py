@@ -339,6 +339,13 @@ def test_data_wrong_after_the_wrap_is_corruption_not_a_missing_block(runs: Runs,
     assert "the file was corrupted after the wrap at block 65537 (wire number 1" in message, message
 
 
+@pytest.mark.parametrize("key", ["broken-blksize_any"])
+def test_every_value_that_fails_is_reported(runs: Runs, key: str) -> None:
+    message = runs.get(key).case("tftp.options.out-of-range")["message"]
+    assert "blksize=7 got OACK blksize=7" in message and "(and 1 more: see below)" in message, message
+    assert "blksize=65465 got OACK blksize=65465" in message
+
+
 @pytest.mark.parametrize("key", ["broken-crash_on_malformed"])
 def test_a_crash_is_reported_with_a_replayable_input(runs: Runs, key: str) -> None:
     run = runs.get(key)

@@ -24,14 +24,15 @@ import functools
 import random
 import secrets
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
-from conformance.model import CaseFailed, Level, NoAnswer, Protocol, case
+from conformance.model import CaseFailed, Level, NoAnswer, Protocol, Unsupported, case
 from conformance.search import search
 from conformance.showbytes import describe_mismatch, first_difference
 from conformance.siblings import planted_sibling
@@ -130,6 +131,7 @@ PROTO = Protocol(
 PROTOCOLS = (PROTO,)
 
 TftpCase = Callable[[CaseContext, Client], Awaitable[None]]
+T = TypeVar("T")
 
 
 def tftp_case(
@@ -197,6 +199,38 @@ async def _resume(
     return await receiving.run()
 
 
+async def _for_each(client: Client, values: Iterable[T], check: Callable[[T], Awaitable[None]]) -> None:
+    """``check`` every value, then fail with every value that failed, not only the first.
+
+    A transfer a failed check left open is ended before the next value, so that a server that
+    serves one transfer at a time answers it. ``Unsupported`` stops at once, unless a value has
+    failed already.
+    """
+    problems: list[CaseFailed] = []
+    try:
+        for value in values:
+            try:
+                await check(value)
+            except CaseFailed as failure:
+                problems.append(failure)
+                await client.end_open()
+    except Unsupported:
+        if not problems:
+            raise
+    if not problems:
+        return
+    first = problems[0]
+    if len(problems) == 1:
+        raise first
+    others = "\n".join(problem.summary for problem in problems[1:])
+    raise CaseFailed(
+        f"{first.summary} (and {len(problems) - 1} more: see below)",
+        expected=first.expected,
+        actual=first.actual,
+        details="\n".join(part for part in (first.details, others) if part),
+    )
+
+
 async def _require_writes(client: Client) -> None:
     """Raise Unsupported (from open_upload) when the server refuses uploads with ERROR 2."""
     await upload(client, _unique("probe"), b"probe\n")
@@ -208,10 +242,13 @@ async def _require_writes(client: Client) -> None:
 @tftp_case("rrq.sizes", "RFC 1350 §2, §5, §6")
 async def rrq_sizes(ctx: CaseContext, client: Client) -> None:
     """Files of 0, 1, 511, 512, 513 and 1024 bytes and 1 MiB arrive intact, in 512-byte blocks from 1."""
-    for size in FIXTURE_SIZES:
+
+    async def check(size: int) -> None:
         name = size_name(size)
         received = await download(client, name, size_hint=size)
         expect_content(f"{name} as received", expected=content(name), actual=bytes(received.data))
+
+    await _for_each(client, FIXTURE_SIZES, check)
 
 
 @tftp_case("rrq.final-empty-data", "RFC 1350 §6")
@@ -994,8 +1031,11 @@ async def options_out_of_range(ctx: CaseContext, client: Client) -> None:
     """blksize 7 and 65465, timeout 0 and 256 are refused with ERROR 8, or left out of the answer."""
     name = size_name(1024)
     answered = False
-    for option, value in (("blksize", "7"), ("blksize", "65465"), ("timeout", "0"), ("timeout", "256")):
-        request = ReadRequest(name, "octet", ((option, value),))
+
+    async def check(pair: tuple[str, str]) -> None:
+        nonlocal answered
+        option, value = pair
+        request = ReadRequest(name, "octet", (pair,))
         transfer, reply = await start(client, request)
         packet = reply.packet
         if isinstance(packet, ErrorPacket):
@@ -1003,10 +1043,10 @@ async def options_out_of_range(ctx: CaseContext, client: Client) -> None:
                 raise CaseFailed(
                     f"{describe(request)} got {describe(packet)}; a refused option gets ERROR 8 (RFC 2347)"
                 )
-            continue
+            return
         if isinstance(packet, Data):
             await _resume(transfer, reply)
-            continue
+            return
         if not isinstance(packet, OptionAck):
             raise CaseFailed(f"{describe(request)} got {describe(packet)}")
         answered = True
@@ -1025,6 +1065,8 @@ async def options_out_of_range(ctx: CaseContext, client: Client) -> None:
         receiving = Download(transfer, oack=oack, blksize=blksize)
         receiving.acknowledge_oack()
         await receiving.run()
+
+    await _for_each(client, (("blksize", "7"), ("blksize", "65465"), ("timeout", "0"), ("timeout", "256")), check)
     if not answered:
         probe = await open_download(client, name, options=(("blksize", "1024"),))
         if probe.oack is None:
@@ -1098,7 +1140,8 @@ async def options_timeout(ctx: CaseContext, client: Client) -> None:
     """A negotiated timeout of 1 s, then of 2 s, is the interval after which an unACKed DATA is resent."""
     name = size_name(1024)
     measured = []
-    for seconds in (1, 2):
+
+    async def check(seconds: int) -> None:
         request = ReadRequest(name, "octet", (("timeout", str(seconds)),))
         transfer, reply = await _read_request(client, name, request.options)
         packet = reply.packet
@@ -1117,7 +1160,9 @@ async def options_timeout(ctx: CaseContext, client: Client) -> None:
         transfer.ack(0)
         first = await _expect_data(transfer, 1, "waiting for DATA 1 after ACK 0")
         repeat = await _expect_data(
-            transfer, 1, f"waiting for DATA 1 to be resent: the suite withholds ACK 1 and the timeout is {seconds} s",
+            transfer,
+            1,
+            f"waiting for DATA 1 to be resent: the suite withholds ACK 1 and the timeout is {seconds} s",
             seconds=seconds * 2 + 1.0,
         )
         interval = repeat.at - first.at
@@ -1128,7 +1173,12 @@ async def options_timeout(ctx: CaseContext, client: Client) -> None:
                 "timeout is the number of seconds to wait before retransmitting (RFC 2349)"
             )
         await _resume(transfer, repeat, oack=oack)
-    ctx.note("DATA 1 resent after " + ", ".join(measured))
+
+    try:
+        await _for_each(client, (1, 2), check)
+    finally:
+        if measured:
+            ctx.note("DATA 1 resent after " + ", ".join(measured))
 
 
 @tftp_case("options.reject-oack", "RFC 2347 (Negotiation Protocol); RFC 1350 §7")

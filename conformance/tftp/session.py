@@ -293,6 +293,10 @@ class Client:
                 for endpoint, by_tid in ended.items():
                     nursery.start_soon(self._drain, endpoint, by_tid, until)
 
+    async def end_open(self) -> None:
+        """End every transfer still open (after a failed check, before the next request)."""
+        await self.end(self._transfers)
+
     async def aclose(self) -> None:
         """End every open transfer with ERROR, drain the ones the server was sending, close the sockets."""
         try:

@@ -67,7 +67,14 @@ QUICK = (
     "options.unknown-ignored",
     "options.tsize",
 )
-WRITE_CASES = ("wrq.round-trip", "wrq.lost-data", "wrq.duplicate-data", "netascii.read-search", "netascii.write-search")
+WRITE_CASES = (
+    "wrq.round-trip",
+    "wrq.lost-data",
+    "wrq.duplicate-data",
+    "netascii.read-search",
+    "netascii.write-search",
+    "options.windowsize-write",
+)
 OPTION_CASES = (
     "options.oack",
     "options.unrequested",
@@ -78,6 +85,7 @@ OPTION_CASES = (
     "options.reject-oack",
     "options.windowsize",
     "wrap.blksize8",
+    "options.windowsize-write",
 )
 
 
@@ -139,6 +147,8 @@ BROKEN = {
     "timeout_ignored": broken("options.timeout", fails={"options.timeout"}),
     "oack_error_ignored": broken("options.reject-oack", fails={"options.reject-oack"}),
     "window_no_restart": broken("options.windowsize", fails={"options.windowsize"}),
+    "window_write_ack_every_block": broken("options.windowsize-write", fails={"options.windowsize-write"}),
+    "window_write_gap_ack": broken("options.windowsize-write", fails={"options.windowsize-write"}),
     "wrap_data_restarts": broken("wrap.blksize8", fails={"wrap.blksize8"}),
     # Correct, if noisy: late copies of old blocks are repeats, not blocks out of order.
     "duplicate_storm": broken("rrq.lost-ack", "rrq.duplicate-ack", fails=set()),

@@ -61,6 +61,7 @@ from conformance.tftp.session import (
     open_upload,
     start,
     upload,
+    writes_unsupported,
 )
 from conformance.tftp.target import (
     LIVENESS_FILE,
@@ -1254,6 +1255,109 @@ async def options_windowsize(ctx: CaseContext, client: Client) -> None:
     ctx.note(f"window {window}; after ACK {acked} the next window started {restart.at - acked_at:.2f} s later")
     for block in range(acked + 2, acked + window + 1):
         await expect_block(block, f"waiting for DATA {block} of the window restarted after ACK {acked}")
+
+
+# Blocks the upload of tftp.options.windowsize-write asks for per window.
+_WRITE_WINDOW = 4
+
+
+@tftp_case("options.windowsize-write", "RFC 7440 §4")
+async def options_windowsize_write(ctx: CaseContext, client: Client) -> None:
+    """A WRQ with windowsize 4: one ACK per window, and after a skipped block the ACK of the last one in order."""
+    name = _unique("window-write")
+    request = WriteRequest(name, "octet", (("windowsize", str(_WRITE_WINDOW)),))
+    transfer, reply = await start(client, request)
+    packet = reply.packet
+    if isinstance(packet, ErrorPacket):
+        refused = Refused(request, packet)
+        if packet.code == ErrorCode.ACCESS_VIOLATION:
+            raise writes_unsupported(refused)
+        raise refused
+    if isinstance(packet, Ack) and packet.block == 0:
+        ctx.unsupported(_no_options(describe(request)).replace("DATA 1", "ACK 0"))
+    if not isinstance(packet, OptionAck):
+        raise CaseFailed(f"{describe(request)} got {describe(packet)}, not an OACK or ACK 0")
+    oack = option_dict(packet.options)
+    window = _number(oack, "windowsize")
+    if window is None:
+        ctx.unsupported("the server negotiates options on a WRQ, but not windowsize")
+    if not 1 <= window <= _WRITE_WINDOW:
+        transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: windowsize above the request")
+        raise CaseFailed(
+            f"the OACK answers windowsize {_WRITE_WINDOW} with {oack['windowsize']!r}; it must be 1 to "
+            f"{_WRITE_WINDOW} (RFC 7440 §3)"
+        )
+    if window == 1:
+        ctx.unsupported(f"the server answered windowsize {_WRITE_WINDOW} on a WRQ with 1: lock-step, no window")
+    # Three windows and a short block: the first whole, the second with its second block left out.
+    data = _payload(3 * window * 512 + 100, name)
+
+    def block(index: int) -> bytes:
+        return encode_data(wire_block(index), data[(index - 1) * 512 : index * 512])
+
+    async def expect_ack(
+        wanted: int, previous: int, doing: str, *, why: str = "", seconds: float = REPLY_SECONDS
+    ) -> None:
+        until = trio.current_time() + ctx.seconds(seconds)
+        while (got := await transfer.receive_until(until)) is not None:
+            packet = got.packet
+            if isinstance(packet, Ack) and packet.block == wanted:
+                return
+            if isinstance(packet, Ack) and packet.block == previous:
+                continue  # the previous ACK again, on the server's timer: wait on
+            if isinstance(packet, ErrorPacket):
+                raise CaseFailed(f"{doing}, the server aborted the upload with {describe(packet)}")
+            raise CaseFailed(f"{doing}, expected ACK {wanted}, got {describe(packet)}{why}")
+        raise NoAnswer(f"no ACK {wanted} within {ctx.seconds(seconds):.1f} s {doing}")
+
+    for index in range(1, window + 1):
+        transfer.send(block(index))
+    got = await transfer.next(f"waiting for ACK {window} of the first window of {window} blocks")
+    if isinstance(got.packet, Ack) and 0 < got.packet.block < window:
+        raise CaseFailed(
+            f"the suite sent DATA 1-{window} as one window of {window}, and the server ACKed block "
+            f"{got.packet.block} inside it: with windowsize {window} agreed it ACKs the last block of each "
+            "window, not every block (RFC 7440 §4)"
+        )
+    if not (isinstance(got.packet, Ack) and got.packet.block == window):
+        raise CaseFailed(f"after DATA 1-{window}, one window, expected ACK {window}, got {describe(got.packet)}")
+    extra = await transfer.poll(OBSERVE_SECONDS)
+    if extra is not None:
+        raise CaseFailed(f"after ACK {window} of the first window, the server also sent {describe(extra.packet)}")
+    # The second window with its second block skipped, as if lost.
+    skipped = window + 2
+    for index in range(window + 1, 2 * window + 1):
+        if index != skipped:
+            transfer.send(block(index))
+    sent_at = trio.current_time()
+    await expect_ack(
+        window + 1,
+        window,
+        f"after DATA {window + 1}-{2 * window} without DATA {skipped} (skipped as if lost)",
+        why=f": the receiver ACKs the last block it has in order, {window + 1}, and the sender resumes after "
+        "it (RFC 7440 §4); an ACK past the gap makes the sender skip the lost block",
+        seconds=RETRANSMIT_SECONDS,
+    )
+    ctx.note(
+        f"window {window}; after DATA {skipped} went missing the server ACKed block {window + 1}, the last one "
+        f"in order, {trio.current_time() - sent_at:.2f} s later"
+    )
+    # The client resumes after the ACKed block: whole windows, then the short last block.
+    last = len(data) // 512 + 1
+    start_index = skipped
+    while start_index <= last:
+        stop = min(start_index + window - 1, last)
+        for index in range(start_index, stop + 1):
+            transfer.send(block(index))
+        await expect_ack(
+            wire_block(stop),
+            wire_block(start_index - 1),
+            f"waiting for ACK {stop} of the window DATA {start_index}-{stop}, resumed after the gap",
+        )
+        start_index = stop + 1
+    transfer.finished = True
+    received = await download(client, name, size_hint=len(data))
+    expect_content(f"{name}, uploaded in windows of {window}", expected=data, actual=bytes(received.data))
 
 
 # -- concurrency -----------------------------------------------------------------------------------

@@ -158,6 +158,8 @@ BROKEN = {
         cases=("rrq.sizes", "concurrency", "error.client-abort"), fails={"concurrency", "error.client-abort"}
     ),
     "retransmits_after_error": broken("error.client-abort", fails={"error.client-abort"}),
+    # Quick cases only (they ACK every block), and the one that never ACKs.
+    "retransmits_forever": broken("rrq.give-up", fails={"rrq.give-up"}),
     "endless_data": broken(
         cases=("rrq.sizes", "rrq.final-empty-data", "error.file-not-found"),
         fails={"rrq.sizes", "rrq.final-empty-data"},
@@ -251,6 +253,9 @@ def test_reference_passes_every_case(runs: Runs, key: str) -> None:
     assert set(results.values()) == {"passed"}, run.stdout
     assert len(results) >= 30
     assert "DATA 2 was sent again after" in notes(run, "rrq.lost-ack")
+    assert "DATA 1 was resent at 1.0, 3.0, 7.0, 15.0, 23.0 s after the first; then nothing: gave up after 5" in notes(
+        run, "rrq.give-up"
+    )
     assert "followed by block 0" in notes(run, "wrap.blksize8")
 
 
@@ -354,6 +359,13 @@ def test_every_value_that_fails_is_reported(runs: Runs, key: str) -> None:
     message = runs.get(key).case("tftp.options.out-of-range")["message"]
     assert "blksize=7 got OACK blksize=7" in message and "(and 1 more: see below)" in message, message
     assert "blksize=65465 got OACK blksize=65465" in message
+
+
+@pytest.mark.parametrize("key", ["broken-retransmits_forever"])
+def test_a_server_that_never_gives_up_is_shown_with_its_schedule(runs: Runs, key: str) -> None:
+    message = runs.get(key).case("tftp.rrq.give-up")["message"]
+    assert "the server was still resending it 6" in message and "DATA 1 was resent at 1.0, 2.0" in message, message
+    assert "the suite allows 60 s" in message
 
 
 @pytest.mark.parametrize("key", ["broken-crash_on_malformed"])

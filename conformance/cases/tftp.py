@@ -21,6 +21,7 @@ transfer. Only ``tftp.concurrency`` judges a server that serves one transfer at 
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 import secrets
 import tempfile
@@ -362,6 +363,63 @@ async def rrq_duplicate_ack(ctx: CaseContext, client: Client) -> None:
     if receiving.repeats:
         ctx.note(f"{len(receiving.repeats)} blocks were repeated after a timeout")
     expect_content(f"{name} as received", expected=content(name), actual=data)
+
+
+# How long a server may go on resending a DATA that is never ACKed. RFC 1123 §4.2.3.2 and RFC
+# 7440 §6 ask for a bounded number of retries without a figure; common servers stop after 5 tries
+# (the reference after 31 s: repeats 1, 2, 4, 8 and 8 s apart, then one more wait). Generous, so
+# that any bounded schedule passes and only a server that never stops fails.
+GIVE_UP_SECONDS = 60.0
+# Silence after the last copy that counts as having given up: this many times the longest gap
+# between copies so far, and at least GIVE_UP_QUIET_SECONDS (scaled), so that a backoff that
+# doubles is waited for and a correct server costs well under GIVE_UP_SECONDS.
+GIVE_UP_QUIET_FACTOR = 2.0
+GIVE_UP_QUIET_SECONDS = 5.0
+
+
+@tftp_case("rrq.give-up", "RFC 1123 §4.2.3.2; RFC 7440 §6", level=Level.SHOULD, budget=90.0)
+async def rrq_give_up(ctx: CaseContext, client: Client) -> None:
+    """With DATA 1 never ACKed, the server resends it a bounded number of times and stops within 60 s."""
+    name = size_name(1024)
+    transfer, first = await _first_block(client, name)
+    transfer.note_leftovers = False  # this case judges what the server does without an ACK
+    bound = ctx.seconds(GIVE_UP_SECONDS)
+    deadline = first.at + bound
+    copies = [first.at]
+    ended: ErrorPacket | None = None
+    while True:
+        longest = max((later - earlier for earlier, later in itertools.pairwise(copies)), default=0.0)
+        quiet = max(ctx.seconds(GIVE_UP_QUIET_SECONDS), GIVE_UP_QUIET_FACTOR * longest)
+        # Listen past the bound by the quiet time: a copy after the bound shows the server going on.
+        reply = await transfer.receive_until(min(copies[-1] + quiet, deadline + ctx.seconds(GIVE_UP_QUIET_SECONDS)))
+        if reply is None:
+            break
+        packet = reply.packet
+        if isinstance(packet, ErrorPacket):
+            ended = packet
+            break
+        if not (isinstance(packet, Data) and packet.block == 1):
+            raise CaseFailed(f"with DATA 1 never ACKed, the server sent {describe(packet)} instead of DATA 1 again")
+        copies.append(reply.at)
+        if reply.at > deadline:
+            break
+    times = [at - first.at for at in copies[1:]]
+    shown = [f"{at:.1f}" for at in times]
+    if len(shown) > 8:
+        shown = [*shown[:5], "...", *shown[-2:]]
+    schedule = "DATA 1 was resent at " + ", ".join(shown) + " s after the first" if times else "DATA 1 was not resent"
+    if copies[-1] > deadline:
+        raise CaseFailed(
+            f"with DATA 1 never ACKed, the server was still resending it {copies[-1] - first.at:.1f} s after the "
+            f"first copy ({len(times)} retransmissions: {schedule}): a transfer whose client has gone is given up "
+            f"after a bounded number of retries (RFC 1123 §4.2.3.2 asks for an adaptive timeout, RFC 7440 §6 for a "
+            f"maximum retry count); the suite allows {bound:.0f} s"
+        )
+    ending = f"then ERROR {ended.code} {ended.message!r}" if ended is not None else "then nothing"
+    ctx.note(f"{schedule}; {ending}: gave up after {len(times)} retransmissions")
+    if not times:
+        ctx.note("a server that never resends fails tftp.rrq.lost-ack")
+    transfer.finished = True  # given up: nothing left to end
 
 
 # -- wraparound ------------------------------------------------------------------------------------

@@ -67,7 +67,14 @@ QUICK = (
     "options.unknown-ignored",
     "options.tsize",
 )
-WRITE_CASES = ("wrq.round-trip", "wrq.lost-data", "wrq.duplicate-data", "netascii.read-search", "netascii.write-search")
+WRITE_CASES = (
+    "wrq.round-trip",
+    "wrq.lost-data",
+    "wrq.duplicate-data",
+    "netascii.read-search",
+    "netascii.write-search",
+    "options.windowsize-write",
+)
 OPTION_CASES = (
     "options.oack",
     "options.unrequested",
@@ -78,6 +85,7 @@ OPTION_CASES = (
     "options.reject-oack",
     "options.windowsize",
     "wrap.blksize8",
+    "options.windowsize-write",
 )
 
 
@@ -101,6 +109,7 @@ BROKEN = {
     # the case about it, after one it passes.
     "one_transfer_at_a_time": broken(cases=("rrq.sizes", "concurrency"), fails={"concurrency"}),
     "path_traversal": broken(fails={"error.path-traversal"}),
+    "startswith_traversal": broken(fails={"error.path-traversal"}),
     # Most fixture files are multiples of 512 bytes, so most cases stall: the ones that show it.
     "no_final_empty_data": broken(
         cases=("rrq.sizes", "rrq.final-empty-data", "rrq.new-tid", "netascii.read", "error.file-not-found"),
@@ -128,19 +137,29 @@ BROKEN = {
                                  fails={"error.malformed"}),
     "any_mode": broken(fails={"mode.unknown", "mode.mail"}),
     "oack_blksize_unused": broken("wrap.blksize8", fails={"options.oack", "wrap.blksize8"}),
-    "oack_unrequested": broken(fails={"options.unrequested"}),
+    # Every case that gets an OACK refuses the unrequested tsize, not only the case about it.
+    "oack_unrequested": broken(
+        fails={"options.unrequested", "options.out-of-range", "options.unknown-ignored"}
+    ),
     "blksize_any": broken(fails={"options.out-of-range"}),
     "unknown_option_error": broken(fails={"options.unknown-ignored"}),
     "tsize_wrong": broken(fails={"options.tsize", "options.oack"}),
     "timeout_ignored": broken("options.timeout", fails={"options.timeout"}),
     "oack_error_ignored": broken("options.reject-oack", fails={"options.reject-oack"}),
     "window_no_restart": broken("options.windowsize", fails={"options.windowsize"}),
+    "window_write_ack_every_block": broken("options.windowsize-write", fails={"options.windowsize-write"}),
+    "window_write_gap_ack": broken("options.windowsize-write", fails={"options.windowsize-write"}),
+    "wrap_data_restarts": broken("wrap.blksize8", fails={"wrap.blksize8"}),
+    # Correct, if noisy: late copies of old blocks are repeats, not blocks out of order.
+    "duplicate_storm": broken("rrq.lost-ack", "rrq.duplicate-ack", fails=set()),
     "no_options": broken(*OPTION_CASES[5:], fails=set()),
     # Only the cases about its habits; tests/test_tftp_fairness.py runs every case on it.
     "serial_ignores_error": broken(
         cases=("rrq.sizes", "concurrency", "error.client-abort"), fails={"concurrency", "error.client-abort"}
     ),
     "retransmits_after_error": broken("error.client-abort", fails={"error.client-abort"}),
+    # Quick cases only (they ACK every block), and the one that never ACKs.
+    "retransmits_forever": broken("rrq.give-up", fails={"rrq.give-up"}),
     "endless_data": broken(
         cases=("rrq.sizes", "rrq.final-empty-data", "error.file-not-found"),
         fails={"rrq.sizes", "rrq.final-empty-data"},
@@ -234,6 +253,9 @@ def test_reference_passes_every_case(runs: Runs, key: str) -> None:
     assert set(results.values()) == {"passed"}, run.stdout
     assert len(results) >= 30
     assert "DATA 2 was sent again after" in notes(run, "rrq.lost-ack")
+    assert "DATA 1 was resent at 1.0, 3.0, 7.0, 15.0, 23.0 s after the first; then nothing: gave up after 5" in notes(
+        run, "rrq.give-up"
+    )
     assert "followed by block 0" in notes(run, "wrap.blksize8")
 
 
@@ -302,6 +324,50 @@ def test_option_cases_are_unsupported_without_options(runs: Runs, key: str) -> N
     assert "does not negotiate options" in run.case("tftp.options.oack")["message"]
 
 
+@pytest.mark.parametrize("key", ["broken-startswith_traversal"])
+def test_a_bare_startswith_check_is_caught_by_the_sibling_probes(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    message = run.case("tftp.error.path-traversal")["message"]
+    assert "RRQ '../root-sibling/outside-secret.txt' got DATA 1" in message, message
+    assert "reads outside the directory it serves, and sent the file the suite put" in message
+    assert run.status == 1  # a MUST: reading outside the root fails the run
+
+
+@pytest.mark.parametrize("key", ["broken-oack_unrequested"])
+def test_an_unrequested_option_is_named_in_every_case_that_gets_it(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    for case_id in ("options.unrequested", "options.out-of-range", "options.unknown-ignored"):
+        message = run.case(f"tftp.{case_id}")["message"]
+        assert "also carries tsize=1024" in message and "asking only for blksize" in message, message
+        assert "may only carry options the client requested (RFC 2347)" in message
+
+
+@pytest.mark.parametrize("key", ["broken-duplicate_storm"])
+def test_late_copies_of_old_blocks_are_a_storm_not_an_order_error(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert "arrived intact through a duplicate storm: DATA 1 came 4 times" in notes(run, "rrq.sizes"), run.stdout
+
+
+@pytest.mark.parametrize("key", ["broken-wrap_data_restarts"])
+def test_data_wrong_after_the_wrap_is_corruption_not_a_missing_block(runs: Runs, key: str) -> None:
+    message = runs.get(key).case("tftp.wrap.blksize8")["message"]
+    assert "the file was corrupted after the wrap at block 65537 (wire number 1" in message, message
+
+
+@pytest.mark.parametrize("key", ["broken-blksize_any"])
+def test_every_value_that_fails_is_reported(runs: Runs, key: str) -> None:
+    message = runs.get(key).case("tftp.options.out-of-range")["message"]
+    assert "blksize=7 got OACK blksize=7" in message and "(and 1 more: see below)" in message, message
+    assert "blksize=65465 got OACK blksize=65465" in message
+
+
+@pytest.mark.parametrize("key", ["broken-retransmits_forever"])
+def test_a_server_that_never_gives_up_is_shown_with_its_schedule(runs: Runs, key: str) -> None:
+    message = runs.get(key).case("tftp.rrq.give-up")["message"]
+    assert "the server was still resending it 6" in message and "DATA 1 was resent at 1.0, 2.0" in message, message
+    assert "the suite allows 60 s" in message
+
+
 @pytest.mark.parametrize("key", ["broken-crash_on_malformed"])
 def test_a_crash_is_reported_with_a_replayable_input(runs: Runs, key: str) -> None:
     run = runs.get(key)
@@ -356,6 +422,7 @@ async def test_an_address_target_with_its_root_given(tmp_path: Path) -> None:
     assert run.status == 0, run.stdout + run.stderr
     assert set(outcomes(run).values()) == {"passed"}
     assert not list(tmp_path.glob("**/*escape*"))
+    assert not (tmp_path / "served-sibling").exists()  # made for the case, removed after it
 
 
 def _doc_ids(text: str) -> set[str]:

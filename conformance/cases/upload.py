@@ -47,6 +47,7 @@ from conformance.cases.upload_wire import (
 from conformance.context import CaseContext
 from conformance.model import CaseFailed, Level, Option, Protocol, case
 from conformance.search import search
+from conformance.siblings import plant_sibling, planted_sibling
 from conformance.streams import require_half_close
 from conformance.targets import TargetEnv
 from harness.upload import DEFAULT_PORT
@@ -120,6 +121,7 @@ def _prepare_root(env: TargetEnv) -> Path:
     root = env.directory / "root"
     root.mkdir(parents=True, exist_ok=True)
     (env.directory / OUTSIDE_NAME).write_bytes(OUTSIDE_CONTENT)
+    plant_sibling(root, OUTSIDE_NAME, OUTSIDE_CONTENT)
     env.attributes["root"] = root
     return root
 
@@ -674,12 +676,17 @@ async def atomic_visibility(ctx: CaseContext) -> None:
 # -- names, frames and headers a server must refuse ------------------------------------------------
 
 
-def _attacks(ctx: CaseContext, token: str) -> list[tuple[str, str, Path | None]]:
+def _attacks(ctx: CaseContext, token: str, sibling: Path | None) -> list[tuple[str, str, Path | None]]:
     """(what, file_name, where it would land outside the root if this host can see it)."""
     root = local_root(ctx)
     outside = root.parent if root is not None else None
     up, nested = f"conformance-escape-{token}.txt", f"conformance-escape-nested-{token}.txt"
     absolute = (outside or Path(tempfile.gettempdir())) / f"conformance-escape-absolute-{token}.txt"
+    beside = []
+    if sibling is not None:
+        # Passes a bare startswith(root) check: the sibling's path begins with the root's.
+        into = sibling / f"conformance-escape-sibling-{token}.txt"
+        beside = [("'../' into a folder beside the root named after it", f"../{sibling.name}/{into.name}", into)]
     return [
         ("'../' leading out of the root", f"../{up}", outside / up if outside else None),
         ("'a/../../' leading out of the root", f"a/../../{nested}", outside / nested if outside else None),
@@ -692,14 +699,23 @@ def _attacks(ctx: CaseContext, token: str) -> list[tuple[str, str, Path | None]]
         ("a trailing '/'", f"conformance-{token}/", None),
         ("256 bytes", "n" * 256, None),
         ("86 Chinese characters (258 bytes in UTF-8)", "名" * 86, None),
+        *beside,
     ]
 
 
 @case(UPLOAD, UPLOAD_TLS, slug="path-attacks", spec=spec("5", "4"))
 async def path_attacks(ctx: CaseContext) -> None:
-    """'../x', '/abs', 'a/../../x', backslash, NUL, empty, over-long names: bad_name, nothing written outside."""
+    """'../x', '/abs', 'a/../../x', '../ROOT-sibling/x', backslash, NUL, empty, over-long: bad_name, nothing outside."""
+    root = local_root(ctx)
+    with planted_sibling(root, OUTSIDE_NAME, OUTSIDE_CONTENT) as sibling:
+        if sibling is None and root is not None:
+            ctx.note(f"no folder could be made next to {root}: the sibling-prefix probes were skipped")
+        await _path_attacks(ctx, root, sibling)
+
+
+async def _path_attacks(ctx: CaseContext, root: Path | None, sibling: Path | None) -> None:
     data = b"must not be stored\n"
-    for label, name, landing in _attacks(ctx, _token()):
+    for label, name, landing in _attacks(ctx, _token(), sibling):
         what = f"put of a name with {label}: {show_name(name)}"
         try:
             await _refused(ctx, put_request(name, data), ErrorCode.BAD_NAME, what)
@@ -711,10 +727,11 @@ async def path_attacks(ctx: CaseContext) -> None:
         if landing is not None and landing.exists():
             landing.unlink()
             raise CaseFailed(f"{what} was refused, but the server wrote {landing}, outside its root")
-    root = local_root(ctx)
     outside = ["../" + OUTSIDE_NAME]
     if root is not None and (root.parent / OUTSIDE_NAME).is_file():
         outside.append(str(root.parent / OUTSIDE_NAME))
+    if sibling is not None:
+        outside.append(f"../{sibling.name}/{OUTSIDE_NAME}")
     for name in outside:
         what = f"stat {show_name(name)}, a file outside the root"
         await _refused(ctx, stat_request(name), ErrorCode.BAD_NAME, what)

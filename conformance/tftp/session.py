@@ -39,7 +39,7 @@ import trio
 
 from conformance.context import CaseContext
 from conformance.model import CaseFailed, NoAnswer, Unsupported
-from conformance.showbytes import describe_mismatch
+from conformance.showbytes import describe_mismatch, show
 from conformance.tftp.files import LARGEST_SIZE, fixture_size
 from harness.tftp.blocks import MAX_BLOCK, wire_block
 from harness.tftp.codec import (
@@ -67,6 +67,7 @@ __all__ = [
     "REPLY_SECONDS",
     "RESEND_SECONDS",
     "STALL_SECONDS",
+    "STORM_COPIES",
     "Client",
     "Download",
     "Endpoint",
@@ -74,6 +75,7 @@ __all__ = [
     "Reply",
     "Transfer",
     "Upload",
+    "check_oack",
     "describe",
     "download",
     "expect_content",
@@ -119,6 +121,12 @@ _OVERRUN_BLOCKS = 16
 # DATA numbered this far below the last one received is a repeat (a window is at most 64 blocks
 # in the cases); a higher number is new.
 _REPEAT_SPAN = 64
+# Bytes of an unexpected datagram quoted in a one-line message: enough to see its opcode and
+# the start of what follows.
+_SHOWN_BYTES = 24
+# Copies of one DATA block in a transfer from which the suite calls it a duplicate storm (the
+# first copy and up to two timeout retransmissions are ordinary; a Sorcerer's Apprentice doubles).
+STORM_COPIES = 4
 # The case that judges a server going on after the client's ERROR; notes elsewhere point to it.
 CLIENT_ABORT_CASE = "tftp.error.client-abort"
 
@@ -285,6 +293,10 @@ class Client:
                 for endpoint, by_tid in ended.items():
                     nursery.start_soon(self._drain, endpoint, by_tid, until)
 
+    async def end_open(self) -> None:
+        """End every transfer still open (after a failed check, before the next request)."""
+        await self.end(self._transfers)
+
     async def aclose(self) -> None:
         """End every open transfer with ERROR, drain the ones the server was sending, close the sockets."""
         try:
@@ -353,6 +365,10 @@ class Transfer:
         #: The last DATA received (wire number) and the last packet from the server, for repeats.
         self._last_block: int | None = None
         self._last_packet: Packet | None = None
+        #: Datagrams that came before the server's first answer from another host: ignored, but
+        #: named when the wait for an answer runs out, so silence is not blamed on a server that
+        #: answered from another address.
+        self._strangers: list[tuple[Address, bytes]] = []
 
     @property
     def what(self) -> str:
@@ -401,6 +417,8 @@ class Transfer:
             datagram, source, at = got
             if self.tid is None:
                 if source[0] != server_host:
+                    if len(self._strangers) < 4:
+                        self._strangers.append((source, datagram))
                     continue  # not from the server's host: not an answer to us
                 self.tid = source
             elif source != self.tid:
@@ -412,8 +430,12 @@ class Transfer:
             try:
                 packet = decode_packet(datagram)
             except TftpDecodeError as exc:
+                # The bytes go in the summary too: callers quote the summary alone, and a server
+                # that answers garbage must not read as one that does not answer.
                 raise CaseFailed(
-                    f"during {self.what}, the server sent a malformed datagram: {exc}", actual=datagram
+                    f"during {self.what}, the server answered with a malformed datagram ({exc}): "
+                    f"{show(datagram, _SHOWN_BYTES)}",
+                    actual=datagram,
                 ) from None
             if isinstance(packet, ErrorPacket):
                 self.finished = True
@@ -428,8 +450,18 @@ class Transfer:
         reply = await self.receive_until(trio.current_time() + limit)
         if reply is None:
             refused = " (an ICMP port unreachable came back: nothing listens there)" if self.endpoint.refused else ""
-            raise NoAnswer(f"timed out after {limit:.1f} s {doing}{refused}")
+            raise NoAnswer(f"timed out after {limit:.1f} s {doing}{refused}{self._strangers_seen()}")
         return reply
+
+    def _strangers_seen(self) -> str:
+        if self.tid is not None or not self._strangers:
+            return ""
+        (host, port), datagram = self._strangers[0]
+        return (
+            f"; {len(self._strangers)} datagram(s) came from another address meanwhile, ignored as not from "
+            f"the server's host {self.client.server[0]} (the first from {host} port {port}: "
+            f"{show(datagram, _SHOWN_BYTES)})"
+        )
 
     async def poll(self, seconds: float) -> Reply | None:
         """The next packet within an observation window of ``seconds`` (scaled), or None."""
@@ -437,10 +469,32 @@ class Transfer:
 
 
 async def start(client: Client, request: Request, *, endpoint: Endpoint | None = None) -> tuple[Transfer, Reply]:
-    """Send ``request`` and wait for the server's first answer."""
+    """Send ``request`` and wait for the server's first answer.
+
+    An OACK carrying an option the request did not ask for is refused here, for every case: the
+    suite answers it with ERROR 8, as RFC 2347 has a client do, and the case fails.
+    """
     transfer = client.start(request, endpoint)
     reply = await transfer.next(f"waiting for an answer to {describe(request)}")
+    if isinstance(reply.packet, OptionAck):
+        check_oack(transfer, request, reply.packet)
     return transfer, reply
+
+
+def check_oack(transfer: Transfer, request: Request, oack: OptionAck) -> None:
+    """Fail (after ERROR 8) when ``oack`` carries an option ``request`` did not ask for (RFC 2347)."""
+    asked = [name.lower() for name, _ in request.options]
+    extra = [f"{name}={value}" for name, value in oack.options if name.lower() not in asked]
+    if not extra:
+        return
+    transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: unrequested option in OACK")
+    asking = "no option" if not asked else "only for " + " and ".join(asked)
+    raise CaseFailed(
+        f"the OACK to an {request.opcode.name} asking {asking} also carries {', '.join(extra)}: a server's "
+        "OACK may only carry options the client requested (RFC 2347), so the suite ended the transfer "
+        f"with ERROR 8 ({describe(request)})",
+        actual=describe(oack),
+    )
 
 
 def _option_number(oack: dict[str, str], name: str, default: int) -> int:
@@ -499,6 +553,10 @@ class Download:
         self.rollover: int | None = None
         #: Repeated blocks: (wire number, seconds since its first copy arrived).
         self.repeats: list[tuple[int, float]] = []
+        #: Copies received of each repeated block (wire number), the first one included.
+        self.copies: dict[int, int] = {}
+        #: The repeats of the newest block received, as a duplicate ACK of it would bring them.
+        self.latest_repeats: list[tuple[int, float]] = []
         self.resends = 0
         self.done = False
         self._in_window = 0
@@ -516,8 +574,29 @@ class Download:
         return block == self._wire(self.index)
 
     def _is_repeat(self, block: int) -> bool:
-        oldest = max(1, self.index - max(self.windowsize, 1))
+        # Any of the last _REPEAT_SPAN blocks, not only the current window: in a duplicate storm
+        # (a Sorcerer's Apprentice feeding on its own repeats) old copies arrive late, after newer
+        # blocks, and are repeats to count, not blocks out of order.
+        oldest = max(1, self.index - max(self.windowsize, _REPEAT_SPAN))
         return any(block == self._wire(index) for index in range(oldest, self.index))
+
+    @property
+    def last_block(self) -> int:
+        """The wire number of the newest block received (0 before the first)."""
+        return self._wire(self.index - 1) if self.index > 1 else 0
+
+    def storm(self) -> str | None:
+        """'DATA 7 came 5 times; 120 repeated DATA in all' once one block came STORM_COPIES times."""
+        if not self.copies:
+            return None
+        block, count = max(self.copies.items(), key=lambda item: item[1])
+        if count < STORM_COPIES:
+            return None
+        storming = sum(1 for copies in self.copies.values() if copies >= STORM_COPIES)
+        return (
+            f"a duplicate storm: DATA {block} came {count} times, {storming} block(s) came {STORM_COPIES} times "
+            f"or more, {len(self.repeats)} repeated DATA in all over {self.index - 1} blocks"
+        )
 
     def acknowledge_oack(self) -> None:
         """ACK 0: the client takes the options of the OACK and the data may come."""
@@ -556,7 +635,7 @@ class Download:
         self.index += 1
         self._in_window += 1
         self._arrivals[packet.block] = at
-        if len(self._arrivals) > 4 * max(self.windowsize, 1):
+        if len(self._arrivals) > max(4 * self.windowsize, _REPEAT_SPAN):
             self._arrivals.pop(next(iter(self._arrivals)))
         final = len(payload) < self.blksize
         if final or self._in_window >= self.windowsize:
@@ -565,6 +644,9 @@ class Download:
         if final:
             self.done = True
             self.transfer.finished = True
+            storm = self.storm()
+            if storm is not None:
+                self.transfer.client.ctx.note(f"{self.transfer.what} arrived intact through {storm}")
 
     def _stall_message(self, limit: float) -> str:
         expected = self._wire(self.index)
@@ -575,6 +657,9 @@ class Download:
         )
         if self._last_ack is not None:
             summary += f" (the suite sent ACK {self._last_ack} and resent it {self.resends} times)"
+        storm = self.storm()
+        if storm is not None:
+            summary += f", after {storm}"
         if self.index == MAX_BLOCK + 1:
             summary += ": the block after 65535 never came (block numbers wrap, to 0 or to 1)"
         if (
@@ -613,14 +698,20 @@ class Download:
                     return packet
                 if self._is_repeat(packet.block):
                     first = self._arrivals.get(packet.block)
-                    self.repeats.append((packet.block, reply.at - first if first is not None else 0.0))
-                    if self.windowsize == 1 and not self.duplicate_acks:
+                    repeat = (packet.block, reply.at - first if first is not None else 0.0)
+                    self.repeats.append(repeat)
+                    self.copies[packet.block] = self.copies.get(packet.block, 1) + 1
+                    latest = packet.block == self._wire(self.index - 1)
+                    if latest:
+                        self.latest_repeats.append(repeat)
+                    if self.windowsize == 1 and not self.duplicate_acks and latest:
                         self.transfer.ack(packet.block)  # RFC 1350: our ACK may have been lost
                     continue
                 expected = "0 (or 1)" if self.index == MAX_BLOCK + 1 else str(self._wire(self.index))
+                storm = self.storm()
                 raise CaseFailed(
                     f"expected DATA {expected} during {self.transfer.what}, got {describe(packet)} "
-                    "(blocks start at 1 and go up by one, RFC 1350 §5)"
+                    "(blocks start at 1 and go up by one, RFC 1350 §5)" + (f", in {storm}" if storm else "")
                 )
             if isinstance(packet, ErrorPacket):
                 raise CaseFailed(
@@ -657,8 +748,6 @@ async def open_download(
     if isinstance(packet, ErrorPacket):
         raise Refused(request, packet)
     if isinstance(packet, OptionAck):
-        if not options:
-            raise CaseFailed(f"the server answered {describe(request)}, which has no options, with {describe(packet)}")
         oack = option_dict(packet.options)
         download = Download(
             transfer,
@@ -778,8 +867,6 @@ async def open_upload(
             raise writes_unsupported(refused)
         raise refused
     if isinstance(packet, OptionAck):
-        if not options:
-            raise CaseFailed(f"the server answered {describe(request)}, which has no options, with {describe(packet)}")
         oack = option_dict(packet.options)
         return Upload(transfer, oack=oack, blksize=_option_number(oack, "blksize", 512))
     if isinstance(packet, Ack) and packet.block == 0:
@@ -846,7 +933,12 @@ async def fetch_one_block(client: Client, filename: str, seconds: float) -> Pack
         except TftpDecodeError as exc:
             if first is not None:
                 continue
-            raise CaseFailed(f"the server answered {describe(request)} with a malformed datagram: {exc}") from None
+            # One line with the bytes: the runner quotes only the first line of a liveness failure.
+            raise CaseFailed(
+                f"the server answered {describe(request)} with a malformed datagram ({exc}): "
+                f"{show(answer, _SHOWN_BYTES)}",
+                actual=answer,
+            ) from None
         if isinstance(packet, Data) and packet.block == 1 and len(packet.payload) < 512:
             endpoint.send(encode_ack(1), source)  # the end of that transfer (again, if our ACK was lost)
         elif not isinstance(packet, ErrorPacket) and source not in answered:

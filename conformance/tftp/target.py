@@ -10,6 +10,7 @@ import trio
 
 from conformance.context import CaseContext
 from conformance.model import CaseFailed, Option, TargetUnusable
+from conformance.siblings import plant_sibling
 from conformance.targets import TargetEnv
 from conformance.tftp.files import fixture_names, fixture_size, size_name, write_fixtures
 from conformance.tftp.session import Client, Refused, describe, download, fetch_one_block
@@ -61,7 +62,8 @@ OPTIONS = (
     ),
 )
 
-# A file next to the served root: path cases try to read it through '../' and its absolute path.
+# A file next to the served root: path cases try to read it through '../' and its absolute path,
+# and (the same name) in the root's sibling directory (conformance.siblings).
 OUTSIDE_NAME = "outside-secret.txt"
 OUTSIDE_SECRET = b"conformance: this file lies outside the TFTP root and must never be served\n"
 # Asked for after every case: one short block, served by any target that passed the preflight.
@@ -92,6 +94,7 @@ def fill_root(env: TargetEnv) -> Path:
     root = env.directory / "root"
     write_fixtures(root)
     (env.directory / OUTSIDE_NAME).write_bytes(OUTSIDE_SECRET)
+    plant_sibling(root, OUTSIDE_NAME, OUTSIDE_SECRET)
     env.attributes["root"] = root
     return root
 

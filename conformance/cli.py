@@ -35,6 +35,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_option(parser: argparse.ArgumentParser | Any, option: Option) -> None:
+    if option.switch:
+        parser.add_argument(option.flag, dest=option.dest, action="store_true", help=option.help)
+        return
     help_text = option.help + (f" (default: {option.default})" if option.default is not None else "")
     parser.add_argument(
         option.flag, dest=option.dest, default=option.default, choices=option.choices, type=option.type, help=help_text

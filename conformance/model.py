@@ -105,6 +105,8 @@ class Option:
     default: Any
     choices: tuple[str, ...] | None = None
     type: Callable[[str], Any] = str
+    #: A flag without a value, True when given (``default`` is then False).
+    switch: bool = False
 
     @property
     def dest(self) -> str:

@@ -166,6 +166,10 @@ def correct(*extra: str, unsupported: set[str] | None = None, args: tuple[str, .
 CORRECT = {
     # Writes an upload 0.5 s after its final ACK: the read-back waits for it.
     "late_writer": correct("wrq.lost-data"),
+    # Read-only servers as real ones refuse uploads (dnsmasq, nobodd, fbtftp without a write handler).
+    "read_only_illegal": correct("wrq.lost-data", unsupported=set(WRITE_CASES)),
+    "read_only_code_zero": correct("wrq.lost-data", unsupported=set(WRITE_CASES)),
+    "read_only_silent": correct("wrq.lost-data", unsupported=set(WRITE_CASES)),
 }
 
 REFERENCE_CMD = f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}} --allow-write"
@@ -182,6 +186,9 @@ RUNS: dict[str, list[str]] = {
     "reference-read-only": [
         "--target-cmd", f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}}",
         *only(*WRITE_CASES, "error.path-traversal", "mode.mail"),
+    ],
+    "reference-declared-read-only": [
+        "--target", "tftp=embedded", "--tftp-read-only", *only(*WRITE_CASES, "error.path-traversal", "mode.mail")
     ],
     "rollover-1-declared": ["--target", "tftp=embedded", "--tftp-rollover", "1", *only("wrap.blksize8")],
     "rollover-1-undeclared": ["--target-cmd", REFERENCE_CMD + " --rollover 1", *only("wrap.blksize8")],
@@ -270,6 +277,34 @@ def test_write_cases_are_unsupported_when_uploads_are_refused(runs: Runs, key: s
     assert {case_id for case_id, outcome in results.items() if outcome == "unsupported"} == set(WRITE_CASES)
     assert results["error.path-traversal"] == results["mode.mail"] == "passed"
     assert "refuses uploads (ERROR 2" in run.case("tftp.wrq.round-trip")["message"]
+
+
+@pytest.mark.parametrize("key", ["reference-declared-read-only"])
+def test_write_cases_send_no_wrq_when_declared_read_only(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert run.status == 0, run.stdout + run.stderr
+    results = outcomes(run)
+    assert {case_id for case_id, outcome in results.items() if outcome == "unsupported"} == set(WRITE_CASES)
+    assert results["error.path-traversal"] == results["mode.mail"] == "passed"
+    assert "declared read-only (--tftp-read-only): no WRQ was sent" in run.case("tftp.wrq.lost-data")["message"]
+    assert "the WRQs were left out" in notes(run, "error.path-traversal")
+    assert "the WRQ was left out" in notes(run, "mode.mail")
+
+
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [
+        ("correct-read_only_illegal", "ERROR 4 (illegal TFTP operation) 'Illegal TFTP operation'"),
+        ("correct-read_only_code_zero", "ERROR 0 (not defined) 'this server is read-only'"),
+        ("correct-read_only_silent", "no answer to a WRQ (timed out after 2.0 s"),
+    ],
+)
+def test_a_read_only_server_is_unsupported_for_writes_with_the_reason(runs: Runs, key: str, words: str) -> None:
+    run = runs.get(key)
+    for case_id in WRITE_CASES:
+        message = run.case(f"tftp.{case_id}")["message"]
+        assert words in message and "writes not offered" in message, message
+    assert "the WRQs were left out" in notes(run, "error.path-traversal")
 
 
 @pytest.mark.parametrize("key", ["rollover-1-declared"])

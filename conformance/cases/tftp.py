@@ -31,7 +31,7 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
-from conformance.model import CaseFailed, Level, NoAnswer, Protocol, case
+from conformance.model import CaseFailed, Level, NoAnswer, Protocol, Unsupported, case
 from conformance.search import search
 from conformance.tftp.files import (
     FIXTURE_SIZES,
@@ -229,9 +229,35 @@ async def _read_back(client: Client, name: str, *, mode: str = "octet", size_hin
         return bytes(received.data)
 
 
+async def _writes_unavailable(client: Client) -> str | None:
+    """Why the server takes no uploads, or None when a small one goes through.
+
+    Read-only servers answer a WRQ with an ERROR of any code (2, 4, 0, 1 are all seen) or not at all
+    (fbtftp without a write handler): a server silent to a WRQ that still answers an RRQ is taken as
+    read-only, not as broken. One that ACKs the WRQ and then fails the upload fails the case.
+    """
+    if client.ctx.option("tftp_read_only"):
+        return "the target is declared read-only (--tftp-read-only): no WRQ was sent"
+    name = _unique("probe")
+    try:
+        sending = await open_upload(client, name)
+    except Unsupported as refused:
+        return str(refused)
+    except NoAnswer as silent:
+        await download(client, LIVENESS_FILE)  # a server silent to RRQs too fails here
+        return (
+            f"no answer to a WRQ ({silent.summary}), while an RRQ is answered: writes not offered? "
+            "(--tftp-read-only says so up front)"
+        )
+    await sending.send_all(b"probe\n")
+    return None
+
+
 async def _require_writes(client: Client) -> None:
-    """Raise Unsupported (from open_upload) when the server refuses uploads with ERROR 2."""
-    await upload(client, _unique("probe"), b"probe\n")
+    """Make the case unsupported when the server takes no uploads (see :func:`_writes_unavailable`)."""
+    reason = await _writes_unavailable(client)
+    if reason is not None:
+        client.ctx.unsupported(reason)
 
 
 # -- RRQ -------------------------------------------------------------------------------------------
@@ -439,6 +465,7 @@ _UPLOAD_SIZES = (0, 1, 511, 512, 513, 1024, 3000)
 @tftp_case("wrq.round-trip", "RFC 1350 §4, §5, §6")
 async def wrq_round_trip(ctx: CaseContext, client: Client) -> None:
     """Uploads of 0 to 3000 bytes read back identical (unsupported when the server refuses writes)."""
+    await _require_writes(client)
     for size in _UPLOAD_SIZES:
         name = _unique(f"round-trip-{size}")
         data = _payload(size, name)
@@ -450,6 +477,7 @@ async def wrq_round_trip(ctx: CaseContext, client: Client) -> None:
 @tftp_case("wrq.lost-data", "RFC 1350 §2")
 async def wrq_lost_data(ctx: CaseContext, client: Client) -> None:
     """After a lost DATA 2 the server re-ACKs block 1 or takes the resent DATA 2; the file is stored once."""
+    await _require_writes(client)
     name = _unique("lost-data")
     data = _payload(1124, name)
     sending = await open_upload(client, name)
@@ -478,6 +506,7 @@ async def wrq_lost_data(ctx: CaseContext, client: Client) -> None:
 @tftp_case("wrq.duplicate-data", "RFC 1350 §5, §6")
 async def wrq_duplicate_data(ctx: CaseContext, client: Client) -> None:
     """DATA 1 sent twice is ACKed twice, DATA 1 again after ACK 2 changes nothing: the file is stored once."""
+    await _require_writes(client)
     name = _unique("duplicate-data")
     data = _payload(1300, name)
     sending = await open_upload(client, name)
@@ -608,6 +637,10 @@ async def error_path_traversal(ctx: CaseContext, client: Client) -> None:
             + (", and sent the file the suite put next to that directory" if leaked else ""),
             actual=packet.payload if isinstance(packet, Data) else None,
         )
+    unavailable = await _writes_unavailable(client)
+    if unavailable is not None:
+        ctx.note(f"the WRQs were left out: {unavailable}")
+        return
     token = secrets.token_hex(4)
     problems = []
     for name, landing in _escapes(ctx, token):
@@ -804,6 +837,10 @@ async def mode_mail(ctx: CaseContext, client: Client) -> None:
     """The obsolete 'mail' mode is refused, for reading and for writing."""
     why = "the mail mode SHOULD NOT be supported (RFC 1123 §4.2.2.1)"
     await _expect_refusal(client, ReadRequest(LIVENESS_FILE, "mail"), why)
+    unavailable = await _writes_unavailable(client)
+    if unavailable is not None:
+        ctx.note(f"the WRQ was left out: {unavailable}")
+        return
     await _expect_refusal(client, WriteRequest(_unique("mail"), "mail"), why)
 
 

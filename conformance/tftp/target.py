@@ -53,6 +53,13 @@ OPTIONS = (
         default=None,
     ),
     Option(
+        "--tftp-read-only",
+        help="the target offers no uploads: the write cases are unsupported without sending a WRQ, and "
+        "the other cases leave out their WRQs",
+        default=False,
+        switch=True,
+    ),
+    Option(
         "--tftp-full-wrap",
         help="the 32 MiB wraparound case: auto runs it only when the target ignores blksize (then it "
         "is the only wraparound check), always forces it, never skips it",

@@ -20,8 +20,10 @@ import pytest
 import trio
 
 from conformance import registry
+from conformance.cases.tftp import _request_prefix, _starts_transfer
 from conformance.model import Level
 from conformance.tftp.files import content, fixture_names
+from harness.tftp.codec import Ack, Data, OptionAck
 from harness.tftp.server import serve_tftp
 from tests.helpers import Run, conformance, fixture_command
 
@@ -170,6 +172,8 @@ CORRECT = {
     "read_only_illegal": correct("wrq.lost-data", unsupported=set(WRITE_CASES)),
     "read_only_code_zero": correct("wrq.lost-data", unsupported=set(WRITE_CASES)),
     "read_only_silent": correct("wrq.lost-data", unsupported=set(WRITE_CASES)),
+    # Serves WRQ "_" octet "blksize" (a dangling option name) as if nothing followed the mode.
+    "ignores_after_mode": correct(*OPTION_CASES[5:], unsupported=set(OPTION_CASES)),
 }
 
 REFERENCE_CMD = f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}} --allow-write"
@@ -377,6 +381,17 @@ def test_option_cases_are_unsupported_without_options(runs: Runs, key: str) -> N
     results = outcomes(run)
     assert {case_id for case_id, outcome in results.items() if outcome == "unsupported"} == set(OPTION_CASES)
     assert "does not negotiate options" in run.case("tftp.options.oack")["message"]
+
+
+def test_a_request_served_up_to_its_mode_is_not_malformed_input_wrongly_answered() -> None:
+    prefix = _request_prefix(b"\x00\x02_\x00octet\x00blksize\x00")
+    assert prefix is not None and prefix[0].filename == "_"
+    assert _starts_transfer(prefix, Ack(0))
+    assert _starts_transfer(prefix, OptionAck((("blksize", "512"),)))
+    assert not _starts_transfer(prefix, OptionAck((("tsize", "0"),)))
+    assert not _starts_transfer(prefix, Ack(1)) and not _starts_transfer(prefix, Data(1, b""))
+    assert _request_prefix(b"\x00\x01a\x00octet") is None  # the mode lacks its NUL
+    assert _request_prefix(b"\x00\x01a\x00octets\x00x\x00") is None
 
 
 @pytest.mark.parametrize("key", ["broken-crash_on_malformed"])

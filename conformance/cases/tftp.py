@@ -689,6 +689,36 @@ def _is_malformed(datagram: bytes) -> bool:
     return not isinstance(packet, Request)
 
 
+def _request_prefix(datagram: bytes) -> tuple[Request, set[str]] | None:
+    """The well-formed RRQ or WRQ a datagram starts with, and the words after its mode; or None.
+
+    An RFC 1350 server reads a request up to the mode and ignores the rest, and an RFC 2347 server
+    without options ignores the options: serving such a datagram breaks nothing.
+    """
+    if datagram[:2] not in (b"\x00\x01", b"\x00\x02"):
+        return None
+    fields = datagram[2:].split(b"\0", 2)
+    if len(fields) < 3:
+        return None  # the name or the mode lacks its NUL
+    try:
+        packet = decode_packet(datagram[: 4 + len(fields[0]) + len(fields[1])])
+    except TftpDecodeError:
+        return None
+    if not isinstance(packet, Request) or packet.mode.lower() not in ("octet", "netascii"):
+        return None
+    return packet, {word.decode("ascii", "replace").lower() for word in fields[2].split(b"\0")}
+
+
+def _starts_transfer(prefix: tuple[Request, set[str]], packet: object) -> bool:
+    """Whether ``packet`` is a valid first answer to the request a datagram starts with."""
+    request, words = prefix
+    if isinstance(packet, OptionAck):
+        return all(name.lower() in words for name, _ in packet.options)  # only options that were named
+    if isinstance(request, ReadRequest):
+        return isinstance(packet, Data) and packet.block == 1
+    return isinstance(packet, Ack) and packet.block == 0
+
+
 @st.composite
 def _malformed_requests(draw: st.DrawFn) -> bytes:
     opcode = draw(st.sampled_from([b"\x00\x01", b"\x00\x02"]))
@@ -713,8 +743,8 @@ def _malformed_requests(draw: st.DrawFn) -> bytes:
 
 
 # The classic crashers, tried first on every run: empty, one byte, a bare opcode, no terminators,
-# no mode, an option without a value, a non-ASCII name, a WRQ with an empty name and mode, DATA and
-# ACK sent to the request port, and a name longer than any buffer of 512 or 1024 bytes.
+# no mode, an option without a value (for RRQ and WRQ), a non-ASCII name, a WRQ with an empty name and
+# mode, DATA and ACK sent to the request port, and a name longer than any buffer of 512 or 1024 bytes.
 _MALFORMED_ALWAYS = (
     b"",
     b"\x00",
@@ -723,6 +753,7 @@ _MALFORMED_ALWAYS = (
     b"\x00\x01conformance-missing\x00",
     b"\x00\x01conformance-missing\x00octet",
     b"\x00\x01conformance-missing\x00octet\x00blksize\x00",
+    b"\x00\x02_\x00octet\x00blksize\x00",
     b"\x00\x01\xff\xfe\x00octet\x00",
     b"\x00\x02\x00\x00",
     b"\x00\x03\x00\x01data for nobody",
@@ -736,6 +767,7 @@ async def error_malformed(ctx: CaseContext, client: Client) -> None:
     """Malformed requests (classic ones, then hypothesis-drawn) get an ERROR or nothing; service goes on."""
 
     async def check(datagram: bytes) -> None:
+        prefix = _request_prefix(datagram)
         example = Client(ctx)
         try:
             junk = example.start(datagram)
@@ -766,12 +798,16 @@ async def error_malformed(ctx: CaseContext, client: Client) -> None:
                     raise CaseFailed(
                         f"the malformed datagram {datagram[:48]!r} got a malformed answer", actual=answer
                     ) from None
-                if not isinstance(packet, ErrorPacket):
-                    junk.tid = source  # so that closing the example aborts what the server started
-                    raise CaseFailed(
-                        f"the malformed datagram {datagram[:48]!r} got {describe(packet)}; a malformed request "
-                        "gets an ERROR, or nothing"
-                    )
+                if isinstance(packet, ErrorPacket):
+                    continue
+                junk.tid = source  # so that closing the example aborts what the server started
+                if prefix is not None and _starts_transfer(prefix, packet):
+                    continue  # it served the request and ignored what follows the mode
+                served = "" if prefix is None else f", nor the start of {describe(prefix[0])} it begins with"
+                raise CaseFailed(
+                    f"the malformed datagram {datagram[:48]!r} got {describe(packet)}; a malformed request "
+                    f"gets an ERROR, or nothing{served}"
+                )
         finally:
             await example.aclose()
 

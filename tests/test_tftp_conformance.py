@@ -174,6 +174,8 @@ CORRECT = {
     "read_only_silent": correct("wrq.lost-data", unsupported=set(WRITE_CASES)),
     # Serves WRQ "_" octet "blksize" (a dangling option name) as if nothing followed the mode.
     "ignores_after_mode": correct(*OPTION_CASES[5:], unsupported=set(OPTION_CASES)),
+    # An empty file's tsize is left out; every other file's is given.
+    "tsize_empty_omitted": correct(),
 }
 
 REFERENCE_CMD = f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}} --allow-write"
@@ -381,6 +383,13 @@ def test_option_cases_are_unsupported_without_options(runs: Runs, key: str) -> N
     results = outcomes(run)
     assert {case_id for case_id, outcome in results.items() if outcome == "unsupported"} == set(OPTION_CASES)
     assert "does not negotiate options" in run.case("tftp.options.oack")["message"]
+    assert "does not negotiate options" in run.case("tftp.options.tsize")["message"]
+
+
+@pytest.mark.parametrize("key", ["correct-tsize_empty_omitted"])
+def test_tsize_left_out_for_an_empty_file_only_is_noted(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert "left tsize out of its answer for size-0.bin" in notes(run, "options.tsize")
 
 
 def test_a_request_served_up_to_its_mode_is_not_malformed_input_wrongly_answered() -> None:

@@ -1106,7 +1106,7 @@ async def _without_tsize(client: Client, request: ReadRequest) -> str:
 @tftp_case("options.tsize", "RFC 2349 (Transfer Size Option)")
 async def options_tsize(ctx: CaseContext, client: Client) -> None:
     """tsize 0 on an RRQ gets the file's size (513, 1 MiB and 0) in the OACK."""
-    left_out = []
+    left_out: list[str] = []
     # A non-empty file first: some servers leave tsize out for empty files only.
     for size in (513, 1 << 20, 0):
         name = size_name(size)

@@ -176,6 +176,8 @@ CORRECT = {
     "ignores_after_mode": correct(*OPTION_CASES[5:], unsupported=set(OPTION_CASES)),
     # An empty file's tsize is left out; every other file's is given.
     "tsize_empty_omitted": correct(),
+    # Ignores a repeated DATA; its timer resends the last ACK every 4 s.
+    "timer_reack": correct("wrq.lost-data"),
 }
 
 REFERENCE_CMD = f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}} --allow-write"
@@ -384,6 +386,13 @@ def test_option_cases_are_unsupported_without_options(runs: Runs, key: str) -> N
     assert {case_id for case_id, outcome in results.items() if outcome == "unsupported"} == set(OPTION_CASES)
     assert "does not negotiate options" in run.case("tftp.options.oack")["message"]
     assert "does not negotiate options" in run.case("tftp.options.tsize")["message"]
+
+
+@pytest.mark.parametrize("key", ["correct-timer_reack"])
+def test_a_re_ack_on_the_servers_timer_is_waited_for(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    delay = re.search(r"ACK 1 came again ([0-9.]+) s after the repeated DATA 1", notes(run, "wrq.duplicate-data"))
+    assert delay is not None and 3.5 <= float(delay[1]) <= 5.0, notes(run, "wrq.duplicate-data")
 
 
 @pytest.mark.parametrize("key", ["correct-tsize_empty_omitted"])

@@ -103,6 +103,9 @@ AFTER_ERROR_SECONDS = 2.0
 # by default (the reference, tftpd-hpa, the fixtures), so a server that goes on after the ERROR
 # shows it well within this; one with a longer timer slips through, the side to err on.
 CLIENT_ABORT_SECONDS = 2.5
+# How long the suite waits for ACK 1 again after sending DATA 1 twice. A server may answer the
+# repeat at once, or ignore it and resend its last ACK on its own timer (3 to 6 s seen).
+REACK_SECONDS = 7.0
 # How long the suite stays silent after ACK 1 of an upload, to see what the server does.
 LOST_DATA_SECONDS = 1.5
 # How long an answer to a malformed request may come after the answer to the valid one sent just
@@ -512,10 +515,16 @@ async def wrq_duplicate_data(ctx: CaseContext, client: Client) -> None:
     sending = await open_upload(client, name)
     transfer = sending.transfer
     await sending.send_block(data[:512])
+    repeated = trio.current_time()
     transfer.send(encode_data(1, data[:512]))
-    reply = await transfer.next("waiting for ACK 1 again: the suite sent DATA 1 twice (a repeated DATA is ACKed again)")
+    reply = await transfer.next(
+        "waiting for ACK 1 again: the suite sent DATA 1 twice (a repeated DATA is ACKed again, at once or "
+        "when the server's timer resends its last ACK)",
+        seconds=REACK_SECONDS,
+    )
     if not (isinstance(reply.packet, Ack) and reply.packet.block == 1):
         raise CaseFailed(f"the suite sent DATA 1 twice; expected ACK 1 again, got {describe(reply.packet)}")
+    ctx.note(f"ACK 1 came again {reply.at - repeated:.2f} s after the repeated DATA 1")
     await sending.send_block(data[512:1024])
     # A late copy of DATA 1, as a network may deliver it: ACK it or ignore it, but do not store it.
     transfer.send(encode_data(1, data[:512]))

@@ -178,6 +178,8 @@ CORRECT = {
     "tsize_empty_omitted": correct(),
     # Ignores a repeated DATA; its timer resends the last ACK every 4 s.
     "timer_reack": correct("wrq.lost-data"),
+    # Answers the client's ERROR 8 to its OACK with an ERROR, and stops.
+    "oack_error_answered": correct("options.reject-oack"),
 }
 
 REFERENCE_CMD = f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}} --allow-write"
@@ -386,6 +388,12 @@ def test_option_cases_are_unsupported_without_options(runs: Runs, key: str) -> N
     assert {case_id for case_id, outcome in results.items() if outcome == "unsupported"} == set(OPTION_CASES)
     assert "does not negotiate options" in run.case("tftp.options.oack")["message"]
     assert "does not negotiate options" in run.case("tftp.options.tsize")["message"]
+
+
+@pytest.mark.parametrize("key", ["correct-oack_error_answered"])
+def test_an_error_answering_the_clients_error_8_is_noted(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert "answered the client's ERROR 8 with ERROR 0" in notes(run, "options.reject-oack")
 
 
 @pytest.mark.parametrize("key", ["correct-timer_reack"])

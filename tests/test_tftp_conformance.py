@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pytest
 import trio
 
 from conformance import registry
-from conformance.cases.tftp import _request_prefix, _starts_transfer
+from conformance.cases.tftp import _fresh_name, _request_prefix, _starts_transfer
 from conformance.model import Level
 from conformance.tftp.files import content, fixture_names
 from harness.tftp.codec import Ack, Data, OptionAck
@@ -418,6 +419,38 @@ def test_a_request_served_up_to_its_mode_is_not_malformed_input_wrongly_answered
     assert not _starts_transfer(prefix, Ack(1)) and not _starts_transfer(prefix, Data(1, b""))
     assert _request_prefix(b"\x00\x01a\x00octet") is None  # the mode lacks its NUL
     assert _request_prefix(b"\x00\x01a\x00octets\x00x\x00") is None
+
+
+def test_each_malformed_request_names_a_file_of_its_own() -> None:
+    """A WRQ accepted once would name an existing file when replayed: each attempt gets a new name."""
+    assert _fresh_name(b"\x00\x02_\x00octet\x00blksize\x00", "t0k") == b"\x00\x02_~t0k\x00octet\x00blksize\x00"
+    assert _fresh_name(b"\x00\x01../a\x00octet\x00", "t0k") == b"\x00\x01../a~t0k\x00octet\x00"
+    first, again = (_fresh_name(b"\x00\x02abc\x00octet\x00x\x00", token) for token in ("1", "2"))
+    assert first != again
+    for unchanged in (b"\x00\x02\x00\x00", b"\x00\x02abc", b"\x00\x01a/..\x00octet\x00", b"\x00\x05abc\x00"):
+        assert _fresh_name(unchanged, "t0k") == unchanged
+
+
+def test_files_created_by_the_malformed_search_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "served"
+    assert conformance(tmp_path, "fixtures", "tftp", str(root)).status == 0
+    # Started here, not with --target-cmd: the suite would fill a root of its own for that.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = Path(__file__).parent.parent / "fixtures" / "tftp" / "ignores_after_mode.py"
+    server = subprocess.Popen([sys.executable, str(script), str(port), str(root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and "listening" in server.stdout.readline()
+        run = conformance(
+            tmp_path, "run", "--target", f"tftp=127.0.0.1:{port}", "--tftp-root", str(root), *only("error.malformed")
+        )
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+    assert outcomes(run) == {"error.malformed": "passed"}, run.stdout + run.stderr
+    # The WRQ "_" octet "blksize" tried on every run created its file, under a name of its own.
+    assert sorted(path.name for path in root.iterdir()) == sorted(fixture_names())
 
 
 @pytest.mark.parametrize("key", ["broken-crash_on_malformed"])

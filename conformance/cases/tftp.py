@@ -20,7 +20,9 @@ transfer. Only ``tftp.concurrency`` judges a server that serves one transfer at 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import random
 import secrets
 import tempfile
@@ -698,6 +700,35 @@ def _is_malformed(datagram: bytes) -> bool:
     return not isinstance(packet, Request)
 
 
+def _fresh_name(datagram: bytes, token: str) -> bytes:
+    """``datagram`` with ``~token`` appended to the file name of the RRQ or WRQ it starts with.
+
+    A WRQ the server accepts creates its file, and the same request sent again (hypothesis replays
+    a failure to confirm it; ``--replay``) would then name an existing file: each attempt gets
+    names of its own instead. Names without a terminating NUL, and names whose last part is empty,
+    '.' or '..' (no file is created there), are left as they are.
+    """
+    if datagram[:2] not in (b"\x00\x01", b"\x00\x02") or b"\0" not in datagram[2:]:
+        return datagram
+    name, rest = datagram[2:].split(b"\0", 1)
+    if name.rsplit(b"/", 1)[-1] in (b"", b".", b".."):
+        return datagram
+    return datagram[:2] + name + b"~" + token.encode() + b"\0" + rest
+
+
+def _remove_created(root: Path | None, datagrams: list[bytes]) -> None:
+    """Remove the files that WRQs among ``datagrams`` (names made by :func:`_fresh_name`) created."""
+    if root is None:
+        return
+    for datagram in datagrams:
+        if datagram[:2] != b"\x00\x02" or b"\0" not in datagram[2:]:
+            continue
+        path = root / os.fsdecode(datagram[2:].split(b"\0", 1)[0].lstrip(b"/"))
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                path.unlink()
+
+
 def _request_prefix(datagram: bytes) -> tuple[Request, set[str]] | None:
     """The well-formed RRQ or WRQ a datagram starts with, and the words after its mode; or None.
 
@@ -775,7 +806,12 @@ _MALFORMED_ALWAYS = (
 async def error_malformed(ctx: CaseContext, client: Client) -> None:
     """Malformed requests (classic ones, then hypothesis-drawn) get an ERROR or nothing; service goes on."""
 
-    async def check(datagram: bytes) -> None:
+    sent: list[bytes] = []
+
+    async def check(generated: bytes) -> None:
+        datagram = _fresh_name(generated, secrets.token_hex(4))
+        if datagram != generated:
+            sent.append(datagram)
         prefix = _request_prefix(datagram)
         example = Client(ctx)
         try:
@@ -785,12 +821,12 @@ async def error_malformed(ctx: CaseContext, client: Client) -> None:
                 reply = await good.next(f"waiting for DATA 1 of RRQ {LIVENESS_FILE!r}")
             except CaseFailed as failure:
                 raise CaseFailed(
-                    f"after the malformed datagram {datagram[:48]!r}, a valid RRQ went unanswered "
+                    f"after the malformed datagram {generated[:48]!r}, a valid RRQ went unanswered "
                     f"({failure.summary}): the server stopped serving"
                 ) from None
             if not (isinstance(reply.packet, Data) and reply.packet.block == 1):
                 raise CaseFailed(
-                    f"after the malformed datagram {datagram[:48]!r}, "
+                    f"after the malformed datagram {generated[:48]!r}, "
                     f"RRQ {LIVENESS_FILE!r} got {describe(reply.packet)}"
                 )
             if len(reply.packet.payload) < 512:
@@ -805,7 +841,7 @@ async def error_malformed(ctx: CaseContext, client: Client) -> None:
                     packet = decode_packet(answer)
                 except TftpDecodeError:
                     raise CaseFailed(
-                        f"the malformed datagram {datagram[:48]!r} got a malformed answer", actual=answer
+                        f"the malformed datagram {generated[:48]!r} got a malformed answer", actual=answer
                     ) from None
                 if isinstance(packet, ErrorPacket):
                     continue
@@ -814,14 +850,17 @@ async def error_malformed(ctx: CaseContext, client: Client) -> None:
                     continue  # it served the request and ignored what follows the mode
                 served = "" if prefix is None else f", nor the start of {describe(prefix[0])} it begins with"
                 raise CaseFailed(
-                    f"the malformed datagram {datagram[:48]!r} got {describe(packet)}; a malformed request "
+                    f"the malformed datagram {generated[:48]!r} got {describe(packet)}; a malformed request "
                     f"gets an ERROR, or nothing{served}"
                 )
         finally:
             await example.aclose()
 
-    await search(ctx, st.one_of(_malformed_requests(), st.sampled_from(_MALFORMED_ALWAYS)).filter(_is_malformed),
-                 check, examples=30, always=_MALFORMED_ALWAYS)
+    try:
+        await search(ctx, st.one_of(_malformed_requests(), st.sampled_from(_MALFORMED_ALWAYS)).filter(_is_malformed),
+                     check, examples=30, always=_MALFORMED_ALWAYS)
+    finally:
+        _remove_created(local_root(ctx), sent)  # a few stat calls: quick, and done even when cancelled
 
 
 @tftp_case("error.client-abort", "RFC 1350 §2, §7", level=Level.SHOULD)

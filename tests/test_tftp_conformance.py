@@ -22,8 +22,10 @@ import trio
 
 from conformance import registry
 from conformance.cases.tftp import _fresh_name, _request_prefix, _starts_transfer
+from conformance.cli import build_parser
 from conformance.model import Level
 from conformance.tftp.files import content, fixture_names
+from conformance.tftp.target import OUTSIDE_NAME, OUTSIDE_SECRET
 from harness.tftp.codec import Ack, Data, OptionAck
 from harness.tftp.server import serve_tftp
 from tests.helpers import Run, conformance, fixture_command
@@ -507,6 +509,27 @@ async def test_an_address_target_with_its_root_given(tmp_path: Path) -> None:
     assert run.status == 0, run.stdout + run.stderr
     assert set(outcomes(run).values()) == {"passed"}
     assert not list(tmp_path.glob("**/*escape*"))
+
+
+async def test_a_relative_root_is_taken_from_the_directory_the_suite_runs_in(tmp_path: Path) -> None:
+    """``--tftp-root served``, run from its parent: the attacks are built from the absolute path."""
+    root = tmp_path / "served"
+    assert conformance(tmp_path, "fixtures", "tftp", str(root)).status == 0
+    (tmp_path / OUTSIDE_NAME).write_bytes(OUTSIDE_SECRET)
+    run = await _serve_and_run(root, tmp_path, "--tftp-root", "served", *only("error.path-traversal"))
+    assert outcomes(run) == {"error.path-traversal": "passed"}, run.stdout + run.stderr
+    assert (tmp_path / OUTSIDE_NAME).read_bytes() == OUTSIDE_SECRET
+    assert sorted(path.name for path in tmp_path.iterdir() if "escape" in path.name) == []
+
+
+@pytest.mark.parametrize("flag", ["--tftp-root", "--upload-root"])
+@pytest.mark.parametrize("given", [".", "served", "./served/../served"])
+def test_root_options_are_made_absolute_when_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str,
+                                                    given: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["run", flag, given])
+    expected = tmp_path.resolve() / ("" if given == "." else "served")
+    assert getattr(args, flag.lstrip("-").replace("-", "_")) == str(expected)
 
 
 def _doc_ids(text: str) -> set[str]:

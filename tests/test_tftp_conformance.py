@@ -112,9 +112,7 @@ BROKEN = {
         fails={"rrq.sizes", "rrq.final-empty-data"},
     ),
     "acks_from_any_port": broken("tid.stranger-ack", fails={"tid.stranger-ack", "tid.stranger-error"}),
-    "netascii_ignored": broken(
-        fails={"netascii.read", "netascii.read-search", "netascii.write-search", "mode.case-insensitive"}
-    ),
+    "netascii_ignored": broken(fails={"netascii.read", "netascii.read-search", "netascii.write-search"}),
     "mode_case_sensitive": broken(fails={"mode.case-insensitive"}),
     "same_port": broken(fails={"rrq.new-tid", "tid.stranger-error"}),
     "final_block_dropped": broken(
@@ -382,6 +380,18 @@ def test_a_file_written_after_the_final_ack_is_waited_for(runs: Runs, key: str) 
     run = runs.get(key)
     assert "could be read back only" in notes(run, "wrq.round-trip")
     assert "ACK (ERROR 1 before)" in notes(run, "wrq.round-trip")
+
+
+@pytest.mark.parametrize("key", ["broken-netascii_ignored"])
+def test_one_root_cause_is_counted_once(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert "mode 'netascii' itself is not translated" in notes(run, "mode.case-insensitive")
+
+
+@pytest.mark.parametrize("key", ["broken-mode_case_sensitive"])
+def test_a_case_sensitive_mode_is_caught_on_octet(runs: Runs, key: str) -> None:
+    message = runs.get(key).case("tftp.mode.case-insensitive")["message"]
+    assert "mode 'OCTET'" in message and "mode names are case-insensitive" in message, message
 
 
 @pytest.mark.parametrize("key", ["broken-no_options"])

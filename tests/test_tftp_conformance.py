@@ -439,7 +439,8 @@ def test_each_malformed_request_names_a_file_of_its_own() -> None:
     assert _fresh_name(b"\x00\x01../a\x00octet\x00", "t0k") == b"\x00\x01../a~t0k\x00octet\x00"
     first, again = (_fresh_name(b"\x00\x02abc\x00octet\x00x\x00", token) for token in ("1", "2"))
     assert first != again
-    for unchanged in (b"\x00\x02\x00\x00", b"\x00\x02abc", b"\x00\x01a/..\x00octet\x00", b"\x00\x05abc\x00"):
+    assert _fresh_name(b"\x00\x02cc./\x00octet\x00", "t0k") == b"\x00\x02cc.~t0k/\x00octet\x00"
+    for unchanged in (b"\x00\x02\x00\x00", b"\x00\x02abc", b"\x00\x01./..\x00octet\x00", b"\x00\x05abc\x00"):
         assert _fresh_name(unchanged, "t0k") == unchanged
 
 

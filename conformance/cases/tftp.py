@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import random
 import secrets
 import tempfile
@@ -701,32 +700,35 @@ def _is_malformed(datagram: bytes) -> bool:
 
 
 def _fresh_name(datagram: bytes, token: str) -> bytes:
-    """``datagram`` with ``~token`` appended to the file name of the RRQ or WRQ it starts with.
+    """``datagram`` with ``~token`` after the last real part of the RRQ or WRQ file name it starts with.
 
     A WRQ the server accepts creates its file, and the same request sent again (hypothesis replays
     a failure to confirm it; ``--replay``) would then name an existing file: each attempt gets
-    names of its own instead. Names without a terminating NUL, and names whose last part is empty,
-    '.' or '..' (no file is created there), are left as they are.
+    names of its own instead. 'cc./' becomes 'cc.~token/' (a server may store it as 'cc.'), '../x'
+    becomes '../x~token'. Names without a terminating NUL, or without a part other than '.' and
+    '..', are left as they are.
     """
     if datagram[:2] not in (b"\x00\x01", b"\x00\x02") or b"\0" not in datagram[2:]:
         return datagram
     name, rest = datagram[2:].split(b"\0", 1)
-    if name.rsplit(b"/", 1)[-1] in (b"", b".", b".."):
-        return datagram
-    return datagram[:2] + name + b"~" + token.encode() + b"\0" + rest
+    parts = name.split(b"/")
+    for index in reversed(range(len(parts))):
+        if parts[index] not in (b"", b".", b".."):
+            parts[index] += b"~" + token.encode()
+            return datagram[:2] + b"/".join(parts) + b"\0" + rest
+    return datagram
 
 
-def _remove_created(root: Path | None, datagrams: list[bytes]) -> None:
-    """Remove the files that WRQs among ``datagrams`` (names made by :func:`_fresh_name`) created."""
-    if root is None:
+def _remove_created(root: Path | None, tokens: list[str]) -> None:
+    """Remove the files named by :func:`_fresh_name` with one of ``tokens``, in or next to ``root``."""
+    if root is None or not tokens:
         return
-    for datagram in datagrams:
-        if datagram[:2] != b"\x00\x02" or b"\0" not in datagram[2:]:
-            continue
-        path = root / os.fsdecode(datagram[2:].split(b"\0", 1)[0].lstrip(b"/"))
+    marks = [f"~{token}" for token in tokens]
+    for directory in (root, root.parent):
         with contextlib.suppress(OSError):
-            if path.is_file():
-                path.unlink()
+            for path in directory.iterdir():
+                if any(mark in path.name for mark in marks) and path.is_file():
+                    path.unlink()
 
 
 def _request_prefix(datagram: bytes) -> tuple[Request, set[str]] | None:
@@ -806,12 +808,13 @@ _MALFORMED_ALWAYS = (
 async def error_malformed(ctx: CaseContext, client: Client) -> None:
     """Malformed requests (classic ones, then hypothesis-drawn) get an ERROR or nothing; service goes on."""
 
-    sent: list[bytes] = []
+    tokens: list[str] = []  # of the WRQs sent, whose files are removed at the end
 
     async def check(generated: bytes) -> None:
-        datagram = _fresh_name(generated, secrets.token_hex(4))
-        if datagram != generated:
-            sent.append(datagram)
+        token = secrets.token_hex(4)
+        datagram = _fresh_name(generated, token)
+        if datagram != generated and datagram[:2] == b"\x00\x02":
+            tokens.append(token)
         prefix = _request_prefix(datagram)
         example = Client(ctx)
         try:
@@ -860,7 +863,7 @@ async def error_malformed(ctx: CaseContext, client: Client) -> None:
         await search(ctx, st.one_of(_malformed_requests(), st.sampled_from(_MALFORMED_ALWAYS)).filter(_is_malformed),
                      check, examples=30, always=_MALFORMED_ALWAYS)
     finally:
-        _remove_created(local_root(ctx), sent)  # a few stat calls: quick, and done even when cancelled
+        _remove_created(local_root(ctx), tokens)  # two directory listings: quick, and done even when cancelled
 
 
 @tftp_case("error.client-abort", "RFC 1350 §2, §7", level=Level.SHOULD)

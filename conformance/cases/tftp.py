@@ -248,7 +248,13 @@ async def _writes_unavailable(client: Client) -> str | None:
     except Unsupported as refused:
         return str(refused)
     except NoAnswer as silent:
-        await download(client, LIVENESS_FILE)  # a server silent to RRQs too fails here
+        try:
+            await download(client, LIVENESS_FILE)
+        except CaseFailed as failure:
+            raise CaseFailed(
+                f"no answer to a WRQ ({silent.summary}), and then RRQ {LIVENESS_FILE!r} failed too: "
+                f"{failure.summary}"
+            ) from None
         return (
             f"no answer to a WRQ ({silent.summary}), while an RRQ is answered: writes not offered? "
             "(--tftp-read-only says so up front)"

@@ -35,6 +35,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_option(parser: argparse.ArgumentParser | Any, option: Option) -> None:
+    if option.switch:
+        parser.add_argument(option.flag, dest=option.dest, action="store_true", help=option.help)
+        return
     help_text = option.help + (f" (default: {option.default})" if option.default is not None else "")
     parser.add_argument(
         option.flag, dest=option.dest, default=option.default, choices=option.choices, type=option.type, help=help_text
@@ -60,45 +63,85 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument(
-        "--target", action="append", default=[], metavar="PROTO=HOST:PORT",
+        "--target",
+        action="append",
+        default=[],
+        metavar="PROTO=HOST:PORT",
         help="test the server at HOST:PORT as PROTO (repeatable); PROTO=embedded uses the reference",
     )
     run.add_argument(
-        "--target-cmd", action="append", default=[], metavar="PROTO=COMMAND",
+        "--target-cmd",
+        action="append",
+        default=[],
+        metavar="PROTO=COMMAND",
         help="start COMMAND with {port} replaced by a free port, test it as PROTO, then stop it; TLS "
         "protocols also offer {cert} {key} {ca}",
     )
     run.add_argument(
-        "-k", dest="patterns", action="append", default=[], metavar="GLOB",
+        "-k",
+        dest="patterns",
+        action="append",
+        default=[],
+        metavar="GLOB",
         help="only cases whose id matches GLOB (repeatable; without wildcards, a substring)",
     )
     run.add_argument(
-        "--skip", action="append", default=[], metavar="GLOB",
+        "--skip",
+        action="append",
+        default=[],
+        metavar="GLOB",
         help="leave out cases whose id matches GLOB (repeatable; the counterpart of -k)",
     )
     run.add_argument(
-        "--expect-fail", type=Path, metavar="FILE",
+        "--expect-fail",
+        type=Path,
+        metavar="FILE",
         help="a file of case ids or globs, one per line with an optional reason after it ('#' comments): "
         "their failures do not fail the run; a listed case that passes is reported, and fails the run "
         "under --strict",
     )
     run.add_argument(
-        "--run-budget", type=float, default=DEFAULT_RUN_BUDGET, metavar="SECONDS",
+        "--run-budget",
+        type=float,
+        default=DEFAULT_RUN_BUDGET,
+        metavar="SECONDS",
         help="no further case of a protocol starts once its cases have run this long, scaled by "
         f"--timeout-scale; the rest are reported as skipped (default: {DEFAULT_RUN_BUDGET:.0f})",
     )
-    run.add_argument("--tls-ca", type=Path, metavar="PATH", help="CA certificate that signed an outside TLS server's certificate")
-    run.add_argument("--tls-servername", metavar="NAME", help="name to verify in an outside TLS server's certificate (default: its host)")
-    run.add_argument("--timeout-scale", type=float, default=1.0, metavar="X", help="multiply every deadline by X (default: 1)")
+    run.add_argument(
+        "--tls-ca", type=Path, metavar="PATH", help="CA certificate that signed an outside TLS server's certificate"
+    )
+    run.add_argument(
+        "--tls-servername",
+        metavar="NAME",
+        help="name to verify in an outside TLS server's certificate (default: its host)",
+    )
+    run.add_argument(
+        "--timeout-scale", type=float, default=1.0, metavar="X", help="multiply every deadline by X (default: 1)"
+    )
     run.add_argument("--strict", action="store_true", help="make SHOULD-level failures fatal")
     examples = run.add_mutually_exclusive_group()
-    examples.add_argument("--examples", type=int, metavar="N", help="hypothesis examples per search case (default: each case's own, about 25)")
-    examples.add_argument("--fuzz", action="store_true", help=f"a fuzzing session: {FUZZ_EXAMPLES} examples per search case")
-    run.add_argument(
-        "--hypothesis-db", default=str(DEFAULT_DB), metavar="PATH",
-        help=f"where failing examples are kept, so they replay first next time; 'none' keeps nothing (default: {DEFAULT_DB})",
+    examples.add_argument(
+        "--examples",
+        type=int,
+        metavar="N",
+        help="hypothesis examples per search case (default: each case's own, about 25)",
     )
-    run.add_argument("--replay", metavar="LITERAL", help="run a search case on this one input (from a failure's replay line)")
+    examples.add_argument(
+        "--fuzz", action="store_true", help=f"a fuzzing session: {FUZZ_EXAMPLES} examples per search case"
+    )
+    run.add_argument(
+        "--hypothesis-db",
+        default=str(DEFAULT_DB),
+        metavar="PATH",
+        help=(
+            "where failing examples are kept, so they replay first next time; "
+            f"'none' keeps nothing (default: {DEFAULT_DB})"
+        ),
+    )
+    run.add_argument(
+        "--replay", metavar="LITERAL", help="run a search case on this one input (from a failure's replay line)"
+    )
     run.add_argument("--json", type=Path, metavar="PATH", help="write a JSON report")
     run.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report")
     run.add_argument("-v", "--verbose", action="store_true", help="show each case's notes (timings, examples run)")
@@ -107,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     listing = commands.add_parser("list", help="list every case with its spec reference", description="List cases.")
-    listing.add_argument("-k", dest="patterns", action="append", default=[], metavar="GLOB", help="only matching case ids")
+    listing.add_argument(
+        "-k", dest="patterns", action="append", default=[], metavar="GLOB", help="only matching case ids"
+    )
     listing.set_defaults(handler=_list)
 
     with_files = [name for name, p in protocols.items() if p.write_fixtures is not None]
@@ -177,7 +222,9 @@ def _run(args: argparse.Namespace) -> int:
         try:
             ast.literal_eval(args.replay)
         except (ValueError, SyntaxError):
-            raise UsageError(f"--replay {args.replay!r} is not a Python literal; copy it from a failure's replay line") from None
+            raise UsageError(
+                f"--replay {args.replay!r} is not a Python literal; copy it from a failure's replay line"
+            ) from None
     used = {case.protocol for case in cases}
     specs = [spec for spec in specs if spec.protocol in used]
     protocol_options = {option.dest: getattr(args, option.dest) for option in registry.all_options()}

@@ -96,6 +96,15 @@ class TargetUnusable(Exception):
     """The target cannot be tested at all (unreachable, missing fixture files): exit 2 with this line."""
 
 
+def absolute_path(text: str) -> str:
+    """An option's path made absolute against the directory the command was started in.
+
+    Cases derive other paths from it (the directory next to a served root, absolute attack paths),
+    which a relative path would get wrong: '.' has no parent, and 'dir/../x' is not absolute.
+    """
+    return str(Path(text).expanduser().resolve())
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """A protocol option, offered both as ``conformance run FLAG`` and as a pytest option."""
@@ -105,6 +114,8 @@ class Option:
     default: Any
     choices: tuple[str, ...] | None = None
     type: Callable[[str], Any] = str
+    #: A flag without a value, True when given (``default`` is then False).
+    switch: bool = False
 
     @property
     def dest(self) -> str:

@@ -79,6 +79,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--conformance-db", metavar="PATH", help="keep failing examples here, to replay them first")
     group.addoption("--conformance-replay", metavar="LITERAL", help="run a search case on this one input")
     for option in registry.all_options():
+        if option.switch:
+            group.addoption(option.flag, dest=option.dest, action="store_true", help=option.help)
+            continue
         group.addoption(option.flag, dest=option.dest, default=option.default, choices=option.choices,
                         type=option.type, help=option.help)
 

@@ -21,7 +21,7 @@ def show(value: object, limit: int = DEFAULT_LIMIT) -> str:
 
 def first_difference(expected: bytes, actual: bytes) -> int | None:
     """Offset of the first differing byte, or None when equal."""
-    for index, (a, b) in enumerate(zip(expected, actual)):
+    for index, (a, b) in enumerate(zip(expected, actual, strict=False)):
         if a != b:
             return index
     if len(expected) != len(actual):

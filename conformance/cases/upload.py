@@ -45,7 +45,7 @@ from conformance.cases.upload_wire import (
     stat_request,
 )
 from conformance.context import CaseContext
-from conformance.model import CaseFailed, Level, Option, Protocol, case
+from conformance.model import CaseFailed, Level, Option, Protocol, absolute_path, case
 from conformance.search import search
 from conformance.siblings import plant_sibling, planted_sibling
 from conformance.streams import require_half_close
@@ -67,6 +67,7 @@ OPTIONS = (
         help="the folder an address target stores files in, if it is on this machine: the cases then "
         "also check the files on disk, and that nothing was written outside the folder",
         default=None,
+        type=absolute_path,
     ),
     Option(
         "--upload-max-size",

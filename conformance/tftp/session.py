@@ -845,7 +845,8 @@ class Upload:
 def writes_unsupported(refused: Refused) -> Unsupported:
     """What a write case reports when the server refuses uploads."""
     return Unsupported(
-        f"the server refuses uploads ({describe(refused.error)} to a WRQ); write cases need one that accepts them"
+        f"the server refuses uploads ({describe(refused.error)} to a WRQ of a new file): writes not offered; "
+        "write cases need a server that accepts them"
     )
 
 
@@ -857,13 +858,17 @@ async def open_upload(
     options: OptionList = (),
     endpoint: Endpoint | None = None,
 ) -> Upload:
-    """Send a WRQ and take ACK 0 or an OACK. ERROR 2 (access violation) means writes are not offered."""
+    """Send a WRQ and take ACK 0 or an OACK.
+
+    Any ERROR to a plain octet WRQ (of a new file: the cases name theirs uniquely) means writes are
+    not offered: read-only servers answer ERROR 2, 4, 0 or 1 (tftpd-hpa without ``--create``).
+    """
     request = WriteRequest(filename, mode, options)
     transfer, reply = await start(client, request, endpoint=endpoint)
     packet = reply.packet
     if isinstance(packet, ErrorPacket):
         refused = Refused(request, packet)
-        if packet.code == ErrorCode.ACCESS_VIOLATION:
+        if mode.lower() == "octet" and not options:
             raise writes_unsupported(refused)
         raise refused
     if isinstance(packet, OptionAck):

@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from conformance.context import CaseContext
-from conformance.model import CaseFailed, Option, TargetUnusable
+from conformance.model import CaseFailed, Option, TargetUnusable, absolute_path
 from conformance.siblings import plant_sibling
 from conformance.targets import TargetEnv
 from conformance.tftp.files import fixture_names, fixture_size, size_name, write_fixtures
@@ -52,6 +52,14 @@ OPTIONS = (
         help="the directory an address target serves, if it is on this machine: lets the path cases "
         "check that nothing was written outside it",
         default=None,
+        type=absolute_path,
+    ),
+    Option(
+        "--tftp-read-only",
+        help="the target offers no uploads: the write cases are unsupported without sending a WRQ, and "
+        "the other cases leave out their WRQs",
+        default=False,
+        switch=True,
     ),
     Option(
         "--tftp-full-wrap",

@@ -109,7 +109,7 @@ class SplitSpec:
         elif self.mode == "at":
             if not self.offsets:
                 raise RuleError("at: needs at least one offset")
-            if self.offsets[0] < 1 or any(b <= a for a, b in zip(self.offsets, self.offsets[1:])):
+            if self.offsets[0] < 1 or any(b <= a for a, b in zip(self.offsets, self.offsets[1:], strict=False)):
                 raise RuleError("at: offsets must be >= 1 and strictly increasing")
         else:
             raise RuleError(f"unknown split mode {self.mode!r}")
@@ -201,7 +201,10 @@ class Splitter:
 
 @dataclass(frozen=True, slots=True)
 class Selector:
-    """``[up:|down:]KIND#N``, ``KIND#N-M``, ``KIND#N-`` (from N on) or ``KIND#*``: a range of datagrams of one kind (``last`` None = no end)."""
+    """``[up:|down:]KIND#N``, ``KIND#N-M``, ``KIND#N-`` (from N on) or ``KIND#*``.
+
+    A range of datagrams of one kind (``last`` None = no end).
+    """
 
     kind: str
     first: int = 1

@@ -58,6 +58,7 @@ QUICK = (
     "tid.stranger-error",
     "error.file-not-found",
     "error.path-traversal",
+    "error.path-refused",
     "error.unknown-opcode",
     "error.malformed",
     "mode.case-insensitive",
@@ -113,8 +114,11 @@ BROKEN = {
     # A server busy with one transfer cannot answer the cases after a failure for a while: only
     # the case about it, after one it passes.
     "one_transfer_at_a_time": broken(cases=("rrq.sizes", "concurrency"), fails={"concurrency"}),
-    "path_traversal": broken(fails={"error.path-traversal"}),
-    "startswith_traversal": broken(fails={"error.path-traversal"}),
+    "path_traversal": broken(fails={"error.path-traversal", "error.path-refused"}),
+    "startswith_traversal": broken(fails={"error.path-traversal", "error.path-refused"}),
+    "write_escape": broken(fails={"error.path-traversal", "error.path-refused"}),
+    # Safe, so the MUST case passes; the client is not told it got another file (SHOULD).
+    "maps_into_root": broken(fails={"error.path-refused"}),
     # Most fixture files are multiples of 512 bytes, so most cases stall: the ones that show it.
     "no_final_empty_data": broken(
         cases=("rrq.sizes", "rrq.final-empty-data", "rrq.new-tid", "netascii.read", "error.file-not-found"),
@@ -133,7 +137,7 @@ BROKEN = {
     "wrq_timeout_abort": broken("wrq.lost-data", fails={"wrq.lost-data"}),
     "wrq_duplicate_written": broken(fails={"wrq.duplicate-data"}),
     "error_code_zero": broken(
-        fails={"error.file-not-found", "error.path-traversal", "error.unknown-opcode", "tid.stranger-error"}
+        fails={"error.file-not-found", "error.path-refused", "error.unknown-opcode", "tid.stranger-error"}
     ),
     # The process dies at the first malformed request; the runner restarts it for the case after.
     "crash_on_malformed": broken(cases=("rrq.new-tid", "error.malformed", "mode.unknown"),
@@ -189,9 +193,9 @@ CORRECT = {
     # Writes an upload 0.5 s after its final ACK: the read-back waits for it.
     "late_writer": correct("wrq.lost-data"),
     # Read-only servers as real ones refuse uploads (dnsmasq, nobodd, fbtftp without a write handler).
-    "read_only_illegal": correct("wrq.lost-data", unsupported=set(WRITE_CASES)),
-    "read_only_code_zero": correct("wrq.lost-data", unsupported=set(WRITE_CASES)),
-    "read_only_silent": correct("wrq.lost-data", unsupported=set(WRITE_CASES)),
+    "read_only_illegal": correct("wrq.lost-data", "options.windowsize-write", unsupported=set(WRITE_CASES)),
+    "read_only_code_zero": correct("wrq.lost-data", "options.windowsize-write", unsupported=set(WRITE_CASES)),
+    "read_only_silent": correct("wrq.lost-data", "options.windowsize-write", unsupported=set(WRITE_CASES)),
     # Serves WRQ "_" octet "blksize" (a dangling option name) as if nothing followed the mode.
     "ignores_after_mode": correct(*OPTION_CASES[5:], unsupported=set(OPTION_CASES)),
     # An empty file's tsize is left out; every other file's is given.

@@ -26,7 +26,7 @@ import itertools
 import random
 import secrets
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -63,7 +63,6 @@ from conformance.tftp.session import (
     open_upload,
     start,
     upload,
-    writes_unsupported,
 )
 from conformance.tftp.target import (
     LIVENESS_FILE,
@@ -84,6 +83,7 @@ from harness.tftp.codec import (
     ErrorPacket,
     OptionAck,
     OptionList,
+    Packet,
     ReadRequest,
     Request,
     WriteRequest,
@@ -773,90 +773,161 @@ async def error_file_not_found(ctx: CaseContext, client: Client) -> None:
         )
 
 
-def _escapes(ctx: CaseContext, token: str, sibling: Path | None) -> list[tuple[str, Path | None]]:
+# An accepted upload through an escaping name is completed, then looked for this long (scaled):
+# a server may create the file only once it is complete, or a moment after its final ACK.
+ESCAPE_LOOK_SECONDS = 1.0
+ESCAPE_POLL_SECONDS = 0.05
+ESCAPE_PAYLOAD = b"conformance: uploaded through a name that leads outside the root\n"
+
+
+def _read_probes(root: Path | None, sibling: Path | None) -> list[str]:
+    """RRQ names that lead outside the root."""
+    reads = ["../../../../../../../../../../etc/passwd", "/etc/passwd"]
+    if root is not None and (root.parent / OUTSIDE_NAME).is_file():
+        reads = ["../" + OUTSIDE_NAME, f"nested/../../{OUTSIDE_NAME}", str(root.parent / OUTSIDE_NAME), *reads]
+    if sibling is not None:
+        reads += [f"../{sibling.name}/{OUTSIDE_NAME}", str(sibling / OUTSIDE_NAME)]
+    return reads
+
+
+def _write_probes(root: Path | None, token: str, sibling: Path | None) -> list[tuple[str, Path | None]]:
     """WRQ names that lead outside the root, with where the file would land if this host can see it."""
-    root = local_root(ctx)
     name = f"conformance-escape-{token}.txt"
     absolute = (root.parent if root is not None else Path(tempfile.gettempdir())) / f"abs-{name}"
-    escapes = [
+    probes = [
         ("../" + name, root.parent / name if root is not None else None),
-        (str(absolute), absolute),
+        (str(absolute), absolute if root is not None else None),
     ]
     if root is not None and sibling is not None:
         into = sibling / f"sibling-{name}"
-        escapes += [(f"../{sibling.name}/{into.name}", into), (str(into), into)]
-    return escapes
+        probes += [(f"../{sibling.name}/{into.name}", into), (str(into), into)]
+    return probes
 
 
-async def _read_escapes(client: Client, reads: list[str]) -> list[str]:
-    """RRQs for names outside the root: what each got, when it was not ERROR 1 or 2."""
-    problems = []
-    for name in reads:
-        transfer, reply = await start(client, ReadRequest(name, "octet"))
-        packet = reply.packet
-        if isinstance(packet, ErrorPacket):
-            if packet.code not in (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION):
-                problems.append(f"RRQ {name!r} got {describe(packet)}; a path outside the root gets ERROR 1 or 2")
-            continue
+@contextlib.contextmanager
+def _escape_probes(ctx: CaseContext) -> Iterator[tuple[list[str], list[tuple[str, Path | None]]]]:
+    """The read and write probes, with the sibling directory beside the root planted meanwhile."""
+    root = local_root(ctx)
+    with planted_sibling(root, OUTSIDE_NAME, OUTSIDE_SECRET) as sibling:
+        if sibling is None and root is not None:
+            ctx.note(f"no directory could be made next to {root}: the sibling-prefix probes were skipped")
+        yield _read_probes(root, sibling), _write_probes(root, secrets.token_hex(4), sibling)
+
+
+async def _read_outside(client: Client, name: str) -> str | None:
+    """What is wrong when an RRQ for ``name`` (outside the root) gets data; None when it does not."""
+    transfer, reply = await start(client, ReadRequest(name, "octet"))
+    packet = reply.packet
+    if not isinstance(packet, ErrorPacket):
         await client.end([transfer])  # before the next request: a server may serve one transfer at a time
-        leaked = isinstance(packet, Data) and packet.payload.startswith(OUTSIDE_SECRET[:32])
-        problems.append(
-            f"RRQ {name!r} got {describe(packet)}: the server reads outside the directory it serves"
-            + (f", and sent the file the suite put at {name.rsplit('/', 1)[-1]!r} outside it" if leaked else "")
-        )
-    return problems
+    if not isinstance(packet, Data):
+        return None
+    leaked = packet.payload.startswith(OUTSIDE_SECRET[:32])
+    return f"RRQ {name!r} got {describe(packet)}: the server reads outside the directory it serves" + (
+        f", and sent the file the suite put at {name.rsplit('/', 1)[-1]!r} outside it" if leaked else ""
+    )
 
 
-async def _write_escapes(client: Client, escapes: list[tuple[str, Path | None]]) -> list[str]:
-    """WRQs for names outside the root: what each got, when it was not ERROR 1 or 2."""
-    problems = []
-    for name, landing in escapes:
-        transfer, reply = await start(client, WriteRequest(name, "octet"))
-        packet = reply.packet
-        if isinstance(packet, ErrorPacket):
-            if packet.code not in (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION):
-                problems.append(f"WRQ {name!r} got {describe(packet)}; a path outside the root gets ERROR 1 or 2")
-            continue
-        transfer.error(ErrorCode.NOT_DEFINED, "conformance: not writing outside the root")
-        await client.end([transfer])
-        problem = f"WRQ {name!r} got {describe(packet)}, not ERROR 1 or 2"
-        if landing is None:
-            problem += ": the server may write outside the directory it serves"
-        elif landing.exists():
-            problem += f": the server writes outside the directory it serves (it created {landing})"
-            landing.unlink()
-        else:
-            # A server may map the name into its root (a chroot, or stripping '../'), refuse only
-            # the DATA that follows, or create the file only once complete: say what was seen.
-            problem += f" (nothing appeared at {landing} before the suite ended the upload)"
-        problems.append(problem)
-    return problems
+async def _landed(client: Client, landing: Path, root: Path) -> tuple[Path | None, Path | None]:
+    """Where an upload named like ``landing`` appeared: (outside, inside the root), waiting a little."""
+    deadline = trio.current_time() + client.seconds(ESCAPE_LOOK_SECONDS)
+    while True:
+        outside = landing if landing.exists() else None
+        inside = next(iter(root.rglob(landing.name)), None)
+        if outside is not None or inside is not None or trio.current_time() >= deadline:
+            return outside, inside
+        await trio.sleep(ESCAPE_POLL_SECONDS)
+
+
+async def _write_outside(ctx: CaseContext, client: Client, name: str, landing: Path | None) -> str | None:
+    """What is wrong when a WRQ for ``name`` writes outside the root; None when it does not.
+
+    An accepted upload is completed (a server may create the file only then) and looked for outside
+    the root and inside it: mapping such a name into the root (a chroot, stripping '../') is safe.
+    """
+    try:
+        sending = await open_upload(client, name)
+    except (Unsupported, Refused):
+        return None  # refused, which error code is error.path-refused's business
+    try:
+        await sending.send_all(ESCAPE_PAYLOAD)
+    except CaseFailed as failure:
+        await client.end_open()
+        ctx.note(f"WRQ {name!r} was accepted, but the upload then ended: {failure.summary}")
+    root = local_root(ctx)
+    if landing is None or root is None:
+        ctx.note(f"WRQ {name!r} was accepted; where it was stored cannot be seen without --tftp-root")
+        return None
+    outside, inside = await _landed(client, landing, root)
+    if inside is not None:
+        ctx.note(f"WRQ {name!r} was accepted and stored inside the root, as {inside.relative_to(root)}")
+        inside.unlink(missing_ok=True)
+    if outside is None:
+        return None
+    outside.unlink(missing_ok=True)
+    return f"WRQ {name!r} was accepted: the server writes outside the directory it serves (it created {landing})"
 
 
 @tftp_case("error.path-traversal", "RFC 1123 §4.2.3.4; this suite's requirement")
 async def error_path_traversal(ctx: CaseContext, client: Client) -> None:
-    """'../', absolute and sibling-prefix paths get ERROR 1 or 2; nothing outside the root is read or written.
+    """Nothing outside the root is read or written through '../', absolute or sibling-prefix names.
 
     RFC 1123 §4.2.3.4 asks a server for access control over the paths it allows (SHOULD); this
     suite requires it: a server that hands out or writes files outside the directory it serves
-    fails the run. The sibling probes go to ``ROOT-sibling``, next to the root, which a bare
-    ``startswith(root)`` check takes for a path inside it.
+    fails the run. Refusing is not the only safe answer: a server may map such a name into its
+    root (a chroot, stripping '../'), so an accepted upload is completed and looked for outside the
+    root and inside it. How the names are refused is ``error.path-refused``'s (SHOULD). The sibling
+    probes go to ``ROOT-sibling``, next to the root, which a bare ``startswith(root)`` check takes
+    for a path inside it.
     """
-    root = local_root(ctx)
-    reads = ["../../../../../../../../../../etc/passwd", "/etc/passwd"]
-    if root is not None and (root.parent / OUTSIDE_NAME).is_file():
-        reads = ["../" + OUTSIDE_NAME, f"nested/../../{OUTSIDE_NAME}", str(root.parent / OUTSIDE_NAME), *reads]
-    with planted_sibling(root, OUTSIDE_NAME, OUTSIDE_SECRET) as sibling:
-        if sibling is not None:
-            reads += [f"../{sibling.name}/{OUTSIDE_NAME}", str(sibling / OUTSIDE_NAME)]
-        elif root is not None:
-            ctx.note(f"no directory could be made next to {root}: the sibling-prefix probes were skipped")
-        problems = await _read_escapes(client, reads)
+    with _escape_probes(ctx) as (reads, writes):
+        problems = [problem for name in reads if (problem := await _read_outside(client, name))]
         unavailable = await _writes_unavailable(client)
         if unavailable is not None:
             ctx.note(f"the WRQs were left out: {unavailable}")
         else:
-            problems += await _write_escapes(client, _escapes(ctx, secrets.token_hex(4), sibling))
+            for name, landing in writes:
+                if problem := await _write_outside(ctx, client, name, landing):
+                    problems.append(problem)
+    if problems:
+        raise CaseFailed(problems[0], details="\n".join(problems[1:]) or None)
+
+
+def _refusal_problem(request: Request, packet: Packet) -> str | None:
+    if isinstance(packet, ErrorPacket) and packet.code in (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION):
+        return None
+    return f"{describe(request)} got {describe(packet)}, not ERROR 1 or 2"
+
+
+@tftp_case("error.path-refused", "RFC 1350 §5 (error codes 1, 2); RFC 1123 §4.2.3.4", level=Level.SHOULD)
+async def error_path_refused(ctx: CaseContext, client: Client) -> None:
+    """RRQs and WRQs of '../', absolute and sibling-prefix names get ERROR 1 or 2.
+
+    A server that maps such names into its root is safe (``error.path-traversal`` passes it), but
+    its client then gets or overwrites a file other than the one it named without being told;
+    "file not found" or "access violation" says what happened. Accepted WRQs are ended at once.
+    """
+    with _escape_probes(ctx) as (reads, writes):
+        problems = []
+        for name in reads:
+            request: Request = ReadRequest(name, "octet")
+            transfer, reply = await start(client, request)
+            if not isinstance(reply.packet, ErrorPacket):
+                await client.end([transfer])
+            if problem := _refusal_problem(request, reply.packet):
+                problems.append(problem)
+        unavailable = await _writes_unavailable(client)
+        if unavailable is not None:
+            ctx.note(f"the WRQs were left out: {unavailable}")
+        else:
+            for name, _ in writes:
+                request = WriteRequest(name, "octet")
+                transfer, reply = await start(client, request)
+                if not isinstance(reply.packet, ErrorPacket):
+                    transfer.error(ErrorCode.NOT_DEFINED, "conformance: not writing outside the root")
+                    await client.end([transfer])
+                if problem := _refusal_problem(request, reply.packet):
+                    problems.append(problem)
     if problems:
         raise CaseFailed(problems[0], details="\n".join(problems[1:]) or None)
 
@@ -1522,15 +1593,14 @@ _WRITE_WINDOW = 4
 @tftp_case("options.windowsize-write", "RFC 7440 §4")
 async def options_windowsize_write(ctx: CaseContext, client: Client) -> None:
     """A WRQ with windowsize 4: one ACK per window, and after a skipped block the ACK of the last one in order."""
+    await _require_writes(client)
     name = _unique("window-write")
     request = WriteRequest(name, "octet", (("windowsize", str(_WRITE_WINDOW)),))
     transfer, reply = await start(client, request)
     packet = reply.packet
     if isinstance(packet, ErrorPacket):
-        refused = Refused(request, packet)
-        if packet.code == ErrorCode.ACCESS_VIOLATION:
-            raise writes_unsupported(refused)
-        raise refused
+        # A plain upload went through (_require_writes): this refusal is of the option.
+        ctx.unsupported(f"{describe(request)} got {describe(packet)}, while a plain WRQ is taken")
     if isinstance(packet, Ack) and packet.block == 0:
         ctx.unsupported(_no_options(describe(request)).replace("DATA 1", "ACK 0"))
     if not isinstance(packet, OptionAck):

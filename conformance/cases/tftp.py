@@ -28,7 +28,7 @@ import secrets
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import trio
 from hypothesis import strategies as st
@@ -56,6 +56,7 @@ from conformance.tftp.session import (
     Refused,
     Reply,
     Transfer,
+    UnrequestedOption,
     describe,
     download,
     expect_content,
@@ -156,6 +157,14 @@ def tftp_case(
             client = Client(ctx)
             try:
                 await func(ctx, client)
+            except UnrequestedOption as extra:
+                # One root cause, failed once: by the case about it. A strict client ends such a
+                # transfer, so the others cannot judge what they are about.
+                if slug == "options.unrequested":
+                    raise
+                raise Unsupported(
+                    f"not judged: {extra.summary}; tftp.options.unrequested fails a server that does this"
+                ) from None
             finally:
                 await client.aclose()
 
@@ -198,6 +207,22 @@ async def _read_request(client: Client, filename: str, options: OptionList = ())
 
 def _no_options(what: str) -> str:
     return f"the server answered {what} with DATA 1, not an OACK: it does not negotiate options (RFC 2347)"
+
+
+async def _option_left_out(client: Client, transfer: Transfer, request: Request, option: str) -> NoReturn:
+    """``request`` asked for ``option`` and got plain DATA 1 (ACK 0 to a WRQ): unsupported, and why.
+
+    A server that negotiates other options (dnsmasq and tftpd-hpa take blksize, not windowsize)
+    is not said to negotiate none: blksize is asked for to tell the two apart.
+    """
+    await client.end([transfer])
+    answer = "ACK 0" if isinstance(request, WriteRequest) else "DATA 1"
+    if await _negotiates_blksize(client):
+        raise Unsupported(
+            f"the server negotiates options, but not {option} (it takes blksize): "
+            f"{describe(request)} got {answer}, not an OACK"
+        )
+    raise Unsupported(_no_options(describe(request)).replace("DATA 1", answer))
 
 
 async def _resume(
@@ -610,6 +635,12 @@ async def wrap_full(ctx: CaseContext, client: Client) -> None:
         if refused.code != ErrorCode.OPTION_NEGOTIATION:
             raise
         ctx.note(f"windowsize {_WRAP_WINDOW[1]} got {describe(refused.error)}; read in lock-step without options")
+        started = trio.current_time()
+        receiving = await open_download(client, WRAP_512_NAME, size_hint=WRAP_512_SIZE)
+    except UnrequestedOption as extra:
+        # A fault of its own (tftp.options.unrequested judges it), not of the wrap this case is about.
+        ctx.note(f"{extra.summary}; read in lock-step without options")
+        await client.end_open()
         started = trio.current_time()
         receiving = await open_download(client, WRAP_512_NAME, size_hint=WRAP_512_SIZE)
     if receiving.oack is not None and "windowsize" not in receiving.oack:
@@ -1472,7 +1503,7 @@ async def options_timeout(ctx: CaseContext, client: Client) -> None:
         transfer, reply = await _read_request(client, name, request.options)
         packet = reply.packet
         if isinstance(packet, Data):
-            ctx.unsupported(_no_options(describe(request)))
+            await _option_left_out(client, transfer, request, "timeout")
         if not isinstance(packet, OptionAck):
             raise CaseFailed(f"{describe(request)} got {describe(packet)}")
         oack = option_dict(packet.options)
@@ -1539,7 +1570,7 @@ async def options_windowsize(ctx: CaseContext, client: Client) -> None:
     request = ReadRequest(name, "octet", (("windowsize", "4"),))
     transfer, reply = await _read_request(client, name, request.options)
     if isinstance(reply.packet, Data):
-        ctx.unsupported(_no_options(describe(request)))
+        await _option_left_out(client, transfer, request, "windowsize")
     if not isinstance(reply.packet, OptionAck):
         raise CaseFailed(f"{describe(request)} got {describe(reply.packet)}")
     oack = option_dict(reply.packet.options)
@@ -1602,7 +1633,7 @@ async def options_windowsize_write(ctx: CaseContext, client: Client) -> None:
         # A plain upload went through (_require_writes): this refusal is of the option.
         ctx.unsupported(f"{describe(request)} got {describe(packet)}, while a plain WRQ is taken")
     if isinstance(packet, Ack) and packet.block == 0:
-        ctx.unsupported(_no_options(describe(request)).replace("DATA 1", "ACK 0"))
+        await _option_left_out(client, transfer, request, "windowsize")
     if not isinstance(packet, OptionAck):
         raise CaseFailed(f"{describe(request)} got {describe(packet)}, not an OACK or ACK 0")
     oack = option_dict(packet.options)

@@ -481,6 +481,10 @@ async def start(client: Client, request: Request, *, endpoint: Endpoint | None =
     return transfer, reply
 
 
+class UnrequestedOption(CaseFailed):
+    """An OACK carried an option the request did not ask for; the suite ended the transfer."""
+
+
 def check_oack(transfer: Transfer, request: Request, oack: OptionAck) -> None:
     """Fail (after ERROR 8) when ``oack`` carries an option ``request`` did not ask for (RFC 2347)."""
     asked = [name.lower() for name, _ in request.options]
@@ -489,7 +493,7 @@ def check_oack(transfer: Transfer, request: Request, oack: OptionAck) -> None:
         return
     transfer.error(ErrorCode.OPTION_NEGOTIATION, "conformance: unrequested option in OACK")
     asking = "no option" if not asked else "only for " + " and ".join(asked)
-    raise CaseFailed(
+    raise UnrequestedOption(
         f"the OACK to an {request.opcode.name} asking {asking} also carries {', '.join(extra)}: a server's "
         "OACK may only carry options the client requested (RFC 2347), so the suite ended the transfer "
         f"with ERROR 8 ({describe(request)})",

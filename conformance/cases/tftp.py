@@ -247,6 +247,12 @@ async def _for_each(client: Client, values: Iterable[T], check: Callable[[T], Aw
         for value in values:
             try:
                 await check(value)
+            except UnrequestedOption as extra:
+                # Not about the value: no later one can be judged either (see tftp_case).
+                if not problems:
+                    raise
+                client.ctx.note(f"the values after this one were not judged: {extra.summary}")
+                break
             except CaseFailed as failure:
                 problems.append(failure)
                 await client.end_open()

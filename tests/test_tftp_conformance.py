@@ -525,6 +525,12 @@ def test_an_unrequested_option_is_failed_once_and_named_where_it_stops_a_case(ru
         assert "tftp.options.unrequested fails a server that does this" in result["message"]
 
 
+@pytest.mark.parametrize("key", ["broken-retransmits_after_error"])
+def test_the_program_output_after_the_suites_own_abort_is_marked(runs: Runs, key: str) -> None:
+    run = runs.get(key)
+    assert "(after the suite's deliberate abort (ERROR 0) of RRQ 'size-1048576.bin' after DATA 1" in run.stdout
+
+
 @pytest.mark.parametrize("key", ["broken-duplicate_storm"])
 def test_late_copies_of_old_blocks_are_a_storm_not_an_order_error(runs: Runs, key: str) -> None:
     run = runs.get(key)

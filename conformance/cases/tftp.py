@@ -1115,10 +1115,15 @@ async def error_malformed(ctx: CaseContext, client: Client) -> None:
             good = example.start(ReadRequest(LIVENESS_FILE, "octet"))
             try:
                 reply = await good.next(f"waiting for DATA 1 of RRQ {LIVENESS_FILE!r}")
-            except CaseFailed as failure:
+            except NoAnswer as failure:
                 raise CaseFailed(
                     f"after the malformed datagram {generated[:48]!r}, a valid RRQ went unanswered "
                     f"({failure.summary}): the server stopped serving"
+                ) from None
+            except CaseFailed as failure:  # an answer, but not one that makes sense
+                raise CaseFailed(
+                    f"after the malformed datagram {generated[:48]!r}, a valid RRQ got a broken answer: "
+                    f"{failure.summary}"
                 ) from None
             if not (isinstance(reply.packet, Data) and reply.packet.block == 1):
                 raise CaseFailed(
@@ -1165,6 +1170,7 @@ async def error_client_abort(ctx: CaseContext, client: Client) -> None:
     name = size_name(1 << 20)
     transfer, _ = await _first_block(client, name)
     aborted = trio.current_time()
+    ctx.deliberate(f"abort (ERROR 0) of RRQ {name!r} after DATA 1")
     transfer.error(ErrorCode.NOT_DEFINED, "conformance: the client gives up")
     transfer.note_leftovers = False  # this case judges what follows the ERROR
     late = await transfer.poll(CLIENT_ABORT_SECONDS)

@@ -19,7 +19,8 @@ TCP_CASES = {
 SHARED_BUFFER_CASES = ("-k", "round-trip", "-k", "many-messages", "-k", "large", "-k", "simultaneous")
 TLS = ("--tls", "{cert}", "{key}")
 
-# fixture -> (protocol, extra fixture arguments, extra conformance options, the cases that fail, exactly)
+# fixture -> (protocol, extra fixture arguments, extra conformance options, the cases that fail, exactly;
+# "?case": may fail too, when the flaw depends on timing)
 BROKEN: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], set[str]]] = {
     "one_at_a_time": ("echo", (), (), {"concurrency"}),
     "one_at_a_time/tls": ("echo-tls", TLS, (), {"concurrency"}),
@@ -35,7 +36,8 @@ BROKEN: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], set[str]]] = {
     # A serial server that dies on the first bytes that are not UTF-8: each crash is charged to the
     # case that sent them, and the program is restarted for the next case.
     "decode_crash_serial": ("echo", (), (), {"binary", "segmentation", "reset", "concurrency"}),
-    "send_not_sendall": ("echo", (), (), {"large", "half-close"}),
+    # Eight clients at once read slower than one: sometimes a send() is cut short there too.
+    "send_not_sendall": ("echo", (), (), {"large", "half-close", "?simultaneous"}),
     "eof_drops_tail": ("echo", (), (), {"half-close"}),
     # The crash is charged to the case that caused it; the cases after it run on a restarted program.
     "crash_on_reset": ("echo", (), (), {"reset"}),
@@ -92,7 +94,9 @@ def test_broken_server_fails_exactly_its_cases(tmp_path: Path, name: str) -> Non
     script = f"echo/{name.split('/')[0]}.py"
     run = conformance(tmp_path, "run", "--target-cmd", fixture_command(protocol, script, *fixture_args), *options)
     assert run.status == 1, run.stdout + run.stderr
-    assert short_ids(run.failed()) == expected, run.stdout
+    required = {case for case in expected if not case.startswith("?")}
+    optional = {case.removeprefix("?") for case in expected} - required
+    assert required <= short_ids(run.failed()) <= required | optional, run.stdout
     assert "Traceback" not in run.stderr
     for case_id in run.failed():
         message = run.case(case_id)["message"]

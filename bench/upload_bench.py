@@ -46,9 +46,9 @@ import trio
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from harness.upload.cli import parse_size  # noqa: E402
 from harness.upload.client import hash_file, upload_files  # noqa: E402
-from harness.upload.codec import FileInfo  # noqa: E402
-from harness.upload.commands import parse_size  # noqa: E402
+from harness.upload.wire import FileInfo  # noqa: E402
 
 MIB = 1 << 20
 BLOCK = MIB

@@ -256,7 +256,7 @@ class CaseContext:
     async def close(self, resource: trio.abc.AsyncResource) -> None:
         """Close politely (TLS close_notify) when the peer allows it quickly, else forcefully.
 
-        Cases that want an abrupt end say so with :func:`conformance.streams.reset`.
+        Cases that want an abrupt end say so with :func:`conformance.kit.streams.reset`.
         """
         with trio.move_on_after(self.seconds(CLOSE_SECONDS)):
             try:

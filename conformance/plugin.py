@@ -1,7 +1,7 @@
 """The pytest plugin: ``pytest --pyargs conformance --target echo=HOST:PORT`` runs the same cases.
 
 Registered through the ``pytest11`` entry point. It stays inert unless pytest collects the
-``conformance.cases`` modules, which only happens when the conformance package itself is collected.
+``conformance.protocols`` packages, which only happens when the conformance package itself is collected.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from conformance.runner import run_case, run_preflight
 from conformance.selection import ExpectedFailure, expected_failure, parse_expect_fail, select_cases
 from conformance.targets import ResolvedTarget, TargetHost, TargetSpec, UsageError, resolve_specs
 
-CASES_DIR = Path(__file__).parent / "cases"
+PROTOCOLS_DIR = Path(__file__).parent / "protocols"
 
 
 @dataclass
@@ -130,7 +130,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.suffix == ".py" and file_path.parent == CASES_DIR and file_path.name != "__init__.py":
+    if file_path.name == "__init__.py" and file_path.parent.parent == PROTOCOLS_DIR:
         collector: pytest.Collector = CaseModule.from_parent(parent, path=file_path)
         return collector
     return None
@@ -145,7 +145,7 @@ class CaseModule(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         import importlib
 
-        module = importlib.import_module(f"conformance.cases.{self.path.stem}")
+        module = importlib.import_module(f"conformance.protocols.{self.path.parent.name}")
         state = self.config.stash[_STATE]
         for protocol in getattr(module, "PROTOCOLS", ()):
             if protocol.name not in state.specs:

@@ -1,25 +1,32 @@
 """The ``harness`` command: reference servers, clients and fault tools.
 
-Each protocol package contributes its sub-commands through a ``commands`` module with a
-``register(commands, serve_commands)`` function, so that this file stays a table.
+Every package under :mod:`harness` with a ``cli`` module contributes its sub-commands through
+``register(commands, serve_commands)``; packages whose name starts with ``_`` are shared code.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import pkgutil
 import sys
 from collections.abc import Sequence
 
-from harness.errors import UsageError
+import harness
+from harness._kit.errors import UsageError
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "harness.echo.commands",
-    "harness.relay.commands",
-    "harness.tftp.commands",
-    "harness.messenger.commands",
-    "harness.upload.commands",
-)
+
+def command_modules() -> list[str]:
+    """The ``cli`` modules of the harness packages, by package name."""
+    names = []
+    for info in sorted(pkgutil.iter_modules(harness.__path__), key=lambda info: info.name):
+        if not info.ispkg or info.name.startswith("_"):
+            continue
+        name = f"{harness.__name__}.{info.name}.cli"
+        if importlib.util.find_spec(name) is not None:
+            names.append(name)
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run a reference server until interrupted")
     serve_commands = serve.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         importlib.import_module(name).register(commands, serve_commands)
     return parser
 

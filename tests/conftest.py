@@ -1,1 +1,26 @@
+"""Test tiers by directory: ``unit/`` (sans-IO, seconds), ``integration/``, ``conformance/`` (slow), ``peers/``.
+
+The tier's marker is added here, so ``-m "not slow"`` and ``-m "not peers"`` select by tier too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
 pytest_plugins = ["pytester"]
+
+_TESTS = Path(__file__).resolve().parent
+_TIER_MARKS = {"conformance": "slow", "peers": "peers"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(_TESTS).parts[0]
+        except ValueError:
+            continue  # pytester's own temporary test files
+        mark = _TIER_MARKS.get(tier)
+        if mark is not None:
+            item.add_marker(mark)

@@ -103,7 +103,7 @@ class PeerInfo:
     namespace: bool = False
 
 
-#: What each quirk means; tests/test_tftp_peers.py checks each one still holds.
+#: What each quirk means; tests/peers/test_tftp_peers.py checks each one still holds.
 QUIRKS = {
     # RFC 2347: an OACK carries only options the client asked for. tftpy starts its option
     # list with blksize 512 whenever a request has any option, so our client refuses (ERROR 8)

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import trio
 
-from harness.echo.transform import get_transform
-from harness.tls import open_stream_listeners
+from harness._kit.tls import open_stream_listeners
+from harness.echo.wire import get_transform
 
 logger = logging.getLogger(__name__)
 

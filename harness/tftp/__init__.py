@@ -1,8 +1,8 @@
 """TFTP (RFC 1350, 2347, 2348, 2349, 7440): sans-IO core, Trio server and client.
 
-Sans-IO, no trio, sockets, clocks or files: :mod:`~harness.tftp.codec` (packets),
+Sans-IO, no trio, sockets, clocks or files: :mod:`~harness.tftp.wire` (packets),
 :mod:`~harness.tftp.options`, :mod:`~harness.tftp.netascii`, :mod:`~harness.tftp.blocks`
-(block numbers and rollover), :mod:`~harness.tftp.transfer` (Sender / Receiver state
+(block numbers and rollover), :mod:`~harness.tftp.machine` (Sender / Receiver state
 machines) and :mod:`~harness.tftp.errors`.
 
 Trio: :func:`harness.tftp.server.serve_tftp`, :func:`harness.tftp.client.tftp_get` and

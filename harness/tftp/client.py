@@ -12,7 +12,7 @@ object is written as data arrives, so after a failure it holds whatever came bef
 The client does not dally after its final ACK (RFC 1350 section 6 only encourages it).
 What it sends (the request, then DATA or ACKs) is resent on the server's schedule: after
 ``timeout``, then at doubling intervals up to 8 s or ``timeout`` if that is longer (see
-:mod:`harness.tftp.transfer`).
+:mod:`harness.tftp.machine`).
 Once the request is answered, the transfer runs in a worker thread (up to
 :data:`TRANSFER_THREADS` at once per Trio run, beyond that in the calling task; see
 :mod:`harness.tftp.endpoint`); ``on_progress`` is still called in Trio's thread.
@@ -33,18 +33,6 @@ from typing import BinaryIO, TypeAlias
 import trio
 
 from harness.tftp.blocks import check_rollover
-from harness.tftp.codec import (
-    Ack,
-    Data,
-    ErrorPacket,
-    OptionAck,
-    OptionList,
-    Packet,
-    ReadRequest,
-    WriteRequest,
-    decode_packet,
-    encode_error,
-)
 from harness.tftp.endpoint import Address, UdpSocket, open_udp_socket, run_machine, send_quietly
 from harness.tftp.errors import (
     ErrorCode,
@@ -56,9 +44,21 @@ from harness.tftp.errors import (
     TftpTimeoutError,
 )
 from harness.tftp.files import PartialFile
+from harness.tftp.machine import Receiver, Sender, State, describe_backoff, retransmission_waits, total_wait
 from harness.tftp.netascii import NetasciiDecoder, encode_netascii
 from harness.tftp.options import TransferOptions, accept_oack, request_options
-from harness.tftp.transfer import Receiver, Sender, State, describe_backoff, retransmission_waits, total_wait
+from harness.tftp.wire import (
+    Ack,
+    Data,
+    ErrorPacket,
+    OptionAck,
+    OptionList,
+    Packet,
+    ReadRequest,
+    WriteRequest,
+    decode_packet,
+    encode_error,
+)
 
 __all__ = ["ProgressCallback", "TransferInfo", "tftp_get", "tftp_put"]
 
@@ -121,7 +121,7 @@ async def _request(
 ) -> _Reply:
     """Send the request until the server's host answers; its source port is the TID. The
     request is resent on the transfers' schedule: after ``timeout``, then at doubling intervals
-    (see :func:`~harness.tftp.transfer.retransmission_waits`)."""
+    (see :func:`~harness.tftp.machine.retransmission_waits`)."""
     for tries, wait in enumerate(retransmission_waits(timeout, retries)):
         await sock.sendto(request, server)
         with trio.move_on_after(wait):
@@ -210,7 +210,7 @@ async def tftp_get(
     seconds, replaced by ``timeout_option`` once the server acknowledges it: the first
     retransmission comes that long after the last send, each further one after twice the
     previous wait, up to ``max(timeout, MAX_BACKOFF)`` (RFC 1123 4.2.3.2; see
-    :mod:`harness.tftp.transfer`). ``retries`` is how many retransmissions without progress
+    :mod:`harness.tftp.machine`). ``retries`` is how many retransmissions without progress
     are tried before giving up: 1 + 2 + 4 + 8 + 8 + 8 = 31 s of silence with the defaults.
     ``rollover`` is the block number expected after 65535.
     """

@@ -1,4 +1,4 @@
-"""Drive a :mod:`harness.tftp.transfer` machine over a UDP socket; shared by server and client.
+"""Drive a :mod:`harness.tftp.machine` machine over a UDP socket; shared by server and client.
 
 Theory of operation
 -------------------
@@ -44,10 +44,10 @@ from typing import Any, Self, TypeAlias
 
 import trio
 
-from harness.tftp.codec import encode_error
 from harness.tftp.errors import ErrorCode
+from harness.tftp.machine import Receiver, Sender, State
 from harness.tftp.polling import PeerWait, poll_permit
-from harness.tftp.transfer import Receiver, Sender, State
+from harness.tftp.wire import encode_error
 
 __all__ = [
     "CANCEL_POLL",

@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from harness.tftp.codec import OptionList
 from harness.tftp.errors import TftpOptionError
+from harness.tftp.wire import OptionList
 
 __all__ = [
     "BLKSIZE_RANGE",

@@ -31,7 +31,13 @@ from typing import BinaryIO
 import trio
 
 from harness.tftp.blocks import check_rollover
-from harness.tftp.codec import (
+from harness.tftp.endpoint import Address, UdpSocket, open_udp_socket, run_machine, send_quietly
+from harness.tftp.errors import ErrorCode, TftpDecodeError, TftpRemoteError
+from harness.tftp.files import PartialFile
+from harness.tftp.machine import Receiver, Sender, State
+from harness.tftp.netascii import NetasciiDecoder, encode_netascii
+from harness.tftp.options import BLKSIZE_RANGE, Negotiation, negotiate
+from harness.tftp.wire import (
     ErrorPacket,
     OptionAck,
     ReadRequest,
@@ -40,12 +46,6 @@ from harness.tftp.codec import (
     encode_ack,
     encode_error,
 )
-from harness.tftp.endpoint import Address, UdpSocket, open_udp_socket, run_machine, send_quietly
-from harness.tftp.errors import ErrorCode, TftpDecodeError, TftpRemoteError
-from harness.tftp.files import PartialFile
-from harness.tftp.netascii import NetasciiDecoder, encode_netascii
-from harness.tftp.options import BLKSIZE_RANGE, Negotiation, negotiate
-from harness.tftp.transfer import Receiver, Sender, State
 
 __all__ = ["DEFAULT_PORT", "TRANSFER_THREADS", "serve_tftp"]
 
@@ -104,7 +104,7 @@ async def serve_tftp(
     ``await nursery.start(serve_tftp, ...)``. ``timeout`` (seconds; the client's negotiated
     timeout option replaces it) is the wait before the first retransmission; each further one
     waits twice as long as the previous, up to ``max(timeout, MAX_BACKOFF)`` (8 s), and
-    progress resets the wait to ``timeout`` (:mod:`harness.tftp.transfer`). After ``retries``
+    progress resets the wait to ``timeout`` (:mod:`harness.tftp.machine`). After ``retries``
     retransmissions in a row without progress a transfer is abandoned: 31 s of silence with
     the defaults. ``rollover`` is the block number that follows 65535. ``max_blksize`` caps
     a negotiated blksize. ``transfer_threads`` transfers at most run in worker threads

@@ -2,7 +2,7 @@
 
 One task writes every request (hashing each file just before sending it, so hashing the next file
 overlaps the server's work on the previous one) while another reads the replies through the sans-IO
-:class:`~harness.upload.codec.ReplyDecoder`, so the replies may arrive split at any byte. After the
+:class:`~harness.upload.wire.ReplyDecoder`, so the replies may arrive split at any byte. After the
 last request the client half-closes (plain TCP only), as the protocol allows.
 
 :func:`upload_files` and :func:`stat_file` connect by address; :func:`upload_files_on` and
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import trio
 
-from harness.upload.codec import (
+from harness.upload.wire import (
     NEED_DATA,
     ConnectionClosed,
     FrameLengthError,
@@ -306,7 +306,7 @@ async def upload_files(
     Returns one reply per file, in order; a failure reply (``ok`` false) is a result, not an error.
     Raises :class:`UploadClientError` if a reply is missing (its ``replies`` holds those that came),
     :class:`UploadTimeout` after ``timeout`` seconds without progress, and
-    :class:`~harness.upload.codec.LocalProtocolError` (before connecting) for an invalid remote name.
+    :class:`~harness.upload.wire.LocalProtocolError` (before connecting) for an invalid remote name.
     """
     requests = _put_requests(files)
     stream = await _connect(host, port, ssl_context=ssl_context, server_hostname=server_hostname, timeout=timeout)

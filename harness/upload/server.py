@@ -30,8 +30,9 @@ from pathlib import Path
 
 import trio
 
-from harness.tls import open_stream_listeners
-from harness.upload.codec import (
+from harness._kit.tls import open_stream_listeners
+from harness.upload.names import path_under_root
+from harness.upload.wire import (
     NEED_DATA,
     BodyChunk,
     BodyEnd,
@@ -48,7 +49,6 @@ from harness.upload.codec import (
     StatRequest,
     encode_reply,
 )
-from harness.upload.names import path_under_root
 
 logger = logging.getLogger(__name__)
 

@@ -1,1 +1,0 @@
-"""One module per protocol family; each exports ``PROTOCOLS`` for :mod:`conformance.registry`."""

@@ -1,0 +1,1118 @@
+"""The UDP chat room (``chat``) and the UDP broadcast presence responder (``broadcast``).
+
+Both speak the IP Messenger style datagram ``version:packet_no:user:host:command:extra`` (see
+``docs/chat.md`` and ``docs/broadcast.md``). The suite plays the other side with its own sockets
+(:mod:`conformance.protocols.messenger.peers`): several chat members at once, or queriers and
+bystanders around a responder.
+
+"Nothing more arrives" is checked after a synchronisation point where the protocol gives one: a
+server handles the datagrams of one socket in order, so once the relay of a *later* message (or
+the answer to a later query) has arrived, whatever the earlier datagram caused is already on its
+way. A short observation window after that point leaves room for servers that use threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from conformance.context import CaseContext, Instance
+from conformance.kit.loopback_capture import SentFromPort, capture_available
+from conformance.kit.search import search
+from conformance.model import CaseFailed, Level, NoAnswer, Option, Protocol, TargetUnusable, Unsupported, case
+from conformance.protocols.messenger import netns as messenger_netns
+from conformance.protocols.messenger.peers import (
+    MALFORMED_EXAMPLES,
+    Peer,
+    Received,
+    Room,
+    Sockets,
+    chat_room,
+    expect_distinct_numbers,
+    expect_once,
+    expect_relay,
+    join,
+    leniently_readable,
+    malformed_datagrams,
+    name_of,
+    settle,
+    wait_ack,
+    wait_relay_of,
+)
+from conformance.targets import TargetEnv, free_port
+from harness.broadcast.server import serve_presence
+from harness.chat.server import serve_chat
+from harness.messenger.wire import Command, DatagramError, decode
+from harness.relay.rules import RelayLog, parse_impairments
+from harness.relay.udp import serve_udp_relay
+
+LOOPBACK_BROADCAST = "127.255.255.255"
+
+# After a synchronisation point, how long late datagrams (duplicates, stray answers) get to show up.
+SETTLE_SECONDS = 0.3
+# The spec: a relay is retransmitted every 0.5 s; "within about 1 s" leaves room for a late timer.
+RETRANSMIT_SECONDS = 1.2
+# After an acknowledgement, a retransmission already on its way may still land this soon.
+ACK_GRACE_SECONDS = 0.15
+# Long enough for two more retransmissions (every 0.5 s) of a relay whose ack was ignored.
+AFTER_ACK_SECONDS = 1.2
+# A responder answers its own announcement as soon as it reads it; this is ample for that.
+OWN_ANSWER_SECONDS = 0.5
+# The spec: "exactly one ANSENTRY within 1 s".
+ANSWER_SECONDS = 1.0
+# How long a started program gets to announce itself or answer (its start-up is not otherwise seen:
+# the suite's own listeners hold its port, so the port being bound says nothing).
+STARTUP_SECONDS = 5.0
+# A responder that announced itself but answers no query is taken to run after this much longer.
+AFTER_ANNOUNCEMENT_SECONDS = 0.5
+DEATH_POLL_SECONDS = 0.05
+# IP Messenger's port: a responder built from an IP Messenger client may send every answer there.
+IPMSG_PORT = 2425
+
+
+# -- protocols --------------------------------------------------------------------------------------
+
+
+async def _embedded_chat(nursery: trio.Nursery, env: TargetEnv) -> tuple[str, int]:
+    port: int = await nursery.start(partial(serve_chat, host="127.0.0.1", port=env.port))
+    return ("127.0.0.1", port)
+
+
+async def _embedded_broadcast(nursery: trio.Nursery, env: TargetEnv) -> tuple[str, int]:
+    port: int = await nursery.start(
+        partial(
+            serve_presence,
+            name="reference",
+            port=env.port,
+            bind_host="0.0.0.0",
+            broadcast_address=LOOPBACK_BROADCAST,
+        )
+    )
+    return (LOOPBACK_BROADCAST, port)
+
+
+# A liveness probe resends its query this often, as a client behind a lossy link would.
+PROBE_RETRY_SECONDS = 0.5
+
+
+async def _chat_alive(ctx: CaseContext) -> None:
+    """A member joins (BR_ENTRY answered by ANSENTRY) and leaves again (BR_EXIT)."""
+    with Sockets() as sockets:
+        peer = Peer(ctx, await sockets.open(), ctx.address, "liveness")
+        try:
+            await join(peer, seconds=ctx.target.protocol.liveness_seconds, retry=PROBE_RETRY_SECONDS)
+        finally:
+            await peer.leave()
+
+
+async def _broadcast_alive(ctx: CaseContext) -> None:
+    """A BR_ENTRY query gets an ANSENTRY, to the querier or, on this machine, anywhere else.
+
+    A responder that answers to another port than the querier's (its own, or IP Messenger's 2425:
+    common slips) is alive: the cases say where its answers went. They are seen by packet capture
+    as root, else by sockets on those two ports, which take no queries away from the responder
+    (queries come by broadcast).
+    """
+    with Sockets() as sockets:
+        querier = await _querier(ctx, sockets, "liveness querier")
+        seconds = ctx.target.protocol.liveness_seconds
+        async with _answers_anywhere(ctx) as elsewhere:
+            send_channel, receive_channel = trio.open_memory_channel[tuple[str, int]](64)
+            with ctx.deadline(seconds, "waiting for ANSENTRY to a liveness query"):
+                async with trio.open_nursery() as nursery:
+                    if elsewhere is not None:
+                        nursery.start_soon(elsewhere.answers, send_channel)
+
+                    async def at_querier() -> None:
+                        await querier.wait_for(_is_answer, seconds=float("inf"), doing="waiting for ANSENTRY")
+                        await send_channel.send(querier.address)
+
+                    nursery.start_soon(at_querier)
+                    await _query(querier)
+                    await receive_channel.receive()
+                    nursery.cancel_scope.cancel()
+
+
+class _Elsewhere:
+    """Where the target's answers can be seen other than at a querier: a capture of what leaves the
+    target's port (as root), or sockets on its own port and on IP Messenger's port."""
+
+    def __init__(self, capture: SentFromPort | None, listeners: list[tuple[trio.socket.SocketType, int]]) -> None:
+        self.capture = capture
+        self.listeners = listeners
+
+    async def answers(self, send_channel: trio.MemorySendChannel[tuple[str, int]]) -> None:
+        """Send the destination of every ANSENTRY seen, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            if self.capture is not None:
+                capture = self.capture
+
+                async def captured() -> None:
+                    while True:
+                        payload, destination = await capture.receive()
+                        if _is_ansentry(payload):
+                            await send_channel.send(destination)
+
+                nursery.start_soon(captured)
+            for sock, port in self.listeners:
+
+                async def listen(sock: trio.socket.SocketType = sock, port: int = port) -> None:
+                    while True:
+                        try:
+                            payload, _ = await sock.recvfrom(65536)
+                        except OSError:
+                            continue
+                        if _is_ansentry(payload):
+                            await send_channel.send(("127.0.0.1", port))
+
+                nursery.start_soon(listen)
+
+
+def _is_ansentry(payload: bytes) -> bool:
+    try:
+        return decode(payload).command == Command.ANSENTRY
+    except DatagramError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def _answers_anywhere(ctx: CaseContext) -> AsyncIterator[_Elsewhere | None]:
+    """A watch on the target's answers wherever they go on this machine; None for a remote target.
+
+    As root, a capture of every datagram leaving the target's port. Otherwise sockets on the two
+    ports a responder answers to by mistake, its own and IP Messenger's, where they can be bound.
+    """
+    host, port = ctx.address
+    if not host.startswith("127."):
+        yield None
+        return
+    if capture_available():
+        capture = SentFromPort(port)
+        try:
+            yield _Elsewhere(capture, [])
+        finally:
+            capture.close()
+        return
+    with Sockets() as sockets:
+        listeners = []
+        for where in (port, IPMSG_PORT):
+            try:
+                listeners.append((await sockets.open("127.0.0.1", where, share=True), where))
+            except OSError:
+                continue  # held by a program that does not share it
+        yield _Elsewhere(None, listeners)
+
+
+async def _where_answers_went(ctx: CaseContext, querier: Peer) -> str | None:
+    """Where the answers to a new query from ``querier`` go, when it is not to it; None when unseen."""
+    async with _answers_anywhere(ctx) as elsewhere:
+        if elsewhere is None:
+            return None
+        send_channel, receive_channel = trio.open_memory_channel[tuple[str, int]](64)
+        with trio.move_on_after(ctx.seconds(ANSWER_SECONDS)):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(elsewhere.answers, send_channel)
+                await _query(querier)
+                own_port = querier.address[1]
+                async for host, port in receive_channel:
+                    if port != own_port:
+                        nursery.cancel_scope.cancel()
+                        return f"answers went to {host}:{port}, not to the sender's port {own_port}"
+    return None
+
+
+class AnsweredElsewhere(CaseFailed):
+    """The target answers, but its answers go to another port than the querier's."""
+
+
+CHAT = Protocol(
+    name="chat",
+    id_prefix="chat",
+    transport="udp",
+    description="UDP chat room: relays IP Messenger style messages between members, with acks and retransmission",
+    default_port=8081,
+    embedded=_embedded_chat,
+    options=(Option("--chat-members", help="members in the chat.many-members case", default=50, type=int),),
+    liveness=_chat_alive,
+)
+BROADCAST = Protocol(
+    name="broadcast",
+    id_prefix="broadcast",
+    transport="udp",
+    description="UDP broadcast presence: answers a broadcast 'who is online' with a unicast ANSENTRY",
+    default_port=7788,
+    embedded=_embedded_broadcast,
+    command_host=LOOPBACK_BROADCAST,
+    liveness=_broadcast_alive,
+)
+PROTOCOLS = (CHAT, BROADCAST)
+
+CHAT_SPEC = "docs/chat.md"
+BROADCAST_SPEC = "docs/broadcast.md"
+
+
+# -- chat -------------------------------------------------------------------------------------------
+
+
+@case(CHAT, slug="join", spec=f"{CHAT_SPEC}: joining", budget=15)
+async def chat_join(ctx: CaseContext) -> None:
+    """BR_ENTRY is answered with ANSENTRY carrying the nickname in extra, from the server's address."""
+    async with chat_room(ctx) as room:
+        alice = await room.peer("alice", joined=False)
+        answer = await join(alice)
+        assert answer.datagram is not None
+        if answer.source != ctx.address:
+            raise CaseFailed(
+                f"the ANSENTRY came from {answer.source[0]}:{answer.source[1]}, not from the server's address "
+                f"{ctx.address[0]}:{ctx.address[1]}; members identify the server by its address",
+                actual=answer.data,
+            )
+        if name_of(answer.datagram) != "alice":
+            raise CaseFailed(
+                "the ANSENTRY does not carry the nickname in extra",
+                expected="1:<packet_no>:<user>:<host>:3:alice",
+                actual=answer.data,
+            )
+
+
+@case(CHAT, slug="rejoin", spec=f"{CHAT_SPEC}: joining", budget=15)
+async def chat_rejoin(ctx: CaseContext) -> None:
+    """A second BR_ENTRY from a member is answered again and renames it: its relays carry the new name."""
+    async with chat_room(ctx) as room:
+        alice = await room.peer("alice")
+        bob = await room.peer("bob")
+        answer = await join(alice, name="alice2")
+        assert answer.datagram is not None
+        if name_of(answer.datagram) != "alice2":
+            raise CaseFailed(
+                "the answer to a repeated join does not carry the new nickname",
+                expected="1:<packet_no>:<user>:<host>:3:alice2",
+                actual=answer.data,
+            )
+        since = len(bob.inbox)
+        await alice.say("said under my new name")
+        await expect_relay(bob, "said under my new name", sender="alice2", since=since)
+
+
+@case(CHAT, slug="relay", spec=f"{CHAT_SPEC}: sending a message", budget=15)
+async def chat_relay(ctx: CaseContext) -> None:
+    """A message from A reaches B and C exactly once, with A's nickname, the exact text and command 288."""
+    async with chat_room(ctx) as room:
+        alice, bob, carol = [await room.peer(name) for name in ("alice", "bob", "carol")]
+        text = "hello from alice"
+        starts = [len(bob.inbox), len(carol.inbox)]
+        await alice.say(text)
+        for peer, since in zip((bob, carol), starts, strict=True):
+            await expect_relay(peer, text, sender="alice", since=since)
+        # A later message as the synchronisation point for duplicates of the first.
+        await alice.say("second message")
+        for peer in (bob, carol):
+            await wait_relay_of(peer, "second message")
+        await settle((bob, carol), SETTLE_SECONDS)
+        for peer in (bob, carol):
+            expect_once(peer, text, what=f"alice's message {text!r}")
+
+
+@case(CHAT, slug="ack", spec=f"{CHAT_SPEC}: sending a message", budget=15)
+async def chat_ack(ctx: CaseContext) -> None:
+    """A SENDMSG with SENDCHECKOPT is acknowledged with RECVMSG carrying its packet_no in extra."""
+    async with chat_room(ctx) as room:
+        alice = await room.peer("alice")
+        await room.peer("bob")
+        sent = await alice.say("please acknowledge")
+        await wait_ack(alice, sent.packet_no)
+
+
+@case(CHAT, slug="no-echo", spec=f"{CHAT_SPEC}: sending a message", budget=15)
+async def chat_no_echo(ctx: CaseContext) -> None:
+    """The sender does not get its own message back."""
+    async with chat_room(ctx) as room:
+        alice = await room.peer("alice")
+        bob = await room.peer("bob")
+        texts = ("is this echoed?", "and this one?")
+        for text in texts:
+            await alice.say(text)
+            await wait_relay_of(bob, text)
+        await settle((alice,), SETTLE_SECONDS)
+        echoed = [r for text in texts for r in alice.relays_of(text)]
+        if echoed:
+            raise CaseFailed(
+                "the server relayed alice's message back to alice; the sender must not get its own message",
+                actual=echoed[0].data,
+            )
+
+
+def _long_text(size: int) -> str:
+    """``size`` bytes of UTF-8 with Chinese characters and ':' throughout."""
+    unit = "聊天室 chat: 中文：ok; "  # noqa: RUF001 (Chinese punctuation on purpose)
+    text = ""
+    while len((text + unit).encode()) <= size:
+        text += unit
+    return text + "x" * (size - len(text.encode()))
+
+
+CHAT_TEXTS = ("你好，世界！ time 12:30, a:b::c", _long_text(8000))  # noqa: RUF001
+
+
+@case(CHAT, slug="text", spec=f"{CHAT_SPEC}: datagram format; sending a message", budget=15)
+async def chat_text(ctx: CaseContext) -> None:
+    """Text with Chinese characters and ':', and one of 8000 bytes, arrives intact."""
+    async with chat_room(ctx) as room:
+        alice = await room.peer("alice")
+        bob = await room.peer("bob")
+        for text in CHAT_TEXTS:
+            since = len(bob.inbox)
+            await alice.say(text)
+            await expect_relay(bob, text, sender="alice", since=since)
+
+
+@case(CHAT, slug="gb2312", spec=f"{CHAT_SPEC}: datagram format (not UTF-8: GB18030)", budget=15)
+async def chat_gb2312(ctx: CaseContext) -> None:
+    """A member whose datagrams are GB2312 (not UTF-8) joins and is relayed, its text decoded."""
+    async with chat_room(ctx) as room:
+        zhang = await room.peer("张三", joined=False)
+        answer_since = len(zhang.inbox)
+        await zhang.send(zhang.datagram(Command.BR_ENTRY), encoding="gb2312")
+        await zhang.wait_for(
+            lambda r: r.is_command(Command.ANSENTRY),
+            seconds=2.0,
+            doing="waiting for ANSENTRY to a BR_ENTRY encoded in GB2312 (nickname 张三)",
+            since=answer_since,
+        )
+        # The nickname's decoding shows in the relays' user field (chat.join checks the ANSENTRY).
+        bob = await room.peer("bob")
+        text = "你好，这是 GB2312 编码的消息：冒号 a:b"  # noqa: RUF001
+        since = len(bob.inbox)
+        await zhang.send(zhang.datagram(Command.SENDMSG, text, flags=256), encoding="gb2312")
+        await expect_relay(bob, text, sender="张三", since=since)
+
+
+@case(CHAT, slug="lost-ack", spec=f"{CHAT_SPEC}: duplicates", budget=15)
+async def chat_lost_ack(ctx: CaseContext) -> None:
+    """A resent SENDMSG (same packet_no, as after a lost ack) is acknowledged again but relayed only once."""
+    async with chat_room(ctx) as room:
+        alice = await room.peer("alice")
+        bob = await room.peer("bob")
+        text = "sent twice, relayed once"
+        sent = await alice.say(text)
+        first = await wait_ack(alice, sent.packet_no)
+        await alice.send_bytes(alice.sent[-1])
+        await wait_ack(alice, sent.packet_no, since=alice.inbox.index(first) + 1)
+        await alice.say("after the resend")
+        await wait_relay_of(bob, "after the resend")
+        await settle((bob,), SETTLE_SECONDS)
+        expect_once(bob, text, what=f"the message alice sent twice with packet_no {sent.packet_no}")
+
+
+@case(CHAT, slug="retransmit", spec=f"{CHAT_SPEC}: relay delivery", budget=15)
+async def chat_retransmit(ctx: CaseContext) -> None:
+    """An unacknowledged relay is retransmitted within about 1 s; once acknowledged, it stops."""
+    async with chat_room(ctx) as room:
+        alice = await room.peer("alice")
+        bob = await room.peer("bob", auto_ack=False)
+        text = "acknowledge me late"
+        await alice.say(text)
+        first = await wait_relay_of(bob, text)
+        assert first.datagram is not None
+        number = first.datagram.packet_no
+
+        def same_relay(received: Received) -> bool:
+            return received.is_command(Command.SENDMSG) and received.datagram is not None and (
+                received.datagram.packet_no == number
+            )
+
+        remaining = max(0.0, RETRANSMIT_SECONDS - (trio.current_time() - first.at) / ctx.options.timeout_scale)
+        again = await bob.wait_for(
+            same_relay,
+            seconds=remaining,
+            doing=f"waiting for the relay {number} to be retransmitted while bob withholds RECVMSG "
+            f"(the spec: every 0.5 s; waited {ctx.seconds(RETRANSMIT_SECONDS):.1f} s from the first transmission)",
+            since=bob.inbox.index(first) + 1,
+        )
+        ctx.note(f"retransmitted {again.at - first.at:.2f} s after the first transmission")
+        await bob.send(bob.datagram(Command.RECVMSG, str(number)))
+        acked_at = trio.current_time()
+        await bob.observe(AFTER_ACK_SECONDS)
+        late = [r for r in bob.inbox if same_relay(r) and r.at > acked_at + ctx.seconds(ACK_GRACE_SECONDS)]
+        if late:
+            raise CaseFailed(
+                f"the relay {number} was retransmitted {len(late)} more time(s) after bob acknowledged it "
+                f"(RECVMSG with {number} in extra); retransmissions must stop once acknowledged",
+                actual=late[0].data,
+                details=bob.summary(),
+            )
+
+
+ORDER_COUNT = 10
+
+
+@case(CHAT, slug="order", spec=f"{CHAT_SPEC}: relay delivery", budget=15)
+async def chat_order(ctx: CaseContext) -> None:
+    """Ten messages sent back to back by A reach B in order, each under its own packet number."""
+    async with chat_room(ctx) as room:
+        alice = await room.peer("alice")
+        bob = await room.peer("bob")
+        texts = [f"message {index + 1} of {ORDER_COUNT}" for index in range(ORDER_COUNT)]
+        for text in texts:
+            await alice.say(text)
+        await bob.wait_for(
+            lambda _: len(bob.texts_in_order(texts)) == ORDER_COUNT,
+            seconds=3.0,
+            doing=f"waiting for bob to receive all {ORDER_COUNT} messages",
+        )
+        expect_distinct_numbers(bob, texts, sender="alice")
+        order = bob.texts_in_order(texts)
+        if order != texts:
+            numbers = [int(text.split()[1]) for text in order]
+            raise CaseFailed(
+                f"bob received alice's {ORDER_COUNT} messages out of order: {numbers}",
+                expected=list(range(1, ORDER_COUNT + 1)),
+                actual=numbers,
+            )
+
+
+@case(CHAT, slug="exit", spec=f"{CHAT_SPEC}: joining and leaving", budget=15)
+async def chat_exit(ctx: CaseContext) -> None:
+    """After BR_EXIT, the member gets no reply and no more relays."""
+    async with chat_room(ctx) as room:
+        alice, bob, carol = [await room.peer(name) for name in ("alice", "bob", "carol")]
+        await bob.leave()
+        since = len(bob.inbox)
+        await alice.say("bob has left")
+        await wait_relay_of(carol, "bob has left")
+        await settle((bob,), SETTLE_SECONDS)
+        after = bob.inbox[since:]
+        if after:
+            raise CaseFailed(
+                f"bob sent BR_EXIT, and still received {len(after)} datagram(s) afterwards",
+                actual=after[0].data,
+                details=bob.summary(),
+            )
+
+
+@case(CHAT, slug="non-member", spec=f"{CHAT_SPEC}: non-members", budget=15)
+async def chat_non_member(ctx: CaseContext) -> None:
+    """A SENDMSG from an address that never joined is ignored: no ack, no relay."""
+    async with chat_room(ctx) as room:
+        alice = await room.peer("alice")
+        bob = await room.peer("bob")
+        stranger = await room.peer("stranger", joined=False)
+        text = "from someone who never joined"
+        await stranger.say(text)
+        await alice.say("a member speaks")
+        await wait_relay_of(bob, "a member speaks")
+        await settle((bob, stranger), SETTLE_SECONDS)
+        if bob.relays_of(text):
+            raise CaseFailed("a message from a non-member was relayed to bob", actual=bob.relays_of(text)[0].data)
+        if stranger.inbox:
+            raise CaseFailed(
+                "a non-member that sent SENDMSG got an answer; non-members must be ignored",
+                actual=stranger.inbox[0].data,
+                details=stranger.summary(),
+            )
+
+
+# Command numbers for the well-formed base of the generated datagrams. BR_EXIT is left out: a
+# forgiving server may read a slightly broken one as alice leaving, which is not a fault.
+CHAT_MALFORMED_COMMANDS = (1, 3, 32, 33, 288)
+
+
+@case(CHAT, slug="malformed", spec=f"{CHAT_SPEC}: decoding (malformed is ignored)", budget=45)
+async def chat_malformed(ctx: CaseContext) -> None:
+    """Malformed datagrams and random bytes (hypothesis) from a member do not break the server."""
+    async with chat_room(ctx) as room:
+        # bob joins first: the probes reach him even through a server that relays to one member only.
+        bob = await room.peer("bob")
+        alice = await room.peer("alice")
+        probes = iter(range(1, 1 << 30))
+
+        async def check(data: bytes) -> None:
+            await alice.send_bytes(data)
+            number = next(probes)
+            prober = await room.peer(f"prober{number}", joined=False)
+            try:
+                # Retried like a real client's join, so that one slow answer on a loaded machine is not
+                # taken for a broken server; a dead one still answers none of them.
+                await join(prober, seconds=MALFORMED_JOIN_SECONDS, retry=MALFORMED_JOIN_RETRY)
+            except CaseFailed as failure:
+                raise CaseFailed(f"after alice sent that datagram, a join was no longer answered: {failure.summary}",
+                                 sent=data) from None
+            probe = f"still working? {number}"
+            await prober.say(probe)
+            try:
+                await wait_relay_of(bob, probe)
+            except CaseFailed as failure:
+                raise CaseFailed(f"after alice sent that datagram, a message was no longer relayed: {failure.summary}",
+                                 sent=data) from None
+            await prober.leave()
+
+        await search(ctx, malformed_datagrams(CHAT_MALFORMED_COMMANDS), check, always=MALFORMED_EXAMPLES)
+
+
+MALFORMED_JOIN_SECONDS = 4.0
+MALFORMED_JOIN_RETRY = 1.0
+
+
+@case(CHAT, slug="many-members", spec=f"{CHAT_SPEC}: sending a message", budget=30)
+async def chat_many_members(ctx: CaseContext) -> None:
+    """With 50 members (--chat-members), one message reaches every other member."""
+    count = ctx.option("chat_members")
+    async with chat_room(ctx) as room:
+        peers = []
+        for index in range(count):
+            try:
+                peers.append(await room.peer(f"m{index + 1}"))
+            except CaseFailed as failure:
+                raise CaseFailed(f"member {index + 1} of {count} could not join: {failure.summary}") from None
+        text = f"to all {count - 1} others"
+        await peers[0].say(text)
+        reached: list[Peer] = []
+
+        async def wait(peer: Peer) -> None:
+            await wait_relay_of(peer, text, seconds=float("inf"))
+            reached.append(peer)
+
+        with trio.move_on_after(ctx.seconds(3.0)):
+            async with trio.open_nursery() as nursery:
+                for peer in peers[1:]:
+                    nursery.start_soon(wait, peer)
+        missing = [peer.name for peer in peers[1:] if peer not in reached]
+        if missing:
+            raise CaseFailed(
+                f"{len(missing)} of {count - 1} members never received the message: {', '.join(missing[:12])}"
+                + (" ..." if len(missing) > 12 else "")
+                + " (members are named in joining order)"
+            )
+
+
+# Each member has its own session through the relay, and the rules count datagrams per session:
+#  - in alice's (the sender's) session, up:sendmsg are her messages and down:recvmsg the acks.
+#    Alice sends one message at a time and retransmits until acknowledged, so the counts are fixed:
+#    #2 (message 2) is lost upstream, so she retransmits it (#3); ack #3 (of message 3) is lost,
+#    so she resends message 3 with the same packet_no (#5), which must be acknowledged and not
+#    relayed again; #6 (message 4) reaches the server twice and must be relayed once.
+#  - in bob's and carol's sessions, down:sendmsg are relays and up:recvmsg their acks: the second
+#    relay is lost (the server must retransmit it), the third is duplicated (members drop the copy
+#    by packet_no), and the second ack is lost (the server retransmits; the member acks again).
+#  - every session's first BR_ENTRY is duplicated: a repeated join is answered again, harmlessly.
+IMPAIRMENTS = {
+    "drop": ["up:sendmsg#2", "down:recvmsg#3", "down:sendmsg#2", "up:recvmsg#2"],
+    "dup": ["up:sendmsg#6", "down:sendmsg#3", "up:entry#1"],
+}
+IMPAIRED_MESSAGES = 5
+# The sender's retransmission schedule, as the reference client's.
+SENDER_RETRY_SECONDS = 0.5
+SENDER_TRIES = 8
+# Enough for the server's four retransmissions of a lost relay, every 0.5 s.
+DELIVERY_SECONDS = 5.0
+# More than one retransmission interval.
+LATE_COPIES_SECONDS = 0.6
+
+
+@case(CHAT, slug="impairment", spec=f"{CHAT_SPEC}: relay delivery; duplicates", budget=30)
+async def chat_impairment(ctx: CaseContext) -> None:
+    """Through a relay that drops and duplicates chosen datagrams, every member gets every message once."""
+    log = RelayLog()
+    rules = parse_impairments(drop=IMPAIRMENTS["drop"], dup=IMPAIRMENTS["dup"], classify="messenger")
+    texts = [f"impaired message {index + 1}" for index in range(IMPAIRED_MESSAGES)]
+    try:
+        async with trio.open_nursery() as nursery:
+            port: int = await nursery.start(
+                partial(serve_udp_relay, listen_host="127.0.0.1", upstream=ctx.address, rules=rules, log=log)
+            )
+            async with chat_room(ctx, server=("127.0.0.1", port)) as room:
+                await _impaired_exchange(ctx, room, texts)
+            nursery.cancel_scope.cancel()
+    finally:
+        ctx.note("relay: drop " + ", ".join(IMPAIRMENTS["drop"]) + "; dup " + ", ".join(IMPAIRMENTS["dup"]))
+        ctx.note("what the relay did:\n" + (log.summary() or "(nothing impaired)"))
+
+
+async def _impaired_exchange(ctx: CaseContext, room: Room, texts: list[str]) -> None:
+    alice, bob, carol = [
+        await room.peer(name, retry=SENDER_RETRY_SECONDS, seconds=SENDER_RETRY_SECONDS * SENDER_TRIES)
+        for name in ("alice", "bob", "carol")
+    ]
+    ctx.note("relay sessions: " + ", ".join(f"{peer.name} from port {peer.address[1]}" for peer in (alice, bob, carol)))
+    receivers = (bob, carol)
+    complete = {peer.name: trio.Event() for peer in receivers}
+
+    async def read(peer: Peer) -> None:
+        # Members read (and acknowledge) all along, as real clients do.
+        while True:
+            await peer.receive()
+            if len(peer.texts_in_order(texts)) == len(texts):
+                complete[peer.name].set()
+
+    async with trio.open_nursery() as nursery:
+        for peer in receivers:
+            nursery.start_soon(read, peer)
+        for number, text in enumerate(texts, 1):
+            sent = alice.datagram(Command.SENDMSG, text, flags=256)
+            for _ in range(SENDER_TRIES):
+                since = len(alice.inbox)
+                await alice.send(sent)
+                with trio.move_on_after(ctx.seconds(SENDER_RETRY_SECONDS)):
+                    await wait_ack(alice, sent.packet_no, seconds=float("inf"), since=since)
+                    break
+            else:
+                raise CaseFailed(
+                    f"alice's message {number} was never acknowledged through the relay, "
+                    f"though she sent it {SENDER_TRIES} times",
+                    details=alice.summary(),
+                )
+        with trio.move_on_after(ctx.seconds(DELIVERY_SECONDS)):
+            for event in complete.values():
+                await event.wait()
+        # An observation window: late duplicates and retransmissions still get to show up.
+        await trio.sleep(ctx.seconds(LATE_COPIES_SECONDS))
+        nursery.cancel_scope.cancel()
+    for peer in receivers:
+        for number, text in enumerate(texts, 1):
+            expect_once(peer, text, what=f"message {number} ({text!r})", lossless=False)
+
+
+# -- broadcast --------------------------------------------------------------------------------------
+
+
+def _watchable(host: str) -> bool:
+    """Whether ``host`` looks like a broadcast address, where a bystander can listen without
+    taking unicast datagrams away from the target."""
+    return host.endswith(".255")
+
+
+async def _querier(ctx: CaseContext, sockets: Sockets, name: str = "querier") -> Peer:
+    # Shared, so that a bystander can watch broadcasts to the querier's port too.
+    return Peer(ctx, await sockets.open(share=True, broadcast=True), ctx.address, name)
+
+
+async def _bystander(sockets: Sockets, ctx: CaseContext, host: str, port: int, name: str) -> Peer | None:
+    try:
+        sock = await sockets.open(host, port, share=True)
+    except OSError as exc:
+        ctx.note(f"cannot watch {host}:{port} ({exc.strerror}); the target does not share its port (SO_REUSEADDR)")
+        return None
+    return Peer(ctx, sock, ctx.address, name, auto_ack=False)
+
+
+async def _query(peer: Peer, *, packet_no: int | None = None) -> int:
+    datagram = peer.datagram(Command.BR_ENTRY, peer.name, packet_no=packet_no)
+    await peer.send(datagram)
+    return datagram.packet_no
+
+
+def _is_answer(received: Received) -> bool:
+    return received.is_command(Command.ANSENTRY)
+
+
+async def _answer(
+    peer: Peer, *, since: int = 0, seconds: float = ANSWER_SECONDS, what: str = "a broadcast BR_ENTRY"
+) -> Received:
+    """The querier ``peer``'s answer; when none comes, a new query shows where answers go, if it can."""
+    try:
+        return await peer.wait_for(
+            _is_answer,
+            seconds=seconds,
+            doing=f"waiting for ANSENTRY to {what} from the {peer}",
+            since=since,
+        )
+    except NoAnswer as silence:
+        elsewhere = await _where_answers_went(peer.ctx, peer)
+        if elsewhere is None:
+            raise
+        raise AnsweredElsewhere(
+            f"{silence.summary}: {elsewhere} (a responder answers to the address and port the query came from)",
+            details=silence.details,
+        ) from None
+
+
+@case(BROADCAST, slug="answer", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY", budget=15)
+async def broadcast_answer(ctx: CaseContext) -> None:
+    """A broadcast BR_ENTRY gets exactly one ANSENTRY within 1 s, sent to the querier's address and port."""
+    with Sockets() as sockets:
+        querier = await _querier(ctx, sockets)
+        sent_at = trio.current_time()
+        await _query(querier)
+        first = await _answer(querier)
+        ctx.note(f"answered by {first.source[0]}:{first.source[1]} in {(first.at - sent_at) * 1000:.0f} ms")
+        await querier.observe(SETTLE_SECONDS)
+        answers = querier.commands(Command.ANSENTRY)
+        if len(answers) != 1:
+            raise CaseFailed(
+                f"one BR_ENTRY got {len(answers)} ANSENTRY answers; a responder answers once "
+                "(is more than one responder listening on this port?)",
+                details=querier.summary(),
+            )
+
+
+@case(BROADCAST, slug="answer-unicast", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY (never by broadcast)", budget=15)
+async def broadcast_answer_unicast(ctx: CaseContext) -> None:
+    """The ANSENTRY is unicast: bystanders bound to the broadcast address and either port never see it."""
+    host, port = ctx.address
+    if not _watchable(host):
+        ctx.unsupported(f"{host} is not a broadcast address: give the target as BROADCAST_ADDRESS:PORT")
+    with Sockets() as sockets:
+        querier = await _querier(ctx, sockets)
+        bystanders = [
+            peer
+            for peer in (
+                await _bystander(sockets, ctx, host, port, f"bystander on {host}:{port}"),
+                await _bystander(sockets, ctx, host, querier.address[1], f"bystander on {host}:{querier.address[1]}"),
+            )
+            if peer is not None
+        ]
+        await _query(querier)
+        with trio.move_on_after(ctx.seconds(ANSWER_SECONDS)):
+            await _answer(querier, seconds=float("inf"))
+        await settle(bystanders, SETTLE_SECONDS)
+        for bystander in bystanders:
+            broadcast = bystander.commands(Command.ANSENTRY)
+            if broadcast:
+                raise CaseFailed(
+                    f"the ANSENTRY was broadcast: the {bystander.name} received it; answers go unicast to the querier",
+                    actual=broadcast[0].data,
+                )
+        if not querier.commands(Command.ANSENTRY):
+            summary = f"no ANSENTRY arrived within {ctx.seconds(ANSWER_SECONDS):.1f} s, neither unicast nor broadcast"
+            elsewhere = await _where_answers_went(ctx, querier)
+            raise CaseFailed(
+                summary if elsewhere is None else f"{summary}: {elsewhere}",
+                details=querier.summary(),
+            )
+
+
+@case(BROADCAST, slug="repeat-once", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY (once per source and packet_no)",
+      budget=15)
+async def broadcast_repeat_once(ctx: CaseContext) -> None:
+    """The same BR_ENTRY (same source and packet_no) sent three times is answered once."""
+    with Sockets() as sockets:
+        querier = await _querier(ctx, sockets)
+        number = await _query(querier)
+        await _answer(querier)
+        for _ in range(2):
+            await querier.send_bytes(querier.sent[-1])
+        # A new query as the synchronisation point: its answer comes after any to the repeats.
+        await _query(querier)
+        with trio.move_on_after(ctx.seconds(ANSWER_SECONDS)):
+            while len(querier.commands(Command.ANSENTRY)) < 2:
+                await querier.receive()
+        await querier.observe(SETTLE_SECONDS)
+        answers = querier.commands(Command.ANSENTRY)
+        if len(answers) > 2:
+            raise CaseFailed(
+                f"packet_no {number} sent three times, then one new query, got {len(answers)} ANSENTRY answers, "
+                "not 2: a repeated query must be answered only once",
+                details=querier.summary(),
+            )
+        if len(answers) < 2:
+            raise CaseFailed(
+                f"after a query sent three times, a new query (another packet_no) got no answer within "
+                f"{ctx.seconds(ANSWER_SECONDS):.1f} s",
+                details=querier.summary(),
+            )
+
+
+@case(BROADCAST, slug="two-queriers", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY", budget=15)
+async def broadcast_two_queriers(ctx: CaseContext) -> None:
+    """Two queriers using the same packet_no are each answered, exactly once."""
+    with Sockets() as sockets:
+        first = await _querier(ctx, sockets, "first querier")
+        second = await _querier(ctx, sockets, "second querier")
+        number = await _query(first)
+        await _query(second, packet_no=number)
+        await _answer(first)
+        await _answer(second, what=f"a BR_ENTRY with the same packet_no {number} as the first querier's")
+        await settle((first, second), SETTLE_SECONDS)
+        for querier in (first, second):
+            answers = querier.commands(Command.ANSENTRY)
+            if len(answers) != 1:
+                raise CaseFailed(
+                    f"the {querier} got {len(answers)} ANSENTRY for its one BR_ENTRY; a query gets exactly one",
+                    actual=answers[1].data,
+                    details=querier.summary(),
+                )
+
+
+async def _expect_silence(ctx: CaseContext, command: Command) -> None:
+    with Sockets() as sockets:
+        sender = await _querier(ctx, sockets, "sender")
+        host, port = ctx.address
+        bystander = None
+        if _watchable(host):
+            bystander = await _bystander(sockets, ctx, host, port, f"bystander on {host}:{port}")
+        await sender.send(sender.datagram(command, sender.name))
+        # Another peer's query as the synchronisation point. It must be answered: silence from a
+        # responder that answers nothing (or answers elsewhere) proves nothing.
+        syncer = await _querier(ctx, sockets, "second querier")
+        await _query(syncer)
+        try:
+            await _answer(syncer, what=f"a BR_ENTRY sent after the {command.name}")
+        except CaseFailed as failure:
+            raise CaseFailed(
+                f"the responder did not answer a BR_ENTRY sent after the {command.name}, so its silence to the "
+                f"{command.name} says nothing: {failure.summary}",
+                details=failure.details,
+            ) from None
+        watchers = [sender] if bystander is None else [sender, bystander]
+        await settle(watchers, SETTLE_SECONDS)
+        # The bystander also sees the sender's own broadcast; only the responder's datagrams count.
+        broadcast = [] if bystander is None else [
+            r for r in bystander.commands(Command.ANSENTRY) if r.source[1] != sender.address[1]
+        ]
+        replies = sender.inbox + broadcast
+        if replies:
+            raise CaseFailed(
+                f"{command.name} sent to the responder was answered; it must record or forget the peer "
+                "and answer nothing (two responders answering each other never stop)",
+                actual=replies[0].data,
+            )
+
+
+@case(BROADCAST, slug="ansentry-silent", spec=f"{BROADCAST_SPEC}: ANSENTRY and BR_EXIT", budget=15)
+async def broadcast_ansentry_silent(ctx: CaseContext) -> None:
+    """An ANSENTRY sent to the responder gets no reply."""
+    await _expect_silence(ctx, Command.ANSENTRY)
+
+
+@case(BROADCAST, slug="exit-silent", spec=f"{BROADCAST_SPEC}: ANSENTRY and BR_EXIT", budget=15)
+async def broadcast_exit_silent(ctx: CaseContext) -> None:
+    """A BR_EXIT sent to the responder gets no reply."""
+    await _expect_silence(ctx, Command.BR_EXIT)
+
+
+BROADCAST_MALFORMED_COMMANDS = (1, 2, 3)
+# The responder handles datagrams in order: once the probe's answer is in, an answer to the
+# malformed datagram would be too; this much more covers a responder that uses threads.
+MALFORMED_ANSWER_SECONDS = 0.03
+
+
+@case(BROADCAST, slug="malformed", spec=f"{BROADCAST_SPEC}; datagram format (malformed is ignored)", budget=45)
+async def broadcast_malformed(ctx: CaseContext) -> None:
+    """Malformed datagrams and random bytes (hypothesis) are not answered and do not stop the answers."""
+    with Sockets() as sockets:
+        sender = await _querier(ctx, sockets, "sender")
+        querier = await _querier(ctx, sockets, "querier")
+        # A responder whose answers never reach a querier fails here, not on the first example.
+        await _query(querier)
+        await _answer(querier, what="a well-formed BR_ENTRY, before any malformed one")
+
+        async def check(data: bytes) -> None:
+            since = len(sender.inbox)
+            await sender.send_bytes(data)
+            asked = len(querier.inbox)
+            await _query(querier)
+            try:
+                await _answer(querier, since=asked, seconds=2.0, what="a BR_ENTRY sent after the malformed one")
+            except AnsweredElsewhere:
+                raise
+            except CaseFailed as failure:
+                raise CaseFailed(f"after that datagram, the responder stopped answering: {failure.summary}",
+                                 sent=data) from None
+            await sender.observe(MALFORMED_ANSWER_SECONDS)
+            answers = sender.inbox[since:]
+            if answers and not leniently_readable(data):
+                raise CaseFailed("the responder answered a malformed datagram", sent=data, actual=answers[0].data)
+
+        await search(ctx, malformed_datagrams(BROADCAST_MALFORMED_COMMANDS), check, always=MALFORMED_EXAMPLES)
+
+
+@dataclass
+class _Watch:
+    """Listeners for a fresh instance's start and stop, set up before it starts on ``port``."""
+
+    port: int
+    #: Sees what is broadcast to (broadcast address, port).
+    bystander: Peer
+    #: Sees what is sent to the instance's own unicast address (127.0.0.1, port), when asked for.
+    spy: Peer | None
+    #: Watched by packet capture, not by sockets sharing the port: a program that cannot start is
+    #: then broken, not merely unwilling to share its port.
+    captured: bool
+
+
+async def _watched_instance(ctx: CaseContext, sockets: Sockets, *, spy: bool = False) -> _Watch:
+    """A port for a fresh instance, with a bystander watching broadcasts to it and with ``spy``
+    one watching its own unicast address.
+
+    As root on Linux the suite captures on the loopback interface and holds no socket on the
+    port, so any responder can start, SO_REUSEADDR or not. Otherwise it binds the port shared
+    (a bystander on the broadcast address; a spy on 127.0.0.1, a more specific match than the
+    instance's wildcard bind), and a program that does not share its port cannot be watched.
+    """
+    if ctx.target.kind == "address":
+        ctx.unsupported("needs a responder the suite starts itself (embedded or --target-cmd)")
+    port = free_port("udp")
+    host = ctx.target.host
+    captured = host.startswith("127.") and capture_available()
+
+    async def watcher(address: str, name: str) -> Peer:
+        sock = sockets.capture(address, port) if captured else await sockets.open(address, port, share=True)
+        return Peer(ctx, sock, (host, port), f"{name} {address}:{port}", auto_ack=False)
+
+    bystander = await watcher(host, "bystander on")
+    watching = await watcher("127.0.0.1", "listener on") if spy else None
+    return _Watch(port, bystander, watching, captured)
+
+
+def _unless_it_died(instance: Instance, watch: _Watch) -> None:
+    """A started program that exits at once: broken, or, when the suite shared its port, most likely
+    unable to bind it (then the case is unsupported)."""
+    death = None if instance.process is None else instance.process.describe_exit()
+    if death is not None:
+        assert instance.process is not None
+        output = " | ".join(instance.process.output_since(0, limit=3)) or "nothing"
+        if watch.captured:
+            raise CaseFailed(f"the started program stopped on its own ({death}); its output: {output}")
+        raise Unsupported(
+            f"the program stopped as it started ({death}) while the suite listened on its port; it must set "
+            f"SO_REUSEADDR for the suite to see what it sends as it starts and stops (its output: {output}); "
+            "run the suite as root to watch it by packet capture instead"
+        )
+
+
+@contextlib.asynccontextmanager
+async def _unless_it_dies(instance: Instance, watch: _Watch) -> AsyncIterator[None]:
+    """Run the block, but stop at once (as :func:`_unless_it_died`) if the started program exits."""
+    if instance.process is None:
+        yield
+        return
+    async with trio.open_nursery() as nursery:
+
+        async def check() -> None:
+            while True:
+                _unless_it_died(instance, watch)
+                # Polling the process is the only signal a program's death gives a Trio task here.
+                await trio.sleep(DEATH_POLL_SECONDS)
+
+        nursery.start_soon(check)
+        try:
+            yield
+        except CaseFailed:
+            _unless_it_died(instance, watch)
+            raise
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def _could_not_start(exc: TargetUnusable, watch: _Watch) -> Exception:
+    reason = str(exc).splitlines()[0]
+    if watch.captured:
+        return CaseFailed(f"the program did not start a second time on another port: {reason}")
+    return Unsupported(
+        "the program did not start while the suite listened on its port; it must set SO_REUSEADDR "
+        f"for the suite to see what it sends as it starts and stops ({reason}); run the suite as root to "
+        "watch it by packet capture instead"
+    )
+
+
+async def _announcement(bystander: Peer, port: int) -> Received:
+    return await bystander.wait_for(
+        lambda r: r.is_command(Command.BR_ENTRY) and r.source[1] == port,
+        seconds=STARTUP_SECONDS,
+        doing=f"waiting for the start announcement: BR_ENTRY broadcast to {bystander.server[0]}:{port}",
+    )
+
+
+@case(BROADCAST, slug="start-announcement", spec=f"{BROADCAST_SPEC}: start and shutdown", budget=20)
+async def broadcast_start_announcement(ctx: CaseContext) -> None:
+    """On start the responder broadcasts BR_ENTRY from its port, with its name in user and extra."""
+    with Sockets() as sockets:
+        watch = await _watched_instance(ctx, sockets)
+        try:
+            async with ctx.fresh_instance(port=watch.port) as instance, _unless_it_dies(instance, watch):
+                announcement = await _announcement(watch.bystander, watch.port)
+        except TargetUnusable as exc:
+            raise _could_not_start(exc, watch) from None
+        assert announcement.datagram is not None
+        if name_of(announcement.datagram) != announcement.datagram.user:
+            raise CaseFailed(
+                "the start announcement does not carry the responder's name in both user and extra",
+                expected="1:<packet_no>:NAME:<host>:1:NAME",
+                actual=announcement.data,
+            )
+
+
+@case(BROADCAST, slug="own-broadcast", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY (never its own)", budget=20)
+async def broadcast_own_broadcast(ctx: CaseContext) -> None:
+    """The responder does not answer its own start announcement, which it receives too."""
+    with Sockets() as sockets:
+        watch = await _watched_instance(ctx, sockets, spy=True)
+        port, spy = watch.port, watch.spy
+        assert spy is not None
+        try:
+            async with ctx.fresh_instance(port=port) as instance, _unless_it_dies(instance, watch):
+                try:
+                    await _announcement(watch.bystander, port)
+                except CaseFailed:
+                    raise Unsupported("no start announcement was seen, so there is no own broadcast to watch") from None
+                # It answers its own announcement as soon as it receives it, if it does; nobody else
+                # sends to its unicast address (a sync query could be answered there by mistake).
+                await spy.observe(OWN_ANSWER_SECONDS)
+        except TargetUnusable as exc:
+            raise _could_not_start(exc, watch) from None
+        own = spy.commands(Command.ANSENTRY)
+        if own:
+            raise CaseFailed(
+                f"the responder answered its own BR_ENTRY: an ANSENTRY went to its own address 127.0.0.1:{port}",
+                actual=own[0].data,
+            )
+
+
+@case(BROADCAST, slug="exit-on-sigterm", spec=f"{BROADCAST_SPEC}: start and shutdown", budget=20)
+async def broadcast_exit_on_sigterm(ctx: CaseContext) -> None:
+    """On SIGTERM (or cancellation of the embedded reference) the responder broadcasts BR_EXIT."""
+    with Sockets() as sockets:
+        watch = await _watched_instance(ctx, sockets)
+        port, bystander = watch.port, watch.bystander
+        try:
+            async with ctx.fresh_instance(port=port) as instance:
+                async with _unless_it_dies(instance, watch):
+                    await _until_running(ctx, sockets, instance, bystander)
+                since = len(bystander.inbox)
+                await instance.stop()
+                await bystander.wait_for(
+                    lambda r: r.is_command(Command.BR_EXIT) and r.source[1] == port,
+                    seconds=2.0,
+                    doing=f"waiting for BR_EXIT broadcast to {ctx.target.host}:{port} after SIGTERM",
+                    since=since,
+                )
+        except TargetUnusable as exc:
+            raise _could_not_start(exc, watch) from None
+
+
+async def _until_running(ctx: CaseContext, sockets: Sockets, instance: Instance, bystander: Peer) -> None:
+    """Wait until the instance shows it runs: its start announcement, or an answer to a query."""
+    querier = await _querier(ctx, sockets)
+    querier.server = instance.address
+
+    async def announced(cancel: trio.CancelScope) -> None:
+        await bystander.wait_for(
+            lambda r: r.is_command(Command.BR_ENTRY) and r.source[1] == instance.port, seconds=float("inf"), doing=""
+        )
+        # It may still be between its announcement and its main loop (and its shutdown handling).
+        await trio.sleep(ctx.seconds(AFTER_ANNOUNCEMENT_SECONDS))
+        cancel.cancel()
+
+    async def answered(cancel: trio.CancelScope) -> None:
+        while True:
+            await _query(querier)
+            with trio.move_on_after(ctx.seconds(0.5)):
+                await querier.wait_for(_is_answer, seconds=float("inf"), doing="")
+                cancel.cancel()
+
+    with ctx.deadline(STARTUP_SECONDS, "waiting for the started responder to announce itself or answer a query"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(announced, nursery.cancel_scope)
+            nursery.start_soon(answered, nursery.cancel_scope)
+
+
+@case(BROADCAST, slug="netns", spec=f"{BROADCAST_SPEC}: binding (real broadcast between hosts)", budget=40,
+      level=Level.MUST)
+async def broadcast_netns(ctx: CaseContext) -> None:
+    """Two responders in separate network namespaces on a bridge discover each other by real broadcast."""
+    await messenger_netns.check_discovery_across_namespaces(ctx)
+

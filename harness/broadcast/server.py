@@ -1,0 +1,173 @@
+"""The reference presence responder and ``discover``, on Trio UDP sockets.
+
+The responder binds its port on all addresses with ``SO_BROADCAST`` (to send its ``BR_ENTRY``
+and ``BR_EXIT`` announcements) and ``SO_REUSEADDR`` (so that other sockets, such as the
+conformance suite's bystander bound to the broadcast address, can share the port). The decisions
+are :class:`~harness.broadcast.machine.PresenceResponder`'s.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+
+import trio
+
+from harness.broadcast.machine import (
+    DEFAULT_BROADCAST_PORT,
+    DiscoveredPeer,
+    Discovery,
+    PeerGone,
+    PeerSeen,
+    PresenceEvent,
+    PresenceResponder,
+)
+from harness.chat.machine import Address, Ignored, Send
+from harness.chat.server import RECEIVE_SIZE, as_address, first_packet_no, local_host_name
+from harness.messenger.wire import Datagram, DatagramError, decode, encode
+
+__all__ = ["DEFAULT_BROADCAST_ADDRESS", "discover", "open_broadcast_socket", "serve_presence"]
+
+logger = logging.getLogger(__name__)
+
+# The loopback network's broadcast address: on Linux a socket bound to the wildcard address
+# receives datagrams sent here, so tests see real broadcast semantics without a real network.
+DEFAULT_BROADCAST_ADDRESS = "127.255.255.255"
+
+# BR_EXIT on shutdown must go out even when we are being cancelled, but must not hang shutdown.
+_FAREWELL_TIMEOUT = 1.0
+
+_LIMITED_BROADCAST = "255.255.255.255"
+
+
+async def open_broadcast_socket(host: str, port: int) -> trio.socket.SocketType:
+    """An IPv4 UDP socket bound to ``(host, port)`` that may send broadcasts and share its port."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        await sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _check_broadcast_address(address: str) -> None:
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        raise ValueError(f"broadcast address {address!r} is not an IPv4 address") from None
+
+
+async def _send(sock: trio.socket.SocketType, datagram: Datagram, destination: Address) -> bool:
+    try:
+        await sock.sendto(encode(datagram), destination)
+    except (OSError, DatagramError) as exc:
+        logger.warning("send to %s:%d failed: %s", *destination, exc)
+        return False
+    return True
+
+
+async def serve_presence(
+    *,
+    name: str,
+    port: int = 0,
+    bind_host: str = "0.0.0.0",
+    broadcast_address: str = DEFAULT_BROADCAST_ADDRESS,
+    host_name: str | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer "who is online" on UDP ``port`` until cancelled; ``task_status.started(port)``.
+
+    Broadcasts ``BR_ENTRY`` to ``(broadcast_address, port)`` before reporting the port, and
+    ``BR_EXIT`` there when it stops, even when cancelled. With ``port=0`` an ephemeral port is
+    bound and the announcements go to that port.
+    """
+    _check_broadcast_address(broadcast_address)
+    sock = await open_broadcast_socket(bind_host, port)
+    with sock:
+        bound_port: int = sock.getsockname()[1]
+        responder = PresenceResponder(
+            name=name,
+            host=host_name if host_name is not None else local_host_name(),
+            port=bound_port,
+            first_packet_no=first_packet_no(),
+        )
+        everyone = (broadcast_address, bound_port)
+        never_answer = {broadcast_address, _LIMITED_BROADCAST}
+        await _send(sock, responder.announce(), everyone)
+        logger.info("%r answering on %s:%d, announced to %s:%d", name, bind_host, bound_port, *everyone)
+        try:
+            task_status.started(bound_port)
+            while True:
+                try:
+                    data, sockaddr = await sock.recvfrom(RECEIVE_SIZE)
+                except OSError as exc:
+                    logger.debug("receive failed: %s", exc)
+                    continue
+                source = as_address(sockaddr)
+                try:
+                    datagram = decode(data)
+                except DatagramError as exc:
+                    logger.debug("ignored malformed datagram from %s:%d: %s", *source, exc)
+                    continue
+                for event in responder.receive(datagram, source):
+                    await _act(sock, event, never_answer)
+        finally:
+            with trio.move_on_after(_FAREWELL_TIMEOUT, shield=True):
+                await _send(sock, responder.farewell(), everyone)
+                logger.info("%r left, BR_EXIT sent to %s:%d", name, *everyone)
+
+
+async def _act(sock: trio.socket.SocketType, event: PresenceEvent, never_answer: set[str]) -> None:
+    if isinstance(event, Send):
+        if event.destination[0] in never_answer:
+            # Answers are unicast by definition; a "source" that is a broadcast address is forged.
+            logger.warning("not answering %s:%d: a broadcast address", *event.destination)
+        else:
+            await _send(sock, event.datagram, event.destination)
+    elif isinstance(event, PeerSeen) and event.new:
+        logger.info("peer %r at %s:%d", event.peer.name, *event.peer.address)
+    elif isinstance(event, PeerGone):
+        logger.info("peer %r at %s:%d left", event.peer.name, *event.peer.address)
+    elif isinstance(event, Ignored):
+        logger.debug("ignored datagram from %s:%d: %s", *event.source, event.reason)
+
+
+async def discover(
+    *,
+    port: int = DEFAULT_BROADCAST_PORT,
+    broadcast_address: str = DEFAULT_BROADCAST_ADDRESS,
+    wait: float = 1.0,
+    name: str = "discover",
+    host_name: str | None = None,
+    bind_host: str = "0.0.0.0",
+) -> list[DiscoveredPeer]:
+    """Broadcast one ``BR_ENTRY`` to ``(broadcast_address, port)``; return who answered within ``wait`` s.
+
+    Afterwards it broadcasts ``BR_EXIT`` so the responders forget the querier. Raises OSError if
+    the query cannot be sent (e.g. broadcasts not permitted).
+    """
+    _check_broadcast_address(broadcast_address)
+    discovery = Discovery(
+        name=name,
+        host=host_name if host_name is not None else local_host_name(),
+        first_packet_no=first_packet_no(),
+    )
+    everyone = (broadcast_address, port)
+    with await open_broadcast_socket(bind_host, 0) as sock:
+        await sock.sendto(encode(discovery.query(trio.current_time())), everyone)
+        with trio.move_on_after(wait):
+            while True:
+                try:
+                    data, sockaddr = await sock.recvfrom(RECEIVE_SIZE)
+                    datagram = decode(data)
+                except (OSError, DatagramError) as exc:
+                    logger.debug("ignored: %s", exc)
+                    continue
+                discovery.receive(datagram, as_address(sockaddr), trio.current_time())
+        with trio.move_on_after(_FAREWELL_TIMEOUT, shield=True):
+            await _send(sock, discovery.farewell(), everyone)
+    return discovery.peers

@@ -1,0 +1,506 @@
+"""Sans-IO chat room (server side) and chat member (client side).
+
+Theory of operation
+-------------------
+Both machines take decoded :class:`~harness.messenger.wire.Datagram` objects plus the source
+address and the current time, and return events: :class:`Send` (a datagram the caller must send)
+and notifications to log or show. They never read a clock; the Trio wrappers pass
+``trio.current_time()`` and call :meth:`poll` at :meth:`next_deadline`.
+
+Room (the issue's "chat" protocol):
+
+- ``BR_ENTRY`` from any address joins it (or renames it) and is answered ``ANSENTRY`` with the
+  nickname in ``extra``. ``BR_EXIT`` from a member removes it, with no reply, and drops the
+  relays still owed to it.
+- ``SENDMSG`` from a member is acknowledged (``RECVMSG``, its packet_no in ``extra``) when it has
+  ``SENDCHECKOPT``, then relayed to every other member as
+  ``1:<room packet_no>:<nickname>:<server host>:288:<text>``. One room packet_no per message,
+  the same for every receiver, so receivers can discard duplicates by (server, packet_no).
+- A ``SENDMSG`` whose (address, packet_no) was already relayed is acknowledged again, never
+  relayed again (its sender retransmitted because our ack was lost).
+- Each relay is sent at time t, retransmitted at t+I, t+2I, ... at most ``max_retransmits``
+  times until the member answers ``RECVMSG`` with the relay's packet_no; if no ack has come
+  one interval after the last retransmission, the relay is given up (:class:`RelayExpired`).
+- Order: each member has a FIFO of relays in the order the room received the messages, and
+  first transmissions follow that order. By default the relays are pipelined: the next relay is
+  sent at once even if an earlier one is still unacknowledged, so a lost relay can reach the
+  member after later ones (after its retransmission). Room packet numbers increase with receipt
+  order, so a member can restore the order. ``relay_window=1`` gives stop-and-wait instead: at
+  most one unacknowledged relay per member, strict order even under loss, at the cost of one
+  round trip per message (a member that never acks then waits the full retransmission schedule
+  for every message).
+- Anything from a non-member except ``BR_ENTRY`` is ignored: no ack, no relay.
+
+Member (the terminal client's core): joins with ``BR_ENTRY`` (retransmitted until ``ANSENTRY``),
+sends each line as ``SENDMSG|SENDCHECKOPT`` and retransmits it with the same packet_no until the
+server's ``RECVMSG``, acknowledges every relay and shows each relay once.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from harness.messenger.wire import (
+    SENDCHECKOPT,
+    VERSION,
+    Command,
+    Datagram,
+    DatagramTooLong,
+    encode,
+)
+
+__all__ = [
+    "DEFAULT_MAX_RETRANSMITS",
+    "DEFAULT_RETRANSMIT_INTERVAL",
+    "RELAY_COMMAND",
+    "Address",
+    "ChatMember",
+    "ChatRoom",
+    "Delivered",
+    "Ignored",
+    "JoinFailed",
+    "Joined",
+    "Left",
+    "MemberEvent",
+    "MessageReceived",
+    "RelayExpired",
+    "RoomEvent",
+    "Send",
+    "Undelivered",
+]
+
+Address = tuple[str, int]
+
+# The issue's numbers: "retransmits an unacknowledged relay every 0.5 s, at most 4 times".
+DEFAULT_RETRANSMIT_INTERVAL = 0.5
+DEFAULT_MAX_RETRANSMITS = 4
+
+# SENDMSG|SENDCHECKOPT = 288, the command every relay carries.
+RELAY_COMMAND = Command.SENDMSG | SENDCHECKOPT
+
+# How many (address, packet_no) pairs to remember for duplicate suppression. A retransmission
+# arrives within seconds, so this only has to outlast a few retransmission schedules of a busy room.
+DEFAULT_MAX_REMEMBERED = 65536
+
+DEFAULT_SERVER_USER = "server"
+
+
+# Events ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``datagram`` to ``destination``."""
+
+    destination: Address
+    datagram: Datagram
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """Room: ``address`` joined or renamed itself. Member: the server answered our join."""
+
+    address: Address
+    nickname: str
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """Room: a member left with ``BR_EXIT``."""
+
+    address: Address
+    nickname: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A datagram the machine ignored, and why (for debug logs and tests)."""
+
+    source: Address
+    datagram: Datagram
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelayExpired:
+    """Room: a relay was never acknowledged; the retransmissions are spent."""
+
+    destination: Address
+    datagram: Datagram
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """Member: a relayed message, shown once however often it is retransmitted."""
+
+    nickname: str
+    text: str
+    packet_no: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Member: the server acknowledged our message."""
+
+    packet_no: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """Member: the server never acknowledged our message."""
+
+    packet_no: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinFailed:
+    """Member: the server never answered our ``BR_ENTRY``."""
+
+    server: Address
+
+
+RoomEvent = Send | Joined | Left | Ignored | RelayExpired
+MemberEvent = Send | Joined | JoinFailed | MessageReceived | Delivered | Undelivered | Ignored
+
+
+# Shared pieces ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)  # compared by identity: removed from queues by identity
+class _Outstanding:
+    """A datagram waiting for its acknowledgement, with its retransmission schedule."""
+
+    destination: Address
+    datagram: Datagram
+    transmissions: int = 0
+    due: float = 0.0
+
+
+class _Schedule:
+    """When to retransmit: every ``interval``, at most ``max_retransmits`` times, then give up."""
+
+    def __init__(self, interval: float, max_retransmits: int) -> None:
+        if not interval > 0:
+            raise ValueError(f"retransmit interval must be positive, not {interval!r}")
+        if max_retransmits < 0:
+            raise ValueError(f"max_retransmits must be >= 0, not {max_retransmits!r}")
+        self.interval = interval
+        self.max_retransmits = max_retransmits
+
+    def transmit(self, item: _Outstanding, now: float) -> Send:
+        item.transmissions += 1
+        item.due = now + self.interval
+        return Send(item.destination, item.datagram)
+
+    def is_spent(self, item: _Outstanding) -> bool:
+        return item.transmissions > self.max_retransmits
+
+
+class _PacketNumbers:
+    def __init__(self, first: int) -> None:
+        if first < 0:
+            raise ValueError(f"packet numbers start at 0 or more, not {first}")
+        self._next = first
+
+    def __next__(self) -> int:
+        number = self._next
+        # Wrap well inside the codec's 20-digit limit so a long-lived sender never breaks the format.
+        self._next = (self._next + 1) % 2**63
+        return number
+
+
+class _Remembered:
+    """A bounded set: the oldest entries are forgotten first."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: collections.OrderedDict[object, None] = collections.OrderedDict()
+        self._limit = limit
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def add(self, item: object) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        while len(self._items) > self._limit:
+            self._items.popitem(last=False)
+
+
+def _acked_packet_no(datagram: Datagram) -> int | None:
+    """The packet_no a ``RECVMSG`` acknowledges. Tolerates the NUL or spaces some clients add."""
+    text = datagram.extra.strip("\x00 \r\n")
+    if text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+# Room ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Member:
+    nickname: str
+    relays: collections.deque[_Outstanding]
+
+
+class ChatRoom:
+    """The server side of the chat protocol. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        server_host: str,
+        server_user: str = DEFAULT_SERVER_USER,
+        first_packet_no: int = 1,
+        retransmit_interval: float = DEFAULT_RETRANSMIT_INTERVAL,
+        max_retransmits: int = DEFAULT_MAX_RETRANSMITS,
+        relay_window: int | None = None,
+        max_remembered: int = DEFAULT_MAX_REMEMBERED,
+    ) -> None:
+        if relay_window is not None and relay_window < 1:
+            raise ValueError(f"relay_window must be None or >= 1, not {relay_window}")
+        # Validate the names once, here, rather than on the first answer.
+        Datagram(VERSION, 0, server_user, server_host, Command.ANSENTRY)
+        self.server_host = server_host
+        self.server_user = server_user
+        self._schedule = _Schedule(retransmit_interval, max_retransmits)
+        self._window = relay_window
+        self._packet_numbers = _PacketNumbers(first_packet_no)
+        self._members: dict[Address, _Member] = {}
+        self._relayed = _Remembered(max_remembered)
+
+    @property
+    def members(self) -> Mapping[Address, str]:
+        """Address -> nickname, in joining order."""
+        return {address: member.nickname for address, member in self._members.items()}
+
+    def unacknowledged(self, address: Address) -> list[int]:
+        """Room packet numbers of the relays still owed to ``address``, oldest first."""
+        member = self._members.get(address)
+        return [] if member is None else [relay.datagram.packet_no for relay in member.relays]
+
+    def receive(self, datagram: Datagram, source: Address, now: float) -> list[RoomEvent]:
+        if datagram.command == Command.BR_ENTRY:
+            return self._join(datagram, source)
+        member = self._members.get(source)
+        if member is None:
+            return [Ignored(source, datagram, "not a member")]
+        if datagram.command == Command.BR_EXIT:
+            del self._members[source]
+            return [Left(source, member.nickname)]
+        if datagram.command == Command.SENDMSG:
+            return self._message(datagram, source, member, now)
+        if datagram.command == Command.RECVMSG:
+            return self._ack(datagram, source, member, now)
+        return [Ignored(source, datagram, f"command {datagram.command} means nothing to the room")]
+
+    def poll(self, now: float) -> list[RoomEvent]:
+        """Retransmit or give up on the relays that are due at ``now``."""
+        events: list[RoomEvent] = []
+        for member in self._members.values():
+            spent: list[_Outstanding] = []
+            for relay in self._in_flight(member):
+                if not relay.transmissions or relay.due > now:
+                    continue
+                if self._schedule.is_spent(relay):
+                    spent.append(relay)
+                else:
+                    events.append(self._schedule.transmit(relay, now))
+            for relay in spent:
+                member.relays.remove(relay)
+                events.append(RelayExpired(relay.destination, relay.datagram))
+            if spent:
+                events.extend(self._start_relays(member, now))
+        return events
+
+    def next_deadline(self) -> float | None:
+        """The earliest time :meth:`poll` has something to do, or None."""
+        dues = [
+            relay.due
+            for member in self._members.values()
+            for relay in self._in_flight(member)
+            if relay.transmissions
+        ]
+        return min(dues, default=None)
+
+    def _join(self, datagram: Datagram, source: Address) -> list[RoomEvent]:
+        member = self._members.get(source)
+        if member is None:
+            self._members[source] = _Member(datagram.user, collections.deque())
+        else:
+            member.nickname = datagram.user
+        answer = Datagram(
+            VERSION, next(self._packet_numbers), self.server_user, self.server_host,
+            Command.ANSENTRY, 0, datagram.user,
+        )
+        return [Joined(source, datagram.user), Send(source, answer)]
+
+    def _message(self, datagram: Datagram, source: Address, member: _Member, now: float) -> list[RoomEvent]:
+        events: list[RoomEvent] = []
+        key = (source, datagram.packet_no)
+        if key in self._relayed:
+            if datagram.wants_ack:
+                events.append(self._ack_for(datagram, source))
+            events.append(Ignored(source, datagram, "duplicate, already relayed"))
+            return events
+        relay = Datagram(
+            VERSION, next(self._packet_numbers), member.nickname, self.server_host,
+            Command.SENDMSG, SENDCHECKOPT, datagram.extra,
+        )
+        try:
+            encode(relay)
+        except DatagramTooLong as exc:
+            # Not acknowledged either: the sender must learn that nobody got it.
+            return [Ignored(source, datagram, f"relay would be {exc.size} bytes, too long to relay")]
+        self._relayed.add(key)
+        if datagram.wants_ack:
+            events.append(self._ack_for(datagram, source))
+        for address, other in self._members.items():
+            if address != source:
+                other.relays.append(_Outstanding(address, relay))
+                events.extend(self._start_relays(other, now))
+        return events
+
+    def _ack(self, datagram: Datagram, source: Address, member: _Member, now: float) -> list[RoomEvent]:
+        packet_no = _acked_packet_no(datagram)
+        acked = [
+            relay
+            for relay in self._in_flight(member)
+            if relay.transmissions and relay.datagram.packet_no == packet_no
+        ]
+        if not acked:
+            return [Ignored(source, datagram, "acknowledges nothing outstanding")]
+        member.relays.remove(acked[0])
+        return self._start_relays(member, now)
+
+    def _ack_for(self, datagram: Datagram, source: Address) -> Send:
+        ack = Datagram(
+            VERSION, next(self._packet_numbers), self.server_user, self.server_host,
+            Command.RECVMSG, 0, str(datagram.packet_no),
+        )
+        return Send(source, ack)
+
+    def _in_flight(self, member: _Member) -> Iterator[_Outstanding]:
+        for index, relay in enumerate(member.relays):
+            if self._window is not None and index >= self._window:
+                return
+            yield relay
+
+    def _start_relays(self, member: _Member, now: float) -> list[RoomEvent]:
+        """First transmissions of the relays that now fit the window, in receipt order."""
+        return [
+            self._schedule.transmit(relay, now)
+            for relay in list(self._in_flight(member))
+            if not relay.transmissions
+        ]
+
+
+# Member ---------------------------------------------------------------------------------------------
+
+
+class ChatMember:
+    """The client side of the chat protocol: one member talking to one server address."""
+
+    def __init__(
+        self,
+        *,
+        server: Address,
+        name: str,
+        host: str,
+        first_packet_no: int = 1,
+        retransmit_interval: float = DEFAULT_RETRANSMIT_INTERVAL,
+        max_retransmits: int = DEFAULT_MAX_RETRANSMITS,
+        max_remembered: int = 4096,
+    ) -> None:
+        Datagram(VERSION, 0, name, host, Command.BR_ENTRY)  # validates the names up front
+        self.server = server
+        self.name = name
+        self.host = host
+        self.joined = False
+        self._schedule = _Schedule(retransmit_interval, max_retransmits)
+        self._packet_numbers = _PacketNumbers(first_packet_no)
+        self._join: _Outstanding | None = None
+        self._messages: dict[int, _Outstanding] = {}
+        self._shown = _Remembered(max_remembered)
+
+    def join(self, now: float) -> list[MemberEvent]:
+        """Send ``BR_ENTRY``; it is retransmitted until the server answers ``ANSENTRY``."""
+        self._join = _Outstanding(self.server, self._datagram(Command.BR_ENTRY, 0, self.name))
+        return [self._schedule.transmit(self._join, now)]
+
+    def leave(self) -> list[MemberEvent]:
+        """Send ``BR_EXIT`` once and forget everything outstanding."""
+        self.joined = False
+        self._join = None
+        self._messages.clear()
+        return [Send(self.server, self._datagram(Command.BR_EXIT, 0, self.name))]
+
+    def say(self, text: str, now: float) -> tuple[int, list[MemberEvent]]:
+        """Send ``text``; returns its packet_no. Raises DatagramTooLong if it cannot fit."""
+        datagram = self._datagram(Command.SENDMSG, SENDCHECKOPT, text)
+        encode(datagram)
+        item = _Outstanding(self.server, datagram)
+        self._messages[datagram.packet_no] = item
+        return datagram.packet_no, [self._schedule.transmit(item, now)]
+
+    @property
+    def unacknowledged(self) -> list[int]:
+        return list(self._messages)
+
+    def receive(self, datagram: Datagram, source: Address, now: float) -> list[MemberEvent]:
+        if source != self.server:
+            return [Ignored(source, datagram, "not from the server")]
+        if datagram.command == Command.ANSENTRY:
+            if self._join is None:
+                return [Ignored(source, datagram, "no join outstanding")]
+            self._join = None
+            self.joined = True
+            return [Joined(self.server, datagram.extra)]
+        if datagram.command == Command.SENDMSG:
+            events: list[MemberEvent] = []
+            if datagram.wants_ack:
+                ack = self._datagram(Command.RECVMSG, 0, str(datagram.packet_no))
+                events.append(Send(source, ack))
+            if datagram.packet_no in self._shown:
+                events.append(Ignored(source, datagram, "duplicate relay"))
+            else:
+                self._shown.add(datagram.packet_no)
+                events.append(MessageReceived(datagram.user, datagram.extra, datagram.packet_no))
+            return events
+        if datagram.command == Command.RECVMSG:
+            packet_no = _acked_packet_no(datagram)
+            item = None if packet_no is None else self._messages.pop(packet_no, None)
+            if packet_no is None or item is None:
+                return [Ignored(source, datagram, "acknowledges nothing outstanding")]
+            return [Delivered(packet_no, item.datagram.extra)]
+        return [Ignored(source, datagram, f"command {datagram.command} means nothing to a member")]
+
+    def poll(self, now: float) -> list[MemberEvent]:
+        events: list[MemberEvent] = []
+        if self._join is not None and self._join.due <= now:
+            if self._schedule.is_spent(self._join):
+                self._join = None
+                events.append(JoinFailed(self.server))
+            else:
+                events.append(self._schedule.transmit(self._join, now))
+        for packet_no, item in list(self._messages.items()):
+            if item.due <= now:
+                if self._schedule.is_spent(item):
+                    del self._messages[packet_no]
+                    events.append(Undelivered(packet_no, item.datagram.extra))
+                else:
+                    events.append(self._schedule.transmit(item, now))
+        return events
+
+    def next_deadline(self) -> float | None:
+        dues = [item.due for item in self._messages.values()]
+        if self._join is not None:
+            dues.append(self._join.due)
+        return min(dues, default=None)
+
+    def _datagram(self, command: Command, flags: int, extra: str) -> Datagram:
+        return Datagram(VERSION, next(self._packet_numbers), self.name, self.host, command, flags, extra)

@@ -1,0 +1,251 @@
+"""``harness serve echo`` and ``harness echo``."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import trio
+
+from harness._kit.addresses import parse_hostport
+from harness._kit.errors import UsageError
+from harness._kit.tls import server_context_from_files
+from harness.echo.client import (
+    DATAGRAM_SIZE,
+    EchoNotClosedError,
+    echo_once,
+    open_echo_stream,
+    open_udp_socket,
+    relay,
+)
+from harness.echo.server import serve_echo_tcp, serve_echo_udp
+from harness.echo.wire import TRANSFORMS
+
+logger = logging.getLogger(__name__)
+
+# RFC 862 reserves port 7, which needs privileges; 7007 is easy to remember and usually free.
+DEFAULT_PORT = 7007
+STDIN_READ_SIZE = 65536
+
+T = TypeVar("T")
+
+
+def register(commands: argparse._SubParsersAction, serve_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = serve_commands.add_parser(
+        "echo",
+        help="echo server (RFC 862) over TCP, TLS or UDP",
+        description="Run the reference echo server until interrupted (Ctrl-C). Every byte received "
+        "is sent back; after the client's EOF the server closes its side.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s, 0 picks one)")
+    serve.add_argument("--udp", action="store_true", help="serve UDP datagrams instead of a TCP stream")
+    serve.add_argument(
+        "--transform",
+        choices=sorted(TRANSFORMS),
+        default="identity",
+        help="identity echoes bytes unchanged; upper maps ASCII a-z to A-Z and keeps every other byte",
+    )
+    serve.add_argument("--tls-cert", metavar="CERT", help="PEM certificate chain: serve TLS (needs --tls-key)")
+    serve.add_argument("--tls-key", metavar="KEY", help="PEM private key for --tls-cert")
+    serve.set_defaults(handler=run_serve_echo)
+
+    client = commands.add_parser(
+        "echo",
+        help="send messages (or stdin) to an echo server and print what comes back",
+        description="With MESSAGEs, send each one (on its own TCP connection, or as one datagram) "
+        "and print each reply, escaped unless it is printable UTF-8. Without MESSAGEs, TCP relays "
+        "stdin to the server and the echo to stdout until the server closes after our EOF; "
+        "UDP sends each stdin line as one datagram and prints the reply.",
+        epilog="Options go before HOST:PORT or after the last MESSAGE, not between messages.",
+    )
+    client.add_argument("address", metavar="HOST:PORT", help="the echo server")
+    client.add_argument("messages", metavar="MESSAGE", nargs="*", help="messages to send (UTF-8)")
+    client.add_argument("--udp", action="store_true", help="talk UDP instead of TCP")
+    client.add_argument("--tls-ca", metavar="CA", help="use TLS, trusting the CA certificates in this PEM file")
+    client.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds to wait for a connection, a reply, or the close after EOF (default: %(default)s)",
+    )
+    client.set_defaults(handler=run_echo_client)
+
+
+# --- harness serve echo ------------------------------------------------------------------
+
+
+def run_serve_echo(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is out of range 0-65535")
+    if args.udp and (args.tls_cert is not None or args.tls_key is not None):
+        raise UsageError("TLS needs TCP: drop --udp or --tls-cert/--tls-key")
+    ssl_context = server_context_from_files(args.tls_cert, args.tls_key)
+    kind = "udp" if args.udp else "tls" if ssl_context else "tcp"
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            if args.udp:
+                port = await nursery.start(
+                    functools.partial(serve_echo_udp, host=args.host, port=args.port, transform=args.transform)
+                )
+            else:
+                port = await nursery.start(
+                    functools.partial(
+                        serve_echo_tcp,
+                        host=args.host,
+                        port=args.port,
+                        transform=args.transform,
+                        ssl_context=ssl_context,
+                    )
+                )
+            logger.info("echo server listening on %s:%d (%s, %s)", args.host, port, kind, args.transform)
+
+    try:
+        _run(serve)
+    except OSError as exc:
+        print(f"harness: cannot listen on {args.host}:{args.port}: {_reason(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- harness echo ------------------------------------------------------------------------
+
+
+def run_echo_client(args: argparse.Namespace) -> int:
+    host, port = parse_hostport(args.address)
+    timeout: float = args.timeout
+    if not timeout > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    ssl_context = None
+    if args.tls_ca is not None:
+        if args.udp:
+            raise UsageError("TLS needs TCP: drop --udp or --tls-ca")
+        ssl_context = ssl.create_default_context()
+        try:
+            ssl_context.load_verify_locations(cafile=args.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load --tls-ca {args.tls_ca!r}: {_reason(exc)}") from None
+    where = f"{host}:{port}"
+
+    async def session() -> None:
+        if args.messages:
+            for message in args.messages:
+                reply = await echo_once(
+                    host, port, os.fsencode(message), udp=args.udp, ssl_context=ssl_context, timeout=timeout
+                )
+                print(format_reply(reply), flush=True)
+        elif args.udp:
+            await _udp_lines(host, port, timeout)
+        else:
+            with trio.fail_after(timeout):
+                stream = await open_echo_stream(host, port, ssl_context=ssl_context)
+            async with stream:
+                await relay(stream, _read_stdin, _write_stdout, close_timeout=timeout)
+
+    try:
+        _run(session)
+    except trio.TooSlowError:
+        print(f"harness: no answer from {where} within {timeout:g} s", file=sys.stderr)
+    except EchoNotClosedError as exc:
+        print(f"harness: {where}: {exc}", file=sys.stderr)
+    except trio.BrokenResourceError as exc:
+        print(f"harness: connection to {where} broken: {_reason(exc)}", file=sys.stderr)
+    except OSError as exc:
+        print(f"harness: cannot reach {where}: {_reason(exc)}", file=sys.stderr)
+    else:
+        return 0
+    return 1
+
+
+async def _udp_lines(host: str, port: int, timeout: float) -> None:
+    lines = _StdinLines()
+    with await open_udp_socket(host, port) as sock:
+        while (line := await lines.read_line()) is not None:
+            await sock.send(line)
+            with trio.fail_after(timeout):
+                reply = await sock.recv(DATAGRAM_SIZE)
+            print(format_reply(reply), flush=True)
+
+
+def format_reply(data: bytes) -> str:
+    """The reply as text when it is printable UTF-8, else as an escaped bytes literal."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(data)
+    return text if text.isprintable() else repr(data)
+
+
+async def _read_stdin() -> bytes:
+    # os.read in a worker thread: stdin may be a terminal or a pipe that Trio cannot poll
+    # portably, and the raw fd keeps an abandoned read from holding sys.stdin's lock at exit.
+    return await trio.to_thread.run_sync(os.read, sys.stdin.fileno(), STDIN_READ_SIZE, abandon_on_cancel=True)
+
+
+async def _write_stdout(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    await trio.lowlevel.checkpoint()
+
+
+class _StdinLines:
+    """Splits stdin into lines (without their line ending); ``None`` at the end of input."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._eof = False
+
+    async def read_line(self) -> bytes | None:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                return line.removesuffix(b"\r")
+            if self._eof:
+                if not self._buffer:
+                    return None
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                return line
+            chunk = await _read_stdin()
+            if chunk:
+                self._buffer.extend(chunk)
+            else:
+                self._eof = True
+
+
+# --- shared ------------------------------------------------------------------------------
+
+
+def _run(async_fn: Callable[[], Awaitable[T]]) -> T:
+    """``trio.run``, re-raising a lone exception out of the nursery groups around it, so that
+    callers (and ``harness.cli``'s KeyboardInterrupt handling) can catch it by type."""
+    try:
+        return trio.run(async_fn)
+    except BaseExceptionGroup as group:
+        exc: BaseException = group
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if exc is group:
+            raise
+        raise exc from None
+
+
+def _reason(exc: BaseException) -> str:
+    # trio wraps the real error in BrokenResourceError (ssl.SSLError, ConnectionResetError) or,
+    # for a failed connect, in a group of per-address attempts; the last attempt is the one to show.
+    cause: BaseException = exc.__cause__ or exc
+    while isinstance(cause, BaseExceptionGroup):
+        cause = cause.exceptions[-1]
+    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    return str(text)

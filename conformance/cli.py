@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     names = ", ".join(protocols)
     parser = _Parser(
         prog="conformance",
-        description="Conformance suite for course socket protocols: echo, TFTP, framed upload, UDP chat, broadcast.",
+        description="Conformance suite for course socket protocols.",
+        epilog="protocols: " + "; ".join(f"{name} (docs/{protocol.doc})" for name, protocol in protocols.items()),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,8 +140,8 @@ class Protocol:
     name: str
     id_prefix: str
     transport: str  # "tcp" or "udp"
-    description: str
-    default_port: int
+    # The protocol's page under docs/: its wire format, case ids and fixture table.
+    doc: str
     embedded: EmbeddedStarter
     tls: bool = False
     spec_suffix: str = ""
@@ -157,11 +157,28 @@ class Protocol:
     # Address the suite uses for a program it starts; a broadcast responder is tested through
     # the broadcast address rather than its unicast one.
     command_host: str = "127.0.0.1"
+    # Hard cap on each case that does not set its own, before --timeout-scale.
+    budget: float = 30.0
     cases: list[Case] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.transport not in ("tcp", "udp"):
             raise ValueError(f"transport must be tcp or udp, not {self.transport!r}")
+
+    def over_tls(self, embedded: EmbeddedStarter) -> Protocol:
+        """The same protocol over TLS: ``NAME-tls``, case ids ``PREFIX.tls.*`` for ``PREFIX.tcp.*``.
+
+        Cases are registered on each record separately (``@case(PLAIN, TLS, ...)``), so the variant
+        starts with none.
+        """
+        if self.transport != "tcp" or self.tls:
+            raise ValueError(f"{self.name} is not a plain TCP protocol")
+        base, _, last = self.id_prefix.rpartition(".")
+        prefix = f"{base}.tls" if last == "tcp" else f"{self.id_prefix}.tls"
+        return replace(
+            self, name=f"{self.name}-tls", id_prefix=prefix, tls=True, embedded=embedded,
+            spec_suffix=" over TLS (RFC 8446)", cases=[],
+        )
 
 
 def case(
@@ -169,7 +186,7 @@ def case(
     slug: str,
     spec: str,
     level: Level = Level.MUST,
-    budget: float = 30.0,
+    budget: float | None = None,
     slow: bool = False,
 ) -> Callable[[CaseFunction], CaseFunction]:
     """Register the decorated function as case ``<prefix>.<slug>`` of each protocol given.
@@ -196,7 +213,7 @@ def case(
                     spec=spec + protocol.spec_suffix,
                     level=level,
                     func=func,
-                    budget=budget,
+                    budget=protocol.budget if budget is None else budget,
                     slow=slow,
                 )
             )

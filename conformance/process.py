@@ -221,9 +221,6 @@ class ManagedProcess:
         with self._lock:
             return self._output.since(mark, limit=limit, deliberate=deliberate)
 
-    def exit_status(self) -> int | None:
-        return self.popen.poll()
-
     def describe_exit(self) -> str | None:
         status = self.popen.poll()
         if status is None:

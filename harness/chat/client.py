@@ -13,12 +13,13 @@ import math
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TextIO
 
 import trio
 
+from harness._kit.serving import unwrap_single_exception
 from harness.chat.machine import (
     DEFAULT_MAX_RETRANSMITS,
     DEFAULT_RETRANSMIT_INTERVAL,
@@ -206,21 +207,6 @@ async def open_chat_client(
             finally:
                 await client._leave()
                 nursery.cancel_scope.cancel()
-
-
-@contextmanager
-def unwrap_single_exception() -> Iterator[None]:
-    """Let a lone exception out of a nursery as itself, not as a one-member ExceptionGroup.
-
-    The nursery's only other task is our receive loop, which does not fail, so callers see the
-    exception their own code (or ours, e.g. ChatError) raised.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
 
 
 async def run_terminal_chat(

@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from harness._kit.kinds import OTHER
 
 __all__ = [
     "MAX_DATAGRAM_SIZE",
@@ -230,3 +233,30 @@ def _decode_text(data: bytes) -> str:
         return data.decode("gb18030")
     except UnicodeDecodeError as exc:
         raise UndecodableDatagram(f"neither UTF-8 nor GB18030: {exc.reason} at byte {exc.start}") from None
+
+
+#: What :func:`classify` names a datagram, by its command's low 8 bits.
+_KIND_BY_COMMAND: Mapping[int, str] = {1: "entry", 2: "exit", 3: "ansentry", 32: "sendmsg", 33: "recvmsg"}
+KINDS: tuple[str, ...] = tuple(_KIND_BY_COMMAND.values())
+
+# Only ASCII digits: int() alone would also take "+32", " 32" and "3_2".
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+def classify(payload: bytes) -> str:
+    """Name a ``version:packet_no:user:host:command:extra`` datagram by its command's low 8 bits.
+
+    Looser than :func:`decode` on purpose: the UDP relay names what students' programs send too.
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            # The course's GB2312 examples send GB18030-compatible text.
+            text = payload.decode("gb18030")
+        except UnicodeDecodeError:
+            return OTHER
+    fields = text.split(":", 5)
+    if len(fields) != 6 or not _DECIMAL.fullmatch(fields[4]):
+        return OTHER
+    return _KIND_BY_COMMAND.get(int(fields[4]) & 0xFF, OTHER)

@@ -27,22 +27,23 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from harness.relay.classify import ANY, CLASSIFIERS, MESSENGER_KINDS, OTHER, TFTP_KINDS, Classifier
+from harness.relay.classify import ANY, CLASSIFIERS, OTHER, Classifier
 
 Direction = Literal["up", "down"]
 """``up`` is client -> server, ``down`` is server -> client."""
 
 SplitDirection = Literal["up", "down", "both"]
 SplitMode = Literal["sizes", "random", "at"]
-ClassifierName = Literal["auto", "tftp", "messenger", "raw"]
+# "auto", or a key of CLASSIFIERS: a protocol package whose wire module classifies, or "raw".
+ClassifierName = str
 SessionEventKind = Literal["open", "expire", "close"]
 Action = Literal["forward", "drop", "loss", "duplicate", "hold"]
 """What happened to a datagram: ``drop`` by a rule, ``loss`` by the random loss, ``hold`` for reorder."""
 
 DIRECTIONS: tuple[Direction, ...] = ("up", "down")
 SPLIT_DIRECTIONS: tuple[SplitDirection, ...] = ("up", "down", "both")
-CLASSIFIER_NAMES: tuple[ClassifierName, ...] = ("auto", "tftp", "messenger", "raw")
-KNOWN_KINDS: tuple[str, ...] = (ANY, OTHER, *TFTP_KINDS, *MESSENGER_KINDS)
+CLASSIFIER_NAMES: tuple[ClassifierName, ...] = ("auto", *CLASSIFIERS)
+KNOWN_KINDS: tuple[str, ...] = (ANY, OTHER, *(kind for _, kinds in CLASSIFIERS.values() for kind in kinds))
 
 SPLIT_GRAMMAR = """\
 SPEC says where the byte stream is cut into pieces, each sent with its own send():
@@ -319,14 +320,12 @@ def parse_delay_rule(text: str) -> DelayRule:
 
 def _resolve_classifier(kinds: set[str], classify: ClassifierName) -> str:
     kinds = kinds - {ANY, OTHER}
-    tftp = sorted(kinds & set(TFTP_KINDS))
-    messenger = sorted(kinds & set(MESSENGER_KINDS))
     if classify == "auto":
-        if tftp and messenger:
-            raise RuleError(
-                f"rules mix TFTP kinds ({', '.join(tftp)}) and messenger kinds ({', '.join(messenger)})"
-            )
-        return "tftp" if tftp else "messenger" if messenger else "raw"
+        used = {name: sorted(kinds & set(known)) for name, (_, known) in CLASSIFIERS.items() if kinds & set(known)}
+        if len(used) > 1:
+            mixed = " and ".join(f"{name} kinds ({', '.join(found)})" for name, found in used.items())
+            raise RuleError(f"rules mix {mixed}")
+        return next(iter(used), "raw")
     if classify not in CLASSIFIERS:
         raise RuleError(f"unknown classifier {classify!r} (use {', '.join(CLASSIFIER_NAMES)})")
     foreign = sorted(kinds - set(CLASSIFIERS[classify][1]))

@@ -55,7 +55,6 @@ __all__ = [
     "UdpSocket",
     "open_udp_socket",
     "run_machine",
-    "same_address",
     "send_quietly",
 ]
 
@@ -296,11 +295,6 @@ async def open_udp_socket(host: str, port: int = 0) -> UdpSocket:
         raw.close()
         raise
     return UdpSocket(raw)
-
-
-def same_address(a: Address, b: Address) -> bool:
-    """The transfer-ID check: host AND port must match (IPv6 flow info and scope ignored)."""
-    return bool(a[0] == b[0] and a[1] == b[1])
 
 
 async def send_quietly(sock: UdpSocket, datagram: bytes, address: Address) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
+from harness._kit.kinds import OTHER
 from harness.tftp.errors import (
     DuplicateOptionError,
     ErrorCode,
@@ -326,3 +327,16 @@ def decode_packet(datagram: bytes) -> Packet:
         raise UnknownOpcodeError(f"unknown opcode {opcode}")
     return decoder(datagram, opcode)
 
+
+#: What :func:`classify` names a datagram, by opcode (RFC 1350 section 5, RFC 2347 for OACK).
+KINDS: tuple[str, ...] = tuple(opcode.name.lower() for opcode in Opcode)
+
+
+def classify(payload: bytes) -> str:
+    """Name a TFTP datagram by its 2-byte big-endian opcode, for the UDP relay's rules."""
+    if len(payload) < 2:
+        return OTHER
+    try:
+        return Opcode(int.from_bytes(payload[:2], "big")).name.lower()
+    except ValueError:
+        return OTHER

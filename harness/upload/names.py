@@ -38,10 +38,6 @@ def file_name_problem(name: str) -> str | None:
     return None
 
 
-def is_valid_file_name(name: str) -> bool:
-    return file_name_problem(name) is None
-
-
 def path_under_root(root: Path, name: str) -> Path:
     """The path where ``name`` is stored under ``root``; ``name`` must be valid.
 

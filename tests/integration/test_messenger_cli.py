@@ -19,11 +19,11 @@ import pytest
 import trio
 
 from harness import cli
+from harness.broadcast.cli import format_peers
 from harness.broadcast.machine import DiscoveredPeer
 from harness.broadcast.server import serve_presence
 from harness.chat.client import open_chat_client, run_terminal_chat
 from harness.chat.server import serve_chat
-from harness.messenger.cli import format_peers
 from harness.messenger.wire import MAX_DATAGRAM_SIZE, Command, Datagram, decode, encode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,14 +32,15 @@ TIMEOUT = 10
 
 # Only our commands, so these tests do not depend on the other protocols' modules.
 RUN_HARNESS = (
-    "import sys; from harness import cli; cli.COMMAND_MODULES = ('harness.messenger.cli',); "
+    "import sys; from harness import cli; "
+    "cli.command_modules = lambda: ['harness.chat.cli', 'harness.broadcast.cli']; "
     "sys.exit(cli.main(sys.argv[1:]))"
 )
 
 
 @pytest.fixture
 def messenger_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("harness.messenger.cli",))
+    monkeypatch.setattr(cli, "command_modules", lambda: list(("harness.chat.cli", "harness.broadcast.cli")))
 
 
 @pytest.mark.usefixtures("messenger_cli")

@@ -12,7 +12,7 @@ from harness import cli
 @pytest.fixture(autouse=True)
 def relay_commands_only(monkeypatch: pytest.MonkeyPatch) -> None:
     # Other protocols' command modules are not this test's business (nor necessarily present).
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("harness.relay.cli",))
+    monkeypatch.setattr(cli, "command_modules", lambda: list(("harness.relay.cli",)))
 
 
 TCP = ["relay", "tcp", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"]

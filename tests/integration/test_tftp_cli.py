@@ -20,18 +20,18 @@ from harness.tftp.wire import Data, ReadRequest, decode_packet
 REPO = Path(__file__).resolve().parents[2]
 # Only our commands: the test must not depend on which other protocol packages are present.
 RUNNER = (
-    "import sys, harness.cli as c; c.COMMAND_MODULES = ('harness.tftp.cli',); "
+    "import sys, harness.cli as c; c.command_modules = lambda: list(('harness.tftp.cli',)); "
     "sys.exit(c.main(sys.argv[1:]))"
 )
 
 
 @pytest.fixture(autouse=True)
 def only_tftp_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("harness.tftp.cli",))
+    monkeypatch.setattr(cli, "command_modules", lambda: list(("harness.tftp.cli",)))
 
 
 def test_tftp_commands_are_registered() -> None:
-    assert "harness.tftp.cli" in cli.COMMAND_MODULES
+    assert "harness.tftp.cli" in cli.command_modules()
 
 
 def test_serve_help_explains_the_default_port(capsys: pytest.CaptureFixture[str]) -> None:

@@ -41,7 +41,7 @@ def deadline(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]
 
 @pytest.fixture(autouse=True)
 def upload_commands_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(harness.cli, "COMMAND_MODULES", UPLOAD_ONLY)
+    monkeypatch.setattr(harness.cli, "command_modules", lambda: list(UPLOAD_ONLY))
 
 
 def md5(data: bytes) -> str:
@@ -280,7 +280,7 @@ async def test_serve_upload_port_in_use_exits_1(
 async def test_serve_upload_command_serves_until_interrupted(tmp_path: Path, files: dict[str, Path]) -> None:
     code = (
         "import sys, harness.cli as cli; "
-        f"cli.COMMAND_MODULES = {UPLOAD_ONLY!r}; "
+        f"cli.command_modules = lambda: list({UPLOAD_ONLY!r}); "
         "sys.exit(cli.main(sys.argv[1:]))"
     )
     argv = [sys.executable, "-c", code, "serve", "upload", "--port", "0", "--root", str(tmp_path / "root")]

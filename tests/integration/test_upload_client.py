@@ -206,7 +206,7 @@ async def test_tls_upload(nursery: trio.Nursery, tmp_path: Path) -> None:
 
 @deadline
 async def test_bad_remote_name_fails_before_connecting(tmp_path: Path) -> None:
-    files = make_files(tmp_path / "src", {"ok": b"1"}) + [(tmp_path / "src" / "local0", "../escape")]
+    files = [*make_files(tmp_path / "src", {"ok": b"1"}), (tmp_path / "src" / "local0", "../escape")]
     # Port 1 would refuse: a LocalProtocolError shows that no connection was tried.
     with pytest.raises(LocalProtocolError) as info:
         await upload_files("127.0.0.1", 1, files)

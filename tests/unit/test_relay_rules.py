@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.relay.classify import OTHER, classify_messenger, classify_raw, classify_tftp
+from harness._kit.kinds import OTHER
+from harness.messenger.wire import classify as classify_messenger
+from harness.relay.classify import classify_raw
 from harness.relay.rules import (
     Impairments,
     LogEntry,
@@ -22,6 +24,7 @@ from harness.relay.rules import (
     parse_impairments,
     parse_rules,
 )
+from harness.tftp.wire import classify as classify_tftp
 
 
 def tftp(opcode: int, rest: bytes = b"\x00\x01") -> bytes:
@@ -247,7 +250,7 @@ def test_impairments_pick_the_classifier_from_kinds() -> None:
 @pytest.mark.parametrize(
     ("settings", "problem"),
     [
-        ({"drop": ["ack#3"], "dup": ["sendmsg#1"]}, "mix TFTP kinds"),
+        ({"drop": ["ack#3"], "dup": ["sendmsg#1"]}, r"rules mix messenger kinds \(sendmsg\) and tftp kinds \(ack\)"),
         ({"drop": ["sendmsg#1"], "classify": "tftp"}, "not a tftp kind"),
         ({"drop": ["ack#1"], "classify": "raw"}, "not a raw kind"),
         ({"classify": "http"}, "unknown classifier"),

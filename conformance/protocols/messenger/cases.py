@@ -233,8 +233,8 @@ CHAT = Protocol(
     name="chat",
     id_prefix="chat",
     transport="udp",
-    description="UDP chat room: relays IP Messenger style messages between members, with acks and retransmission",
-    default_port=8081,
+    doc="chat.md",
+    budget=15,
     embedded=_embedded_chat,
     options=(Option("--chat-members", help="members in the chat.many-members case", default=50, type=int),),
     liveness=_chat_alive,
@@ -243,8 +243,8 @@ BROADCAST = Protocol(
     name="broadcast",
     id_prefix="broadcast",
     transport="udp",
-    description="UDP broadcast presence: answers a broadcast 'who is online' with a unicast ANSENTRY",
-    default_port=7788,
+    doc="broadcast.md",
+    budget=15,
     embedded=_embedded_broadcast,
     command_host=LOOPBACK_BROADCAST,
     liveness=_broadcast_alive,
@@ -258,7 +258,7 @@ BROADCAST_SPEC = "docs/broadcast.md"
 # -- chat -------------------------------------------------------------------------------------------
 
 
-@case(CHAT, slug="join", spec=f"{CHAT_SPEC}: joining", budget=15)
+@case(CHAT, slug="join", spec=f"{CHAT_SPEC}: joining")
 async def chat_join(ctx: CaseContext) -> None:
     """BR_ENTRY is answered with ANSENTRY carrying the nickname in extra, from the server's address."""
     async with chat_room(ctx) as room:
@@ -279,7 +279,7 @@ async def chat_join(ctx: CaseContext) -> None:
             )
 
 
-@case(CHAT, slug="rejoin", spec=f"{CHAT_SPEC}: joining", budget=15)
+@case(CHAT, slug="rejoin", spec=f"{CHAT_SPEC}: joining")
 async def chat_rejoin(ctx: CaseContext) -> None:
     """A second BR_ENTRY from a member is answered again and renames it: its relays carry the new name."""
     async with chat_room(ctx) as room:
@@ -298,7 +298,7 @@ async def chat_rejoin(ctx: CaseContext) -> None:
         await expect_relay(bob, "said under my new name", sender="alice2", since=since)
 
 
-@case(CHAT, slug="relay", spec=f"{CHAT_SPEC}: sending a message", budget=15)
+@case(CHAT, slug="relay", spec=f"{CHAT_SPEC}: sending a message")
 async def chat_relay(ctx: CaseContext) -> None:
     """A message from A reaches B and C exactly once, with A's nickname, the exact text and command 288."""
     async with chat_room(ctx) as room:
@@ -317,7 +317,7 @@ async def chat_relay(ctx: CaseContext) -> None:
             expect_once(peer, text, what=f"alice's message {text!r}")
 
 
-@case(CHAT, slug="ack", spec=f"{CHAT_SPEC}: sending a message", budget=15)
+@case(CHAT, slug="ack", spec=f"{CHAT_SPEC}: sending a message")
 async def chat_ack(ctx: CaseContext) -> None:
     """A SENDMSG with SENDCHECKOPT is acknowledged with RECVMSG carrying its packet_no in extra."""
     async with chat_room(ctx) as room:
@@ -327,7 +327,7 @@ async def chat_ack(ctx: CaseContext) -> None:
         await wait_ack(alice, sent.packet_no)
 
 
-@case(CHAT, slug="no-echo", spec=f"{CHAT_SPEC}: sending a message", budget=15)
+@case(CHAT, slug="no-echo", spec=f"{CHAT_SPEC}: sending a message")
 async def chat_no_echo(ctx: CaseContext) -> None:
     """The sender does not get its own message back."""
     async with chat_room(ctx) as room:
@@ -358,7 +358,7 @@ def _long_text(size: int) -> str:
 CHAT_TEXTS = ("你好，世界！ time 12:30, a:b::c", _long_text(8000))  # noqa: RUF001
 
 
-@case(CHAT, slug="text", spec=f"{CHAT_SPEC}: datagram format; sending a message", budget=15)
+@case(CHAT, slug="text", spec=f"{CHAT_SPEC}: datagram format; sending a message")
 async def chat_text(ctx: CaseContext) -> None:
     """Text with Chinese characters and ':', and one of 8000 bytes, arrives intact."""
     async with chat_room(ctx) as room:
@@ -370,7 +370,7 @@ async def chat_text(ctx: CaseContext) -> None:
             await expect_relay(bob, text, sender="alice", since=since)
 
 
-@case(CHAT, slug="gb2312", spec=f"{CHAT_SPEC}: datagram format (not UTF-8: GB18030)", budget=15)
+@case(CHAT, slug="gb2312", spec=f"{CHAT_SPEC}: datagram format (not UTF-8: GB18030)")
 async def chat_gb2312(ctx: CaseContext) -> None:
     """A member whose datagrams are GB2312 (not UTF-8) joins and is relayed, its text decoded."""
     async with chat_room(ctx) as room:
@@ -391,7 +391,7 @@ async def chat_gb2312(ctx: CaseContext) -> None:
         await expect_relay(bob, text, sender="张三", since=since)
 
 
-@case(CHAT, slug="lost-ack", spec=f"{CHAT_SPEC}: duplicates", budget=15)
+@case(CHAT, slug="lost-ack", spec=f"{CHAT_SPEC}: duplicates")
 async def chat_lost_ack(ctx: CaseContext) -> None:
     """A resent SENDMSG (same packet_no, as after a lost ack) is acknowledged again but relayed only once."""
     async with chat_room(ctx) as room:
@@ -408,7 +408,7 @@ async def chat_lost_ack(ctx: CaseContext) -> None:
         expect_once(bob, text, what=f"the message alice sent twice with packet_no {sent.packet_no}")
 
 
-@case(CHAT, slug="retransmit", spec=f"{CHAT_SPEC}: relay delivery", budget=15)
+@case(CHAT, slug="retransmit", spec=f"{CHAT_SPEC}: relay delivery")
 async def chat_retransmit(ctx: CaseContext) -> None:
     """An unacknowledged relay is retransmitted within about 1 s; once acknowledged, it stops."""
     async with chat_room(ctx) as room:
@@ -450,7 +450,7 @@ async def chat_retransmit(ctx: CaseContext) -> None:
 ORDER_COUNT = 10
 
 
-@case(CHAT, slug="order", spec=f"{CHAT_SPEC}: relay delivery", budget=15)
+@case(CHAT, slug="order", spec=f"{CHAT_SPEC}: relay delivery")
 async def chat_order(ctx: CaseContext) -> None:
     """Ten messages sent back to back by A reach B in order, each under its own packet number."""
     async with chat_room(ctx) as room:
@@ -475,7 +475,7 @@ async def chat_order(ctx: CaseContext) -> None:
             )
 
 
-@case(CHAT, slug="exit", spec=f"{CHAT_SPEC}: joining and leaving", budget=15)
+@case(CHAT, slug="exit", spec=f"{CHAT_SPEC}: joining and leaving")
 async def chat_exit(ctx: CaseContext) -> None:
     """After BR_EXIT, the member gets no reply and no more relays."""
     async with chat_room(ctx) as room:
@@ -494,7 +494,7 @@ async def chat_exit(ctx: CaseContext) -> None:
             )
 
 
-@case(CHAT, slug="non-member", spec=f"{CHAT_SPEC}: non-members", budget=15)
+@case(CHAT, slug="non-member", spec=f"{CHAT_SPEC}: non-members")
 async def chat_non_member(ctx: CaseContext) -> None:
     """A SENDMSG from an address that never joined is ignored: no ack, no relay."""
     async with chat_room(ctx) as room:
@@ -730,7 +730,7 @@ async def _answer(
         ) from None
 
 
-@case(BROADCAST, slug="answer", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY", budget=15)
+@case(BROADCAST, slug="answer", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY")
 async def broadcast_answer(ctx: CaseContext) -> None:
     """A broadcast BR_ENTRY gets exactly one ANSENTRY within 1 s, sent to the querier's address and port."""
     with Sockets() as sockets:
@@ -749,7 +749,7 @@ async def broadcast_answer(ctx: CaseContext) -> None:
             )
 
 
-@case(BROADCAST, slug="answer-unicast", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY (never by broadcast)", budget=15)
+@case(BROADCAST, slug="answer-unicast", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY (never by broadcast)")
 async def broadcast_answer_unicast(ctx: CaseContext) -> None:
     """The ANSENTRY is unicast: bystanders bound to the broadcast address and either port never see it."""
     host, port = ctx.address
@@ -785,8 +785,7 @@ async def broadcast_answer_unicast(ctx: CaseContext) -> None:
             )
 
 
-@case(BROADCAST, slug="repeat-once", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY (once per source and packet_no)",
-      budget=15)
+@case(BROADCAST, slug="repeat-once", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY (once per source and packet_no)")
 async def broadcast_repeat_once(ctx: CaseContext) -> None:
     """The same BR_ENTRY (same source and packet_no) sent three times is answered once."""
     with Sockets() as sockets:
@@ -816,7 +815,7 @@ async def broadcast_repeat_once(ctx: CaseContext) -> None:
             )
 
 
-@case(BROADCAST, slug="two-queriers", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY", budget=15)
+@case(BROADCAST, slug="two-queriers", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY")
 async def broadcast_two_queriers(ctx: CaseContext) -> None:
     """Two queriers using the same packet_no are each answered, exactly once."""
     with Sockets() as sockets:
@@ -872,13 +871,13 @@ async def _expect_silence(ctx: CaseContext, command: Command) -> None:
             )
 
 
-@case(BROADCAST, slug="ansentry-silent", spec=f"{BROADCAST_SPEC}: ANSENTRY and BR_EXIT", budget=15)
+@case(BROADCAST, slug="ansentry-silent", spec=f"{BROADCAST_SPEC}: ANSENTRY and BR_EXIT")
 async def broadcast_ansentry_silent(ctx: CaseContext) -> None:
     """An ANSENTRY sent to the responder gets no reply."""
     await _expect_silence(ctx, Command.ANSENTRY)
 
 
-@case(BROADCAST, slug="exit-silent", spec=f"{BROADCAST_SPEC}: ANSENTRY and BR_EXIT", budget=15)
+@case(BROADCAST, slug="exit-silent", spec=f"{BROADCAST_SPEC}: ANSENTRY and BR_EXIT")
 async def broadcast_exit_silent(ctx: CaseContext) -> None:
     """A BR_EXIT sent to the responder gets no reply."""
     await _expect_silence(ctx, Command.BR_EXIT)

@@ -50,7 +50,6 @@ from conformance.protocols.upload.support import (
     stat_request,
 )
 from conformance.targets import TargetEnv
-from harness.upload import DEFAULT_PORT
 from harness.upload.cli import parse_size
 from harness.upload.server import serve_upload
 from harness.upload.wire import LENGTH_PREFIX, MAX_FRAME_LENGTH, ErrorCode, FileInfo
@@ -157,26 +156,13 @@ UPLOAD = Protocol(
     name="upload",
     id_prefix="upload.tcp",
     transport="tcp",
-    description="framed file upload (4-byte length, JSON header, file bytes) over TCP",
-    default_port=DEFAULT_PORT,
+    doc="upload.md",
     embedded=partial(_embedded, tls=False),
     options=OPTIONS,
     liveness=_alive,
     prepare_command=_prepare_command,
 )
-UPLOAD_TLS = Protocol(
-    name="upload-tls",
-    id_prefix="upload.tls",
-    transport="tcp",
-    tls=True,
-    description="framed file upload over TLS",
-    default_port=DEFAULT_PORT,
-    embedded=partial(_embedded, tls=True),
-    spec_suffix=" over TLS (RFC 8446)",
-    options=OPTIONS,
-    liveness=_alive,
-    prepare_command=_prepare_command,
-)
+UPLOAD_TLS = UPLOAD.over_tls(partial(_embedded, tls=True))
 PROTOCOLS = (UPLOAD, UPLOAD_TLS)
 
 

@@ -125,8 +125,18 @@ def start_ours(root: Path, log: Path, *, polling: bool = True) -> Iterator[int]:
 
 
 def run_curl(curl: str, port: int, blksize: int, sink: Path, limit: float) -> float:
-    argv = [curl, "--silent", "--show-error", "--max-time", str(limit), "--tftp-blksize", str(blksize),
-            "-o", str(sink), f"tftp://127.0.0.1:{port}/{FILENAME}"]
+    argv = [
+        curl,
+        "--silent",
+        "--show-error",
+        "--max-time",
+        str(limit),
+        "--tftp-blksize",
+        str(blksize),
+        "-o",
+        str(sink),
+        f"tftp://127.0.0.1:{port}/{FILENAME}",
+    ]
     started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=limit + 10)
     elapsed = time.perf_counter() - started
@@ -188,6 +198,7 @@ def table(results: list[Result], size_mib: float) -> str:
 
 def aims(results: list[Result]) -> list[str]:
     """The issue's three aims, each with what was measured."""
+
     def median(server: str, client: str, blksize: int, windowsize: int = 1) -> float | None:
         for result in results:
             if result.case == Case(server, client, blksize, windowsize):
@@ -223,11 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=float, default=32, help="file size in MiB (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median counts (default: 3)")
     parser.add_argument(
-        "--only", default=",".join([OURS, ASLEEP, *INTEROP_SERVERS]),
+        "--only",
+        default=",".join([OURS, ASLEEP, *INTEROP_SERVERS]),
         help="comma-separated servers to measure (default: %(default)s)",
     )
     parser.add_argument(
-        "--transfer-timeout", type=float, default=120,
+        "--transfer-timeout",
+        type=float,
+        default=120,
         help="seconds one transfer may take before it counts as failed (default: %(default)s)",
     )
     args = parser.parse_args(argv)

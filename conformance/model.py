@@ -176,8 +176,13 @@ class Protocol:
         base, _, last = self.id_prefix.rpartition(".")
         prefix = f"{base}.tls" if last == "tcp" else f"{self.id_prefix}.tls"
         return replace(
-            self, name=f"{self.name}-tls", id_prefix=prefix, tls=True, embedded=embedded,
-            spec_suffix=" over TLS (RFC 8446)", cases=[],
+            self,
+            name=f"{self.name}-tls",
+            id_prefix=prefix,
+            tls=True,
+            embedded=embedded,
+            spec_suffix=" over TLS (RFC 8446)",
+            cases=[],
         )
 
 

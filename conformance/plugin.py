@@ -60,19 +60,42 @@ _STATE = pytest.StashKey[_Session]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "protocol conformance cases (pytest --pyargs conformance)")
-    group.addoption("--target", action="append", default=[], metavar="PROTO=HOST:PORT",
-                    help="test the server at HOST:PORT as PROTO (repeatable)")
-    group.addoption("--target-cmd", action="append", default=[], metavar="PROTO=COMMAND",
-                    help="start COMMAND with {port} replaced by a free port and test it as PROTO")
+    group.addoption(
+        "--target",
+        action="append",
+        default=[],
+        metavar="PROTO=HOST:PORT",
+        help="test the server at HOST:PORT as PROTO (repeatable)",
+    )
+    group.addoption(
+        "--target-cmd",
+        action="append",
+        default=[],
+        metavar="PROTO=COMMAND",
+        help="start COMMAND with {port} replaced by a free port and test it as PROTO",
+    )
     group.addoption("--tls-ca", metavar="PATH", help="CA certificate of an outside TLS server")
     group.addoption("--tls-servername", metavar="NAME", help="name to verify in an outside TLS server's certificate")
-    group.addoption("--skip", action="append", default=[], metavar="GLOB",
-                    help="leave out cases whose id matches GLOB (repeatable; without wildcards, a substring)")
-    group.addoption("--expect-fail", metavar="FILE",
-                    help="case ids or globs (one per line, optional reason after it) expected to fail: "
-                    "reported as xfail; a listed case that passes is XPASS, a failure under --conformance-strict")
-    group.addoption("--run-budget", type=float, default=None, metavar="SECONDS",
-                    help="no further case of a protocol starts once its cases have run this long")
+    group.addoption(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out cases whose id matches GLOB (repeatable; without wildcards, a substring)",
+    )
+    group.addoption(
+        "--expect-fail",
+        metavar="FILE",
+        help="case ids or globs (one per line, optional reason after it) expected to fail: "
+        "reported as xfail; a listed case that passes is XPASS, a failure under --conformance-strict",
+    )
+    group.addoption(
+        "--run-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="no further case of a protocol starts once its cases have run this long",
+    )
     group.addoption("--timeout-scale", type=float, default=1.0, metavar="X", help="multiply every deadline by X")
     group.addoption("--conformance-strict", action="store_true", help="make SHOULD-level failures fatal")
     group.addoption("--examples", type=int, metavar="N", help="hypothesis examples per search case")
@@ -82,8 +105,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         if option.switch:
             group.addoption(option.flag, dest=option.dest, action="store_true", help=option.help)
             continue
-        group.addoption(option.flag, dest=option.dest, default=option.default, choices=option.choices,
-                        type=option.type, help=option.help)
+        group.addoption(
+            option.flag,
+            dest=option.dest,
+            default=option.default,
+            choices=option.choices,
+            type=option.type,
+            help=option.help,
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -101,8 +130,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if expect_file:
         known = [case.id for protocol in protocols.values() for case in protocol.cases]
         try:
-            expected = parse_expect_fail(Path(expect_file).read_text(encoding="utf-8"), known,
-                                         source=f"--expect-fail {expect_file}")
+            expected = parse_expect_fail(
+                Path(expect_file).read_text(encoding="utf-8"), known, source=f"--expect-fail {expect_file}"
+            )
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise pytest.UsageError(str(exc)) from None
     config.stash[_STATE] = _Session(
@@ -164,8 +194,13 @@ class CaseItem(pytest.Item):
         reason = expected_failure(case.id, state.options.expected_failures)
         if reason is not None:
             # pytest's own xfail: a failure shows as XFAIL, a pass as XPASS (a failure when strict).
-            self.add_marker(pytest.mark.xfail(reason=reason or "listed in --expect-fail",
-                                              strict=state.options.strict, raises=pytest.fail.Exception))
+            self.add_marker(
+                pytest.mark.xfail(
+                    reason=reason or "listed in --expect-fail",
+                    strict=state.options.strict,
+                    raises=pytest.fail.Exception,
+                )
+            )
 
     def runtest(self) -> None:
         state = self.config.stash[_STATE]

@@ -105,8 +105,7 @@ class TableWriter:
         print(line, file=self.out)
         if summary["expected_failures"] or summary["unexpected_passes"]:
             extra = (
-                f"{summary['expected_failures']} failed as expected, "
-                f"{summary['unexpected_passes']} passed unexpectedly"
+                f"{summary['expected_failures']} failed as expected, {summary['unexpected_passes']} passed unexpectedly"
             )
             if summary["unexpected_passes"] and not summary["strict"]:
                 extra += " (--strict makes an unexpected pass fail the run)"
@@ -177,7 +176,8 @@ def write_junit(path: Path, results: Sequence[CaseResult], summary: dict[str, An
                 counts.get(Outcome.UNSUPPORTED, 0)
                 + counts.get(Outcome.SKIPPED, 0)
                 + sum(
-                    1 for r in members
+                    1
+                    for r in members
                     if r.outcome in (Outcome.FAILED, Outcome.ERROR) and not r.is_fatal(summary["strict"])
                 )
             ),
@@ -191,9 +191,9 @@ def write_junit(path: Path, results: Sequence[CaseResult], summary: dict[str, An
             first_line = result.message.splitlines()[0] if result.message else ""
             if result.failed_as_expected:
                 reason = f" ({result.expected_failure})" if result.expected_failure else ""
-                ET.SubElement(element, "skipped", message=f"expected failure{reason}: {first_line}").text = (
-                    result.message
-                )
+                ET.SubElement(
+                    element, "skipped", message=f"expected failure{reason}: {first_line}"
+                ).text = result.message
             elif result.unexpected_pass and result.is_fatal(summary["strict"]):
                 ET.SubElement(element, "failure", message="passed, but --expect-fail lists it as failing")
             elif result.outcome is Outcome.FAILED and result.is_fatal(summary["strict"]):

@@ -178,8 +178,7 @@ async def _prepare(ctx: CaseContext) -> str | None:
         budget = ctx.seconds(options.run_budget)
         if now - health.started_at > budget:
             health.given_up = (
-                f"the run budget of {budget:.0f} s for {target.protocol.name} is used up "
-                "(--run-budget sets it)"
+                f"the run budget of {budget:.0f} s for {target.protocol.name} is used up (--run-budget sets it)"
             )
     if health.given_up is not None:
         return health.given_up
@@ -320,8 +319,7 @@ async def _reach(ctx: CaseContext) -> None:
             if not all(isinstance(leaf, (trio.TooSlowError, CaseFailed, OSError)) for leaf in leaves):
                 raise
             unreachable = [
-                leaf for leaf in leaves
-                if isinstance(leaf, ConnectionRefusedError) or "port unreachable" in str(leaf)
+                leaf for leaf in leaves if isinstance(leaf, ConnectionRefusedError) or "port unreachable" in str(leaf)
             ]
             refused = refused or bool(unreachable)
             if not unreachable and not all(isinstance(leaf, (trio.TooSlowError, NoAnswer)) for leaf in leaves):

@@ -18,9 +18,7 @@ def matches(case_id: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(case_id, glob) for glob in _globs(patterns))
 
 
-def select_cases(
-    protocols: Iterable[Protocol], patterns: Sequence[str], skip: Sequence[str] = ()
-) -> list[Case]:
+def select_cases(protocols: Iterable[Protocol], patterns: Sequence[str], skip: Sequence[str] = ()) -> list[Case]:
     """Cases whose id matches any of ``patterns`` (all when there are none) and none of ``skip``."""
     selected = []
     for protocol in protocols:

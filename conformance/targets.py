@@ -96,9 +96,7 @@ def parse_target_cmd(text: str) -> TargetSpec:
     return TargetSpec(protocol, "command", command=command)
 
 
-def resolve_specs(
-    targets: list[str], commands: list[str], protocols: Mapping[str, Protocol]
-) -> list[TargetSpec]:
+def resolve_specs(targets: list[str], commands: list[str], protocols: Mapping[str, Protocol]) -> list[TargetSpec]:
     """Parse --target/--target-cmd values; with neither, every protocol gets its embedded reference."""
     specs = [parse_target(t) for t in targets] + [parse_target_cmd(c) for c in commands]
     seen: set[str] = set()

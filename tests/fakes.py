@@ -27,8 +27,6 @@ async def start_fake(nursery: trio.Nursery, env: TargetEnv) -> tuple[str, int]:
 
 
 def make_protocol(name: str = "fake", **overrides: object) -> Protocol:
-    settings: dict[str, object] = dict(
-        name=name, id_prefix=name, transport="tcp", doc="fake.md", embedded=start_fake
-    )
+    settings: dict[str, object] = dict(name=name, id_prefix=name, transport="tcp", doc="fake.md", embedded=start_fake)
     settings.update(overrides)
     return Protocol(**settings)  # type: ignore[arg-type]

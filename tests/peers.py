@@ -134,14 +134,18 @@ SERVERS: dict[str, PeerInfo] = {
         PeerInfo("tftpd-hpa", frozenset({"blksize", "tsize", "timeout"}), writes=True, version="5.2"),
         PeerInfo("atftpd", _OPTIONS, writes=True, version="0.8.0", quirks=frozenset({"ack-before-write"})),
         PeerInfo(
-            "tftpy", frozenset({"blksize", "tsize"}), writes=True, version="0.8.7",
+            "tftpy",
+            frozenset({"blksize", "tsize"}),
+            writes=True,
+            version="0.8.7",
             quirks=frozenset({"oack-adds-blksize", "netascii-ignored", "ack-before-write"}),
         ),
         PeerInfo(
-            "py3tftp", _OPTIONS, writes=True, version="1.3.0",
-            quirks=frozenset(
-                {"timeout-echoed-as-float", "no-overwrite", "ack-before-write", "wrq-acks-every-block"}
-            ),
+            "py3tftp",
+            _OPTIONS,
+            writes=True,
+            version="1.3.0",
+            quirks=frozenset({"timeout-echoed-as-float", "no-overwrite", "ack-before-write", "wrq-acks-every-block"}),
         ),
         PeerInfo("fbtftp", frozenset({"blksize", "tsize", "timeout"}), writes=False, version="0.5"),
         PeerInfo("dnsmasq", frozenset({"blksize", "tsize", "timeout"}), writes=False, version="2.90", namespace=True),
@@ -292,13 +296,38 @@ def _server_argv(name: str, host: str, port: int, root: Path, log: Path) -> tupl
             raise PeerUnavailable("in.tftpd --secure chroots into the root, which needs root privileges")
         # --secure: filenames are relative to the root (chroot); --create + --permissive: WRQ
         # may create files, with only the file system's own permission checks.
-        argv = [program, "--foreground", "--address", f"{host}:{port}", "--secure", "--create", "--permissive",
-                "--user", user, str(root)]
+        argv = [
+            program,
+            "--foreground",
+            "--address",
+            f"{host}:{port}",
+            "--secure",
+            "--create",
+            "--permissive",
+            "--user",
+            user,
+            str(root),
+        ]
         return argv, None
     if name == "atftpd":
         program = _which("atftpd", "ATFTPD")
-        argv = [program, "--daemon", "--no-fork", "--port", str(port), "--bind-address", host,
-                "--user", user, "--group", group, "--logfile", str(log), "--verbose=6", str(root)]
+        argv = [
+            program,
+            "--daemon",
+            "--no-fork",
+            "--port",
+            str(port),
+            "--bind-address",
+            host,
+            "--user",
+            user,
+            "--group",
+            group,
+            "--logfile",
+            str(log),
+            "--verbose=6",
+            str(root),
+        ]
         return argv, None
     if name == "tftpy":
         return [_python_with("tftpy"), "-c", _TFTPY_SERVER, host, str(port), str(root)], None
@@ -311,9 +340,20 @@ def _server_argv(name: str, host: str, port: int, root: Path, log: Path) -> tupl
         _which("ip")
         if os.geteuid() != 0:
             raise PeerUnavailable("dnsmasq runs in a network namespace of its own, which needs root privileges")
-        argv = [program, "--no-daemon", "--conf-file=/dev/null", "--port=0", "--enable-tftp",
-                f"--tftp-root={root}", "--interface=lo", "--bind-interfaces", f"--user={user}", f"--group={group}",
-                "--pid-file=", "--log-facility=-"]
+        argv = [
+            program,
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--enable-tftp",
+            f"--tftp-root={root}",
+            "--interface=lo",
+            "--bind-interfaces",
+            f"--user={user}",
+            f"--group={group}",
+            "--pid-file=",
+            "--log-facility=-",
+        ]
         return argv, None
     raise ValueError(f"unknown TFTP server {name!r}; one of {', '.join(SERVERS)}")
 
@@ -480,9 +520,7 @@ sys.exit(0 if probe_tftp(host, port, deadline=time.monotonic() + seconds) else 1
 """
 
 
-def _probe(
-    host: str, port: int, *, deadline: float, alive: subprocess.Popen[bytes], prefix: tuple[str, ...]
-) -> bool:
+def _probe(host: str, port: int, *, deadline: float, alive: subprocess.Popen[bytes], prefix: tuple[str, ...]) -> bool:
     """:func:`probe_tftp`, from inside the server's namespace when it has one."""
     if not prefix:
         return probe_tftp(host, port, deadline=deadline, alive=alive)
@@ -508,7 +546,9 @@ def _network_namespace(name: str) -> Iterator[str]:
         raise PeerUnavailable(f"cannot create a network namespace for {name}: {created.stderr.strip()}")
     try:
         subprocess.run(
-            ["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], capture_output=True, check=True,
+            ["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"],
+            capture_output=True,
+            check=True,
             timeout=30,
         )
         yield namespace

@@ -206,9 +206,7 @@ def _out_of_time(ctx: CaseContext, state: _Search, shown: float, seconds: float)
             f"checked, after {running:.1f} s on it ({state.examples_run - 1} examples passed before it): "
             "the target answers too slowly to be searched"
         )
-    ctx.note(
-        f"search stopped at its {shown:.0f} s budget after {state.examples_run} examples (the last one cut short)"
-    )
+    ctx.note(f"search stopped at its {shown:.0f} s budget after {state.examples_run} examples (the last one cut short)")
 
 
 async def _checked(check: Callable[[T], Awaitable[None]], value: T) -> None:

@@ -29,14 +29,23 @@ def register(
         description="Answer broadcast 'who is online' queries (BR_ENTRY) with a unicast ANSENTRY. "
         "Announces itself on start and broadcasts BR_EXIT on SIGINT or SIGTERM.",
     )
-    responder.add_argument("--port", type=int, default=DEFAULT_BROADCAST_PORT,
-                           help=f"UDP port, bound on all addresses (default {DEFAULT_BROADCAST_PORT})")
+    responder.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_BROADCAST_PORT,
+        help=f"UDP port, bound on all addresses (default {DEFAULT_BROADCAST_PORT})",
+    )
     responder.add_argument("--name", required=True, help=f"the name to announce ({NAME_HELP})")
-    responder.add_argument("--broadcast-address", default=DEFAULT_BROADCAST_ADDRESS, metavar="A",
-                           help=f"where announcements go (default {DEFAULT_BROADCAST_ADDRESS}, loopback; "
-                           "e.g. 192.168.1.255 or 255.255.255.255 on a LAN)")
-    responder.add_argument("--bind-host", default="0.0.0.0",
-                           help="address to bind (default 0.0.0.0: needed to receive broadcasts)")
+    responder.add_argument(
+        "--broadcast-address",
+        default=DEFAULT_BROADCAST_ADDRESS,
+        metavar="A",
+        help=f"where announcements go (default {DEFAULT_BROADCAST_ADDRESS}, loopback; "
+        "e.g. 192.168.1.255 or 255.255.255.255 on a LAN)",
+    )
+    responder.add_argument(
+        "--bind-host", default="0.0.0.0", help="address to bind (default 0.0.0.0: needed to receive broadcasts)"
+    )
     responder.set_defaults(handler=_serve_broadcast)
 
     finder = commands.add_parser(
@@ -45,15 +54,21 @@ def register(
         description="Broadcast one BR_ENTRY and print the responders that answered within the wait, "
         "with their address, name and round-trip time.",
     )
-    finder.add_argument("--port", type=int, default=DEFAULT_BROADCAST_PORT,
-                        help=f"the responders' UDP port (default {DEFAULT_BROADCAST_PORT})")
-    finder.add_argument("--wait", type=float, default=1.0, metavar="S",
-                        help="seconds to collect answers (default 1)")
-    finder.add_argument("--broadcast-address", default=DEFAULT_BROADCAST_ADDRESS, metavar="A",
-                        help=f"where the query goes (default {DEFAULT_BROADCAST_ADDRESS})")
+    finder.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_BROADCAST_PORT,
+        help=f"the responders' UDP port (default {DEFAULT_BROADCAST_PORT})",
+    )
+    finder.add_argument("--wait", type=float, default=1.0, metavar="S", help="seconds to collect answers (default 1)")
+    finder.add_argument(
+        "--broadcast-address",
+        default=DEFAULT_BROADCAST_ADDRESS,
+        metavar="A",
+        help=f"where the query goes (default {DEFAULT_BROADCAST_ADDRESS})",
+    )
     finder.add_argument("--name", default="discover", help=f"the querier's name ({NAME_HELP})")
     finder.set_defaults(handler=_discover)
-
 
 
 def _check_broadcast_address(address: str) -> None:
@@ -86,7 +101,10 @@ def _discover(args: argparse.Namespace) -> int:
     if not args.wait > 0:
         raise UsageError(f"--wait must be positive, not {args.wait:g}")
     query: dict[str, Any] = {
-        "port": args.port, "broadcast_address": args.broadcast_address, "wait": args.wait, "name": args.name,
+        "port": args.port,
+        "broadcast_address": args.broadcast_address,
+        "wait": args.wait,
+        "name": args.name,
     }
     try:
         peers = trio.run(partial(discover, **query))

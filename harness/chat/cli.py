@@ -28,16 +28,26 @@ def register(
         description="Relay messages between the members of one chat room (UDP, IP Messenger datagrams). "
         "Stops cleanly on SIGINT or SIGTERM.",
     )
-    chat_server.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; "
-                             "0.0.0.0 for all interfaces)")
-    chat_server.add_argument("--port", type=int, default=DEFAULT_CHAT_PORT,
-                             help=f"UDP port (default {DEFAULT_CHAT_PORT}; 0 picks a free one)")
+    chat_server.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)"
+    )
+    chat_server.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_CHAT_PORT,
+        help=f"UDP port (default {DEFAULT_CHAT_PORT}; 0 picks a free one)",
+    )
     _add_retransmit_options(chat_server, what="an unacknowledged relay")
-    chat_server.add_argument("--relay-window", type=int, metavar="N",
-                             help="at most N unacknowledged relays per member (default: no limit, "
-                             "relays are pipelined; 1 gives stop-and-wait, strict order under loss)")
-    chat_server.add_argument("--server-host", metavar="NAME",
-                             help="the host field of the server's datagrams (default: this machine's name)")
+    chat_server.add_argument(
+        "--relay-window",
+        type=int,
+        metavar="N",
+        help="at most N unacknowledged relays per member (default: no limit, "
+        "relays are pipelined; 1 gives stop-and-wait, strict order under loss)",
+    )
+    chat_server.add_argument(
+        "--server-host", metavar="NAME", help="the host field of the server's datagrams (default: this machine's name)"
+    )
     chat_server.set_defaults(handler=_serve_chat)
 
     chat = commands.add_parser(
@@ -52,12 +62,21 @@ def register(
     chat.set_defaults(handler=_chat)
 
 
-
 def _add_retransmit_options(parser: argparse.ArgumentParser, *, what: str) -> None:
-    parser.add_argument("--retransmit-interval", type=float, default=DEFAULT_RETRANSMIT_INTERVAL, metavar="S",
-                        help=f"seconds between retransmissions of {what} (default {DEFAULT_RETRANSMIT_INTERVAL})")
-    parser.add_argument("--max-retransmits", type=int, default=DEFAULT_MAX_RETRANSMITS, metavar="N",
-                        help=f"retransmissions before giving up (default {DEFAULT_MAX_RETRANSMITS})")
+    parser.add_argument(
+        "--retransmit-interval",
+        type=float,
+        default=DEFAULT_RETRANSMIT_INTERVAL,
+        metavar="S",
+        help=f"seconds between retransmissions of {what} (default {DEFAULT_RETRANSMIT_INTERVAL})",
+    )
+    parser.add_argument(
+        "--max-retransmits",
+        type=int,
+        default=DEFAULT_MAX_RETRANSMITS,
+        metavar="N",
+        help=f"retransmissions before giving up (default {DEFAULT_MAX_RETRANSMITS})",
+    )
 
 
 def _check_retransmits(args: argparse.Namespace) -> None:

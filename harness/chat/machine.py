@@ -320,10 +320,7 @@ class ChatRoom:
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`poll` has something to do, or None."""
         dues = [
-            relay.due
-            for member in self._members.values()
-            for relay in self._in_flight(member)
-            if relay.transmissions
+            relay.due for member in self._members.values() for relay in self._in_flight(member) if relay.transmissions
         ]
         return min(dues, default=None)
 
@@ -334,8 +331,13 @@ class ChatRoom:
         else:
             member.nickname = datagram.user
         answer = Datagram(
-            VERSION, next(self._packet_numbers), self.server_user, self.server_host,
-            Command.ANSENTRY, 0, datagram.user,
+            VERSION,
+            next(self._packet_numbers),
+            self.server_user,
+            self.server_host,
+            Command.ANSENTRY,
+            0,
+            datagram.user,
         )
         return [Joined(source, datagram.user), Send(source, answer)]
 
@@ -348,8 +350,13 @@ class ChatRoom:
             events.append(Ignored(source, datagram, "duplicate, already relayed"))
             return events
         relay = Datagram(
-            VERSION, next(self._packet_numbers), member.nickname, self.server_host,
-            Command.SENDMSG, SENDCHECKOPT, datagram.extra,
+            VERSION,
+            next(self._packet_numbers),
+            member.nickname,
+            self.server_host,
+            Command.SENDMSG,
+            SENDCHECKOPT,
+            datagram.extra,
         )
         try:
             encode(relay)
@@ -368,9 +375,7 @@ class ChatRoom:
     def _ack(self, datagram: Datagram, source: Address, member: _Member, now: float) -> list[RoomEvent]:
         packet_no = _acked_packet_no(datagram)
         acked = [
-            relay
-            for relay in self._in_flight(member)
-            if relay.transmissions and relay.datagram.packet_no == packet_no
+            relay for relay in self._in_flight(member) if relay.transmissions and relay.datagram.packet_no == packet_no
         ]
         if not acked:
             return [Ignored(source, datagram, "acknowledges nothing outstanding")]
@@ -379,8 +384,13 @@ class ChatRoom:
 
     def _ack_for(self, datagram: Datagram, source: Address) -> Send:
         ack = Datagram(
-            VERSION, next(self._packet_numbers), self.server_user, self.server_host,
-            Command.RECVMSG, 0, str(datagram.packet_no),
+            VERSION,
+            next(self._packet_numbers),
+            self.server_user,
+            self.server_host,
+            Command.RECVMSG,
+            0,
+            str(datagram.packet_no),
         )
         return Send(source, ack)
 
@@ -393,9 +403,7 @@ class ChatRoom:
     def _start_relays(self, member: _Member, now: float) -> list[RoomEvent]:
         """First transmissions of the relays that now fit the window, in receipt order."""
         return [
-            self._schedule.transmit(relay, now)
-            for relay in list(self._in_flight(member))
-            if not relay.transmissions
+            self._schedule.transmit(relay, now) for relay in list(self._in_flight(member)) if not relay.transmissions
         ]
 
 

@@ -147,9 +147,7 @@ async def _send_and_log(sock: trio.socket.SocketType, events: list[RoomEvent]) -
         elif isinstance(event, Left):
             logger.info("%s:%d (%r) left", *event.address, event.nickname)
         elif isinstance(event, RelayExpired):
-            logger.warning(
-                "%s:%d never acknowledged relay %d", *event.destination, event.datagram.packet_no
-            )
+            logger.warning("%s:%d never acknowledged relay %d", *event.destination, event.datagram.packet_no)
         elif isinstance(event, Ignored):
             logger.debug("ignored datagram from %s:%d: %s", *event.source, event.reason)
     await send_events(sock, events, logger)

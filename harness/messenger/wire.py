@@ -181,24 +181,18 @@ def encode(datagram: Datagram, *, encoding: str = "utf-8") -> bytes:
     except UnicodeEncodeError as exc:
         raise UnencodableText(f"cannot encode as {encoding}: {exc}") from None
     if len(data) > MAX_DATAGRAM_SIZE:
-        raise DatagramTooLong(
-            f"datagram is {len(data)} bytes, more than {MAX_DATAGRAM_SIZE}", size=len(data)
-        )
+        raise DatagramTooLong(f"datagram is {len(data)} bytes, more than {MAX_DATAGRAM_SIZE}", size=len(data))
     return data
 
 
 def decode(data: bytes) -> Datagram:
     """Parse one datagram; raise a specific :class:`DatagramError` subclass when it is malformed."""
     if len(data) > MAX_DATAGRAM_SIZE:
-        raise DatagramTooLong(
-            f"datagram is {len(data)} bytes, more than {MAX_DATAGRAM_SIZE}", size=len(data)
-        )
+        raise DatagramTooLong(f"datagram is {len(data)} bytes, more than {MAX_DATAGRAM_SIZE}", size=len(data))
     text = _decode_text(data)
     fields = text.split(":", _FIELD_COUNT - 1)
     if len(fields) != _FIELD_COUNT:
-        raise WrongFieldCount(
-            f"{len(fields)} fields, need {_FIELD_COUNT} (version:packet_no:user:host:command:extra)"
-        )
+        raise WrongFieldCount(f"{len(fields)} fields, need {_FIELD_COUNT} (version:packet_no:user:host:command:extra)")
     version, packet_no, user, host, command, extra = fields
     if version != str(VERSION):
         raise BadVersion(f"version {version[:20]!r} is not {VERSION}")

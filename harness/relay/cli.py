@@ -104,9 +104,7 @@ def register(commands: argparse._SubParsersAction, serve_commands: argparse._Sub
         metavar="RULES:MS",
         help="delay these datagrams by MS ms more, e.g. 'down:data#2:300'",
     )
-    udp.add_argument(
-        "--loss", type=float, default=0.0, metavar="P", help="also drop each datagram with probability P"
-    )
+    udp.add_argument("--loss", type=float, default=0.0, metavar="P", help="also drop each datagram with probability P")
     udp.add_argument(
         "--seed",
         type=int,

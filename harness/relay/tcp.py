@@ -105,9 +105,7 @@ async def _relay_connection(
     logger.info("%s: closed", peer)
 
 
-async def _guarded(
-    handler: Callable[[trio.SocketStream], Awaitable[None]], stream: trio.SocketStream
-) -> None:
+async def _guarded(handler: Callable[[trio.SocketStream], Awaitable[None]], stream: trio.SocketStream) -> None:
     # serve_listeners lets a handler's exception crash the server; one connection must not.
     try:
         await handler(stream)

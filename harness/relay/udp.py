@@ -85,9 +85,7 @@ class _DelayLine:
 
 
 class _Session:
-    def __init__(
-        self, client: SockAddr, sock: trio.socket.SocketType, upstream: SockAddr, rules: Impairments
-    ) -> None:
+    def __init__(self, client: SockAddr, sock: trio.socket.SocketType, upstream: SockAddr, rules: Impairments) -> None:
         self.client = client
         self.key = _address(client)
         self.sock = sock
@@ -229,9 +227,7 @@ class _UdpRelay:
         )
         for held in verdict.released:
             self._record(
-                LogEntry(
-                    session.key, direction, held.kind, held.index, held.seq, held.size, "release", time=now
-                )
+                LogEntry(session.key, direction, held.kind, held.index, held.seq, held.size, "release", time=now)
             )
         for send in verdict.sends:
             if send.delay <= 0:
@@ -294,9 +290,7 @@ async def serve_udp_relay(
     with trio.socket.socket(listen_family, socket.SOCK_DGRAM) as listener:
         await listener.bind(listen_address)
         port: int = listener.getsockname()[1]
-        logger.info(
-            "UDP relay on %s:%d -> %s:%d, classifier %s", listen_host, port, *upstream, rules.classifier
-        )
+        logger.info("UDP relay on %s:%d -> %s:%d, classifier %s", listen_host, port, *upstream, rules.classifier)
         async with trio.open_nursery() as nursery:
             relay = _UdpRelay(listener, upstream_address, upstream_family, rules, log, idle_timeout, nursery)
             task_status.started(port)

@@ -41,23 +41,34 @@ def register(commands: argparse._SubParsersAction, serve_commands: argparse._Sub
     serve.add_argument("--root", required=True, type=Path, metavar="DIR", help="directory to serve (required)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument(
-        "--port", type=int, default=DEFAULT_PORT,
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
         help="UDP port (default: %(default)s; the standard port 69 needs root privileges)",
     )
     serve.add_argument("--allow-write", action="store_true", help="accept uploads (WRQ) into DIR")
     serve.add_argument(
-        "--rollover", type=int, choices=(0, 1), default=0,
+        "--rollover",
+        type=int,
+        choices=(0, 1),
+        default=0,
         help="block number that follows 65535 (default: %(default)s)",
     )
     serve.add_argument(
-        "--timeout", type=float, default=1.0, metavar="S",
+        "--timeout",
+        type=float,
+        default=1.0,
+        metavar="S",
         help=(
             "seconds before the first retransmission, unless a client negotiates its own timeout; "
             f"each further one waits twice as long, up to {MAX_BACKOFF:g} s or S if longer (default: %(default)s)"
         ),
     )
     serve.add_argument(
-        "--retries", type=int, default=5, metavar="N",
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
         help=(
             "retransmissions in a row without progress before a transfer is abandoned "
             "(default: %(default)s; with --timeout 1, after 31 s of silence)"
@@ -66,12 +77,14 @@ def register(commands: argparse._SubParsersAction, serve_commands: argparse._Sub
     serve.set_defaults(handler=_serve)
 
     tftp = commands.add_parser(
-        "tftp", help="TFTP client: get or put a file",
+        "tftp",
+        help="TFTP client: get or put a file",
         description="Download (get) or upload (put) one file with TFTP.",
     )
     actions = tftp.add_subparsers(dest="tftp_action", required=True, metavar="ACTION")
     get = actions.add_parser(
-        "get", help="download REMOTE into LOCAL",
+        "get",
+        help="download REMOTE into LOCAL",
         description="Download REMOTE from the server into LOCAL (default: REMOTE's file name; '-' for stdout).",
     )
     get.add_argument("server", metavar="HOST:PORT", help="server address, e.g. 127.0.0.1:6969")
@@ -80,7 +93,8 @@ def register(commands: argparse._SubParsersAction, serve_commands: argparse._Sub
     _add_client_options(get)
     get.set_defaults(handler=_get)
     put = actions.add_parser(
-        "put", help="upload LOCAL as REMOTE",
+        "put",
+        help="upload LOCAL as REMOTE",
         description="Upload LOCAL (default: REMOTE as a local path; '-' for stdin) to the server as REMOTE.",
     )
     put.add_argument("server", metavar="HOST:PORT", help="server address, e.g. 127.0.0.1:6969")
@@ -96,11 +110,16 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--windowsize", type=int, metavar="N", help="request window size N (RFC 7440, 1-65535)")
     parser.add_argument("--tsize", action="store_true", help="request / announce the transfer size (RFC 2349)")
     parser.add_argument(
-        "--request-timeout", type=int, metavar="N",
+        "--request-timeout",
+        type=int,
+        metavar="N",
         help="ask the server to retransmit after N seconds (RFC 2349 timeout option, 1-255)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=1.0, metavar="S",
+        "--timeout",
+        type=float,
+        default=1.0,
+        metavar="S",
         help=(
             "seconds before the first retransmission of the request, a DATA or an ACK (a --request-timeout "
             f"the server accepts replaces it); each further one waits twice as long, up to {MAX_BACKOFF:g} s "
@@ -108,15 +127,22 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
-        "--retries", type=int, default=5, metavar="N",
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
         help="retransmissions in a row without progress before giving up (default: %(default)s; 31 s with --timeout 1)",
     )
     parser.add_argument(
-        "--rollover", type=int, choices=(0, 1), default=0,
+        "--rollover",
+        type=int,
+        choices=(0, 1),
+        default=0,
         help="block number expected after 65535 (default: %(default)s)",
     )
     parser.add_argument(
-        "--progress", action="store_true",
+        "--progress",
+        action="store_true",
         help="show progress on stderr (shown anyway when stderr is a terminal)",
     )
 
@@ -134,8 +160,14 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--timeout must be positive and --retries at least 0")
     logging.basicConfig(level=logging.INFO, format="harness: %(message)s", stream=sys.stderr)
     serve = functools.partial(
-        serve_tftp, host=args.host, port=args.port, root=root, allow_write=args.allow_write,
-        rollover=args.rollover, timeout=args.timeout, retries=args.retries,
+        serve_tftp,
+        host=args.host,
+        port=args.port,
+        root=root,
+        allow_write=args.allow_write,
+        rollover=args.rollover,
+        timeout=args.timeout,
+        retries=args.retries,
     )
     try:
         trio.run(serve)
@@ -235,9 +267,7 @@ def _progress(args: argparse.Namespace, label: str) -> _Progress | None:
     return None
 
 
-def _run_client(
-    args: argparse.Namespace, label: str, transfer: Callable[[_Progress | None], TransferInfo]
-) -> int:
+def _run_client(args: argparse.Namespace, label: str, transfer: Callable[[_Progress | None], TransferInfo]) -> int:
     progress = _progress(args, label)
     if progress is not None:
         host, port = _check_client_args(args)
@@ -272,12 +302,24 @@ def _get(args: argparse.Namespace) -> int:
             raise UsageError(f"directory {str(sink.parent)!r} for LOCAL does not exist")
 
     def transfer(progress: _Progress | None) -> TransferInfo:
-        return trio.run(functools.partial(
-            tftp_get, host, port, args.remote, sink, mode=args.mode, blksize=args.blksize,
-            windowsize=args.windowsize, timeout=args.timeout, retries=args.retries, tsize=args.tsize,
-            timeout_option=args.request_timeout, rollover=args.rollover,
-            on_progress=None if progress is None else progress.update,
-        ))
+        return trio.run(
+            functools.partial(
+                tftp_get,
+                host,
+                port,
+                args.remote,
+                sink,
+                mode=args.mode,
+                blksize=args.blksize,
+                windowsize=args.windowsize,
+                timeout=args.timeout,
+                retries=args.retries,
+                tsize=args.tsize,
+                timeout_option=args.request_timeout,
+                rollover=args.rollover,
+                on_progress=None if progress is None else progress.update,
+            )
+        )
 
     return _run_client(args, f"get {args.remote!r} from {host}:{port}", transfer)
 
@@ -296,11 +338,23 @@ def _put(args: argparse.Namespace) -> int:
             raise UsageError(f"local file {local!r} is not readable")
 
     def transfer(progress: _Progress | None) -> TransferInfo:
-        return trio.run(functools.partial(
-            tftp_put, host, port, args.remote, source, mode=args.mode, blksize=args.blksize,
-            windowsize=args.windowsize, timeout=args.timeout, retries=args.retries, tsize=args.tsize,
-            timeout_option=args.request_timeout, rollover=args.rollover,
-            on_progress=None if progress is None else progress.update,
-        ))
+        return trio.run(
+            functools.partial(
+                tftp_put,
+                host,
+                port,
+                args.remote,
+                source,
+                mode=args.mode,
+                blksize=args.blksize,
+                windowsize=args.windowsize,
+                timeout=args.timeout,
+                retries=args.retries,
+                tsize=args.tsize,
+                timeout_option=args.request_timeout,
+                rollover=args.rollover,
+                on_progress=None if progress is None else progress.update,
+            )
+        )
 
     return _run_client(args, f"put {args.remote!r} to {host}:{port}", transfer)

@@ -116,9 +116,7 @@ async def _open_client_socket(host: str, port: int) -> tuple[UdpSocket, Address]
     return await open_udp_socket(wildcard, 0), server
 
 
-async def _request(
-    sock: UdpSocket, server: Address, request: bytes, *, timeout: float, retries: int
-) -> _Reply:
+async def _request(sock: UdpSocket, server: Address, request: bytes, *, timeout: float, retries: int) -> _Reply:
     """Send the request until the server's host answers; its source port is the TID. The
     request is resent on the transfers' schedule: after ``timeout``, then at doubling intervals
     (see :func:`~harness.tftp.machine.retransmission_waits`)."""
@@ -271,9 +269,7 @@ async def tftp_get(
                     trio.from_thread.run_sync(on_progress, written, options.tsize)
 
             begin = receiver.start if oack is not None else functools.partial(receiver.receive, packet)
-            await _run(
-                sock, peer, receiver, begin, lambda: receiver.pending >= IO_CHUNK, drain, options.blksize + 5
-            )
+            await _run(sock, peer, receiver, begin, lambda: receiver.pending >= IO_CHUNK, drain, options.blksize + 5)
             await trio.to_thread.run_sync(drain, True)
         if partial is not None:
             await trio.to_thread.run_sync(partial.commit)

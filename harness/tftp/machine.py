@@ -245,7 +245,11 @@ class Sender(_Machine):
         max_interval: float = MAX_BACKOFF,
     ) -> None:
         super().__init__(
-            blksize=blksize, windowsize=windowsize, timeout=timeout, retries=retries, rollover=rollover,
+            blksize=blksize,
+            windowsize=windowsize,
+            timeout=timeout,
+            retries=retries,
+            rollover=rollover,
             max_interval=max_interval,
         )
         self._first = first
@@ -402,7 +406,11 @@ class Receiver(_Machine):
         max_interval: float = MAX_BACKOFF,
     ) -> None:
         super().__init__(
-            blksize=blksize, windowsize=windowsize, timeout=timeout, retries=retries, rollover=rollover,
+            blksize=blksize,
+            windowsize=windowsize,
+            timeout=timeout,
+            retries=retries,
+            rollover=rollover,
             max_interval=max_interval,
         )
         self._first = first

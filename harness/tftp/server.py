@@ -298,8 +298,14 @@ async def _serve_read(sock: UdpSocket, request: Request, client: Address, config
             raise _Refusal(ErrorCode.NOT_DEFINED, f"read error: {exc.strerror or exc}") from None
         try:
             await run_machine(
-                sock, client, sender, begin=sender.start, io_needed=io_needed, do_io=read_ahead,
-                bufsize=_ACK_BUFSIZE, limiter=config.limiter,
+                sock,
+                client,
+                sender,
+                begin=sender.start,
+                io_needed=io_needed,
+                do_io=read_ahead,
+                bufsize=_ACK_BUFSIZE,
+                limiter=config.limiter,
             )
         except OSError as exc:
             for datagram in sender.abort(ErrorCode.NOT_DEFINED, f"read error: {exc.strerror or exc}"):
@@ -321,7 +327,13 @@ def _log_end(
     count = machine.bytes_acked if isinstance(machine, Sender) else machine.bytes_received
     logger.info(
         "%s %r from %s: %d bytes, blksize %d, %d retransmissions, %.3f s",
-        kind, request.filename, client[:2], count, blksize, machine.retransmissions, elapsed,
+        kind,
+        request.filename,
+        client[:2],
+        count,
+        blksize,
+        machine.retransmissions,
+        elapsed,
     )
 
 
@@ -390,8 +402,14 @@ async def _serve_write(sock: UdpSocket, request: Request, client: Address, confi
         bufsize = options.blksize + 5  # one byte more than allowed, to notice oversized DATA
         try:
             await run_machine(
-                sock, client, receiver, begin=receiver.start, io_needed=io_needed, do_io=drain,
-                bufsize=bufsize, limiter=config.limiter,
+                sock,
+                client,
+                receiver,
+                begin=receiver.start,
+                io_needed=io_needed,
+                do_io=drain,
+                bufsize=bufsize,
+                limiter=config.limiter,
             )
         except OSError as exc:
             await abort(exc)

@@ -46,9 +46,7 @@ def parse_size(text: str) -> int:
     try:
         value = int(number) * _SIZE_SUFFIXES[suffix]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a size in bytes (for example 1048576 or 10M)"
-        ) from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size in bytes (for example 1048576 or 10M)") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: a size cannot be negative")
     return value
@@ -109,14 +107,10 @@ def register(
     )
     upload.add_argument("address", metavar="HOST:PORT", help="the server, for example 127.0.0.1:9904")
     upload.add_argument("files", nargs="*", type=Path, metavar="FILE", help="local files to upload")
-    upload.add_argument(
-        "--name", metavar="NAME", help="remote name for a single FILE (default: its base name)"
-    )
+    upload.add_argument("--name", metavar="NAME", help="remote name for a single FILE (default: its base name)")
     upload.add_argument("--stat", metavar="NAME", help="ask for the size and md5 of the stored file NAME")
     upload.add_argument("--tls-ca", type=Path, metavar="PEM", help="use TLS, trusting this CA certificate")
-    upload.add_argument(
-        "--progress", action="store_true", help="show progress even when stderr is not a terminal"
-    )
+    upload.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     upload.add_argument(
         "--timeout",
         type=_positive_seconds,
@@ -152,11 +146,7 @@ def run_server(args: argparse.Namespace) -> int:
         # (partial uploads deleted) rather than wherever a KeyboardInterrupt would land.
         # Python delivers signals to the main thread only; elsewhere (tests) the server just runs.
         in_main_thread = threading.current_thread() is threading.main_thread()
-        with (
-            trio.open_signal_receiver(*_STOP_SIGNALS)
-            if in_main_thread
-            else contextlib.nullcontext() as signals
-        ):
+        with trio.open_signal_receiver(*_STOP_SIGNALS) if in_main_thread else contextlib.nullcontext() as signals:
             async with trio.open_nursery() as nursery:
                 try:
                     port = await nursery.start(serve)
@@ -206,9 +196,7 @@ class ProgressLine:
             return
         self._last_draw = now
         mib = 1024 * 1024
-        self.stream.write(
-            f"\r{file_name}: {100 * sent // size:3d}% ({sent / mib:.1f} of {size / mib:.1f} MiB)"
-        )
+        self.stream.write(f"\r{file_name}: {100 * sent // size:3d}% ({sent / mib:.1f} of {size / mib:.1f} MiB)")
         self._line_open = not done
         if done:
             self.stream.write("\n")
@@ -235,9 +223,7 @@ def _print_reply(name: str, reply: Reply) -> bool:
 
 def _upload_pairs(files: list[Path], name: str | None) -> list[tuple[Path, str]]:
     if name is not None and len(files) != 1:
-        raise UsageError(
-            f"--name gives one remote name, but there are {len(files)} FILEs; upload them one by one"
-        )
+        raise UsageError(f"--name gives one remote name, but there are {len(files)} FILEs; upload them one by one")
     pairs = []
     for path in files:
         if not path.is_file():
@@ -265,9 +251,7 @@ def run_upload(args: argparse.Namespace) -> int:
             raise UsageError(f"--stat {args.stat!r}: {problem}")
         try:
             reply = trio.run(
-                functools.partial(
-                    stat_file, host, port, args.stat, ssl_context=ssl_context, timeout=args.timeout
-                )
+                functools.partial(stat_file, host, port, args.stat, ssl_context=ssl_context, timeout=args.timeout)
             )
         except UploadClientError as exc:
             print(f"harness: {exc}", file=sys.stderr)

@@ -258,9 +258,7 @@ def _peer_name(stream: trio.abc.Stream) -> str:
 class UploadConnection:
     """Serves the requests of one client connection, in order."""
 
-    def __init__(
-        self, stream: trio.abc.Stream, store: FileStore, *, max_size: int, idle_timeout: float
-    ) -> None:
+    def __init__(self, stream: trio.abc.Stream, store: FileStore, *, max_size: int, idle_timeout: float) -> None:
         self.stream = stream
         self.store = store
         self.max_size = max_size

@@ -64,7 +64,8 @@ CAUGHT: dict[str, tuple[list[str], set[str], str]] = {
     "replies_to_fixed_port": (
         ["broadcast.answer", "broadcast.ansentry-silent", "broadcast.netns"],
         {"broadcast.answer", "broadcast.ansentry-silent", "broadcast.netns"}
-        if NETNS else {"broadcast.answer", "broadcast.ansentry-silent"},
+        if NETNS
+        else {"broadcast.answer", "broadcast.ansentry-silent"},
         "answers went to 127.0.0.1:",
     ),
     # Seen by packet capture as root, else by a socket on 2425: the message says where answers went.
@@ -214,6 +215,7 @@ def test_correct_responder_passes(runs: dict[str, Run], fixture: str) -> None:
     assert run.status == 0, run.stdout + run.stderr
     assert run.outcomes() == dict.fromkeys(CORRECT[fixture], "passed"), run.stdout
 
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -224,7 +226,15 @@ def free_udp_port() -> int:
 def test_a_responder_given_by_address_is_tested_except_for_starting_and_stopping(tmp_path: Path) -> None:
     port = free_udp_port()
     command = [
-        sys.executable, "-m", "harness", "serve", "broadcast", "--port", str(port), "--name", "outside",
+        sys.executable,
+        "-m",
+        "harness",
+        "serve",
+        "broadcast",
+        "--port",
+        str(port),
+        "--name",
+        "outside",
     ]
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         try:
@@ -239,9 +249,7 @@ def test_a_responder_given_by_address_is_tested_except_for_starting_and_stopping
             proc.terminate()
             proc.communicate(timeout=DEADLINE)
     assert run.status == 0, run.stdout + run.stderr
-    assert run.outcomes() == {
-        case_id: "unsupported" if case_id in OWN_INSTANCE else "passed" for case_id in selected
-    }
+    assert run.outcomes() == {case_id: "unsupported" if case_id in OWN_INSTANCE else "passed" for case_id in selected}
     assert "embedded or --target-cmd" in run.case("broadcast.exit-on-sigterm")["message"]
 
 
@@ -262,9 +270,10 @@ COMMON_BASED = [name for name in ALL_FIXTURES if name != "quiet_no_reuseaddr"]
 def test_fixture_announces_its_port_answers_and_says_goodbye(fixture: str) -> None:
     port = free_udp_port()
     command = [sys.executable, str(FIXTURES / "broadcast" / f"{fixture}.py"), str(port)]
-    with open_listener(port) as listener, subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as proc:
+    with (
+        open_listener(port) as listener,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc,
+    ):
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline() == f"listening on 0.0.0.0:{port}\n".encode()
@@ -342,6 +351,10 @@ def test_answers_to_another_port_are_found_without_packet_capture(tmp_path: Path
     words = [sys.executable, "-m", "conformance", "run", "--target-cmd", command, *exactly("broadcast.answer")]
     done = subprocess.run(
         ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw", *words],
-        cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert "answers went to 127.0.0.1:2425, not to the sender's port" in done.stdout, done.stdout + done.stderr

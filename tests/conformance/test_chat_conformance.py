@@ -126,11 +126,10 @@ def test_fixture_is_caught_by_its_case(runs: dict[str, Run], fixture: str) -> No
     selected, failing, fragment = CAUGHT[fixture]
     run = runs[fixture]
     assert run.status == 1, run.stdout + run.stderr
-    assert run.outcomes() == {case_id: "failed" if case_id in failing else "passed" for case_id in selected}, (
-        run.stdout
-    )
+    assert run.outcomes() == {case_id: "failed" if case_id in failing else "passed" for case_id in selected}, run.stdout
     messages = " ".join(run.case(case_id)["message"] for case_id in failing)
     assert fragment in messages, messages
+
 
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

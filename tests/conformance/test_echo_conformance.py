@@ -11,7 +11,14 @@ import pytest
 from tests.helpers import conformance, fixture_command
 
 TCP_CASES = {
-    "round-trip", "many-messages", "binary", "large", "segmentation", "half-close", "reset", "concurrency",
+    "round-trip",
+    "many-messages",
+    "binary",
+    "large",
+    "segmentation",
+    "half-close",
+    "reset",
+    "concurrency",
     "simultaneous",
 }
 # Whether a shared buffer also garbles the small concurrent messages of concurrency is a race: only
@@ -113,8 +120,10 @@ def test_crashed_program_is_reported_as_such(tmp_path: Path) -> None:
     assert said < next(i for i, line in enumerate(reset["output"]) if "ConnectionResetError" in line), reset["output"]
     later = run.case("echo.tcp.concurrency")
     assert later["outcome"] == "passed"
-    assert any("the suite restarted the program (restart 1 of at most 10) after it died or hung during echo.tcp.reset"
-               in note for note in later["notes"])
+    assert any(
+        "the suite restarted the program (restart 1 of at most 10) after it died or hung during echo.tcp.reset" in note
+        for note in later["notes"]
+    )
 
 
 def test_segmentation_failure_shows_shrunk_splits_and_a_working_replay(tmp_path: Path) -> None:
@@ -125,8 +134,14 @@ def test_segmentation_failure_shows_shrunk_splits_and_a_working_replay(tmp_path:
     replay_line = next(line for line in message.splitlines() if "replay:" in line)
     assert "-k echo.tcp.segmentation --replay " in replay_line
     replayed = conformance(
-        tmp_path, "run", "--target-cmd", command, "-k", "echo.tcp.segmentation",
-        "--replay", "(b'\\xc3\\xa9', [(1, True), (1, True)])",
+        tmp_path,
+        "run",
+        "--target-cmd",
+        command,
+        "-k",
+        "echo.tcp.segmentation",
+        "--replay",
+        "(b'\\xc3\\xa9', [(1, True), (1, True)])",
     )
     assert replayed.failed() == {"echo.tcp.segmentation"}
     assert replayed.outcomes() == {"echo.tcp.segmentation": "failed"}
@@ -183,10 +198,16 @@ def test_reference_passes_everything_embedded(tmp_path: Path, options: tuple[str
 def test_reference_passes_everything_as_a_program(tmp_path: Path) -> None:
     serve = f"{PYTHON} -m harness serve echo --port {{port}} --transform upper"
     run = conformance(
-        tmp_path, "run", "--echo-transform", "upper",
-        "--target-cmd", f"echo={serve}",
-        "--target-cmd", f"echo-tls={serve} --tls-cert {{cert}} --tls-key {{key}}",
-        "--target-cmd", f"udp-echo={serve} --udp",
+        tmp_path,
+        "run",
+        "--echo-transform",
+        "upper",
+        "--target-cmd",
+        f"echo={serve}",
+        "--target-cmd",
+        f"echo-tls={serve} --tls-cert {{cert}} --tls-key {{key}}",
+        "--target-cmd",
+        f"udp-echo={serve} --udp",
     )
     assert run.status == 0, run.stdout
     assert {o for c, o in run.outcomes().items() if c != "echo.tls.half-close"} == {"passed"}

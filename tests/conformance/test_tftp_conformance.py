@@ -131,7 +131,11 @@ BROKEN = {
     "final_block_dropped": broken(
         "wrq.lost-data",
         fails={
-            "wrq.round-trip", "wrq.lost-data", "wrq.duplicate-data", "netascii.read-search", "netascii.write-search"
+            "wrq.round-trip",
+            "wrq.lost-data",
+            "wrq.duplicate-data",
+            "netascii.read-search",
+            "netascii.write-search",
         },
     ),
     "wrq_timeout_abort": broken("wrq.lost-data", fails={"wrq.lost-data"}),
@@ -140,8 +144,7 @@ BROKEN = {
         fails={"error.file-not-found", "error.path-refused", "error.unknown-opcode", "tid.stranger-error"}
     ),
     # The process dies at the first malformed request; the runner restarts it for the case after.
-    "crash_on_malformed": broken(cases=("rrq.new-tid", "error.malformed", "mode.unknown"),
-                                 fails={"error.malformed"}),
+    "crash_on_malformed": broken(cases=("rrq.new-tid", "error.malformed", "mode.unknown"), fails={"error.malformed"}),
     "any_mode": broken(fails={"mode.unknown", "mode.mail"}),
     "oack_blksize_unused": broken("wrap.blksize8", fails={"options.oack", "wrap.blksize8"}),
     # Failed once, by the case about it; the others that get an OACK say they cannot judge.
@@ -216,21 +219,33 @@ RUNS: dict[str, list[str]] = {
     "reference-embedded": ["--target", "tftp=embedded"],
     "reference-command": ["--target-cmd", REFERENCE_CMD],
     "reference-read-only": [
-        "--target-cmd", f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}}",
+        "--target-cmd",
+        f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}}",
         *only(*WRITE_CASES, "error.path-traversal", "mode.mail"),
     ],
     "reference-declared-read-only": [
-        "--target", "tftp=embedded", "--tftp-read-only", *only(*WRITE_CASES, "error.path-traversal", "mode.mail")
+        "--target",
+        "tftp=embedded",
+        "--tftp-read-only",
+        *only(*WRITE_CASES, "error.path-traversal", "mode.mail"),
     ],
     "rollover-1-declared": ["--target", "tftp=embedded", "--tftp-rollover", "1", *only("wrap.blksize8")],
     "rollover-1-undeclared": ["--target-cmd", REFERENCE_CMD + " --rollover 1", *only("wrap.blksize8")],
     "full-wrap-reference": ["--target", "tftp=embedded", "--tftp-full-wrap", "always", *only("wrap.full")],
     "full-wrap-no-wraparound": [
-        "--target-cmd", _fixture("no_wraparound"), "--tftp-full-wrap", "always", *only("wrap.full")
+        "--target-cmd",
+        _fixture("no_wraparound"),
+        "--tftp-full-wrap",
+        "always",
+        *only("wrap.full"),
     ],
     "full-wrap-without-blksize": ["--target-cmd", _fixture("no_options"), *only("wrap.full")],
     "full-wrap-oack-unrequested": [
-        "--target-cmd", _fixture("oack_unrequested"), "--tftp-full-wrap", "always", *only("wrap.full")
+        "--target-cmd",
+        _fixture("oack_unrequested"),
+        "--tftp-full-wrap",
+        "always",
+        *only("wrap.full"),
     ],
     **{f"broken-{name}": ["--target-cmd", _fixture(name), *only(*spec.cases)] for name, spec in BROKEN.items()},
     **{
@@ -627,8 +642,9 @@ async def test_a_relative_root_is_taken_from_the_directory_the_suite_runs_in(tmp
 
 @pytest.mark.parametrize("flag", ["--tftp-root", "--upload-root"])
 @pytest.mark.parametrize("given", [".", "served", "./served/../served"])
-def test_root_options_are_made_absolute_when_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str,
-                                                    given: str) -> None:
+def test_root_options_are_made_absolute_when_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str, given: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     args = build_parser().parse_args(["run", flag, given])
     expected = tmp_path.resolve() / ("" if given == "." else "served")

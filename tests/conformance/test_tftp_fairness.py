@@ -62,7 +62,11 @@ def measured_run(tmp_path: Path, *args: str) -> Measured:
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", _MEASURE, str(peak), *argv],
-        capture_output=True, text=True, timeout=COMMAND_SECONDS, cwd=tmp_path, env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_SECONDS,
+        cwd=tmp_path,
+        env=env,
     )
     seconds = time.monotonic() - started
     loaded = json.loads(report.read_text()) if report.exists() else None

@@ -53,7 +53,9 @@ def test_br_entry_from_another_is_answered_unicast_once_per_packet_no() -> None:
     [answer] = [event for event in events if isinstance(event, Send)]
     assert answer.destination == OTHER
     assert (answer.datagram.command, answer.datagram.user, answer.datagram.extra) == (
-        Command.ANSENTRY, "alice", "alice",
+        Command.ANSENTRY,
+        "alice",
+        "alice",
     )
     assert alice.peers == {OTHER: Peer(OTHER, "bob", "bob", "bobs-pc")}
     repeat = alice.receive(query(1), OTHER)
@@ -130,8 +132,9 @@ class Endpoint:
     def close(self) -> None:
         self.sock.close()
 
-    async def send(self, destination: Address, command: int = Command.BR_ENTRY, *, packet_no: int | None = None,
-                   name: str = "bob") -> int:
+    async def send(
+        self, destination: Address, command: int = Command.BR_ENTRY, *, packet_no: int | None = None, name: str = "bob"
+    ) -> int:
         number = next(self._numbers) if packet_no is None else packet_no
         await self.sock.sendto(encode(Datagram(1, number, name, "pc", command, 0, name)), destination)
         return number
@@ -291,4 +294,3 @@ async def test_invalid_broadcast_address_is_refused() -> None:
         await discover(port=1, broadcast_address="everyone")
     with pytest.raises(ValueError, match="not an IPv4 address"):
         await serve_presence(name="alice", broadcast_address="::1")
-

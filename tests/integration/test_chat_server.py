@@ -335,9 +335,7 @@ async def test_client_retransmits_with_the_same_packet_no_and_reports_the_outcom
             copies = [await fake_server.receive() for _ in range(2)]
             assert [copy.packet_no for copy, _ in copies] == [packet_no, packet_no]
             assert copies[0][0].command | copies[0][0].flags == Command.SENDMSG | SENDCHECKOPT
-            await fake_server.send(
-                Datagram(1, 2, "server", "srv", Command.RECVMSG, 0, str(packet_no)), copies[0][1]
-            )
+            await fake_server.send(Datagram(1, 2, "server", "srv", Command.RECVMSG, 0, str(packet_no)), copies[0][1])
             assert await alice.receive() == Delivered(packet_no, "first")
 
             lost = await alice.send("lost")
@@ -383,7 +381,5 @@ async def test_client_leaves_when_the_block_ends_even_if_cancelled(
 
 async def test_client_reports_an_unanswered_join(fake_server: FakeServer) -> None:
     with trio.fail_after(TIMEOUT), pytest.raises(ChatError, match="did not answer"):
-        async with open_chat_client(
-            fake_server.address, name="alice", retransmit_interval=0.05, max_retransmits=1
-        ):
+        async with open_chat_client(fake_server.address, name="alice", retransmit_interval=0.05, max_retransmits=1):
             pytest.fail("joined a server that never answers")

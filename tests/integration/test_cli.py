@@ -171,10 +171,21 @@ def test_sigterm_stops_the_program_its_workers_and_removes_the_temporary_files(t
     report = tmp_path / "partial.json"
     command = fixture_command("echo", "echo/lingers_after_sigterm.py", str(pidfile))
     env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(REPO)}
-    argv = [sys.executable, "-m", "conformance", "run", "--target-cmd", command, "--json", str(report),
-            "--hypothesis-db", "none"]
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                          cwd=tmp_path) as run:
+    argv = [
+        sys.executable,
+        "-m",
+        "conformance",
+        "run",
+        "--target-cmd",
+        command,
+        "--json",
+        str(report),
+        "--hypothesis-db",
+        "none",
+    ]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+    ) as run:
         assert run.stdout is not None and run.stderr is not None
         # The first row means a case has finished and the program is up.
         for line in run.stdout:
@@ -214,8 +225,19 @@ def test_skip_and_expect_fail(tmp_path: Path) -> None:
         "echo.tcp.round-trip    # listed, but it passes\n"
     )
     server = fixture_command("echo", "echo/one_at_a_time.py")
-    args = ["run", "--target-cmd", server, "-k", "echo.tcp.*", "--skip", "segmentation", "--skip", "*.large",
-            "--expect-fail", str(known)]
+    args = [
+        "run",
+        "--target-cmd",
+        server,
+        "-k",
+        "echo.tcp.*",
+        "--skip",
+        "segmentation",
+        "--skip",
+        "*.large",
+        "--expect-fail",
+        str(known),
+    ]
     run = conformance(tmp_path, *args)
     assert run.status == 0, run.stdout + run.stderr
     outcomes = run.outcomes()

@@ -43,7 +43,11 @@ TCP_ECHOING = {
 # Written without _common (no --tls), the way the course or a student writes them; their own tests
 # in test_echo_conformance.py and test_cli.py run them.
 STANDALONE = {
-    "decode_crash_serial", "lingers_after_sigterm", "socketserver_forking", "socketserver_threading", "asyncio_streams",
+    "decode_crash_serial",
+    "lingers_after_sigterm",
+    "socketserver_forking",
+    "socketserver_threading",
+    "asyncio_streams",
 }
 UDP_ECHOING = ["udp_recvfrom_1024", "udp_echo_to_all", "udp_slow_small_buffer"]
 ALL_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.py") if not p.stem.startswith("_"))
@@ -120,9 +124,17 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext,
 
 def test_every_fixture_is_covered() -> None:
     covered = {
-        *TCP_ECHOING, *UDP_ECHOING, *STANDALONE,
-        "silent", "garbage", "floods_reply", "udp_silent", "udp_reply_new_socket", "udp_floods_replies",
-        "udp_decode_utf8", "udp_decode_crash",
+        *TCP_ECHOING,
+        *UDP_ECHOING,
+        *STANDALONE,
+        "silent",
+        "garbage",
+        "floods_reply",
+        "udp_silent",
+        "udp_reply_new_socket",
+        "udp_floods_replies",
+        "udp_decode_utf8",
+        "udp_decode_crash",
     }
     assert set(ALL_FIXTURES) == covered
 

@@ -230,9 +230,7 @@ async def test_tls_bad_handshakes_end_only_that_connection(
         tls_stream = await open_echo_stream("127.0.0.1", port, ssl_context=client_context)
         await tls_stream.send_all(b"bye")
         await trio.aclose_forcefully(tls_stream)
-        assert await echo_once("127.0.0.1", port, b"still serving", ssl_context=client_context) == (
-            b"still serving"
-        )
+        assert await echo_once("127.0.0.1", port, b"still serving", ssl_context=client_context) == (b"still serving")
 
 
 # --- UDP -------------------------------------------------------------------------------------

@@ -392,7 +392,14 @@ def test_a_program_printing_without_end_keeps_the_run_small(tmp_path: Path) -> N
 
 
 TCP_CASES = {
-    "round-trip", "many-messages", "binary", "large", "segmentation", "half-close", "reset", "concurrency",
+    "round-trip",
+    "many-messages",
+    "binary",
+    "large",
+    "segmentation",
+    "half-close",
+    "reset",
+    "concurrency",
     "simultaneous",
 }
 

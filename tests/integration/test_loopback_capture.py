@@ -33,9 +33,10 @@ def test_parse_udp_reads_addresses_ports_and_payload() -> None:
 @needs_capture
 async def test_only_datagrams_to_the_watched_address_and_port_arrive_while_the_port_is_held() -> None:
     port = free_udp_port()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as owner, socket.socket(
-        socket.AF_INET, socket.SOCK_DGRAM
-    ) as sender:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as owner,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+    ):
         owner.bind(("0.0.0.0", port))  # no SO_REUSEADDR: nobody else could bind it
         sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sender.bind(("127.0.0.1", 0))

@@ -63,9 +63,7 @@ def messenger_cli(monkeypatch: pytest.MonkeyPatch) -> None:
         (["discover", "--name", "a:b"], "must not contain ':'"),
     ],
 )
-def test_usage_errors_exit_2_with_one_line(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_usage_errors_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("harness: ")
@@ -125,7 +123,11 @@ async def harness_process(*args: str) -> AsyncIterator[trio.Process]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     process = await trio.lowlevel.open_process(
         [sys.executable, "-c", RUN_HARNESS, *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
     )
     try:
         yield process
@@ -198,9 +200,11 @@ async def test_discover_prints_the_responder(bystander: trio.socket.SocketType, 
 async def test_discover_with_nobody_there_exits_0(bystander: trio.socket.SocketType) -> None:
     with trio.fail_after(TIMEOUT):
         result = await trio.run_process(
-            [sys.executable, "-c", RUN_HARNESS, "discover", "--port", str(bystander.getsockname()[1]),
-             "--wait", "0.1"],
-            capture_stdout=True, capture_stderr=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+            [sys.executable, "-c", RUN_HARNESS, "discover", "--port", str(bystander.getsockname()[1]), "--wait", "0.1"],
+            capture_stdout=True,
+            capture_stderr=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
         )
     assert result.stdout == b"no peers answered within 0.1 s\n"
 
@@ -262,8 +266,13 @@ async def test_terminal_chat_warns_about_an_unacknowledged_message(nursery: trio
         out, err = io.StringIO(), io.StringIO()
         with trio.fail_after(TIMEOUT):
             status = await run_terminal_chat(
-                server, name="alice", retransmit_interval=0.05, max_retransmits=1,
-                read_line=lines_then_eof(b"into the void\n"), stdout=out, stderr=err,
+                server,
+                name="alice",
+                retransmit_interval=0.05,
+                max_retransmits=1,
+                read_line=lines_then_eof(b"into the void\n"),
+                stdout=out,
+                stderr=err,
             )
     assert status == 0
     assert out.getvalue() == ""
@@ -276,8 +285,13 @@ async def test_terminal_chat_reports_an_unanswered_join() -> None:
         err = io.StringIO()
         with trio.fail_after(TIMEOUT):
             status = await run_terminal_chat(
-                silent.getsockname(), name="alice", retransmit_interval=0.05, max_retransmits=1,
-                read_line=lines_then_eof(), stdout=io.StringIO(), stderr=err,
+                silent.getsockname(),
+                name="alice",
+                retransmit_interval=0.05,
+                max_retransmits=1,
+                read_line=lines_then_eof(),
+                stdout=io.StringIO(),
+                stderr=err,
             )
     assert status == 1
     assert err.getvalue().startswith("harness: 127.0.0.1:") and "did not answer" in err.getvalue()

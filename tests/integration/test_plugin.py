@@ -31,9 +31,14 @@ def test_a_failing_target_fails_with_the_case_message(pytester: pytest.Pytester)
     script = pytester.path / "hangs_up.py"
     script.write_text(HANGS_UP)
     result = pytester.runpytest_subprocess(
-        "--pyargs", "conformance", "-p", "no:cacheprovider",
-        "--target-cmd", f"echo={sys.executable} {script} {{port}}",
-        "-k", "echo and round-trip",
+        "--pyargs",
+        "conformance",
+        "-p",
+        "no:cacheprovider",
+        "--target-cmd",
+        f"echo={sys.executable} {script} {{port}}",
+        "-k",
+        "echo and round-trip",
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
@@ -57,8 +62,21 @@ def test_unreachable_target_stops_the_session(pytester: pytest.Pytester) -> None
 def test_skip_and_expect_fail_in_the_plugin(pytester: pytest.Pytester) -> None:
     known = pytester.path / "known.txt"
     known.write_text("echo.tcp.round-trip  listed, but it passes\n")
-    args = ["--pyargs", "conformance", "-p", "no:cacheprovider", "-v", "--target", "echo=embedded",
-            "-k", "echo and (round-trip or half-close or binary)", "--skip", "binary", "--expect-fail", str(known)]
+    args = [
+        "--pyargs",
+        "conformance",
+        "-p",
+        "no:cacheprovider",
+        "-v",
+        "--target",
+        "echo=embedded",
+        "-k",
+        "echo and (round-trip or half-close or binary)",
+        "--skip",
+        "binary",
+        "--expect-fail",
+        str(known),
+    ]
     result = pytester.runpytest_subprocess(*args)
     result.assert_outcomes(passed=1, xpassed=1)
     result.stdout.fnmatch_lines(["*echo*tcp*round-trip XPASS*"])

@@ -40,9 +40,7 @@ UDP = ["relay", "udp", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"]
         ([*UDP, "--idle-timeout", "0"], "--idle-timeout 0"),
     ],
 )
-def test_usage_errors_exit_2_with_one_line(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_usage_errors_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("harness: ")
@@ -77,9 +75,7 @@ def test_argparse_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[s
         ("udp", ["KIND#N-M", "up:|down:", "rrq, wrq, data, ack, error, oack", "sendmsg", "--delay-rule"]),
     ],
 )
-def test_help_documents_the_grammar(
-    protocol: str, expected: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_help_documents_the_grammar(protocol: str, expected: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["relay", protocol, "--help"])
     assert exit_info.value.code == 0

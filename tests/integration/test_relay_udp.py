@@ -53,9 +53,7 @@ async def relayed_echo(rules: Impairments | None = None) -> AsyncIterator[Relay]
     log = RelayLog()
     async with trio.open_nursery() as nursery:
         server_port = await nursery.start(echo.serve)
-        port = await nursery.start(
-            partial(serve_udp_relay, upstream=(LOOPBACK, server_port), rules=rules, log=log)
-        )
+        port = await nursery.start(partial(serve_udp_relay, upstream=(LOOPBACK, server_port), rules=rules, log=log))
         yield Relay(port, log, echo)
         nursery.cancel_scope.cancel()
 
@@ -360,9 +358,7 @@ async def test_refuses_a_bad_idle_timeout() -> None:
 
 async def test_held_datagrams_are_discarded_when_the_session_expires() -> None:
     expired = trio.Event()
-    log = RelayLog(
-        on_record=lambda r: expired.set() if isinstance(r, SessionEvent) and r.event == "expire" else None
-    )
+    log = RelayLog(on_record=lambda r: expired.set() if isinstance(r, SessionEvent) and r.event == "expire" else None)
     echo = UdpEcho()
     async with trio.open_nursery() as nursery:
         server_port = await nursery.start(echo.serve)

@@ -122,8 +122,10 @@ async def test_progress_says_whom_it_waits_for_until_giving_up(
             assert await run_cli(*argv, "--retries", "2") == 1
     err = capsys.readouterr().err
     assert err.startswith(f"\rget 'x' from 127.0.0.1:{port}: waiting for 127.0.0.1 port {port} (up to 0.7 s)")
-    assert err.endswith(f"\nharness: get 'x' from 127.0.0.1:{port} failed: no answer from 127.0.0.1 port {port} "
-                        "for 0.7 s (2 retries, 0.1 s doubling up to 8 s)\n")
+    assert err.endswith(
+        f"\nharness: get 'x' from 127.0.0.1:{port} failed: no answer from 127.0.0.1 port {port} "
+        "for 0.7 s (2 retries, 0.1 s doubling up to 8 s)\n"
+    )
 
 
 async def test_get_to_stdout(served: tuple[int, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -213,9 +215,7 @@ async def test_serve_on_a_busy_port_exits_1(tmp_path: Path) -> None:
         with trio.fail_after(10):
             result = await trio.run_process(command, cwd=REPO, capture_stderr=True, check=False)
     assert result.returncode == 1
-    assert result.stderr.decode() == (
-        f"harness: cannot serve TFTP on 127.0.0.1 port {port}: Address already in use\n"
-    )
+    assert result.stderr.decode() == (f"harness: cannot serve TFTP on 127.0.0.1 port {port}: Address already in use\n")
 
 
 async def test_serve_interrupted_mid_transfer_exits_promptly(tmp_path: Path) -> None:

@@ -122,8 +122,13 @@ OPTION_COMBINATIONS = list(
 
 @pytest.mark.parametrize(("blksize", "windowsize", "tsize", "timeout_option", "mode"), OPTION_COMBINATIONS)
 async def test_every_option_combination_round_trips(
-    server_port: int, tmp_path: Path, blksize: int | None, windowsize: int | None, tsize: bool,
-    timeout_option: int | None, mode: str,
+    server_port: int,
+    tmp_path: Path,
+    blksize: int | None,
+    windowsize: int | None,
+    tsize: bool,
+    timeout_option: int | None,
+    mode: str,
 ) -> None:
     data = os.urandom(9000) + b"\r\n\n\r"
     source = io.BytesIO(data)
@@ -183,9 +188,7 @@ async def test_block_numbers_wrap_with_blksize_8(
     port = await nursery.start(functools.partial(serve_tftp, root=tmp_path, rollover=rollover))
     sink = io.BytesIO()
     with trio.fail_after(30):
-        info = await tftp_get(
-            "127.0.0.1", port, "wrap", sink, blksize=8, windowsize=windowsize, rollover=rollover
-        )
+        info = await tftp_get("127.0.0.1", port, "wrap", sink, blksize=8, windowsize=windowsize, rollover=rollover)
     assert sink.getvalue() == data
     assert info.retransmissions == 0
 

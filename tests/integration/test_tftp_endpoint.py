@@ -98,7 +98,6 @@ async def test_a_flood_of_queued_datagrams_still_reaches_checkpoints() -> None:
     assert taken < 100
 
 
-
 # --- run_machine: in a worker thread or in the task -----------------------------------------
 
 
@@ -136,14 +135,26 @@ async def test_run_machine_moves_the_bytes_in_either_driver(windowsize: int, sen
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
                     functools.partial(
-                        run_machine, b, a.getsockname(), receiver, begin=receiver.start,
-                        io_needed=lambda: receiver.pending >= 100_000, do_io=drain, bufsize=blksize + 5,
+                        run_machine,
+                        b,
+                        a.getsockname(),
+                        receiver,
+                        begin=receiver.start,
+                        io_needed=lambda: receiver.pending >= 100_000,
+                        do_io=drain,
+                        bufsize=blksize + 5,
                         limiter=limiter_for(receiving),
                     )
                 )
                 await run_machine(
-                    a, b.getsockname(), sender, begin=sender.start, io_needed=lambda: sender.data_wanted() > 0,
-                    do_io=feed, bufsize=100, limiter=limiter_for(sending),
+                    a,
+                    b.getsockname(),
+                    sender,
+                    begin=sender.start,
+                    io_needed=lambda: sender.data_wanted() > 0,
+                    do_io=feed,
+                    bufsize=100,
+                    limiter=limiter_for(sending),
                 )
         drain()
         for sock in (a, b):
@@ -163,7 +174,12 @@ async def test_cancelling_run_machine_stops_it_promptly(driver: str) -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
                     functools.partial(
-                        run_machine, sock, silent.getsockname(), sender, begin=sender.start, bufsize=100,
+                        run_machine,
+                        sock,
+                        silent.getsockname(),
+                        sender,
+                        begin=sender.start,
+                        bufsize=100,
                         limiter=limiter_for(driver),
                     )
                 )

@@ -214,8 +214,20 @@ def attack_paths(root: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "filename",
-    ["../secret", "/etc/passwd", str(Path("/etc/passwd")), "sub/../../secret", "sub/../..", "link_out",
-     "dir_out/secret", "dir", "", ".", "loop", "loop/x"],
+    [
+        "../secret",
+        "/etc/passwd",
+        str(Path("/etc/passwd")),
+        "sub/../../secret",
+        "sub/../..",
+        "link_out",
+        "dir_out/secret",
+        "dir",
+        "",
+        ".",
+        "loop",
+        "loop/x",
+    ],
 )
 @pytest.mark.usefixtures("attack_paths")
 async def test_paths_outside_root_are_refused(nursery: trio.Nursery, root: Path, peer: RawPeer, filename: str) -> None:
@@ -453,8 +465,14 @@ async def test_oack_carries_exactly_the_accepted_requested_options(
 
 @pytest.mark.parametrize(
     "options",
-    [(("blksize", "7"),), (("blksize", "65465"),), (("timeout", "0"),), (("timeout", "256"),),
-     (("windowsize", "0"),), (("foo", "bar"),)],
+    [
+        (("blksize", "7"),),
+        (("blksize", "65465"),),
+        (("timeout", "0"),),
+        (("timeout", "256"),),
+        (("windowsize", "0"),),
+        (("foo", "bar"),),
+    ],
 )
 async def test_unacceptable_options_are_left_out(
     nursery: trio.Nursery, root: Path, peer: RawPeer, options: tuple[tuple[str, str], ...]

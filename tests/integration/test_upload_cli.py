@@ -111,9 +111,7 @@ async def test_server_errors_are_one_line_per_file_and_exit_1(
     nursery: trio.Nursery, tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     address = await start_server(nursery, tmp_path / "root", max_size=10)
-    status = await harness_main(
-        "upload", address, str(files["a.txt"]), str(files["b.bin"]), str(files["big.bin"])
-    )
+    status = await harness_main("upload", address, str(files["a.txt"]), str(files["b.bin"]), str(files["big.bin"]))
     assert status == 1
     out, err = capsys.readouterr()
     assert out == f"a.txt: 5 bytes, md5 {md5(b'alpha')}\n"
@@ -131,9 +129,7 @@ async def test_progress_only_when_asked(
     address = await start_server(nursery, tmp_path / "root")
     assert await harness_main("upload", address, str(files["big.bin"]), str(files["a.txt"])) == 0
     assert capsys.readouterr().err == ""  # stderr is not a terminal here
-    assert (
-        await harness_main("upload", address, str(files["big.bin"]), str(files["a.txt"]), "--progress") == 0
-    )
+    assert await harness_main("upload", address, str(files["big.bin"]), str(files["a.txt"]), "--progress") == 0
     err = capsys.readouterr().err
     assert "big.bin: 100% (2.0 of 2.0 MiB)\n" in err
     assert "a.txt" not in err  # too small to need progress

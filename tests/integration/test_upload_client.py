@@ -73,9 +73,7 @@ async def start_server(nursery: trio.Nursery, root: Path, **options: Any) -> int
     return port
 
 
-async def start_fake_server(
-    nursery: trio.Nursery, handler: Callable[[trio.SocketStream], Awaitable[None]]
-) -> int:
+async def start_fake_server(nursery: trio.Nursery, handler: Callable[[trio.SocketStream], Awaitable[None]]) -> int:
     listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
     port: int = listeners[0].socket.getsockname()[1]
     return port
@@ -140,9 +138,7 @@ async def test_progress_reports_each_file_up_to_its_size(nursery: trio.Nursery, 
 
 
 @deadline
-async def test_server_closing_early_keeps_the_replies_that_came(
-    nursery: trio.Nursery, tmp_path: Path
-) -> None:
+async def test_server_closing_early_keeps_the_replies_that_came(nursery: trio.Nursery, tmp_path: Path) -> None:
     port = await start_server(nursery, tmp_path / "root", max_size=10)
     files = make_files(tmp_path / "src", {"ok": b"fits", "big": b"x" * 100, "never": b"n"})
     with pytest.raises(UploadClientError) as info:
@@ -194,9 +190,7 @@ async def test_tls_upload(nursery: trio.Nursery, tmp_path: Path) -> None:
     files = make_files(tmp_path / "src", {"a": b"over tls", "b": os.urandom(200_000)})
     replies = await upload_files("127.0.0.1", port, files, ssl_context=client_context)
     assert all(reply.ok for reply in replies)
-    assert await stat_file("127.0.0.1", port, "a", ssl_context=client_context) == FileInfo(
-        "a", 8, md5(b"over tls")
-    )
+    assert await stat_file("127.0.0.1", port, "a", ssl_context=client_context) == FileInfo("a", 8, md5(b"over tls"))
     with pytest.raises(UploadClientError, match="TLS handshake"):
         await upload_files("127.0.0.1", port, files, ssl_context=ssl.create_default_context())
 
@@ -265,9 +259,7 @@ async def test_client_half_closes_after_its_last_request(nursery: trio.Nursery, 
     ids=["json-array", "cut-reply", "no-reply"],
 )
 @deadline
-async def test_broken_replies_are_reported(
-    nursery: trio.Nursery, tmp_path: Path, reply: bytes, message: str
-) -> None:
+async def test_broken_replies_are_reported(nursery: trio.Nursery, tmp_path: Path, reply: bytes, message: str) -> None:
     async def broken(stream: trio.SocketStream) -> None:
         await read_requests_until_eof(stream)
         await stream.send_all(reply)
@@ -309,9 +301,7 @@ async def test_replies_split_at_every_byte(tmp_path: Path) -> None:
     contents = {"empty": b"", "x": b"x", "text": os.urandom(700), "目录/文件": b"utf-8 name"}
     files = make_files(tmp_path / "src", contents)
     client_stream, server_stream = one_byte_stream_pair()
-    connection = UploadConnection(
-        server_stream, FileStore(tmp_path / "root"), max_size=1 << 20, idle_timeout=5.0
-    )
+    connection = UploadConnection(server_stream, FileStore(tmp_path / "root"), max_size=1 << 20, idle_timeout=5.0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(connection.serve)
         replies = await upload_files_on(client_stream, files, half_close=False)

@@ -105,9 +105,7 @@ class Server:
 
     def stored(self) -> dict[str, bytes]:
         return {
-            path.relative_to(self.root).as_posix(): path.read_bytes()
-            for path in self.root.rglob("*")
-            if path.is_file()
+            path.relative_to(self.root).as_posix(): path.read_bytes() for path in self.root.rglob("*") if path.is_file()
         }
 
 
@@ -243,9 +241,7 @@ async def test_half_close_still_gets_every_reply_then_eof(server: Server) -> Non
 @pytest.mark.parametrize("existing", [None, b"earlier content"], ids=["new-file", "existing-file"])
 @pytest.mark.parametrize("cut", [2, 20, -500], ids=["inside-length", "inside-json", "inside-body"])
 @deadline
-async def test_eof_mid_request_leaves_no_partial_file(
-    server: Server, existing: bytes | None, cut: int
-) -> None:
+async def test_eof_mid_request_leaves_no_partial_file(server: Server, existing: bytes | None, cut: int) -> None:
     if existing is not None:
         client = await server.connect()
         async with client.stream:
@@ -268,9 +264,7 @@ async def test_eof_mid_request_leaves_no_partial_file(
 async def test_digest_mismatch_keeps_old_content_and_connection(server: Server) -> None:
     client = await server.connect()
     async with client.stream:
-        await client.send(
-            put("f", b"good") + put("f", b"evil", digest=md5(b"other")) + stat("f") + put("g", b"ok")
-        )
+        await client.send(put("f", b"good") + put("f", b"evil", digest=md5(b"other")) + stat("f") + put("g", b"ok"))
         first, mismatch, after, next_put = await client.replies(4)
         assert isinstance(mismatch, ErrorReply)
         assert mismatch.error == ErrorCode.DIGEST_MISMATCH
@@ -402,9 +396,7 @@ async def test_stat_of_a_folder_is_not_found(server: Server) -> None:
     ],
 )
 @deadline
-async def test_malformed_requests_get_their_code_then_close(
-    server: Server, data: bytes, code: ErrorCode
-) -> None:
+async def test_malformed_requests_get_their_code_then_close(server: Server, data: bytes, code: ErrorCode) -> None:
     client = await server.connect()
     async with client.stream:
         await client.send(put("before", b"ok") + data)
@@ -443,8 +435,7 @@ async def test_error_reply_survives_unread_body(server: Server) -> None:
         async def send_body() -> None:
             try:
                 await client.send(
-                    encode_frame({"op": "put", "file_name": "../x", "file_size": len(body), "md5": md5(body)})
-                    + body
+                    encode_frame({"op": "put", "file_name": "../x", "file_size": len(body), "md5": md5(body)}) + body
                 )
             except trio.BrokenResourceError:
                 pass

@@ -224,7 +224,11 @@ async def harness_command(*argv: str, cwd: Path) -> subprocess.CompletedProcess[
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with trio.fail_after(PROCESS_SECONDS):
         done = await trio.run_process(
-            [sys.executable, "-m", "harness", *argv], cwd=cwd, env=env, capture_stdout=True, capture_stderr=True,
+            [sys.executable, "-m", "harness", *argv],
+            cwd=cwd,
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
             check=False,
         )
     return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())

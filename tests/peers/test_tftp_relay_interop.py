@@ -137,9 +137,7 @@ async def test_our_client_gets_through_the_relay(
     port, log = await start_relay(nursery, (peer.host, peer.port), scenario)
     sink = tmp_path / "got"
     with trio.fail_after(TRANSFER_SECONDS):
-        info = await tftp_get(
-            "127.0.0.1", port, "file", sink, blksize=scenario.blksize, windowsize=scenario.windowsize
-        )
+        info = await tftp_get("127.0.0.1", port, "file", sink, blksize=scenario.blksize, windowsize=scenario.windowsize)
     expected = content(SIZE, "get")
     if peer.name in WINDOW_LOSS_CORRUPTS and info.options.windowsize > 1:
         blksize = info.options.blksize
@@ -161,9 +159,7 @@ async def test_our_client_puts_through_the_relay(
     source.write_bytes(data)
     remote = f"put-{scenario}"
     with trio.fail_after(TRANSFER_SECONDS):
-        await tftp_put(
-            "127.0.0.1", port, remote, source, blksize=scenario.blksize, windowsize=scenario.windowsize
-        )
+        await tftp_put("127.0.0.1", port, remote, source, blksize=scenario.blksize, windowsize=scenario.windowsize)
     assert await stored(peer, remote, data) == data
     assert_impaired(log, scenario)
 

@@ -59,8 +59,7 @@ def test_round_trip(datagram: Datagram) -> None:
 @given(datagrams)
 def test_encoding_is_the_documented_layout(datagram: Datagram) -> None:
     expected = (
-        f"1:{datagram.packet_no}:{datagram.user}:{datagram.host}:"
-        f"{datagram.command | datagram.flags}:{datagram.extra}"
+        f"1:{datagram.packet_no}:{datagram.user}:{datagram.host}:{datagram.command | datagram.flags}:{datagram.extra}"
     )
     assert encode(datagram) == expected.encode("utf-8")
 
@@ -224,7 +223,13 @@ def test_random_bytes_decode_or_raise_a_datagram_error(data: bytes) -> None:
 )
 def test_constructor_rejects(fields: dict[str, object], error: type[DatagramError]) -> None:
     arguments: dict[str, object] = {
-        "version": 1, "packet_no": 1, "user": "a", "host": "b", "command": 32, "flags": 0, "extra": "",
+        "version": 1,
+        "packet_no": 1,
+        "user": "a",
+        "host": "b",
+        "command": 32,
+        "flags": 0,
+        "extra": "",
     }
     arguments.update(fields)
     with pytest.raises(error):

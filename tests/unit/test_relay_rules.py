@@ -133,9 +133,7 @@ def test_random_spec_is_seeded() -> None:
 
 specs = st.one_of(
     st.lists(st.integers(1, 20), min_size=1, max_size=5).map(lambda s: SplitSpec("sizes", sizes=tuple(s))),
-    st.builds(
-        lambda seed, top: SplitSpec("random", seed=seed, max_size=top), st.integers(), st.integers(1, 20)
-    ),
+    st.builds(lambda seed, top: SplitSpec("random", seed=seed, max_size=top), st.integers(), st.integers(1, 20)),
     st.sets(st.integers(1, 300), min_size=1).map(lambda s: SplitSpec("at", offsets=tuple(sorted(s)))),
 )
 
@@ -208,9 +206,7 @@ def test_rules_reject_with_the_problem_named(text: str, problem: str) -> None:
 
 
 selectors = st.builds(
-    lambda kind, first, span, direction: Selector(
-        kind, first, None if span is None else first + span, direction
-    ),
+    lambda kind, first, span, direction: Selector(kind, first, None if span is None else first + span, direction),
     st.sampled_from(["any", "ack", "data", "sendmsg", "other"]),
     st.integers(1, 10**6),
     st.none() | st.integers(0, 100),
@@ -450,13 +446,9 @@ def test_classifiers_never_raise(payload: bytes) -> None:
     packets=st.lists(st.tuples(st.sampled_from(["up", "down"]), st.binary(max_size=8)), max_size=30),
     seed=st.integers(0, 3),
 )
-def test_every_datagram_sent_exactly_once_without_drop_or_dup(
-    packets: list[tuple[str, bytes]], seed: int
-) -> None:
+def test_every_datagram_sent_exactly_once_without_drop_or_dup(packets: list[tuple[str, bytes]], seed: int) -> None:
     # With only reorder and delay rules nothing is lost or invented (held ones are released or discarded).
-    impairer = SessionImpairer(
-        parse_impairments(reorder=[f"any#{seed + 1}-{seed + 3}"], delay_rules=["any#2:1"])
-    )
+    impairer = SessionImpairer(parse_impairments(reorder=[f"any#{seed + 1}-{seed + 3}"], delay_rules=["any#2:1"]))
     sent: list[tuple[str, int]] = []
     for direction, payload in packets:
         verdict = impairer.process(direction, payload)  # type: ignore[arg-type]

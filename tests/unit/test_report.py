@@ -14,8 +14,13 @@ from conformance.runner import CaseResult
 
 def result(case_id: str, outcome: Outcome, level: Level = Level.MUST) -> CaseResult:
     return CaseResult(
-        id=case_id, protocol="p", outcome=outcome, duration_s=0.1, message=f"{outcome.value} message",
-        spec="RFC 1", level=level,
+        id=case_id,
+        protocol="p",
+        outcome=outcome,
+        duration_s=0.1,
+        message=f"{outcome.value} message",
+        spec="RFC 1",
+        level=level,
     )
 
 

@@ -54,6 +54,7 @@ def test_outcomes_are_classified_and_contained() -> None:
     @case(proto, slug="group", spec="test")
     async def group(ctx: CaseContext) -> None:
         """A failure inside a nursery."""
+
         async def fail() -> None:
             raise CaseFailed("from a child task")
 
@@ -204,6 +205,7 @@ def test_the_run_budget_skips_the_cases_after_it() -> None:
 def test_cases_that_run_out_of_time_in_a_row_end_the_target_as_too_slow() -> None:
     proto = make_protocol()
     for slug in ("one", "two", "three", "four"):
+
         async def hangs(ctx: CaseContext) -> None:
             """Never finishes."""
             await trio.sleep_forever()
@@ -290,6 +292,7 @@ def test_search_reports_the_shrunk_input_and_a_replay_line(tmp_path: pytest.Temp
 def test_select_cases_by_glob_and_substring() -> None:
     proto = make_protocol()
     for slug in ("alpha", "beta", "alpha-two"):
+
         async def body(ctx: CaseContext) -> None:
             """Nothing."""
 

@@ -223,8 +223,20 @@ def _oack(requested: tuple[tuple[str, str], ...], **kwargs: object) -> dict[str,
 
 @pytest.mark.parametrize(
     ("value", "answer"),
-    [("7", None), ("8", "8"), ("512", "512"), ("65464", "65464"), ("65465", None), ("0", None),
-     ("-1", None), ("+512", None), (" 512", None), ("0x200", None), ("", None), ("1" * 40, None)],
+    [
+        ("7", None),
+        ("8", "8"),
+        ("512", "512"),
+        ("65464", "65464"),
+        ("65465", None),
+        ("0", None),
+        ("-1", None),
+        ("+512", None),
+        (" 512", None),
+        ("0x200", None),
+        ("", None),
+        ("1" * 40, None),
+    ],
 )
 def test_blksize_out_of_range_or_not_decimal_is_left_out(value: str, answer: str | None) -> None:
     assert _oack((("blksize", value),), is_read=True, file_size=1).get("blksize") == answer

@@ -594,7 +594,9 @@ def test_receive_datagram_matches_decode_then_receive(role: str, windowsize: int
             machine = _sender(bytes(range(50)), first=first, after_oack=role == "client-sender", **params)
         else:
             machine = Receiver(
-                first=encode_ack(0), after_oack=role == "client-receiver", hold_final_ack=role.startswith("holding"),
+                first=encode_ack(0),
+                after_oack=role == "client-receiver",
+                hold_final_ack=role.startswith("holding"),
                 **params,  # type: ignore[arg-type]
             )
         machine.start(0.0)

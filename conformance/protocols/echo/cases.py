@@ -187,9 +187,7 @@ async def large(ctx: CaseContext) -> None:
 
     async def read() -> None:
         nonlocal echoed
-        echoed = await receive_exactly(
-            ctx, stream, len(expected), doing="reading the echo of 1 MiB", expected=expected
-        )
+        echoed = await receive_exactly(ctx, stream, len(expected), doing="reading the echo of 1 MiB", expected=expected)
 
     with ctx.deadline(30, "echoing 1 MiB"):
         async with trio.open_nursery() as nursery:
@@ -343,7 +341,10 @@ async def concurrency(ctx: CaseContext) -> None:
         await _send(ctx, streams[index], message)
         try:
             echoed = await receive_exactly(
-                ctx, streams[index], len(message), doing=f"waiting for client {index + 1}'s echo",
+                ctx,
+                streams[index],
+                len(message),
+                doing=f"waiting for client {index + 1}'s echo",
                 idle=EXCHANGE_SECONDS,
             )
         except CaseFailed as failure:
@@ -352,11 +353,15 @@ async def concurrency(ctx: CaseContext) -> None:
                 wrong.append(failure)
             return
         if echoed != _transformed(ctx, message):
-            wrong.append(CaseFailed(
-                f"with {count} clients talking at once, client {index + 1} got back other bytes than it sent "
-                "(do the connections share a buffer?)",
-                sent=message, expected=_transformed(ctx, message), actual=echoed,
-            ))
+            wrong.append(
+                CaseFailed(
+                    f"with {count} clients talking at once, client {index + 1} got back other bytes than it sent "
+                    "(do the connections share a buffer?)",
+                    sent=message,
+                    expected=_transformed(ctx, message),
+                    actual=echoed,
+                )
+            )
         served.append(index + 1)
 
     async with trio.open_nursery() as nursery:
@@ -414,7 +419,10 @@ async def simultaneous(ctx: CaseContext) -> None:
             nursery.start_soon(send)
             try:
                 echoes[index] = await receive_exactly(
-                    ctx, stream, SIMULTANEOUS_SIZE, doing=f"reading client {index + 1}'s echo",
+                    ctx,
+                    stream,
+                    SIMULTANEOUS_SIZE,
+                    doing=f"reading client {index + 1}'s echo",
                     expected=expected[index],
                 )
             except CaseFailed as failure:
@@ -433,8 +441,11 @@ async def simultaneous(ctx: CaseContext) -> None:
         offset = first_difference(expected[index], echo)
         if offset is not None:
             owner = next(
-                (other + 1 for other in range(SIMULTANEOUS_CLIENTS)
-                 if other != index and echo[offset : offset + 16] in expected[other]),
+                (
+                    other + 1
+                    for other in range(SIMULTANEOUS_CLIENTS)
+                    if other != index and echo[offset : offset + 16] in expected[other]
+                ),
                 None,
             )
             crossed = f"; from there it holds client {owner}'s bytes" if owner is not None else ""

@@ -421,8 +421,10 @@ async def chat_retransmit(ctx: CaseContext) -> None:
         number = first.datagram.packet_no
 
         def same_relay(received: Received) -> bool:
-            return received.is_command(Command.SENDMSG) and received.datagram is not None and (
-                received.datagram.packet_no == number
+            return (
+                received.is_command(Command.SENDMSG)
+                and received.datagram is not None
+                and (received.datagram.packet_no == number)
             )
 
         remaining = max(0.0, RETRANSMIT_SECONDS - (trio.current_time() - first.at) / ctx.options.timeout_scale)
@@ -539,15 +541,17 @@ async def chat_malformed(ctx: CaseContext) -> None:
                 # taken for a broken server; a dead one still answers none of them.
                 await join(prober, seconds=MALFORMED_JOIN_SECONDS, retry=MALFORMED_JOIN_RETRY)
             except CaseFailed as failure:
-                raise CaseFailed(f"after alice sent that datagram, a join was no longer answered: {failure.summary}",
-                                 sent=data) from None
+                raise CaseFailed(
+                    f"after alice sent that datagram, a join was no longer answered: {failure.summary}", sent=data
+                ) from None
             probe = f"still working? {number}"
             await prober.say(probe)
             try:
                 await wait_relay_of(bob, probe)
             except CaseFailed as failure:
-                raise CaseFailed(f"after alice sent that datagram, a message was no longer relayed: {failure.summary}",
-                                 sent=data) from None
+                raise CaseFailed(
+                    f"after alice sent that datagram, a message was no longer relayed: {failure.summary}", sent=data
+                ) from None
             await prober.leave()
 
         await search(ctx, malformed_datagrams(CHAT_MALFORMED_COMMANDS), check, always=MALFORMED_EXAMPLES)
@@ -859,9 +863,11 @@ async def _expect_silence(ctx: CaseContext, command: Command) -> None:
         watchers = [sender] if bystander is None else [sender, bystander]
         await settle(watchers, SETTLE_SECONDS)
         # The bystander also sees the sender's own broadcast; only the responder's datagrams count.
-        broadcast = [] if bystander is None else [
-            r for r in bystander.commands(Command.ANSENTRY) if r.source[1] != sender.address[1]
-        ]
+        broadcast = (
+            []
+            if bystander is None
+            else [r for r in bystander.commands(Command.ANSENTRY) if r.source[1] != sender.address[1]]
+        )
         replies = sender.inbox + broadcast
         if replies:
             raise CaseFailed(
@@ -909,8 +915,9 @@ async def broadcast_malformed(ctx: CaseContext) -> None:
             except AnsweredElsewhere:
                 raise
             except CaseFailed as failure:
-                raise CaseFailed(f"after that datagram, the responder stopped answering: {failure.summary}",
-                                 sent=data) from None
+                raise CaseFailed(
+                    f"after that datagram, the responder stopped answering: {failure.summary}", sent=data
+                ) from None
             await sender.observe(MALFORMED_ANSWER_SECONDS)
             answers = sender.inbox[since:]
             if answers and not leniently_readable(data):
@@ -1109,9 +1116,13 @@ async def _until_running(ctx: CaseContext, sockets: Sockets, instance: Instance,
             nursery.start_soon(answered, nursery.cancel_scope)
 
 
-@case(BROADCAST, slug="netns", spec=f"{BROADCAST_SPEC}: binding (real broadcast between hosts)", budget=40,
-      level=Level.MUST)
+@case(
+    BROADCAST,
+    slug="netns",
+    spec=f"{BROADCAST_SPEC}: binding (real broadcast between hosts)",
+    budget=40,
+    level=Level.MUST,
+)
 async def broadcast_netns(ctx: CaseContext) -> None:
     """Two responders in separate network namespaces on a bridge discover each other by real broadcast."""
     await messenger_netns.check_discovery_across_namespaces(ctx)
-

@@ -89,8 +89,20 @@ def _build(bridge: str, hosts: list[_Host]) -> list[str]:
         for index, host in enumerate(hosts):
             port_name = f"port{index}"
             # Both ends are created inside namespaces: the machine's own network is never touched.
-            _ip("link", "add", "eth0", "netns", host.namespace, "type", "veth", "peer", "name", port_name,
-                "netns", bridge)
+            _ip(
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                host.namespace,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port_name,
+                "netns",
+                bridge,
+            )
             _ip("-n", bridge, "link", "set", port_name, "master", "br0")
             _ip("-n", bridge, "link", "set", port_name, "up")
             _ip("-n", host.namespace, "addr", "add", f"{host.address}/24", "brd", "+", "dev", "eth0")

@@ -334,8 +334,9 @@ class Room:
         self.server = server
         self.peers: list[Peer] = []
 
-    async def peer(self, name: str, *, joined: bool = True, auto_ack: bool = True, retry: float | None = None,
-                   seconds: float = 2.0) -> Peer:
+    async def peer(
+        self, name: str, *, joined: bool = True, auto_ack: bool = True, retry: float | None = None, seconds: float = 2.0
+    ) -> Peer:
         """A new member on its own socket; joined to the room unless ``joined=False``."""
         peer = Peer(self.ctx, await self.sockets.open(), self.server, name, auto_ack=auto_ack)
         self.peers.append(peer)

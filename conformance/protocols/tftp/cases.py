@@ -321,8 +321,7 @@ async def _writes_unavailable(client: Client) -> str | None:
             await download(client, LIVENESS_FILE)
         except CaseFailed as failure:
             raise CaseFailed(
-                f"no answer to a WRQ ({silent.summary}), and then RRQ {LIVENESS_FILE!r} failed too: "
-                f"{failure.summary}"
+                f"no answer to a WRQ ({silent.summary}), and then RRQ {LIVENESS_FILE!r} failed too: {failure.summary}"
             ) from None
         return (
             f"no answer to a WRQ ({silent.summary}), while an RRQ is answered: writes not offered? "
@@ -1162,8 +1161,13 @@ async def error_malformed(ctx: CaseContext, client: Client) -> None:
             await example.aclose()
 
     try:
-        await search(ctx, st.one_of(_malformed_requests(), st.sampled_from(_MALFORMED_ALWAYS)).filter(_is_malformed),
-                     check, examples=30, always=_MALFORMED_ALWAYS)
+        await search(
+            ctx,
+            st.one_of(_malformed_requests(), st.sampled_from(_MALFORMED_ALWAYS)).filter(_is_malformed),
+            check,
+            examples=30,
+            always=_MALFORMED_ALWAYS,
+        )
     finally:
         _remove_created(local_root(ctx), tokens)  # two directory listings: quick, and done even when cancelled
 
@@ -1758,7 +1762,5 @@ async def concurrency(ctx: CaseContext, client: Client) -> None:
             if not receiving.done:
                 await receiving.step()
     for name, receiving in zip(names, transfers, strict=True):
-        expect_content(
-            f"{name}, read alongside another transfer", expected=content(name), actual=bytes(receiving.data)
-        )
+        expect_content(f"{name}, read alongside another transfer", expected=content(name), actual=bytes(receiving.data))
     expect_content("the idle transfer, finished last", expected=content(size_name(1024)), actual=await idle.run())

@@ -666,11 +666,7 @@ class Download:
             summary += f", after {storm}"
         if self.index == MAX_BLOCK + 1:
             summary += ": the block after 65535 never came (block numbers wrap, to 0 or to 1)"
-        if (
-            self.size_hint is not None
-            and len(self.data) == self.size_hint
-            and len(self.data) % self.blksize == 0
-        ):
+        if self.size_hint is not None and len(self.data) == self.size_hint and len(self.data) % self.blksize == 0:
             summary += (
                 f": all {self.size_hint} bytes came in full {self.blksize}-byte blocks, so an empty DATA "
                 f"{expected} must end the transfer (RFC 1350 §6)"
@@ -834,9 +830,7 @@ class Upload:
             if isinstance(packet, OptionAck) and index == 1 and self.oack is not None:
                 continue  # a repeated OACK: our DATA 1 is late
             if isinstance(packet, ErrorPacket):
-                raise CaseFailed(
-                    f"the server aborted {self.transfer.what} with {describe(packet)} after DATA {block}"
-                )
+                raise CaseFailed(f"the server aborted {self.transfer.what} with {describe(packet)} after DATA {block}")
             raise CaseFailed(f"expected ACK {block} during {self.transfer.what}, got {describe(packet)}")
 
     async def send_all(self, data: bytes) -> None:

@@ -24,13 +24,10 @@ from pathlib import Path
 
 import trio
 
+from harness._kit.framing import NEED_DATA, FrameLengthError, IncompleteStream, RemoteProtocolError
 from harness.upload.wire import (
-    NEED_DATA,
     ConnectionClosed,
-    FrameLengthError,
-    IncompleteStream,
     PutHeader,
-    RemoteProtocolError,
     Reply,
     ReplyDecoder,
     StatRequest,

@@ -30,19 +30,17 @@ from pathlib import Path
 
 import trio
 
+from harness._kit.framing import NEED_DATA, IncompleteStream, RemoteProtocolError
 from harness._kit.tls import open_stream_listeners
 from harness.upload.names import path_under_root
 from harness.upload.wire import (
-    NEED_DATA,
     BodyChunk,
     BodyEnd,
     ConnectionClosed,
     ErrorCode,
     ErrorReply,
     FileInfo,
-    IncompleteStream,
     PutHeader,
-    RemoteProtocolError,
     Reply,
     RequestDecoder,
     RequestEvent,

@@ -30,20 +30,23 @@ raises the same error again.
 from __future__ import annotations
 
 import enum
-import json
 import string
-import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
+from harness._kit.framing import (
+    NEED_DATA,
+    Buffer,
+    IncompleteStream,
+    LocalProtocolError,
+    NeedData,
+    RemoteProtocolError,
+    encode_json_frame,
+    parse_json_object,
+    read_frame,
+)
 from harness.upload.names import file_name_problem
-
-# The length prefix: 4 bytes, unsigned, big-endian (network order).
-LENGTH_PREFIX = struct.Struct(">I")
-MIN_FRAME_LENGTH = 1
-# Small enough that a server may hold one whole header in memory, large enough for any header.
-MAX_FRAME_LENGTH = 65536
 
 _HEX_DIGITS = frozenset(string.hexdigits)
 
@@ -67,56 +70,6 @@ CLOSING_ERROR_CODES = frozenset({ErrorCode.BAD_FRAME, ErrorCode.BAD_HEADER, Erro
 def closes_connection(code: str) -> bool:
     """Whether a server closes the connection after replying with error ``code``."""
     return code in CLOSING_ERROR_CODES
-
-
-class UploadProtocolError(Exception):
-    """A protocol violation, with the error code that answers it."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.code.value!r}, {self.message!r})"
-
-
-class LocalProtocolError(UploadProtocolError):
-    """We tried to build or send something the protocol does not allow."""
-
-
-class RemoteProtocolError(UploadProtocolError):
-    """The peer sent something the protocol does not allow; answer with ``code``."""
-
-
-class FrameLengthError(RemoteProtocolError):
-    """A frame length outside 1-65536; ``length`` is the value read, ``prefix`` its four bytes."""
-
-    def __init__(self, length: int, prefix: bytes) -> None:
-        super().__init__(ErrorCode.BAD_FRAME, f"frame length {length} is outside {MIN_FRAME_LENGTH}-{MAX_FRAME_LENGTH}")
-        self.length = length
-        self.prefix = prefix
-
-    @property
-    def little_endian_length(self) -> int | None:
-        """The length these bytes give read little-endian, when that one is in range: the likely intent."""
-        return byte_swapped_length(self.length)
-
-
-def byte_swapped_length(length: int) -> int | None:
-    """``length`` with its four bytes reversed, when that is a valid frame length and ``length`` is not.
-
-    A peer that packs the length with ``struct.pack("i", n)`` (native order: little-endian on x86 and
-    ARM) sends 100 as ``64 00 00 00``, which reads big-endian as 1677721600.
-    """
-    if MIN_FRAME_LENGTH <= length <= MAX_FRAME_LENGTH or not 0 <= length < 1 << 32:
-        return None
-    swapped = int.from_bytes(length.to_bytes(4, "big"), "little")
-    return swapped if MIN_FRAME_LENGTH <= swapped <= MAX_FRAME_LENGTH else None
-
-
-class IncompleteStream(Exception):
-    """The peer's stream ended inside a frame or a body. There is nothing to answer."""
 
 
 # --- events ----------------------------------------------------------------------------------------
@@ -241,34 +194,7 @@ RequestEvent: TypeAlias = PutHeader | BodyChunk | BodyEnd | StatRequest | Connec
 ReplyEvent: TypeAlias = FileInfo | ErrorReply | ConnectionClosed
 
 
-class _NeedData(enum.Enum):
-    NEED_DATA = "NEED_DATA"
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA: Literal[_NeedData.NEED_DATA] = _NeedData.NEED_DATA
-NeedData: TypeAlias = Literal[_NeedData.NEED_DATA]
-
-
 # --- encoding --------------------------------------------------------------------------------------
-
-
-def encode_frame(header: Mapping[str, object]) -> bytes:
-    """Frame a JSON object: length prefix plus compact UTF-8 JSON (non-ASCII sent as UTF-8)."""
-    text = json.dumps(header, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    try:
-        body = text.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate has no UTF-8 form; JSON's \u escapes can still carry it.
-        body = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("ascii")
-    if not MIN_FRAME_LENGTH <= len(body) <= MAX_FRAME_LENGTH:
-        raise LocalProtocolError(
-            ErrorCode.BAD_FRAME,
-            f"frame of {len(body)} bytes is outside {MIN_FRAME_LENGTH}-{MAX_FRAME_LENGTH}",
-        )
-    return LENGTH_PREFIX.pack(len(body)) + body
 
 
 def request_header(request: Request) -> dict[str, object]:
@@ -290,86 +216,14 @@ def reply_header(reply: Reply) -> dict[str, object]:
 
 def encode_request(request: Request) -> bytes:
     """The frame for a put header (its body bytes are sent after it, raw) or a stat."""
-    return encode_frame(request_header(request))
+    return encode_json_frame(request_header(request))
 
 
 def encode_reply(reply: Reply) -> bytes:
-    return encode_frame(reply_header(reply))
+    return encode_json_frame(reply_header(reply))
 
 
 # --- decoding --------------------------------------------------------------------------------------
-
-
-class Buffer:
-    """Received bytes, consumed tentatively, then committed or rolled back (as wsproto's Buffer).
-
-    A frame is parsed by consuming its parts; if one is incomplete the parser rolls back and waits
-    for more data, so a frame split at any byte parses the same as a whole one.
-    """
-
-    def __init__(self, initial: bytes = b"") -> None:
-        self._data = bytearray(initial)
-        self._used = 0
-
-    def feed(self, data: bytes | bytearray) -> None:
-        self._data += data
-
-    def consume_at_most(self, nbytes: int) -> bytes:
-        data = bytes(self._data[self._used : self._used + nbytes])
-        self._used += len(data)
-        return data
-
-    def consume_exactly(self, nbytes: int) -> bytes | None:
-        if len(self._data) - self._used < nbytes:
-            return None
-        return self.consume_at_most(nbytes)
-
-    def commit(self) -> None:
-        del self._data[: self._used]
-        self._used = 0
-
-    def rollback(self) -> None:
-        self._used = 0
-
-    def __len__(self) -> int:
-        """Bytes not yet consumed."""
-        return len(self._data) - self._used
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def parse_frame_body(body: bytes) -> dict[str, Any]:
-    """A frame's body as a JSON object, or :class:`RemoteProtocolError` ``bad_frame``."""
-    try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise RemoteProtocolError(ErrorCode.BAD_FRAME, "frame body is not valid UTF-8") from None
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers JSONDecodeError, NaN/Infinity and over-long integers.
-        raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"frame body is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise RemoteProtocolError(ErrorCode.BAD_FRAME, f"frame body is a JSON {type(value).__name__}, not an object")
-    return value
-
-
-def _read_frame(buffer: Buffer) -> dict[str, Any] | None:
-    """One whole frame from ``buffer`` (committed), or ``None`` (rolled back) if it is incomplete."""
-    prefix = buffer.consume_exactly(LENGTH_PREFIX.size)
-    if prefix is None:
-        buffer.rollback()
-        return None
-    (length,) = LENGTH_PREFIX.unpack(prefix)
-    # Checked before the body arrives, so a huge length is refused without waiting for it.
-    if not MIN_FRAME_LENGTH <= length <= MAX_FRAME_LENGTH:
-        raise FrameLengthError(length, bytes(prefix))
-    body = buffer.consume_exactly(length)
-    if body is None:
-        buffer.rollback()
-        return None
-    buffer.commit()
-    return parse_frame_body(body)
 
 
 def _field(header: Mapping[str, Any], key: str) -> Any:
@@ -497,9 +351,9 @@ class _Decoder(Generic[EventT]):
         if self._state is DecoderState.BODY:
             return self._extract_body()
         if len(self._buffer):
-            frame = _read_frame(self._buffer)
-            if frame is not None:
-                return self._interpret(frame)
+            body = read_frame(self._buffer)
+            if body is not None:
+                return self._interpret(parse_json_object(body))
             if self._eof:
                 raise IncompleteStream(f"stream ended inside a frame ({len(self._buffer)} bytes of it)")
             return NEED_DATA

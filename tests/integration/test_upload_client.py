@@ -16,6 +16,7 @@ import trio
 import trio.testing
 import trustme
 
+from harness._kit.framing import NEED_DATA, LocalProtocolError
 from harness.upload import client as client_module
 from harness.upload.client import (
     UploadClientError,
@@ -27,14 +28,12 @@ from harness.upload.client import (
 )
 from harness.upload.server import FileStore, UploadConnection, serve_upload
 from harness.upload.wire import (
-    NEED_DATA,
     BodyChunk,
     BodyEnd,
     ConnectionClosed,
     ErrorCode,
     ErrorReply,
     FileInfo,
-    LocalProtocolError,
     PutHeader,
     RequestDecoder,
     encode_reply,
@@ -204,7 +203,7 @@ async def test_bad_remote_name_fails_before_connecting(tmp_path: Path) -> None:
     # Port 1 would refuse: a LocalProtocolError shows that no connection was tried.
     with pytest.raises(LocalProtocolError) as info:
         await upload_files("127.0.0.1", 1, files)
-    assert info.value.code is ErrorCode.BAD_NAME
+    assert info.value.code == ErrorCode.BAD_NAME
 
 
 @deadline

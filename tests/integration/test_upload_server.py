@@ -16,9 +16,9 @@ import pytest
 import trio
 import trustme
 
+from harness._kit.framing import NEED_DATA, encode_json_frame
 from harness.upload.server import TEMP_PREFIX, serve_upload
 from harness.upload.wire import (
-    NEED_DATA,
     ConnectionClosed,
     ErrorCode,
     ErrorReply,
@@ -27,7 +27,6 @@ from harness.upload.wire import (
     Reply,
     ReplyDecoder,
     StatRequest,
-    encode_frame,
     encode_request,
 )
 
@@ -192,7 +191,7 @@ async def test_upper_case_md5_and_extra_keys_are_accepted(server: Server) -> Non
     header = {"op": "put", "file_name": "u", "file_size": 2, "md5": md5(b"hi").upper(), "note": {"x": 1}}
     client = await server.connect()
     async with client.stream:
-        await client.send(encode_frame(header) + b"hi")
+        await client.send(encode_json_frame(header) + b"hi")
         assert await client.reply() == FileInfo("u", 2, md5(b"hi"))
 
 
@@ -300,7 +299,7 @@ async def test_path_attacks_are_bad_name_and_write_nothing(server: Server, tmp_p
     header = {"op": "put", "file_name": name, "file_size": 5, "md5": md5(b"owned")}
     client = await server.connect()
     async with client.stream:
-        await client.send(encode_frame(header) + b"owned" + put("after", b"x"))
+        await client.send(encode_json_frame(header) + b"owned" + put("after", b"x"))
         reply = await client.reply()
         await client.expect_close()
     assert isinstance(reply, ErrorReply)
@@ -313,7 +312,7 @@ async def test_path_attacks_are_bad_name_and_write_nothing(server: Server, tmp_p
 async def test_stat_path_attacks_are_bad_name(server: Server, name: str) -> None:
     client = await server.connect()
     async with client.stream:
-        await client.send(encode_frame({"op": "stat", "file_name": name}))
+        await client.send(encode_json_frame({"op": "stat", "file_name": name}))
         reply = await client.reply()
         await client.expect_close()
     assert isinstance(reply, ErrorReply)
@@ -383,16 +382,16 @@ async def test_stat_of_a_folder_is_not_found(server: Server) -> None:
         pytest.param(raw_frame(b'{"op": "stat", "file_name": '), ErrorCode.BAD_FRAME, id="broken-json"),
         pytest.param(raw_frame(b'["put"]'), ErrorCode.BAD_FRAME, id="json-array"),
         pytest.param(
-            encode_frame({"op": "put", "file_name": "f", "md5": MD5_EMPTY}),
+            encode_json_frame({"op": "put", "file_name": "f", "md5": MD5_EMPTY}),
             ErrorCode.BAD_HEADER,
             id="missing-size",
         ),
         pytest.param(
-            encode_frame({"op": "put", "file_name": "f", "file_size": True, "md5": md5(b"x")}) + b"x",
+            encode_json_frame({"op": "put", "file_name": "f", "file_size": True, "md5": md5(b"x")}) + b"x",
             ErrorCode.BAD_HEADER,
             id="bool-size",
         ),
-        pytest.param(encode_frame({"op": "delete", "file_name": "f"}), ErrorCode.BAD_HEADER, id="unknown-op"),
+        pytest.param(encode_json_frame({"op": "delete", "file_name": "f"}), ErrorCode.BAD_HEADER, id="unknown-op"),
     ],
 )
 @deadline
@@ -435,7 +434,8 @@ async def test_error_reply_survives_unread_body(server: Server) -> None:
         async def send_body() -> None:
             try:
                 await client.send(
-                    encode_frame({"op": "put", "file_name": "../x", "file_size": len(body), "md5": md5(body)}) + body
+                    encode_json_frame({"op": "put", "file_name": "../x", "file_size": len(body), "md5": md5(body)})
+                    + body
                 )
             except trio.BrokenResourceError:
                 pass

@@ -11,6 +11,10 @@ REPO = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("trio", "socket", "_socket", "threading", "_thread", "subprocess", "ssl", "asyncio", "selectors")
 # Sans-IO modules beside the role-named ones: codecs and state a protocol splits further.
 ALSO_SANS_IO = (
+    "harness._kit.addresses",
+    "harness._kit.errors",
+    "harness._kit.framing",
+    "harness._kit.kinds",
     "harness.tftp.blocks",
     "harness.tftp.errors",
     "harness.tftp.netascii",

@@ -15,31 +15,33 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.upload.names import MAX_NAME_BYTES, file_name_problem, path_under_root
-from harness.upload.wire import (
+from harness._kit.framing import (
     MAX_FRAME_LENGTH,
     NEED_DATA,
+    Buffer,
+    FrameLengthError,
+    IncompleteStream,
+    LocalProtocolError,
+    RemoteProtocolError,
+    byte_swapped_length,
+    encode_json_frame,
+)
+from harness.upload.names import MAX_NAME_BYTES, file_name_problem, path_under_root
+from harness.upload.wire import (
     BodyChunk,
     BodyEnd,
-    Buffer,
     ConnectionClosed,
     DecoderState,
     ErrorCode,
     ErrorReply,
     FileInfo,
-    FrameLengthError,
-    IncompleteStream,
-    LocalProtocolError,
     PutHeader,
-    RemoteProtocolError,
     Reply,
     ReplyDecoder,
     Request,
     RequestDecoder,
     StatRequest,
-    byte_swapped_length,
     closes_connection,
-    encode_frame,
     encode_reply,
     encode_request,
 )
@@ -231,9 +233,9 @@ def test_upper_case_md5_is_accepted() -> None:
 
 def test_encode_frame_refuses_oversized_header() -> None:
     with pytest.raises(LocalProtocolError) as info:
-        encode_frame({"pad": "x" * MAX_FRAME_LENGTH})
-    assert info.value.code is ErrorCode.BAD_FRAME
-    assert len(encode_frame({"pad": "x" * (MAX_FRAME_LENGTH - len('{"pad":""}'))})) == 4 + MAX_FRAME_LENGTH
+        encode_json_frame({"pad": "x" * MAX_FRAME_LENGTH})
+    assert info.value.code == ErrorCode.BAD_FRAME
+    assert len(encode_json_frame({"pad": "x" * (MAX_FRAME_LENGTH - len('{"pad":""}'))})) == 4 + MAX_FRAME_LENGTH
 
 
 def test_closing_codes() -> None:
@@ -368,11 +370,11 @@ _MISSING = object()
     ],
 )
 def test_bad_frame(data: bytes) -> None:
-    assert request_error(data).code is ErrorCode.BAD_FRAME
+    assert request_error(data).code == ErrorCode.BAD_FRAME
 
 
 def test_oversized_length_is_refused_before_the_body_arrives() -> None:
-    assert request_error(struct.pack(">I", MAX_FRAME_LENGTH + 1)).code is ErrorCode.BAD_FRAME
+    assert request_error(struct.pack(">I", MAX_FRAME_LENGTH + 1)).code == ErrorCode.BAD_FRAME
 
 
 def test_a_little_endian_length_is_recognised() -> None:
@@ -393,7 +395,7 @@ def test_byte_swapped_length(length: int, swapped: int | None) -> None:
 def test_largest_frame_is_accepted() -> None:
     header = put_header(pad="")
     header["pad"] = "p" * (MAX_FRAME_LENGTH - len(json.dumps(header, separators=(",", ":"))))
-    frame = encode_frame(header)
+    frame = encode_json_frame(header)
     assert len(frame) == 4 + MAX_FRAME_LENGTH
     assert decode_requests([frame]) == [PutHeader("f", 0, MD5_EMPTY), BodyEnd(), ConnectionClosed()]
 
@@ -428,7 +430,7 @@ def test_largest_frame_is_accepted() -> None:
     ],
 )
 def test_bad_header(header: dict[str, Any]) -> None:
-    assert request_error(json_frame(header)).code is ErrorCode.BAD_HEADER
+    assert request_error(json_frame(header)).code == ErrorCode.BAD_HEADER
 
 
 BAD_NAMES = [
@@ -458,11 +460,11 @@ BAD_NAMES = [
 def test_bad_name(op: str, name: str) -> None:
     header = put_header(file_name=name) if op == "put" else {"op": "stat", "file_name": name}
     error = request_error(json_frame(header))
-    assert error.code is ErrorCode.BAD_NAME
+    assert error.code == ErrorCode.BAD_NAME
     assert file_name_problem(name) is not None
     with pytest.raises(LocalProtocolError) as info:
         StatRequest(name)
-    assert info.value.code is ErrorCode.BAD_NAME
+    assert info.value.code == ErrorCode.BAD_NAME
 
 
 @pytest.mark.parametrize(
@@ -510,17 +512,17 @@ json_values = st.recursive(
 
 @given(json_values.filter(lambda v: not isinstance(v, dict)))
 def test_any_json_that_is_not_an_object_is_bad_frame(value: object) -> None:
-    assert request_error(json_frame(value)).code is ErrorCode.BAD_FRAME
+    assert request_error(json_frame(value)).code == ErrorCode.BAD_FRAME
 
 
 @given(json_values.filter(lambda v: not (isinstance(v, int) and not isinstance(v, bool))))
 def test_any_non_integer_size_is_bad_header(size: object) -> None:
-    assert request_error(json_frame(put_header(file_size=size))).code is ErrorCode.BAD_HEADER
+    assert request_error(json_frame(put_header(file_size=size))).code == ErrorCode.BAD_HEADER
 
 
 @given(st.text(max_size=40).filter(lambda op: op not in ("put", "stat")))
 def test_any_unknown_op_is_bad_header(op: str) -> None:
-    assert request_error(json_frame({"op": op, "file_name": "x"})).code is ErrorCode.BAD_HEADER
+    assert request_error(json_frame({"op": op, "file_name": "x"})).code == ErrorCode.BAD_HEADER
 
 
 def test_errors_are_sticky() -> None:
@@ -558,7 +560,7 @@ def test_malformed_replies(data: bytes, code: ErrorCode) -> None:
     decoder.receive_data(data)
     with pytest.raises(RemoteProtocolError) as info:
         decoder.next_event()
-    assert info.value.code is code
+    assert info.value.code == code
 
 
 def test_unknown_error_codes_are_kept() -> None:

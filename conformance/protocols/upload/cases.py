@@ -50,9 +50,10 @@ from conformance.protocols.upload.support import (
     stat_request,
 )
 from conformance.targets import TargetEnv
+from harness._kit.framing import LENGTH_PREFIX, MAX_FRAME_LENGTH
 from harness.upload.cli import parse_size
 from harness.upload.server import serve_upload
-from harness.upload.wire import LENGTH_PREFIX, MAX_FRAME_LENGTH, ErrorCode, FileInfo
+from harness.upload.wire import ErrorCode, FileInfo
 
 
 def _size(text: str) -> int:

@@ -22,23 +22,18 @@ import trio
 from conformance.context import CaseContext
 from conformance.kit.streams import require_half_close
 from conformance.model import CaseFailed
-from harness.upload.wire import (
+from harness._kit.framing import (
     LENGTH_PREFIX,
     MAX_FRAME_LENGTH,
     MIN_FRAME_LENGTH,
     NEED_DATA,
-    ConnectionClosed,
-    ErrorReply,
-    FileInfo,
     FrameLengthError,
     IncompleteStream,
     NeedData,
     RemoteProtocolError,
-    Reply,
-    ReplyDecoder,
-    encode_frame,
-    reply_header,
+    encode_json_frame,
 )
+from harness.upload.wire import ConnectionClosed, ErrorReply, FileInfo, Reply, ReplyDecoder, reply_header
 
 SPEC = "upload wire format"
 # A reply to a small request, after its last byte was sent: generous for a loaded machine, short
@@ -89,7 +84,7 @@ def raw_frame(body: bytes) -> bytes:
 def json_frame(header: Mapping[str, object], *, ascii_only: bool = False, indent: int | None = None) -> bytes:
     """A frame around any JSON object, valid request or not; ``ascii_only`` sends ``\\u`` escapes."""
     if not ascii_only and indent is None:
-        return encode_frame(header)
+        return encode_json_frame(header)
     return raw_frame(json.dumps(header, ensure_ascii=ascii_only, indent=indent).encode("utf-8"))
 
 

@@ -20,11 +20,13 @@ while True:
 
 def test_embedded_cases_run_as_pytest_items(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(
-        "--pyargs", "conformance", "-p", "no:cacheprovider", "-v", "-k", "echo and (round-trip or half-close)"
+        "--pyargs", "conformance", "-p", "no:cacheprovider", "-v", "-rs", "-k", "echo and (round-trip or half-close)"
     )
     result.assert_outcomes(passed=4, skipped=1)
-    # pytest shows the dots of a case id as "::" in its verbose lines.
-    result.stdout.fnmatch_lines(["*echo*tcp*half-close PASSED*", "*echo*tls*half-close SKIPPED*unsupported*"])
+    # pytest shows the dots of a case id as "::" in its verbose lines; -rs gives the reason in full.
+    result.stdout.fnmatch_lines(
+        ["*echo*tcp*half-close PASSED*", "*echo*tls*half-close SKIPPED*", "SKIPPED*unsupported*"]
+    )
 
 
 def test_a_failing_target_fails_with_the_case_message(pytester: pytest.Pytester) -> None:

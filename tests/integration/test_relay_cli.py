@@ -32,7 +32,7 @@ UDP = ["relay", "udp", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"]
         ([*UDP, "--drop", "ack"], "--drop: 'ack': say which datagrams"),
         ([*UDP, "--dup", "data#0"], "--dup: 'data#0': datagram numbers start at 1"),
         ([*UDP, "--reorder", "bogus#1"], "unknown kind 'bogus'"),
-        ([*UDP, "--drop", "ack#3", "--drop", "sendmsg#1"], "mix TFTP kinds"),
+        ([*UDP, "--drop", "ack#3", "--drop", "sendmsg#1"], "rules mix messenger kinds"),
         ([*UDP, "--drop", "sendmsg#1", "--classify", "tftp"], "not a tftp kind"),
         ([*UDP, "--delay-rule", "data#2"], "--delay-rule: 'data#2': use RULES:MS"),
         ([*UDP, "--delay", "-5"], "--delay -5"),

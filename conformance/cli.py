@@ -15,11 +15,13 @@ import trio
 
 from conformance import registry, signals
 from conformance.context import RunOptions
-from conformance.model import Option, Protocol, TargetUnusable
+from conformance.hosting import TargetHost
+from conformance.launch import resolve_specs
+from conformance.model import Option, Protocol, select_cases
 from conformance.report import TableWriter, summarize, write_json, write_junit
 from conformance.runner import CaseResult, run_cases
-from conformance.selection import ExpectedFailure, parse_expect_fail, select_cases
-from conformance.targets import TargetHost, UsageError, resolve_specs
+from conformance.selection import ExpectedFailure, parse_expect_fail
+from conformance.vocabulary import TargetUnusable, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 FUZZ_EXAMPLES = 1000

@@ -14,10 +14,12 @@ from typing import Any, NoReturn
 
 import trio
 
-from conformance.model import Case, CaseFailed, NoAnswer, Unsupported
+from conformance.hosting import ResolvedTarget, launch_command, wait_until_up
+from conformance.launch import free_port
 from conformance.process import ManagedProcess
 from conformance.selection import ExpectedFailure
-from conformance.targets import ResolvedTarget, TargetEnv, free_port, launch_command, wait_until_up
+from conformance.serving import TargetEnv
+from conformance.vocabulary import CaseFailed, CaseInfo, NoAnswer, Unsupported
 
 CONNECT_SECONDS = 5.0
 CLOSE_SECONDS = 0.5
@@ -109,7 +111,7 @@ class Instance:
 
 
 class CaseContext:
-    def __init__(self, case: Case, target: ResolvedTarget, options: RunOptions) -> None:
+    def __init__(self, case: CaseInfo, target: ResolvedTarget, options: RunOptions) -> None:
         self.case = case
         self.target = target
         self.options = options

@@ -1,99 +1,26 @@
-"""The case model: protocols, cases, levels, outcomes and the exceptions a case raises.
+"""The protocol record: cases, options and the checks a protocol runs against its targets.
 
 A :class:`Protocol` names one kind of target (``echo``, ``udp-echo``, ``tftp``...). Its module registers
-cases with :func:`case`, may declare command-line options, and knows how to start its embedded
-reference server and how to check that a target is still alive before each case.
+cases with :func:`case`, may declare command-line options, and knows (through :class:`Serving`) how to
+start its embedded reference server, and how to check that a target is still alive before each case.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import trio
+from conformance.context import CaseContext
+from conformance.hosting import ResolvedTarget
+from conformance.selection import matches
+from conformance.serving import EmbeddedStarter, Serving
+from conformance.vocabulary import CaseInfo, Level
 
-    from conformance.context import CaseContext
-    from conformance.targets import TargetEnv
-
-CaseFunction = Callable[["CaseContext"], Awaitable[None]]
-# Starts the embedded reference server in the nursery; returns the (host, port) to test.
-EmbeddedStarter = Callable[["trio.Nursery", "TargetEnv"], Awaitable[tuple[str, int]]]
-# Writes whatever a program started with --target-cmd needs; returns extra {placeholder: value}.
-CommandPreparer = Callable[["TargetEnv"], Mapping[str, str]]
-LivenessCheck = Callable[["CaseContext"], Awaitable[None]]
-Preflight = Callable[["CaseContext"], Awaitable[None]]
-
-
-class Level(enum.Enum):
-    """Requirement level, as the RFCs use the words. SHOULD failures are fatal only with --strict."""
-
-    MUST = "MUST"
-    SHOULD = "SHOULD"
-
-
-class Outcome(enum.StrEnum):
-    PASSED = "passed"
-    FAILED = "failed"
-    UNSUPPORTED = "unsupported"
-    ERROR = "error"
-    # Not run: the target had stopped answering, the restart bound or the run budget was used up.
-    SKIPPED = "skipped"
-
-
-class CaseFailed(Exception):
-    """The target did something the spec does not allow.
-
-    ``sent``, ``expected`` and ``actual`` are rendered under the summary line, bytes escaped and cut.
-    """
-
-    def __init__(
-        self,
-        summary: str,
-        *,
-        sent: object = None,
-        expected: object = None,
-        actual: object = None,
-        details: str | None = None,
-    ) -> None:
-        super().__init__(summary)
-        self.summary = summary
-        self.sent = sent
-        self.expected = expected
-        self.actual = actual
-        self.details = details
-        self.example: str | None = None
-        self.replay: str | None = None
-
-    def __str__(self) -> str:
-        from conformance.showbytes import show
-
-        lines = [self.summary]
-        for label, value in (("sent", self.sent), ("expected", self.expected), ("actual", self.actual)):
-            if value is not None:
-                lines.append(f"  {label + ':':<9} {show(value)}")
-        if self.details:
-            lines.extend("  " + line for line in self.details.splitlines())
-        if self.example is not None:
-            lines.append(f"  shrunk input: {self.example}")
-        if self.replay is not None:
-            lines.append(f"  replay: {self.replay}")
-        return "\n".join(lines)
-
-
-class NoAnswer(CaseFailed):
-    """The target said nothing before a deadline (as opposed to answering wrongly)."""
-
-
-class Unsupported(Exception):
-    """The target does not offer an optional feature this case needs (or the transport cannot say it)."""
-
-
-class TargetUnusable(Exception):
-    """The target cannot be tested at all (unreachable, missing fixture files): exit 2 with this line."""
+CaseFunction = Callable[[CaseContext], Awaitable[None]]
+LivenessCheck = Callable[[CaseContext], Awaitable[None]]
+Preflight = Callable[[CaseContext], Awaitable[None]]
 
 
 def absolute_path(text: str) -> str:
@@ -123,47 +50,24 @@ class Option:
 
 
 @dataclass(frozen=True, slots=True)
-class Case:
-    id: str
-    protocol: str
-    description: str
-    spec: str
-    level: Level
-    func: CaseFunction = field(repr=False)
-    # Hard cap on the whole case, liveness check included, before --timeout-scale.
-    budget: float = 30.0
-    slow: bool = False
+class Case(CaseInfo):
+    func: CaseFunction = field(repr=False, kw_only=True)
 
 
-@dataclass(eq=False)
-class Protocol:
-    name: str
+@dataclass(eq=False, kw_only=True)
+class Protocol(Serving):
     id_prefix: str
-    transport: str  # "tcp" or "udp"
     # The protocol's page under docs/: its wire format, case ids and fixture table.
     doc: str
-    embedded: EmbeddedStarter
-    tls: bool = False
     spec_suffix: str = ""
     options: tuple[Option, ...] = ()
     liveness: LivenessCheck | None = None
-    # Deadline of one liveness check, before --timeout-scale. A protocol whose check waits out a
-    # busy target (a server still finishing an earlier transfer) sets a longer one.
-    liveness_seconds: float = 2.0
     preflight: Preflight | None = None
-    prepare_command: CommandPreparer | None = None
     # Writes the files a target must serve (``conformance fixtures PROTO DIR``).
     write_fixtures: Callable[[Path], None] | None = None
-    # Address the suite uses for a program it starts; a broadcast responder is tested through
-    # the broadcast address rather than its unicast one.
-    command_host: str = "127.0.0.1"
     # Hard cap on each case that does not set its own, before --timeout-scale.
     budget: float = 30.0
     cases: list[Case] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.transport not in ("tcp", "udp"):
-            raise ValueError(f"transport must be tcp or udp, not {self.transport!r}")
 
     def over_tls(self, embedded: EmbeddedStarter) -> Protocol:
         """The same protocol over TLS: ``NAME-tls``, case ids ``PREFIX.tls.*`` for ``PREFIX.tcp.*``.
@@ -225,3 +129,20 @@ def case(
         return func
 
     return register
+
+
+def protocol_of(target: ResolvedTarget) -> Protocol:
+    """The protocol record a target was started from, with its checks (hosting knows only its Serving)."""
+    if not isinstance(target.protocol, Protocol):
+        raise TypeError(f"{target.protocol.name} target was not started from a Protocol record")
+    return target.protocol
+
+
+def select_cases(protocols: Iterable[Protocol], patterns: Sequence[str], skip: Sequence[str] = ()) -> list[Case]:
+    """Cases whose id matches any of ``patterns`` (all when there are none) and none of ``skip``."""
+    selected = []
+    for protocol in protocols:
+        for case in protocol.cases:
+            if (not patterns or matches(case.id, patterns)) and not matches(case.id, skip):
+                selected.append(case)
+    return selected

@@ -16,10 +16,12 @@ import trio
 
 from conformance import registry, signals
 from conformance.context import CaseContext, RunOptions
-from conformance.model import Case, Level, Outcome, TargetUnusable
+from conformance.hosting import ResolvedTarget, TargetHost
+from conformance.launch import TargetSpec, resolve_specs
+from conformance.model import Case, select_cases
 from conformance.runner import run_case, run_preflight
-from conformance.selection import ExpectedFailure, expected_failure, parse_expect_fail, select_cases
-from conformance.targets import ResolvedTarget, TargetHost, TargetSpec, UsageError, resolve_specs
+from conformance.selection import ExpectedFailure, expected_failure, parse_expect_fail
+from conformance.vocabulary import Level, Outcome, TargetUnusable, UsageError
 
 PROTOCOLS_DIR = Path(__file__).parent / "protocols"
 

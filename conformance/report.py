@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from conformance.model import Level, Outcome
 from conformance.runner import CaseResult
+from conformance.vocabulary import Level, Outcome
 
 OUTCOME_ORDER = (Outcome.PASSED, Outcome.FAILED, Outcome.UNSUPPORTED, Outcome.SKIPPED, Outcome.ERROR)
 SUMMARY_WORDS = {

@@ -12,17 +12,11 @@ from dataclasses import dataclass, field
 import trio
 
 from conformance.context import CaseContext, RunOptions, describe_target_error
-from conformance.model import (
-    Case,
-    CaseFailed,
-    Level,
-    NoAnswer,
-    Outcome,
-    TargetUnusable,
-    Unsupported,
-)
+from conformance.hosting import ResolvedTarget
+from conformance.launch import udp_port_bound
+from conformance.model import Case, protocol_of
 from conformance.selection import expected_failure
-from conformance.targets import ResolvedTarget, udp_port_bound
+from conformance.vocabulary import CaseFailed, Level, NoAnswer, Outcome, TargetUnusable, Unsupported
 
 OUTPUT_LINES_SHOWN = 20
 PREFLIGHT_SECONDS = 10.0
@@ -117,7 +111,7 @@ async def _check_alive(ctx: CaseContext, *, at_most: float | None = None) -> str
     death = target.death()
     if death is not None:
         return death
-    check = target.protocol.liveness
+    check = protocol_of(target).liveness
     if check is None:
         return None
     seconds = target.protocol.liveness_seconds
@@ -296,7 +290,7 @@ async def _reach(ctx: CaseContext) -> None:
     retried (a program may still be starting), within :data:`REACH_SECONDS`.
     """
     target = ctx.target
-    protocol = target.protocol
+    protocol = protocol_of(target)
     if protocol.transport != "udp" or protocol.liveness is None:
         return
     where = f"UDP on {target.host}:{target.port}"
@@ -345,7 +339,7 @@ async def run_preflight(ctx: CaseContext) -> None:
         return
     target.health.preflighted = True
     await _reach(ctx)
-    preflight = target.protocol.preflight
+    preflight = protocol_of(target).preflight
     if preflight is None:
         return
     try:

@@ -1,12 +1,10 @@
-"""Which cases run, and which are expected to fail: -k, --skip and --expect-fail."""
+"""Case-id patterns (-k, --skip) and the cases expected to fail (--expect-fail)."""
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-from conformance.model import Case, Protocol
 
 
 def _globs(patterns: Sequence[str]) -> list[str]:
@@ -16,16 +14,6 @@ def _globs(patterns: Sequence[str]) -> list[str]:
 
 def matches(case_id: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(case_id, glob) for glob in _globs(patterns))
-
-
-def select_cases(protocols: Iterable[Protocol], patterns: Sequence[str], skip: Sequence[str] = ()) -> list[Case]:
-    """Cases whose id matches any of ``patterns`` (all when there are none) and none of ``skip``."""
-    selected = []
-    for protocol in protocols:
-        for case in protocol.cases:
-            if (not patterns or matches(case.id, patterns)) and not matches(case.id, skip):
-                selected.append(case)
-    return selected
 
 
 @dataclass(frozen=True)

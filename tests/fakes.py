@@ -7,7 +7,7 @@ from functools import partial
 import trio
 
 from conformance.model import Protocol
-from conformance.targets import TargetEnv
+from conformance.serving import TargetEnv
 
 
 async def _echo(stream: trio.SocketStream) -> None:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from conformance.context import TYPICAL_EXAMPLES, CaseContext, describe_target_error
-from conformance.model import CaseFailed
+from conformance.vocabulary import CaseFailed
 
 T = TypeVar("T")
 

@@ -8,8 +8,8 @@ import struct
 import trio
 
 from conformance.context import CaseContext
-from conformance.model import CaseFailed, Unsupported
 from conformance.showbytes import describe_mismatch, first_difference
+from conformance.vocabulary import CaseFailed, Unsupported
 
 # Without progress for this long, a peer that should be sending is taken to have stalled.
 IDLE_SECONDS = 3.0

@@ -46,6 +46,7 @@ async def open_stream_listeners(
         listeners = [trio.SSLListener(listener, ssl_context) for listener in tcp_listeners]
     return listeners, bound_port
 
+
 # Names the embedded certificate is valid for, so clients may use any loopback spelling.
 SERVER_NAMES = ("127.0.0.1", "localhost", "::1")
 

@@ -22,10 +22,10 @@ import trio
 
 from conformance import registry
 from conformance.cli import build_parser
-from conformance.model import Level
 from conformance.protocols.tftp.cases import _fresh_name, _request_prefix, _starts_transfer
 from conformance.protocols.tftp.files import content, fixture_names
 from conformance.protocols.tftp.target import OUTSIDE_NAME, OUTSIDE_SECRET
+from conformance.vocabulary import Level
 from harness.tftp.server import serve_tftp
 from harness.tftp.wire import Ack, Data, OptionAck
 from tests.helpers import Run, conformance, fixture_command

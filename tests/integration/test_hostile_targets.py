@@ -23,11 +23,13 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext, RunOptions
+from conformance.hosting import TargetHost
 from conformance.kit.search import search
-from conformance.model import CaseFailed, Outcome, Protocol, case
+from conformance.launch import TargetSpec
+from conformance.model import Protocol, case
 from conformance.process import LINE_BYTES_KEPT, ManagedProcess, OutputTail
 from conformance.runner import CaseResult, run_cases
-from conformance.targets import TargetHost, TargetSpec
+from conformance.vocabulary import CaseFailed, Outcome
 from tests.fakes import make_protocol
 from tests.helpers import REPO, Run, fixture_command
 

@@ -7,9 +7,9 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from conformance.model import Level, Outcome
 from conformance.report import TableWriter, summarize, write_json, write_junit
 from conformance.runner import CaseResult
+from conformance.vocabulary import Level, Outcome
 
 
 def result(case_id: str, outcome: Outcome, level: Level = Level.MUST) -> CaseResult:

@@ -10,11 +10,13 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext, RunOptions
+from conformance.hosting import TargetHost
 from conformance.kit.search import search
-from conformance.model import CaseFailed, Level, Outcome, Protocol, case
+from conformance.launch import TargetSpec
+from conformance.model import Protocol, case, select_cases
 from conformance.runner import CaseResult, run_cases
-from conformance.selection import parse_expect_fail, select_cases
-from conformance.targets import TargetHost, TargetSpec
+from conformance.selection import parse_expect_fail
+from conformance.vocabulary import CaseFailed, Level, Outcome
 from tests.fakes import make_protocol
 
 

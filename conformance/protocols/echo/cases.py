@@ -25,9 +25,10 @@ from conformance.kit.streams import (
     reset,
     send_eof,
 )
-from conformance.model import CaseFailed, NoAnswer, Option, Protocol, case
+from conformance.model import Option, Protocol, case
+from conformance.serving import TargetEnv
 from conformance.showbytes import first_difference
-from conformance.targets import TargetEnv
+from conformance.vocabulary import CaseFailed, NoAnswer
 from harness.echo.server import serve_echo_tcp, serve_echo_udp
 from harness.echo.wire import TRANSFORMS
 

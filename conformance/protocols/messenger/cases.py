@@ -23,7 +23,8 @@ import trio
 from conformance.context import CaseContext, Instance
 from conformance.kit.loopback_capture import SentFromPort, capture_available
 from conformance.kit.search import search
-from conformance.model import CaseFailed, Level, NoAnswer, Option, Protocol, TargetUnusable, Unsupported, case
+from conformance.launch import free_port
+from conformance.model import Option, Protocol, case
 from conformance.protocols.messenger import netns as messenger_netns
 from conformance.protocols.messenger.peers import (
     MALFORMED_EXAMPLES,
@@ -43,7 +44,8 @@ from conformance.protocols.messenger.peers import (
     wait_ack,
     wait_relay_of,
 )
-from conformance.targets import TargetEnv, free_port
+from conformance.serving import TargetEnv
+from conformance.vocabulary import CaseFailed, Level, NoAnswer, TargetUnusable, Unsupported
 from harness.broadcast.server import serve_presence
 from harness.chat.server import serve_chat
 from harness.messenger.wire import Command, DatagramError, decode

@@ -33,10 +33,10 @@ import trio
 
 import harness
 from conformance.context import CaseContext
-from conformance.model import CaseFailed, Unsupported
+from conformance.launch import fill_placeholders
 from conformance.process import ManagedProcess
 from conformance.protocols.messenger.peers import Peer
-from conformance.targets import fill_placeholders
+from conformance.vocabulary import CaseFailed, Unsupported
 from harness.messenger.wire import Command
 
 SUBNET = "10.213.7"

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 from conformance.context import CaseContext
 from conformance.kit.loopback_capture import CaptureSocket
-from conformance.model import CaseFailed
 from conformance.showbytes import describe_mismatch
+from conformance.vocabulary import CaseFailed
 from harness.messenger.wire import (
     SENDCHECKOPT,
     VERSION,

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from conformance.context import CaseContext
 from conformance.kit.search import search
 from conformance.kit.siblings import planted_sibling
-from conformance.model import CaseFailed, Level, NoAnswer, Protocol, Unsupported, case
+from conformance.model import Protocol, case
 from conformance.protocols.tftp.files import (
     FIXTURE_SIZES,
     NETASCII_NAME,
@@ -77,6 +77,7 @@ from conformance.protocols.tftp.target import (
     start_embedded,
 )
 from conformance.showbytes import describe_mismatch, first_difference
+from conformance.vocabulary import CaseFailed, Level, NoAnswer, Unsupported
 from harness.tftp.blocks import MAX_BLOCK, wire_block
 from harness.tftp.errors import ErrorCode, TftpDecodeError
 from harness.tftp.netascii import encode_netascii

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 import trio
 
 from conformance.context import CaseContext
-from conformance.model import CaseFailed, NoAnswer, Unsupported
 from conformance.protocols.tftp.files import LARGEST_SIZE, fixture_size
 from conformance.showbytes import describe_mismatch, show
+from conformance.vocabulary import CaseFailed, NoAnswer, Unsupported
 from harness.tftp.blocks import MAX_BLOCK, wire_block
 from harness.tftp.errors import ErrorCode, TftpDecodeError
 from harness.tftp.options import parse_number

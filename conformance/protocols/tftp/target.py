@@ -10,10 +10,11 @@ import trio
 
 from conformance.context import CaseContext
 from conformance.kit.siblings import plant_sibling
-from conformance.model import CaseFailed, Option, TargetUnusable, absolute_path
+from conformance.model import Option, absolute_path
 from conformance.protocols.tftp.files import fixture_names, fixture_size, size_name, write_fixtures
 from conformance.protocols.tftp.session import Client, Refused, describe, download, fetch_one_block
-from conformance.targets import TargetEnv
+from conformance.serving import TargetEnv
+from conformance.vocabulary import CaseFailed, TargetUnusable
 from harness.tftp.errors import ErrorCode
 from harness.tftp.server import serve_tftp
 from harness.tftp.wire import ErrorPacket, OptionAck, ReadRequest

@@ -27,7 +27,7 @@ from conformance.context import CaseContext
 from conformance.kit.search import search
 from conformance.kit.siblings import plant_sibling, planted_sibling
 from conformance.kit.streams import require_half_close
-from conformance.model import CaseFailed, Level, Option, Protocol, absolute_path, case
+from conformance.model import Option, Protocol, absolute_path, case
 from conformance.protocols.upload.support import (
     EMPTY_MD5,
     Conversation,
@@ -49,7 +49,8 @@ from conformance.protocols.upload.support import (
     spec,
     stat_request,
 )
-from conformance.targets import TargetEnv
+from conformance.serving import TargetEnv
+from conformance.vocabulary import CaseFailed, Level
 from harness._kit.framing import LENGTH_PREFIX, MAX_FRAME_LENGTH
 from harness.upload.cli import parse_size
 from harness.upload.server import serve_upload

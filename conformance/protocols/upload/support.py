@@ -21,7 +21,7 @@ import trio
 
 from conformance.context import CaseContext
 from conformance.kit.streams import require_half_close
-from conformance.model import CaseFailed
+from conformance.vocabulary import CaseFailed
 from harness._kit.framing import (
     LENGTH_PREFIX,
     MAX_FRAME_LENGTH,

@@ -1,4 +1,4 @@
-"""Targets: where the cases send their traffic.
+"""Hosting targets: starting, watching and stopping where the cases send their traffic.
 
 A target is the embedded reference server (started in-process on an ephemeral loopback port), an
 outside server given by address, or a program the suite starts itself (``--target-cmd``).
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import re
 import socket
 import ssl
 import tempfile
@@ -21,13 +20,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import trio
 
-from conformance.model import Protocol, TargetUnusable
+from conformance.launch import TargetKind, TargetSpec, fill_placeholders, free_port, udp_port_bound
 from conformance.process import Deliberate, ManagedProcess, annotate
-from conformance.tls import TlsFiles, client_context, make_tls_files
+from conformance.serving import Serving, TargetEnv
+from conformance.vocabulary import TargetUnusable, UsageError
+from harness._kit.tls import client_context
 
 # How long a started program gets to start listening, before --timeout-scale.
 STARTUP_SECONDS = 10.0
@@ -36,80 +37,6 @@ UDP_GRACE_SECONDS = 0.5
 POLL_SECONDS = 0.05
 ADDRESS_CHECK_SECONDS = 3.0
 EMBEDDED_LOG_LINES = 2000
-
-TargetKind = Literal["embedded", "address", "command"]
-
-
-class UsageError(Exception):
-    """A mistake in how targets were given: the command prints it and exits 2."""
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    protocol: str
-    kind: TargetKind
-    host: str | None = None
-    port: int | None = None
-    command: str | None = None
-
-    def cli_form(self) -> str:
-        """How this target is written on the ``conformance run`` command line (for replay lines)."""
-        import shlex
-
-        if self.kind == "address":
-            return f"--target {self.protocol}={self.host}:{self.port}"
-        if self.kind == "command":
-            return f"--target-cmd {shlex.quote(f'{self.protocol}={self.command}')}"
-        return f"--target {self.protocol}=embedded"
-
-
-def _split_assignment(text: str, flag: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name or not value:
-        raise UsageError(f"{flag} {text!r} should look like PROTOCOL=VALUE, e.g. {flag} echo=127.0.0.1:7")
-    return name.strip(), value.strip()
-
-
-def parse_target(text: str) -> TargetSpec:
-    protocol, value = _split_assignment(text, "--target")
-    if value == "embedded":
-        return TargetSpec(protocol, "embedded")
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise UsageError(f"--target {text!r}: expected HOST:PORT after '=', e.g. {protocol}=127.0.0.1:7")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise UsageError(f"--target {text!r}: port {port_text!r} is not a number") from None
-    if not 1 <= port <= 65535:
-        raise UsageError(f"--target {text!r}: port {port} is out of range 1-65535")
-    return TargetSpec(protocol, "address", host=host.strip("[]"), port=port)
-
-
-def parse_target_cmd(text: str) -> TargetSpec:
-    protocol, command = _split_assignment(text, "--target-cmd")
-    if "{port}" not in command:
-        raise UsageError(
-            f"--target-cmd {protocol}=...: the command has no {{port}}; put {{port}} where your "
-            "program takes its port, e.g. 'python server.py {port}'"
-        )
-    return TargetSpec(protocol, "command", command=command)
-
-
-def resolve_specs(targets: list[str], commands: list[str], protocols: Mapping[str, Protocol]) -> list[TargetSpec]:
-    """Parse --target/--target-cmd values; with neither, every protocol gets its embedded reference."""
-    specs = [parse_target(t) for t in targets] + [parse_target_cmd(c) for c in commands]
-    seen: set[str] = set()
-    for spec in specs:
-        if spec.protocol not in protocols:
-            known = ", ".join(protocols)
-            raise UsageError(f"unknown protocol {spec.protocol!r}; known protocols: {known}")
-        if spec.protocol in seen:
-            raise UsageError(f"protocol {spec.protocol!r} is given more than one target")
-        seen.add(spec.protocol)
-    if not specs:
-        specs = [TargetSpec(name, "embedded") for name in protocols]
-    return specs
 
 
 class LogTail(logging.Handler):
@@ -124,26 +51,6 @@ class LogTail(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append((self.count, self.format(record)))
         self.count += 1
-
-
-@dataclass
-class TargetEnv:
-    """What a protocol's hooks get when preparing a target: options, a private directory, TLS files."""
-
-    protocol: Protocol
-    options: Mapping[str, Any]
-    directory: Path
-    timeout_scale: float
-    attributes: dict[str, Any] = field(default_factory=dict)
-    # The port the embedded reference must bind, 0 for any free one. Only a case's fresh instance
-    # asks for a port (see CaseContext.fresh_instance), for example one it already listens on.
-    port: int = 0
-    _tls: TlsFiles | None = None
-
-    def tls_files(self) -> TlsFiles:
-        if self._tls is None:
-            self._tls = make_tls_files(self.directory)
-        return self._tls
 
 
 @dataclass
@@ -168,7 +75,7 @@ class TargetHealth:
 
 @dataclass(eq=False)
 class ResolvedTarget:
-    protocol: Protocol
+    protocol: Serving
     spec: TargetSpec
     host: str
     port: int
@@ -251,45 +158,6 @@ class ResolvedTarget:
             self._host.call_soon(self._scope.cancel)
 
 
-def free_port(transport: str, host: str = "127.0.0.1") -> int:
-    kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
-
-
-def fill_placeholders(command: str, values: Mapping[str, str]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in values:
-            known = ", ".join("{" + key + "}" for key in values)
-            raise UsageError(f"--target-cmd: unknown placeholder {{{name}}}; this protocol offers {known}")
-        return values[name]
-
-    return _PLACEHOLDER.sub(replace, command)
-
-
-def udp_port_bound(port: int) -> bool | None:
-    """Whether some socket is bound to this UDP port, from /proc; None when /proc cannot tell."""
-    found_any_table = False
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(table) as handle:
-                rows = handle.read().splitlines()[1:]
-        except OSError:
-            continue
-        found_any_table = True
-        for row in rows:
-            local = row.split()[1]
-            if int(local.rsplit(":", 1)[1], 16) == port:
-                return True
-    return False if found_any_table else None
-
-
 def _resolve_host(host: str, transport: str) -> str:
     kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
     try:
@@ -305,7 +173,7 @@ class TargetHost:
     def __init__(
         self,
         specs: list[TargetSpec],
-        protocols: Mapping[str, Protocol],
+        protocols: Mapping[str, Serving],
         *,
         options: Mapping[str, Any],
         timeout_scale: float = 1.0,
@@ -446,7 +314,7 @@ class TargetHost:
 
     @staticmethod
     async def _host_one(
-        protocol: Protocol,
+        protocol: Serving,
         env: TargetEnv,
         *,
         task_status: trio.TaskStatus[tuple[tuple[str, int], trio.CancelScope]] = trio.TASK_STATUS_IGNORED,
@@ -501,7 +369,7 @@ class TargetHost:
         return target
 
 
-def launch_command(protocol: Protocol, template: str, env: TargetEnv, port: int) -> ManagedProcess:
+def launch_command(protocol: Serving, template: str, env: TargetEnv, port: int) -> ManagedProcess:
     """Start a --target-cmd program on ``port``, with every placeholder filled."""
     values = {"port": str(port), "host": "127.0.0.1"}
     if protocol.tls:

@@ -6,6 +6,7 @@ Registered through the ``pytest11`` entry point. It stays inert unless pytest co
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,8 +176,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 class CaseModule(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
-        import importlib
-
         module = importlib.import_module(f"conformance.protocols.{self.path.parent.name}")
         state = self.config.stash[_STATE]
         for protocol in getattr(module, "PROTOCOLS", ()):

@@ -41,13 +41,13 @@ if str(REPO) not in sys.path:
 
 import trio  # noqa: E402
 
+from conformance.launch import free_port  # noqa: E402
 from harness.tftp.client import tftp_get  # noqa: E402
 from harness.tftp.polling import ENVIRONMENT as POLLING_ENVIRONMENT  # noqa: E402
 from tests.peers import (  # noqa: E402
     INTEROP_SERVERS,
     PeerStartError,
     PeerUnavailable,
-    free_udp_port,
     locate_client,
     probe_tftp,
     start_peer,
@@ -105,7 +105,7 @@ def cases(servers: list[str]) -> list[Case]:
 @contextlib.contextmanager
 def start_ours(root: Path, log: Path, *, polling: bool = True) -> Iterator[int]:
     """``harness serve tftp`` in a process of its own, like the other servers."""
-    port = free_udp_port()
+    port = free_port("udp")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     env[POLLING_ENVIRONMENT] = "on" if polling else "off"
     argv = [sys.executable, "-m", "harness", "serve", "tftp", "--port", str(port), "--root", str(root)]

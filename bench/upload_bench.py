@@ -46,6 +46,7 @@ import trio
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from conformance.launch import free_port  # noqa: E402
 from harness.upload.cli import parse_size  # noqa: E402
 from harness.upload.client import hash_file, upload_files  # noqa: E402
 from harness.upload.wire import FileInfo  # noqa: E402
@@ -101,13 +102,6 @@ def peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -171,7 +165,7 @@ def send_raw(port: int, source: Path) -> float:
 
 
 def measure_baseline(source: Path, size: int, work: Path, result: Measurement) -> None:
-    port = free_port()
+    port = free_port("tcp")
     target = work / "baseline.out"
     argv = [sys.executable, __file__, "--receive-raw", str(port), str(target)]
     with started(argv, port, work / "baseline.log") as process:
@@ -186,7 +180,7 @@ def measure_baseline(source: Path, size: int, work: Path, result: Measurement) -
 
 
 def measure_ours(source: Path, size: int, digest: str, work: Path, result: Measurement, timeout: float) -> None:
-    port = free_port()
+    port = free_port("tcp")
     root = work / "root"
     argv = [sys.executable, "-m", "harness", "serve", "upload", "--port", str(port), "--root", str(root)]
     with started(argv, port, work / "server.log") as process:

@@ -54,6 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NoReturn
 
+from conformance.launch import free_port
+
 __all__ = [
     "CLIENTS",
     "INTEROP_SERVERS",
@@ -64,7 +66,6 @@ __all__ = [
     "PeerInfo",
     "PeerStartError",
     "PeerUnavailable",
-    "free_udp_port",
     "locate_client",
     "probe_tftp",
     "require_client",
@@ -409,14 +410,6 @@ def require_client(name: str) -> str:
 # --- starting ---------------------------------------------------------------------------------
 
 
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    """A UDP port nobody uses right now (for programs that cannot bind port 0 and tell us)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def probe_tftp(host: str, port: int, *, deadline: float, alive: subprocess.Popen[bytes] | None = None) -> bool:
     """Send RRQs for a file that does not exist until any datagram comes back from ``host``.
 
@@ -486,7 +479,7 @@ def start_peer(
         prefix = () if namespace is None else ("ip", "netns", "exec", namespace)
         log = Path(scratch) / "server.log"
         for attempt in range(1, _START_ATTEMPTS + 1):
-            port = _DNSMASQ_PORT if namespace is not None else free_udp_port(host)
+            port = _DNSMASQ_PORT if namespace is not None else free_port("udp", host)
             argv, cwd = _server_argv(name, host, port, root, log)
             argv = [*prefix, *argv]
             # atftpd writes its own --logfile; the others' output is captured into the same file.

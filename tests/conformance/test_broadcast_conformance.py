@@ -22,6 +22,7 @@ import pytest
 
 from conformance import registry
 from conformance.kit.loopback_capture import capture_available
+from conformance.launch import free_port
 from tests.helpers import FIXTURES, REPO, Run, conformance, fixture_command
 
 BROADCAST_CASES = {case.id for case in registry.protocols()["broadcast"].cases}
@@ -216,15 +217,8 @@ def test_correct_responder_passes(runs: dict[str, Run], fixture: str) -> None:
     assert run.outcomes() == dict.fromkeys(CORRECT[fixture], "passed"), run.stdout
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_a_responder_given_by_address_is_tested_except_for_starting_and_stopping(tmp_path: Path) -> None:
-    port = free_udp_port()
+    port = free_port("udp")
     command = [
         sys.executable,
         "-m",
@@ -268,7 +262,7 @@ COMMON_BASED = [name for name in ALL_FIXTURES if name != "quiet_no_reuseaddr"]
 
 @pytest.mark.parametrize("fixture", COMMON_BASED)
 def test_fixture_announces_its_port_answers_and_says_goodbye(fixture: str) -> None:
-    port = free_udp_port()
+    port = free_port("udp")
     command = [sys.executable, str(FIXTURES / "broadcast" / f"{fixture}.py"), str(port)]
     with (
         open_listener(port) as listener,

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conformance import registry
+from conformance.launch import free_port
 from tests.helpers import FIXTURES, REPO, Run, conformance, fixture_command
 
 CHAT_CASES = {case.id for case in registry.protocols()["chat"].cases}
@@ -131,16 +132,9 @@ def test_fixture_is_caught_by_its_case(runs: dict[str, Run], fixture: str) -> No
     assert fragment in messages, messages
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.mark.parametrize("fixture", ALL_FIXTURES)
 def test_fixture_announces_its_port_answers_a_join_and_stops_on_sigterm(fixture: str) -> None:
-    port = free_udp_port()
+    port = free_port("udp")
     command = [sys.executable, str(FIXTURES / "chat" / f"{fixture}.py"), str(port)]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         try:

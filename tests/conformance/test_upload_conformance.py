@@ -12,7 +12,6 @@ import os
 import re
 import selectors
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conformance import registry
+from conformance.launch import free_port
 from tests.helpers import FIXTURES, Run, conformance, fixture_command
 
 # The whole module takes about 50 s on two cores; it runs some 30 suite runs side by side.
@@ -304,13 +304,6 @@ def test_segmentation_failure_shows_the_cuts_and_replays(runs: Runs, key: str, t
     assert f"cut at {where.group(1)}" in replayed.case("upload.tcp.segmentation")["message"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 UPLOAD_FIXTURES = sorted(path.stem for path in (FIXTURES / "upload").glob("*.py"))
 START_SECONDS = 10.0
 
@@ -347,14 +340,14 @@ def stop_fixture(server: subprocess.Popen[bytes]) -> int:
 
 @pytest.mark.parametrize("name", UPLOAD_FIXTURES)
 def test_fixture_announces_its_port_and_stops_on_sigterm(tmp_path: Path, name: str) -> None:
-    server = start_fixture(name, _free_port(), tmp_path / "root")
+    server = start_fixture(name, free_port("tcp"), tmp_path / "root")
     assert stop_fixture(server) == 0
 
 
 def test_upload_root_shows_writes_outside_an_address_target(tmp_path: Path) -> None:
     """With --upload-root, the suite sees the file a traversing server wrote beside its root, and removes it."""
     root = tmp_path / "served"
-    port = _free_port()
+    port = free_port("tcp")
     server = start_fixture("path_traversal", port, root)
     try:
         started = time.monotonic()

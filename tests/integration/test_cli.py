@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conformance.launch import free_port
 from tests.helpers import REPO, conformance, fixture_command
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def assert_one_line_usage_error(run: object, fragment: str) -> None:
@@ -61,21 +54,14 @@ def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], frag
 
 
 def test_unreachable_target_exits_2(tmp_path: Path) -> None:
-    port = closed_port()
+    port = free_port("tcp")
     run = conformance(tmp_path, "run", "--target", f"echo=127.0.0.1:{port}")
     assert_one_line_usage_error(run, "not reachable")
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize("protocol", ["udp-echo", "tftp", "chat", "broadcast"])
 def test_nothing_listening_on_udp_exits_2_at_once(tmp_path: Path, protocol: str) -> None:
-    port = free_udp_port()
+    port = free_port("udp")
     host = "127.255.255.255" if protocol == "broadcast" else "127.0.0.1"
     started = time.monotonic()
     run = conformance(tmp_path, "run", "--target", f"{protocol}={host}:{port}")

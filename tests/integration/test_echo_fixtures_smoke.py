@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from conformance.launch import free_port
+
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "echo"
 DEADLINE = 5.0
 MESSAGE = b"hello, echo 42\n"
@@ -53,13 +55,6 @@ UDP_ECHOING = ["udp_recvfrom_1024", "udp_echo_to_all", "udp_slow_small_buffer"]
 ALL_FIXTURES = sorted(p.stem for p in FIXTURES.glob("*.py") if not p.stem.startswith("_"))
 
 
-def free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def read_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
     assert proc.stdout is not None
     line = b""
@@ -77,7 +72,7 @@ def read_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
 @contextlib.contextmanager
 def running(name: str, *extra: str, udp: bool = False) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """Start the fixture on a free port and wait for it to say it listens."""
-    port = free_port(socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    port = free_port("udp" if udp else "tcp")
     command = [sys.executable, str(FIXTURES / f"{name}.py"), str(port), *extra]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         try:

@@ -8,15 +8,9 @@ import pytest
 import trio
 
 from conformance.kit.loopback_capture import CaptureSocket, capture_available, parse_udp
+from conformance.launch import free_port
 
 needs_capture = pytest.mark.skipif(not capture_available(), reason="needs CAP_NET_RAW (root) on Linux")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_parse_udp_reads_addresses_ports_and_payload() -> None:
@@ -32,7 +26,7 @@ def test_parse_udp_reads_addresses_ports_and_payload() -> None:
 
 @needs_capture
 async def test_only_datagrams_to_the_watched_address_and_port_arrive_while_the_port_is_held() -> None:
-    port = free_udp_port()
+    port = free_port("udp")
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as owner,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,

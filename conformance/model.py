@@ -16,6 +16,7 @@ from conformance.context import CaseContext
 from conformance.hosting import ResolvedTarget
 from conformance.selection import matches
 from conformance.serving import EmbeddedStarter, Serving
+from conformance.specs import Citation, render
 from conformance.vocabulary import CaseInfo, Level
 
 CaseFunction = Callable[[CaseContext], Awaitable[None]]
@@ -93,7 +94,7 @@ class Protocol(Serving):
 def case(
     *protocols: Protocol,
     slug: str,
-    spec: str,
+    spec: Citation,
     level: Level = Level.MUST,
     budget: float | None = None,
     slow: bool = False,
@@ -119,7 +120,7 @@ def case(
                     id=case_id,
                     protocol=protocol.name,
                     description=description,
-                    spec=spec + protocol.spec_suffix,
+                    spec=render(spec) + protocol.spec_suffix,
                     level=level,
                     func=func,
                     budget=protocol.budget if budget is None else budget,

@@ -29,6 +29,7 @@ from conformance.launch import TargetSpec
 from conformance.model import Protocol, case
 from conformance.process import LINE_BYTES_KEPT, ManagedProcess, OutputTail
 from conformance.runner import CaseResult, run_cases
+from conformance.specs import ref
 from conformance.vocabulary import CaseFailed, Outcome
 from tests.fakes import make_protocol
 from tests.helpers import REPO, Run, fixture_command
@@ -156,7 +157,7 @@ def _hypothesis_is_running_in(ident: int) -> bool:
 def test_search_budget_cuts_a_slow_example_short() -> None:
     proto = make_protocol()
 
-    @case(proto, slug="slow-search", spec="test", budget=30)
+    @case(proto, slug="slow-search", spec=ref("test"), budget=30)
     async def slow_search(ctx: CaseContext) -> None:
         """The third example never ends."""
         seen: list[int] = []
@@ -184,7 +185,7 @@ def test_case_budget_cancels_a_search_and_releases_its_thread() -> None:
         threads.append(threading.get_ident())
         return value
 
-    @case(proto, slug="hung-search", spec="test", budget=1.0)
+    @case(proto, slug="hung-search", spec=ref("test"), budget=1.0)
     async def hung_search(ctx: CaseContext) -> None:
         """Every example hangs; the search's own budget is far away."""
 
@@ -209,7 +210,7 @@ def test_search_still_reports_a_flaky_target() -> None:
     proto = make_protocol()
     failures: list[int] = []
 
-    @case(proto, slug="flaky", spec="test")
+    @case(proto, slug="flaky", spec=ref("test"))
     async def flaky(ctx: CaseContext) -> None:
         """Fails once on a large value, never again."""
 

@@ -16,6 +16,7 @@ from conformance.launch import TargetSpec
 from conformance.model import Protocol, case, select_cases
 from conformance.runner import CaseResult, run_cases
 from conformance.selection import parse_expect_fail
+from conformance.specs import ref
 from conformance.vocabulary import CaseFailed, Level, Outcome
 from tests.fakes import make_protocol
 
@@ -31,29 +32,29 @@ def run_protocol(protocol: Protocol, options: RunOptions | None = None) -> dict[
 def test_outcomes_are_classified_and_contained() -> None:
     proto = make_protocol()
 
-    @case(proto, slug="passes", spec="test")
+    @case(proto, slug="passes", spec=ref("test"))
     async def passes(ctx: CaseContext) -> None:
         """Passes."""
         stream = await ctx.connect()
         await stream.send_all(b"x")
         assert await stream.receive_some(1) == b"x"
 
-    @case(proto, slug="fails", spec="test")
+    @case(proto, slug="fails", spec=ref("test"))
     async def fails(ctx: CaseContext) -> None:
         """Fails."""
         raise CaseFailed("wrong answer", sent=b"a\x00", expected=b"b", actual=b"c" * 500)
 
-    @case(proto, slug="unsupported", spec="test")
+    @case(proto, slug="unsupported", spec=ref("test"))
     async def unsupported(ctx: CaseContext) -> None:
         """Unsupported."""
         ctx.unsupported("no such feature")
 
-    @case(proto, slug="harness-bug", spec="test")
+    @case(proto, slug="harness-bug", spec=ref("test"))
     async def harness_bug(ctx: CaseContext) -> None:
         """Errors."""
         raise KeyError("oops")
 
-    @case(proto, slug="group", spec="test")
+    @case(proto, slug="group", spec=ref("test"))
     async def group(ctx: CaseContext) -> None:
         """A failure inside a nursery."""
 
@@ -64,17 +65,17 @@ def test_outcomes_are_classified_and_contained() -> None:
             nursery.start_soon(fail)
             await trio.sleep_forever()
 
-    @case(proto, slug="broken-connection", spec="test")
+    @case(proto, slug="broken-connection", spec=ref("test"))
     async def broken(ctx: CaseContext) -> None:
         """The target broke the connection."""
         raise trio.BrokenResourceError from ConnectionResetError(104, "reset")
 
-    @case(proto, slug="hangs", spec="test", budget=0.5)
+    @case(proto, slug="hangs", spec=ref("test"), budget=0.5)
     async def hangs(ctx: CaseContext) -> None:
         """Never finishes."""
         await trio.sleep_forever()
 
-    @case(proto, slug="after", spec="test")
+    @case(proto, slug="after", spec=ref("test"))
     async def after(ctx: CaseContext) -> None:
         """Still runs after all that."""
 
@@ -102,7 +103,7 @@ def test_outcomes_are_classified_and_contained() -> None:
 def test_timeout_scale_stretches_deadlines() -> None:
     proto = make_protocol()
 
-    @case(proto, slug="waits", spec="test", budget=0.2)
+    @case(proto, slug="waits", spec=ref("test"), budget=0.2)
     async def waits(ctx: CaseContext) -> None:
         """Needs 0.3 s."""
         await trio.sleep(0.3)
@@ -125,17 +126,17 @@ def test_a_target_that_stops_answering_fails_that_case_and_skips_the_next_until_
     proto = make_protocol(liveness=alive)
     ran = []
 
-    @case(proto, slug="breaks-it", spec="test")
+    @case(proto, slug="breaks-it", spec=ref("test"))
     async def breaks_it(ctx: CaseContext) -> None:
         """Passes, but the target stops answering."""
         answering[0] = False
 
-    @case(proto, slug="skipped", spec="test")
+    @case(proto, slug="skipped", spec=ref("test"))
     async def skipped(ctx: CaseContext) -> None:
         """Not run: the target is silent."""
         ran.append("skipped")
 
-    @case(proto, slug="after-recovery", spec="test")
+    @case(proto, slug="after-recovery", spec=ref("test"))
     async def after_recovery(ctx: CaseContext) -> None:
         """Runs: the target answers again."""
         ran.append("after-recovery")
@@ -166,14 +167,14 @@ def test_a_silent_target_is_checked_again_briefly_before_each_later_case(monkeyp
 
     proto = make_protocol(liveness=alive, liveness_seconds=1.0)
 
-    @case(proto, slug="silences-it", spec="test")
+    @case(proto, slug="silences-it", spec=ref("test"))
     async def silences_it(ctx: CaseContext) -> None:
         """Passes, but the target goes silent."""
         silent[0] = True
 
     for slug in ("later-1", "later-2"):
 
-        @case(proto, slug=slug, spec="test")
+        @case(proto, slug=slug, spec=ref("test"))
         async def later(ctx: CaseContext) -> None:
             """Not run: the target is silent."""
 
@@ -189,12 +190,12 @@ def test_a_silent_target_is_checked_again_briefly_before_each_later_case(monkeyp
 def test_the_run_budget_skips_the_cases_after_it() -> None:
     proto = make_protocol()
 
-    @case(proto, slug="slow", spec="test")
+    @case(proto, slug="slow", spec=ref("test"))
     async def slow(ctx: CaseContext) -> None:
         """Takes longer than the whole run budget."""
         await trio.sleep(0.3)
 
-    @case(proto, slug="late", spec="test")
+    @case(proto, slug="late", spec=ref("test"))
     async def late(ctx: CaseContext) -> None:
         """Would start after the budget."""
 
@@ -212,7 +213,7 @@ def test_cases_that_run_out_of_time_in_a_row_end_the_target_as_too_slow() -> Non
             """Never finishes."""
             await trio.sleep_forever()
 
-        case(proto, slug=slug, spec="test", budget=0.1)(hangs)
+        case(proto, slug=slug, spec=ref("test"), budget=0.1)(hangs)
     results = run_protocol(proto)
     assert [results[f"fake.{n}"].outcome for n in ("one", "two", "three")] == [Outcome.FAILED] * 3
     assert results["fake.one"].message.startswith("too slow: the case did not finish within its budget")
@@ -223,12 +224,12 @@ def test_cases_that_run_out_of_time_in_a_row_end_the_target_as_too_slow() -> Non
 def test_expected_failures_and_unexpected_passes() -> None:
     proto = make_protocol()
 
-    @case(proto, slug="known-bug", spec="test")
+    @case(proto, slug="known-bug", spec=ref("test"))
     async def known_bug(ctx: CaseContext) -> None:
         """Fails, and is listed."""
         raise CaseFailed("still broken")
 
-    @case(proto, slug="fixed-bug", spec="test")
+    @case(proto, slug="fixed-bug", spec=ref("test"))
     async def fixed_bug(ctx: CaseContext) -> None:
         """Passes, but is listed."""
 
@@ -252,7 +253,7 @@ def test_expected_failures_and_unexpected_passes() -> None:
 def test_should_failures_are_fatal_only_when_strict() -> None:
     proto = make_protocol()
 
-    @case(proto, slug="optional", spec="test", level=Level.SHOULD)
+    @case(proto, slug="optional", spec=ref("test"), level=Level.SHOULD)
     async def optional(ctx: CaseContext) -> None:
         """A SHOULD."""
         raise CaseFailed("not done")
@@ -267,7 +268,7 @@ def test_search_reports_the_shrunk_input_and_a_replay_line(tmp_path: pytest.Temp
     proto = make_protocol()
     seen: list[list[int]] = []
 
-    @case(proto, slug="search", spec="test")
+    @case(proto, slug="search", spec=ref("test"))
     async def searching(ctx: CaseContext) -> None:
         """Fails for large write lists."""
 
@@ -298,7 +299,7 @@ def test_select_cases_by_glob_and_substring() -> None:
         async def body(ctx: CaseContext) -> None:
             """Nothing."""
 
-        case(proto, slug=slug, spec="test")(body)
+        case(proto, slug=slug, spec=ref("test"))(body)
     ids = lambda patterns: [c.id for c in select_cases([proto], patterns)]  # noqa: E731
     assert ids([]) == ["fake.alpha", "fake.beta", "fake.alpha-two"]
     assert ids(["fake.alpha"]) == ["fake.alpha", "fake.alpha-two"]

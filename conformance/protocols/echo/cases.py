@@ -28,6 +28,7 @@ from conformance.kit.streams import (
 from conformance.model import Option, Protocol, case
 from conformance.serving import TargetEnv
 from conformance.showbytes import first_difference
+from conformance.specs import ref
 from conformance.vocabulary import CaseFailed, NoAnswer
 from harness.echo.server import serve_echo_tcp, serve_echo_udp
 from harness.echo.wire import TRANSFORMS
@@ -155,14 +156,14 @@ async def _exchange(ctx: CaseContext, stream: trio.abc.Stream, data: bytes, what
 # -- TCP and TLS -----------------------------------------------------------------------------------
 
 
-@case(*STREAMS, slug="round-trip", spec="RFC 862 §1")
+@case(*STREAMS, slug="round-trip", spec=ref("RFC 862", "1"))
 async def round_trip(ctx: CaseContext) -> None:
     """One short message comes back as sent."""
     stream = await ctx.connect()
     await _exchange(ctx, stream, b"hello, echo\n", "one short message")
 
 
-@case(*STREAMS, slug="many-messages", spec="RFC 862 §1")
+@case(*STREAMS, slug="many-messages", spec=ref("RFC 862", "1"))
 async def many_messages(ctx: CaseContext) -> None:
     """Twenty messages on one connection, each echoed before the next is sent."""
     stream = await ctx.connect()
@@ -171,14 +172,14 @@ async def many_messages(ctx: CaseContext) -> None:
         await _exchange(ctx, stream, message, f"message {index + 1} of 20")
 
 
-@case(*STREAMS, slug="binary", spec="RFC 862 §1 (any octets)")
+@case(*STREAMS, slug="binary", spec=ref("RFC 862", "1", note="any octets"))
 async def binary(ctx: CaseContext) -> None:
     """All 256 byte values, NUL and invalid UTF-8 included, come back unchanged."""
     stream = await ctx.connect()
     await _exchange(ctx, stream, bytes(range(256)) * 4, "1024 bytes holding every byte value")
 
 
-@case(*STREAMS, slug="large", spec="RFC 862 §1; RFC 9293 §3.8 (flow control)")
+@case(*STREAMS, slug="large", spec=(ref("RFC 862", "1"), ref("RFC 9293", "3.8", note="flow control")))
 async def large(ctx: CaseContext) -> None:
     """1 MiB, more than the socket buffers hold, echoed while the client is still writing."""
     stream = await ctx.connect()
@@ -229,7 +230,11 @@ _SEGMENTATION_EXAMPLES = (
 )
 
 
-@case(*STREAMS, slug="segmentation", spec="RFC 862 §1; RFC 9293 §3.1 (a byte stream, not messages)")
+@case(
+    *STREAMS,
+    slug="segmentation",
+    spec=(ref("RFC 862", "1"), ref("RFC 9293", "3.1", note="a byte stream, not messages")),
+)
 async def segmentation(ctx: CaseContext) -> None:
     """Text written in pieces drawn by hypothesis (1-byte writes, one write, random cuts) echoes intact."""
 
@@ -265,7 +270,7 @@ async def segmentation(ctx: CaseContext) -> None:
     await search(ctx, _segmented_text(), check, always=_SEGMENTATION_EXAMPLES)
 
 
-@case(*STREAMS, slug="half-close", spec="RFC 862 §1; RFC 9293 §3.6 (half-close)")
+@case(*STREAMS, slug="half-close", spec=(ref("RFC 862", "1"), ref("RFC 9293", "3.6", note="half-close")))
 async def half_close(ctx: CaseContext) -> None:
     """After the client's EOF the server echoes everything still pending, then closes its side."""
     stream = await ctx.connect()
@@ -292,7 +297,7 @@ async def half_close(ctx: CaseContext) -> None:
     expect_equal("the echo before EOF differs from what was sent", sent=payload, expected=expected, actual=echoed)
 
 
-@case(*STREAMS, slug="reset", spec="RFC 9293 §3.5.2 (reset); RFC 862 §1")
+@case(*STREAMS, slug="reset", spec=(ref("RFC 9293", "3.5.2", note="reset"), ref("RFC 862", "1")))
 async def reset_survival(ctx: CaseContext) -> None:
     """Clients that abort with a TCP reset, idle or mid-echo, do not take the server down."""
     idle = await ctx.connect()
@@ -320,7 +325,7 @@ async def reset_survival(ctx: CaseContext) -> None:
     await _exchange(ctx, after, b"still there?\n", "a message from the next client")
 
 
-@case(*STREAMS, slug="concurrency", spec="RFC 862 §1 (a server for many clients)")
+@case(*STREAMS, slug="concurrency", spec=ref("RFC 862", "1", note="a server for many clients"))
 async def concurrency(ctx: CaseContext) -> None:
     """N clients (--echo-clients, default 32) connect and stay; then all talk at once, and each is served."""
     count = ctx.option("echo_clients")
@@ -396,7 +401,7 @@ SIMULTANEOUS_SIZE = 512 * 1024
 SIMULTANEOUS_CHUNK = 4096
 
 
-@case(*STREAMS, slug="simultaneous", spec="RFC 862 §1 (each connection echoes its own data)")
+@case(*STREAMS, slug="simultaneous", spec=ref("RFC 862", "1", note="each connection echoes its own data"))
 async def simultaneous(ctx: CaseContext) -> None:
     """Several clients send different streams at the same time; each gets back exactly its own bytes."""
     # Each client's text differs from every other's in every chunk: a byte that crossed over shows.
@@ -462,7 +467,9 @@ async def simultaneous(ctx: CaseContext) -> None:
 _UPPER_TEXT = "Straße café ÀÉÎ naïve 中文 abc xyz".encode()
 
 
-@case(*STREAMS, slug="upper", spec="course variant of RFC 862: ASCII a-z become A-Z, other bytes untouched")
+@case(
+    *STREAMS, slug="upper", spec=ref("course variant of RFC 862", topic="ASCII a-z become A-Z, other bytes untouched")
+)
 async def upper(ctx: CaseContext) -> None:
     """An upper-casing server changes only ASCII a-z, even in binary data and split characters."""
     if ctx.option("echo_transform") != "upper":
@@ -527,14 +534,14 @@ async def _datagram_exchange(ctx: CaseContext, sock: trio.socket.SocketType, dat
     return source
 
 
-@case(UDP_ECHO, slug="round-trip", spec="RFC 862 §2")
+@case(UDP_ECHO, slug="round-trip", spec=ref("RFC 862", "2"))
 async def udp_round_trip(ctx: CaseContext) -> None:
     """One datagram is answered with one datagram holding the same data."""
     sock = await ctx.udp_socket()
     await _datagram_exchange(ctx, sock, b"hello, udp echo", "one datagram")
 
 
-@case(UDP_ECHO, slug="reply-address", spec="RFC 862 §2; RFC 768 (source and destination ports)")
+@case(UDP_ECHO, slug="reply-address", spec=(ref("RFC 862", "2"), ref("RFC 768", note="source and destination ports")))
 async def udp_reply_address(ctx: CaseContext) -> None:
     """The echo goes to the sender's address and port and comes from the port the datagram went to."""
     sock = await ctx.udp_socket()
@@ -549,7 +556,7 @@ async def udp_reply_address(ctx: CaseContext) -> None:
 UDP_SIZES = (0, 1, 100, 512, 1024, 1025, 1472, 4096, 8192, 32768, 65507)
 
 
-@case(UDP_ECHO, slug="sizes", spec="RFC 862 §2; RFC 768 (datagrams up to 65507 bytes over IPv4)")
+@case(UDP_ECHO, slug="sizes", spec=(ref("RFC 862", "2"), ref("RFC 768", note="datagrams up to 65507 bytes over IPv4")))
 async def udp_sizes(ctx: CaseContext) -> None:
     """Datagrams of 0 to 65507 bytes each come back whole."""
     sock = await ctx.udp_socket(receive_buffer=1 << 20)
@@ -596,7 +603,7 @@ async def _why_unanswered(ctx: CaseContext, data: bytes) -> str:
     return f"a datagram of {len(text)} bytes of text sent next was echoed: this one was lost or dropped"
 
 
-@case(UDP_ECHO, slug="interleaved", spec="RFC 862 §2")
+@case(UDP_ECHO, slug="interleaved", spec=ref("RFC 862", "2"))
 async def udp_interleaved(ctx: CaseContext) -> None:
     """Four clients take turns; each gets its own echoes and nobody else's."""
     sockets = [await ctx.udp_socket() for _ in range(4)]
@@ -622,7 +629,7 @@ async def udp_interleaved(ctx: CaseContext) -> None:
 BURST = 64
 
 
-@case(UDP_ECHO, slug="burst", spec="RFC 862 §2")
+@case(UDP_ECHO, slug="burst", spec=ref("RFC 862", "2"))
 async def udp_burst(ctx: CaseContext) -> None:
     """64 datagrams sent back to back all come back."""
     sock = await ctx.udp_socket(receive_buffer=4 << 20)

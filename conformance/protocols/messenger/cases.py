@@ -45,6 +45,7 @@ from conformance.protocols.messenger.peers import (
     wait_relay_of,
 )
 from conformance.serving import TargetEnv
+from conformance.specs import ref
 from conformance.vocabulary import CaseFailed, Level, NoAnswer, TargetUnusable, Unsupported
 from harness.broadcast.server import serve_presence
 from harness.chat.server import serve_chat
@@ -260,7 +261,7 @@ BROADCAST_SPEC = "docs/broadcast.md"
 # -- chat -------------------------------------------------------------------------------------------
 
 
-@case(CHAT, slug="join", spec=f"{CHAT_SPEC}: joining")
+@case(CHAT, slug="join", spec=ref(CHAT_SPEC, topic="joining"))
 async def chat_join(ctx: CaseContext) -> None:
     """BR_ENTRY is answered with ANSENTRY carrying the nickname in extra, from the server's address."""
     async with chat_room(ctx) as room:
@@ -281,7 +282,7 @@ async def chat_join(ctx: CaseContext) -> None:
             )
 
 
-@case(CHAT, slug="rejoin", spec=f"{CHAT_SPEC}: joining")
+@case(CHAT, slug="rejoin", spec=ref(CHAT_SPEC, topic="joining"))
 async def chat_rejoin(ctx: CaseContext) -> None:
     """A second BR_ENTRY from a member is answered again and renames it: its relays carry the new name."""
     async with chat_room(ctx) as room:
@@ -300,7 +301,7 @@ async def chat_rejoin(ctx: CaseContext) -> None:
         await expect_relay(bob, "said under my new name", sender="alice2", since=since)
 
 
-@case(CHAT, slug="relay", spec=f"{CHAT_SPEC}: sending a message")
+@case(CHAT, slug="relay", spec=ref(CHAT_SPEC, topic="sending a message"))
 async def chat_relay(ctx: CaseContext) -> None:
     """A message from A reaches B and C exactly once, with A's nickname, the exact text and command 288."""
     async with chat_room(ctx) as room:
@@ -319,7 +320,7 @@ async def chat_relay(ctx: CaseContext) -> None:
             expect_once(peer, text, what=f"alice's message {text!r}")
 
 
-@case(CHAT, slug="ack", spec=f"{CHAT_SPEC}: sending a message")
+@case(CHAT, slug="ack", spec=ref(CHAT_SPEC, topic="sending a message"))
 async def chat_ack(ctx: CaseContext) -> None:
     """A SENDMSG with SENDCHECKOPT is acknowledged with RECVMSG carrying its packet_no in extra."""
     async with chat_room(ctx) as room:
@@ -329,7 +330,7 @@ async def chat_ack(ctx: CaseContext) -> None:
         await wait_ack(alice, sent.packet_no)
 
 
-@case(CHAT, slug="no-echo", spec=f"{CHAT_SPEC}: sending a message")
+@case(CHAT, slug="no-echo", spec=ref(CHAT_SPEC, topic="sending a message"))
 async def chat_no_echo(ctx: CaseContext) -> None:
     """The sender does not get its own message back."""
     async with chat_room(ctx) as room:
@@ -360,7 +361,7 @@ def _long_text(size: int) -> str:
 CHAT_TEXTS = ("你好，世界！ time 12:30, a:b::c", _long_text(8000))  # noqa: RUF001
 
 
-@case(CHAT, slug="text", spec=f"{CHAT_SPEC}: datagram format; sending a message")
+@case(CHAT, slug="text", spec=(ref(CHAT_SPEC, topic="datagram format"), ref("sending a message")))
 async def chat_text(ctx: CaseContext) -> None:
     """Text with Chinese characters and ':', and one of 8000 bytes, arrives intact."""
     async with chat_room(ctx) as room:
@@ -372,7 +373,7 @@ async def chat_text(ctx: CaseContext) -> None:
             await expect_relay(bob, text, sender="alice", since=since)
 
 
-@case(CHAT, slug="gb2312", spec=f"{CHAT_SPEC}: datagram format (not UTF-8: GB18030)")
+@case(CHAT, slug="gb2312", spec=ref(CHAT_SPEC, topic="datagram format", note="not UTF-8: GB18030"))
 async def chat_gb2312(ctx: CaseContext) -> None:
     """A member whose datagrams are GB2312 (not UTF-8) joins and is relayed, its text decoded."""
     async with chat_room(ctx) as room:
@@ -393,7 +394,7 @@ async def chat_gb2312(ctx: CaseContext) -> None:
         await expect_relay(bob, text, sender="张三", since=since)
 
 
-@case(CHAT, slug="lost-ack", spec=f"{CHAT_SPEC}: duplicates")
+@case(CHAT, slug="lost-ack", spec=ref(CHAT_SPEC, topic="duplicates"))
 async def chat_lost_ack(ctx: CaseContext) -> None:
     """A resent SENDMSG (same packet_no, as after a lost ack) is acknowledged again but relayed only once."""
     async with chat_room(ctx) as room:
@@ -410,7 +411,7 @@ async def chat_lost_ack(ctx: CaseContext) -> None:
         expect_once(bob, text, what=f"the message alice sent twice with packet_no {sent.packet_no}")
 
 
-@case(CHAT, slug="retransmit", spec=f"{CHAT_SPEC}: relay delivery")
+@case(CHAT, slug="retransmit", spec=ref(CHAT_SPEC, topic="relay delivery"))
 async def chat_retransmit(ctx: CaseContext) -> None:
     """An unacknowledged relay is retransmitted within about 1 s; once acknowledged, it stops."""
     async with chat_room(ctx) as room:
@@ -454,7 +455,7 @@ async def chat_retransmit(ctx: CaseContext) -> None:
 ORDER_COUNT = 10
 
 
-@case(CHAT, slug="order", spec=f"{CHAT_SPEC}: relay delivery")
+@case(CHAT, slug="order", spec=ref(CHAT_SPEC, topic="relay delivery"))
 async def chat_order(ctx: CaseContext) -> None:
     """Ten messages sent back to back by A reach B in order, each under its own packet number."""
     async with chat_room(ctx) as room:
@@ -479,7 +480,7 @@ async def chat_order(ctx: CaseContext) -> None:
             )
 
 
-@case(CHAT, slug="exit", spec=f"{CHAT_SPEC}: joining and leaving")
+@case(CHAT, slug="exit", spec=ref(CHAT_SPEC, topic="joining and leaving"))
 async def chat_exit(ctx: CaseContext) -> None:
     """After BR_EXIT, the member gets no reply and no more relays."""
     async with chat_room(ctx) as room:
@@ -498,7 +499,7 @@ async def chat_exit(ctx: CaseContext) -> None:
             )
 
 
-@case(CHAT, slug="non-member", spec=f"{CHAT_SPEC}: non-members")
+@case(CHAT, slug="non-member", spec=ref(CHAT_SPEC, topic="non-members"))
 async def chat_non_member(ctx: CaseContext) -> None:
     """A SENDMSG from an address that never joined is ignored: no ack, no relay."""
     async with chat_room(ctx) as room:
@@ -525,7 +526,7 @@ async def chat_non_member(ctx: CaseContext) -> None:
 CHAT_MALFORMED_COMMANDS = (1, 3, 32, 33, 288)
 
 
-@case(CHAT, slug="malformed", spec=f"{CHAT_SPEC}: decoding (malformed is ignored)", budget=45)
+@case(CHAT, slug="malformed", spec=ref(CHAT_SPEC, topic="decoding", note="malformed is ignored"), budget=45)
 async def chat_malformed(ctx: CaseContext) -> None:
     """Malformed datagrams and random bytes (hypothesis) from a member do not break the server."""
     async with chat_room(ctx) as room:
@@ -563,7 +564,7 @@ MALFORMED_JOIN_SECONDS = 4.0
 MALFORMED_JOIN_RETRY = 1.0
 
 
-@case(CHAT, slug="many-members", spec=f"{CHAT_SPEC}: sending a message", budget=30)
+@case(CHAT, slug="many-members", spec=ref(CHAT_SPEC, topic="sending a message"), budget=30)
 async def chat_many_members(ctx: CaseContext) -> None:
     """With 50 members (--chat-members), one message reaches every other member."""
     count = ctx.option("chat_members")
@@ -619,7 +620,7 @@ DELIVERY_SECONDS = 5.0
 LATE_COPIES_SECONDS = 0.6
 
 
-@case(CHAT, slug="impairment", spec=f"{CHAT_SPEC}: relay delivery; duplicates", budget=30)
+@case(CHAT, slug="impairment", spec=(ref(CHAT_SPEC, topic="relay delivery"), ref("duplicates")), budget=30)
 async def chat_impairment(ctx: CaseContext) -> None:
     """Through a relay that drops and duplicates chosen datagrams, every member gets every message once."""
     log = RelayLog()
@@ -736,7 +737,7 @@ async def _answer(
         ) from None
 
 
-@case(BROADCAST, slug="answer", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY")
+@case(BROADCAST, slug="answer", spec=ref(BROADCAST_SPEC, topic="answering BR_ENTRY"))
 async def broadcast_answer(ctx: CaseContext) -> None:
     """A broadcast BR_ENTRY gets exactly one ANSENTRY within 1 s, sent to the querier's address and port."""
     with Sockets() as sockets:
@@ -755,7 +756,7 @@ async def broadcast_answer(ctx: CaseContext) -> None:
             )
 
 
-@case(BROADCAST, slug="answer-unicast", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY (never by broadcast)")
+@case(BROADCAST, slug="answer-unicast", spec=ref(BROADCAST_SPEC, topic="answering BR_ENTRY", note="never by broadcast"))
 async def broadcast_answer_unicast(ctx: CaseContext) -> None:
     """The ANSENTRY is unicast: bystanders bound to the broadcast address and either port never see it."""
     host, port = ctx.address
@@ -791,7 +792,11 @@ async def broadcast_answer_unicast(ctx: CaseContext) -> None:
             )
 
 
-@case(BROADCAST, slug="repeat-once", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY (once per source and packet_no)")
+@case(
+    BROADCAST,
+    slug="repeat-once",
+    spec=ref(BROADCAST_SPEC, topic="answering BR_ENTRY", note="once per source and packet_no"),
+)
 async def broadcast_repeat_once(ctx: CaseContext) -> None:
     """The same BR_ENTRY (same source and packet_no) sent three times is answered once."""
     with Sockets() as sockets:
@@ -821,7 +826,7 @@ async def broadcast_repeat_once(ctx: CaseContext) -> None:
             )
 
 
-@case(BROADCAST, slug="two-queriers", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY")
+@case(BROADCAST, slug="two-queriers", spec=ref(BROADCAST_SPEC, topic="answering BR_ENTRY"))
 async def broadcast_two_queriers(ctx: CaseContext) -> None:
     """Two queriers using the same packet_no are each answered, exactly once."""
     with Sockets() as sockets:
@@ -879,13 +884,13 @@ async def _expect_silence(ctx: CaseContext, command: Command) -> None:
             )
 
 
-@case(BROADCAST, slug="ansentry-silent", spec=f"{BROADCAST_SPEC}: ANSENTRY and BR_EXIT")
+@case(BROADCAST, slug="ansentry-silent", spec=ref(BROADCAST_SPEC, topic="ANSENTRY and BR_EXIT"))
 async def broadcast_ansentry_silent(ctx: CaseContext) -> None:
     """An ANSENTRY sent to the responder gets no reply."""
     await _expect_silence(ctx, Command.ANSENTRY)
 
 
-@case(BROADCAST, slug="exit-silent", spec=f"{BROADCAST_SPEC}: ANSENTRY and BR_EXIT")
+@case(BROADCAST, slug="exit-silent", spec=ref(BROADCAST_SPEC, topic="ANSENTRY and BR_EXIT"))
 async def broadcast_exit_silent(ctx: CaseContext) -> None:
     """A BR_EXIT sent to the responder gets no reply."""
     await _expect_silence(ctx, Command.BR_EXIT)
@@ -897,7 +902,12 @@ BROADCAST_MALFORMED_COMMANDS = (1, 2, 3)
 MALFORMED_ANSWER_SECONDS = 0.03
 
 
-@case(BROADCAST, slug="malformed", spec=f"{BROADCAST_SPEC}; datagram format (malformed is ignored)", budget=45)
+@case(
+    BROADCAST,
+    slug="malformed",
+    spec=(ref(BROADCAST_SPEC), ref("datagram format", note="malformed is ignored")),
+    budget=45,
+)
 async def broadcast_malformed(ctx: CaseContext) -> None:
     """Malformed datagrams and random bytes (hypothesis) are not answered and do not stop the answers."""
     with Sockets() as sockets:
@@ -1025,7 +1035,7 @@ async def _announcement(bystander: Peer, port: int) -> Received:
     )
 
 
-@case(BROADCAST, slug="start-announcement", spec=f"{BROADCAST_SPEC}: start and shutdown", budget=20)
+@case(BROADCAST, slug="start-announcement", spec=ref(BROADCAST_SPEC, topic="start and shutdown"), budget=20)
 async def broadcast_start_announcement(ctx: CaseContext) -> None:
     """On start the responder broadcasts BR_ENTRY from its port, with its name in user and extra."""
     with Sockets() as sockets:
@@ -1044,7 +1054,12 @@ async def broadcast_start_announcement(ctx: CaseContext) -> None:
             )
 
 
-@case(BROADCAST, slug="own-broadcast", spec=f"{BROADCAST_SPEC}: answering BR_ENTRY (never its own)", budget=20)
+@case(
+    BROADCAST,
+    slug="own-broadcast",
+    spec=ref(BROADCAST_SPEC, topic="answering BR_ENTRY", note="never its own"),
+    budget=20,
+)
 async def broadcast_own_broadcast(ctx: CaseContext) -> None:
     """The responder does not answer its own start announcement, which it receives too."""
     with Sockets() as sockets:
@@ -1070,7 +1085,7 @@ async def broadcast_own_broadcast(ctx: CaseContext) -> None:
             )
 
 
-@case(BROADCAST, slug="exit-on-sigterm", spec=f"{BROADCAST_SPEC}: start and shutdown", budget=20)
+@case(BROADCAST, slug="exit-on-sigterm", spec=ref(BROADCAST_SPEC, topic="start and shutdown"), budget=20)
 async def broadcast_exit_on_sigterm(ctx: CaseContext) -> None:
     """On SIGTERM (or cancellation of the embedded reference) the responder broadcasts BR_EXIT."""
     with Sockets() as sockets:
@@ -1121,7 +1136,7 @@ async def _until_running(ctx: CaseContext, sockets: Sockets, instance: Instance,
 @case(
     BROADCAST,
     slug="netns",
-    spec=f"{BROADCAST_SPEC}: binding (real broadcast between hosts)",
+    spec=ref(BROADCAST_SPEC, topic="binding", note="real broadcast between hosts"),
     budget=40,
     level=Level.MUST,
 )

@@ -77,6 +77,7 @@ from conformance.protocols.tftp.target import (
     start_embedded,
 )
 from conformance.showbytes import describe_mismatch, first_difference
+from conformance.specs import Citation, ref
 from conformance.vocabulary import CaseFailed, Level, NoAnswer, Unsupported
 from harness.tftp.blocks import MAX_BLOCK, wire_block
 from harness.tftp.errors import ErrorCode, TftpDecodeError
@@ -147,7 +148,7 @@ T = TypeVar("T")
 
 
 def tftp_case(
-    slug: str, spec: str, *, level: Level = Level.MUST, budget: float = 30.0, slow: bool = False
+    slug: str, spec: Citation, *, level: Level = Level.MUST, budget: float = 30.0, slow: bool = False
 ) -> Callable[[TftpCase], TftpCase]:
     """Register a case that gets a :class:`Client`, closed (open transfers aborted) when it ends."""
 
@@ -342,7 +343,7 @@ async def _require_writes(client: Client) -> None:
 # -- RRQ -------------------------------------------------------------------------------------------
 
 
-@tftp_case("rrq.sizes", "RFC 1350 §2, §5, §6")
+@tftp_case("rrq.sizes", ref("RFC 1350", "2", "5", "6"))
 async def rrq_sizes(ctx: CaseContext, client: Client) -> None:
     """Files of 0, 1, 511, 512, 513 and 1024 bytes and 1 MiB arrive intact, in 512-byte blocks from 1."""
 
@@ -354,7 +355,7 @@ async def rrq_sizes(ctx: CaseContext, client: Client) -> None:
     await _for_each(client, FIXTURE_SIZES, check)
 
 
-@tftp_case("rrq.final-empty-data", "RFC 1350 §6")
+@tftp_case("rrq.final-empty-data", ref("RFC 1350", "6"))
 async def rrq_final_empty_data(ctx: CaseContext, client: Client) -> None:
     """Files of 0, 512 and 1024 bytes end with an empty DATA (a short block ends a transfer)."""
     for size in (0, 512, 1024):
@@ -372,7 +373,7 @@ async def rrq_final_empty_data(ctx: CaseContext, client: Client) -> None:
         expect_content(f"{name} as received", expected=content(name), actual=data)
 
 
-@tftp_case("rrq.new-tid", "RFC 1350 §4")
+@tftp_case("rrq.new-tid", ref("RFC 1350", "4"))
 async def rrq_new_tid(ctx: CaseContext, client: Client) -> None:
     """DATA comes from a port of its own (a new transfer ID), not from the port the RRQ went to."""
     name = size_name(513)
@@ -387,7 +388,7 @@ async def rrq_new_tid(ctx: CaseContext, client: Client) -> None:
     expect_content(f"{name} as received", expected=content(name), actual=await receiving.run())
 
 
-@tftp_case("rrq.lost-ack", "RFC 1350 §2; RFC 1123 §4.2.3.2", budget=40.0)
+@tftp_case("rrq.lost-ack", (ref("RFC 1350", "2"), ref("RFC 1123", "4.2.3.2")), budget=40.0)
 async def rrq_lost_ack(ctx: CaseContext, client: Client) -> None:
     """With its ACK withheld, DATA 2 is sent again, unchanged; the transfer then completes."""
     name = size_name(1024)
@@ -439,7 +440,7 @@ async def rrq_lost_ack(ctx: CaseContext, client: Client) -> None:
     expect_content(f"{name} as received", expected=expected, actual=data)
 
 
-@tftp_case("rrq.duplicate-ack", "RFC 1123 §4.2.3.1")
+@tftp_case("rrq.duplicate-ack", ref("RFC 1123", "4.2.3.1"))
 async def rrq_duplicate_ack(ctx: CaseContext, client: Client) -> None:
     """Every ACK is sent twice over 1 MiB; no DATA is sent twice in answer (Sorcerer's Apprentice)."""
     name = size_name(1 << 20)
@@ -481,7 +482,7 @@ GIVE_UP_QUIET_SECONDS = 5.0
 GIVE_UP_FIRST_SECONDS = 12.0
 
 
-@tftp_case("rrq.give-up", "RFC 1123 §4.2.3.2; RFC 7440 §6", level=Level.SHOULD, budget=90.0)
+@tftp_case("rrq.give-up", (ref("RFC 1123", "4.2.3.2"), ref("RFC 7440", "6")), level=Level.SHOULD, budget=90.0)
 async def rrq_give_up(ctx: CaseContext, client: Client) -> None:
     """With DATA 1 never ACKed, the server resends it a bounded number of times and stops within 60 s."""
     name = size_name(1024)
@@ -589,7 +590,9 @@ def _check_wrap(ctx: CaseContext, receiving: Download, started: float) -> None:
 _WRAP_WINDOW = ("windowsize", "64")
 
 
-@tftp_case("wrap.blksize8", "RFC 2348; RFC 1350 §5 (no RFC fixes the block after 65535)", budget=90.0)
+@tftp_case(
+    "wrap.blksize8", (ref("RFC 2348"), ref("RFC 1350", "5", note="no RFC fixes the block after 65535")), budget=90.0
+)
 async def wrap_blksize8(ctx: CaseContext, client: Client) -> None:
     """With blksize 8, a 512 KiB file (65,549 blocks) arrives intact across the block-number wrap."""
     started = trio.current_time()
@@ -626,7 +629,7 @@ async def _negotiates_blksize(client: Client) -> bool:
     return isinstance(packet, OptionAck) and "blksize" in option_dict(packet.options)
 
 
-@tftp_case("wrap.full", "RFC 1350 §5 (no RFC fixes the block after 65535)", budget=240.0, slow=True)
+@tftp_case("wrap.full", ref("RFC 1350", "5", note="no RFC fixes the block after 65535"), budget=240.0, slow=True)
 async def wrap_full(ctx: CaseContext, client: Client) -> None:
     """The 32 MiB file arrives intact across the wrap at 512-byte blocks (by default only without blksize)."""
     choice = ctx.option("tftp_full_wrap")
@@ -664,7 +667,7 @@ async def wrap_full(ctx: CaseContext, client: Client) -> None:
 _UPLOAD_SIZES = (0, 1, 511, 512, 513, 1024, 3000)
 
 
-@tftp_case("wrq.round-trip", "RFC 1350 §4, §5, §6")
+@tftp_case("wrq.round-trip", ref("RFC 1350", "4", "5", "6"))
 async def wrq_round_trip(ctx: CaseContext, client: Client) -> None:
     """Uploads of 0 to 3000 bytes read back identical (unsupported when the server refuses writes)."""
     await _require_writes(client)
@@ -676,7 +679,7 @@ async def wrq_round_trip(ctx: CaseContext, client: Client) -> None:
         expect_content(f"the uploaded {name}, read back", expected=data, actual=received)
 
 
-@tftp_case("wrq.lost-data", "RFC 1350 §2")
+@tftp_case("wrq.lost-data", ref("RFC 1350", "2"))
 async def wrq_lost_data(ctx: CaseContext, client: Client) -> None:
     """After a lost DATA 2 the server re-ACKs block 1 or takes the resent DATA 2; the file is stored once."""
     await _require_writes(client)
@@ -705,7 +708,7 @@ async def wrq_lost_data(ctx: CaseContext, client: Client) -> None:
     expect_content(f"the uploaded {name}, read back", expected=data, actual=received)
 
 
-@tftp_case("wrq.duplicate-data", "RFC 1350 §5, §6")
+@tftp_case("wrq.duplicate-data", ref("RFC 1350", "5", "6"))
 async def wrq_duplicate_data(ctx: CaseContext, client: Client) -> None:
     """DATA 1 sent twice is ACKed twice, DATA 1 again after ACK 2 changes nothing: the file is stored once."""
     await _require_writes(client)
@@ -747,7 +750,7 @@ async def _first_block(client: Client, name: str) -> tuple[Transfer, Reply]:
     return transfer, reply
 
 
-@tftp_case("tid.stranger-error", "RFC 1350 §4", level=Level.SHOULD)
+@tftp_case("tid.stranger-error", ref("RFC 1350", "4"), level=Level.SHOULD)
 async def tid_stranger_error(ctx: CaseContext, client: Client) -> None:
     """An ACK from a stranger port gets ERROR 5 sent to that port, and the transfer then completes."""
     name = size_name(1024)
@@ -772,7 +775,7 @@ async def tid_stranger_error(ctx: CaseContext, client: Client) -> None:
     expect_content(f"{name} as received after the stranger's ACK", expected=content(name), actual=data)
 
 
-@tftp_case("tid.stranger-ack", "RFC 1350 §4")
+@tftp_case("tid.stranger-ack", ref("RFC 1350", "4"))
 async def tid_stranger_ack(ctx: CaseContext, client: Client) -> None:
     """An ACK 1 from a stranger port does not advance the transfer: DATA 2 waits for the client's own ACK."""
     name = size_name(1024)
@@ -802,7 +805,7 @@ async def tid_stranger_ack(ctx: CaseContext, client: Client) -> None:
 # -- errors ----------------------------------------------------------------------------------------
 
 
-@tftp_case("error.file-not-found", "RFC 1350 §5 (error codes)")
+@tftp_case("error.file-not-found", ref("RFC 1350", "5", note="error codes"))
 async def error_file_not_found(ctx: CaseContext, client: Client) -> None:
     """An RRQ for a file that does not exist gets ERROR 1."""
     name = _unique("no-such-file")
@@ -909,7 +912,7 @@ async def _write_outside(ctx: CaseContext, client: Client, name: str, landing: P
     return f"WRQ {name!r} was accepted: the server writes outside the directory it serves (it created {landing})"
 
 
-@tftp_case("error.path-traversal", "RFC 1123 §4.2.3.4; this suite's requirement")
+@tftp_case("error.path-traversal", (ref("RFC 1123", "4.2.3.4"), ref("this suite's requirement")))
 async def error_path_traversal(ctx: CaseContext, client: Client) -> None:
     """Nothing outside the root is read or written through '../', absolute or sibling-prefix names.
 
@@ -940,7 +943,11 @@ def _refusal_problem(request: Request, packet: Packet) -> str | None:
     return f"{describe(request)} got {describe(packet)}, not ERROR 1 or 2"
 
 
-@tftp_case("error.path-refused", "RFC 1350 §5 (error codes 1, 2); RFC 1123 §4.2.3.4", level=Level.SHOULD)
+@tftp_case(
+    "error.path-refused",
+    (ref("RFC 1350", "5", note="error codes 1, 2"), ref("RFC 1123", "4.2.3.4")),
+    level=Level.SHOULD,
+)
 async def error_path_refused(ctx: CaseContext, client: Client) -> None:
     """RRQs and WRQs of '../', absolute and sibling-prefix names get ERROR 1 or 2.
 
@@ -973,7 +980,7 @@ async def error_path_refused(ctx: CaseContext, client: Client) -> None:
         raise CaseFailed(problems[0], details="\n".join(problems[1:]) or None)
 
 
-@tftp_case("error.unknown-opcode", "RFC 1350 §5 (error code 4)", level=Level.SHOULD)
+@tftp_case("error.unknown-opcode", ref("RFC 1350", "5", note="error code 4"), level=Level.SHOULD)
 async def error_unknown_opcode(ctx: CaseContext, client: Client) -> None:
     """Datagrams with opcodes 0, 9 and 65535 get ERROR 4 (illegal TFTP operation)."""
     for opcode in (0, 9, 65535):
@@ -1101,7 +1108,7 @@ _MALFORMED_ALWAYS = (
 )
 
 
-@tftp_case("error.malformed", "RFC 1350 §5, §7", budget=45.0)
+@tftp_case("error.malformed", ref("RFC 1350", "5", "7"), budget=45.0)
 async def error_malformed(ctx: CaseContext, client: Client) -> None:
     """Malformed requests (classic ones, then hypothesis-drawn) get an ERROR or nothing; service goes on."""
 
@@ -1173,7 +1180,7 @@ async def error_malformed(ctx: CaseContext, client: Client) -> None:
         _remove_created(local_root(ctx), tokens)  # two directory listings: quick, and done even when cancelled
 
 
-@tftp_case("error.client-abort", "RFC 1350 §2, §7", level=Level.SHOULD)
+@tftp_case("error.client-abort", ref("RFC 1350", "2", "7"), level=Level.SHOULD)
 async def error_client_abort(ctx: CaseContext, client: Client) -> None:
     """The client's ERROR 0 after DATA 1 of a long file ends the transfer: no DATA follows."""
     name = size_name(1 << 20)
@@ -1199,7 +1206,7 @@ async def error_client_abort(ctx: CaseContext, client: Client) -> None:
 # -- modes -----------------------------------------------------------------------------------------
 
 
-@tftp_case("mode.case-insensitive", "RFC 1350 §5")
+@tftp_case("mode.case-insensitive", ref("RFC 1350", "5"))
 async def mode_case_insensitive(ctx: CaseContext, client: Client) -> None:
     """Modes 'OCTET' and 'OcTeT' work like 'octet'; 'NETASCII' and 'NetAscii' like 'netascii', where that works."""
     octet_name = size_name(513)
@@ -1234,7 +1241,7 @@ async def _expect_refusal(client: Client, request: Request, why: str) -> None:
         raise CaseFailed(f"{describe(request)} got {describe(reply.packet)}: {why}")
 
 
-@tftp_case("mode.unknown", "RFC 1350 §5")
+@tftp_case("mode.unknown", ref("RFC 1350", "5"))
 async def mode_unknown(ctx: CaseContext, client: Client) -> None:
     """Requests in the unknown modes 'octets' and 'conformance' are refused with an ERROR."""
     for mode in ("octets", "conformance"):
@@ -1243,7 +1250,7 @@ async def mode_unknown(ctx: CaseContext, client: Client) -> None:
         )
 
 
-@tftp_case("mode.mail", "RFC 1123 §4.2.2.1", level=Level.SHOULD)
+@tftp_case("mode.mail", ref("RFC 1123", "4.2.2.1"), level=Level.SHOULD)
 async def mode_mail(ctx: CaseContext, client: Client) -> None:
     """The obsolete 'mail' mode is refused, for reading and for writing."""
     why = "the mail mode SHOULD NOT be supported (RFC 1123 §4.2.2.1)"
@@ -1258,7 +1265,7 @@ async def mode_mail(ctx: CaseContext, client: Client) -> None:
 # -- netascii --------------------------------------------------------------------------------------
 
 
-@tftp_case("netascii.read", "RFC 1350 §5 (netascii: RFC 764)")
+@tftp_case("netascii.read", ref("RFC 1350", "5", note="netascii: RFC 764"))
 async def netascii_read(ctx: CaseContext, client: Client) -> None:
     """The netascii fixture arrives with LF as CR LF and CR as CR NUL, pairs across block ends included."""
     original = content(NETASCII_NAME)
@@ -1283,7 +1290,7 @@ _TEXT_ALWAYS = (
 )
 
 
-@tftp_case("netascii.read-search", "RFC 1350 §5 (netascii: RFC 764)", budget=45.0)
+@tftp_case("netascii.read-search", ref("RFC 1350", "5", note="netascii: RFC 764"), budget=45.0)
 async def netascii_read_search(ctx: CaseContext, client: Client) -> None:
     """Hypothesis-drawn text uploaded in octet reads back in netascii translated (needs uploads)."""
     await _require_writes(client)
@@ -1306,7 +1313,7 @@ async def netascii_read_search(ctx: CaseContext, client: Client) -> None:
     await search(ctx, _TEXT, check, always=_TEXT_ALWAYS)
 
 
-@tftp_case("netascii.write-search", "RFC 1350 §5 (netascii: RFC 764)", budget=45.0)
+@tftp_case("netascii.write-search", ref("RFC 1350", "5", note="netascii: RFC 764"), budget=45.0)
 async def netascii_write_search(ctx: CaseContext, client: Client) -> None:
     """Hypothesis-drawn text uploaded in netascii is stored translated back (needs uploads)."""
     await _require_writes(client)
@@ -1337,7 +1344,7 @@ def _number(oack: dict[str, str], name: str) -> int | None:
     return parse_number(oack[name]) if name in oack else None
 
 
-@tftp_case("options.oack", "RFC 2347; RFC 2348; RFC 2349; RFC 7440 §3")
+@tftp_case("options.oack", (ref("RFC 2347"), ref("RFC 2348"), ref("RFC 2349"), ref("RFC 7440", "3")))
 async def options_oack(ctx: CaseContext, client: Client) -> None:
     """blksize 1024, tsize 0, timeout 3 and windowsize 4 get a valid OACK, and the transfer uses it."""
     name = size_name(1 << 20)
@@ -1372,7 +1379,7 @@ async def options_oack(ctx: CaseContext, client: Client) -> None:
     )
 
 
-@tftp_case("options.unrequested", "RFC 2347 (Negotiation Protocol)")
+@tftp_case("options.unrequested", ref("RFC 2347", note="Negotiation Protocol"))
 async def options_unrequested(ctx: CaseContext, client: Client) -> None:
     """An OACK to a request with one option (each of the four in turn) carries only that option."""
     name = size_name(1024)
@@ -1386,7 +1393,7 @@ async def options_unrequested(ctx: CaseContext, client: Client) -> None:
         ctx.unsupported(_no_options("every RRQ with an option"))
 
 
-@tftp_case("options.out-of-range", "RFC 2348; RFC 2349")
+@tftp_case("options.out-of-range", (ref("RFC 2348"), ref("RFC 2349")))
 async def options_out_of_range(ctx: CaseContext, client: Client) -> None:
     """blksize 7 and 65465, timeout 0 and 256 are refused with ERROR 8, or left out of the answer."""
     name = size_name(1024)
@@ -1437,7 +1444,7 @@ async def options_out_of_range(ctx: CaseContext, client: Client) -> None:
 _UNKNOWN_OPTION = ("x-conformance-unknown", "1")
 
 
-@tftp_case("options.unknown-ignored", "RFC 2347 (Negotiation Protocol)", level=Level.SHOULD)
+@tftp_case("options.unknown-ignored", ref("RFC 2347", note="Negotiation Protocol"), level=Level.SHOULD)
 async def options_unknown_ignored(ctx: CaseContext, client: Client) -> None:
     """An unknown option, alone or with blksize, is left out of the answer, without an ERROR."""
     name = size_name(1024)
@@ -1473,7 +1480,7 @@ async def _without_tsize(client: Client, request: ReadRequest) -> str:
     return f"the server negotiates options (blksize), but not tsize: {describe(request)} got no tsize back"
 
 
-@tftp_case("options.tsize", "RFC 2349 (Transfer Size Option)")
+@tftp_case("options.tsize", ref("RFC 2349", note="Transfer Size Option"))
 async def options_tsize(ctx: CaseContext, client: Client) -> None:
     """tsize 0 on an RRQ gets the file's size (513, 1 MiB and 0) in the OACK."""
     left_out: list[str] = []
@@ -1513,7 +1520,7 @@ async def options_tsize(ctx: CaseContext, client: Client) -> None:
         )
 
 
-@tftp_case("options.timeout", "RFC 2349 (Timeout Interval Option)")
+@tftp_case("options.timeout", ref("RFC 2349", note="Timeout Interval Option"))
 async def options_timeout(ctx: CaseContext, client: Client) -> None:
     """A negotiated timeout of 1 s, then of 2 s, is the interval after which an unACKed DATA is resent."""
     name = size_name(1024)
@@ -1559,7 +1566,7 @@ async def options_timeout(ctx: CaseContext, client: Client) -> None:
             ctx.note("DATA 1 resent after " + ", ".join(measured))
 
 
-@tftp_case("options.reject-oack", "RFC 2347 (Negotiation Protocol); RFC 1350 §7")
+@tftp_case("options.reject-oack", (ref("RFC 2347", note="Negotiation Protocol"), ref("RFC 1350", "7")))
 async def options_reject_oack(ctx: CaseContext, client: Client) -> None:
     """A client's ERROR 8 in answer to the OACK ends the transfer: no DATA or OACK follows (an ERROR may)."""
     request = ReadRequest(size_name(1024), "octet", (("blksize", "1024"), ("timeout", "1")))
@@ -1583,7 +1590,7 @@ async def options_reject_oack(ctx: CaseContext, client: Client) -> None:
         )
 
 
-@tftp_case("options.windowsize", "RFC 7440 §3, §4")
+@tftp_case("options.windowsize", ref("RFC 7440", "3", "4"))
 async def options_windowsize(ctx: CaseContext, client: Client) -> None:
     """With windowsize 4 the server sends 4 blocks per ACK; an ACK inside a window restarts the next after it."""
     name = size_name(1 << 20)
@@ -1642,7 +1649,7 @@ async def options_windowsize(ctx: CaseContext, client: Client) -> None:
 _WRITE_WINDOW = 4
 
 
-@tftp_case("options.windowsize-write", "RFC 7440 §4")
+@tftp_case("options.windowsize-write", ref("RFC 7440", "4"))
 async def options_windowsize_write(ctx: CaseContext, client: Client) -> None:
     """A WRQ with windowsize 4: one ACK per window, and after a skipped block the ACK of the last one in order."""
     await _require_writes(client)
@@ -1743,7 +1750,7 @@ async def options_windowsize_write(ctx: CaseContext, client: Client) -> None:
 # -- concurrency -----------------------------------------------------------------------------------
 
 
-@tftp_case("concurrency", "RFC 1350 §4 (a transfer ID per transfer)")
+@tftp_case("concurrency", ref("RFC 1350", "4", note="a transfer ID per transfer"))
 async def concurrency(ctx: CaseContext, client: Client) -> None:
     """Two reads interleaved block by block both complete while a third transfer sits idle, then it completes too."""
     idle = await open_download(client, size_name(1024))

@@ -30,6 +30,7 @@ from conformance.kit.streams import require_half_close
 from conformance.model import Option, Protocol, absolute_path, case
 from conformance.protocols.upload.support import (
     EMPTY_MD5,
+    SPEC,
     Conversation,
     body_blocks,
     body_md5,
@@ -46,10 +47,10 @@ from conformance.protocols.upload.support import (
     raw_frame,
     show_name,
     show_reply,
-    spec,
     stat_request,
 )
 from conformance.serving import TargetEnv
+from conformance.specs import ref
 from conformance.vocabulary import CaseFailed, Level
 from harness._kit.framing import LENGTH_PREFIX, MAX_FRAME_LENGTH
 from harness.upload.cli import parse_size
@@ -253,7 +254,7 @@ async def _end_abruptly(ctx: CaseContext, conv: Conversation, what: str) -> None
 # -- put, stat and file sizes ----------------------------------------------------------------------
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="put-stat", spec=spec("2.1", "2.2", "3"))
+@case(UPLOAD, UPLOAD_TLS, slug="put-stat", spec=ref(SPEC, "2.1", "2.2", "3"))
 async def put_stat(ctx: CaseContext) -> None:
     """One put, then stat on the same connection and on a new one: same name, size and md5."""
     name = _name("put-stat", _token(), ".txt")
@@ -266,7 +267,7 @@ async def put_stat(ctx: CaseContext) -> None:
     await _stat(await Conversation.open(ctx), name, data, what=f"stat {show_name(name)} on a new connection")
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="subfolders", spec=spec("5"))
+@case(UPLOAD, UPLOAD_TLS, slug="subfolders", spec=ref(SPEC, "5"))
 async def subfolders(ctx: CaseContext) -> None:
     """Names with folders ('a/b/c.txt') are stored, creating the folders as needed."""
     token = _token()
@@ -287,7 +288,7 @@ async def subfolders(ctx: CaseContext) -> None:
 SIZES = (0, 1, MIB)
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="sizes", spec=spec("2.1", "3"))
+@case(UPLOAD, UPLOAD_TLS, slug="sizes", spec=ref(SPEC, "2.1", "3"))
 async def sizes(ctx: CaseContext) -> None:
     """Files of 0 bytes, 1 byte and 1 MiB, one after another on one connection, each put then stat."""
     token = _token()
@@ -300,7 +301,7 @@ async def sizes(ctx: CaseContext) -> None:
         _check_disk(ctx, name, data)
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="large", spec=spec("2.1", "3"), budget=120.0)
+@case(UPLOAD, UPLOAD_TLS, slug="large", spec=ref(SPEC, "2.1", "3"), budget=120.0)
 async def large(ctx: CaseContext) -> None:
     """A large file (--upload-large-size, 32 MiB by default) streamed in 1 MiB writes, then stat."""
     size = ctx.option("upload_large_size")
@@ -338,7 +339,7 @@ async def large(ctx: CaseContext) -> None:
 # -- several requests on one connection ------------------------------------------------------------
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="pipelined", spec=spec("6", "3"))
+@case(UPLOAD, UPLOAD_TLS, slug="pipelined", spec=ref(SPEC, "6", "3"))
 async def pipelined(ctx: CaseContext) -> None:
     """Eight puts and stats written in one send; eight replies come back, in request order."""
     token = _token()
@@ -451,7 +452,7 @@ def _classic_cuts() -> list[list[int]]:
     ]
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="segmentation", spec=spec("1", "6"), budget=60.0)
+@case(UPLOAD, UPLOAD_TLS, slug="segmentation", spec=ref(SPEC, "1", "6"), budget=60.0)
 async def segmentation(ctx: CaseContext) -> None:
     """Four pipelined requests cut at points drawn by hypothesis still get their four replies.
 
@@ -489,7 +490,7 @@ async def segmentation(ctx: CaseContext) -> None:
     await search(ctx, _cuts(), check, always=_classic_cuts())
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="half-close", spec=spec("7"))
+@case(UPLOAD, UPLOAD_TLS, slug="half-close", spec=ref(SPEC, "7"))
 async def half_close(ctx: CaseContext) -> None:
     """After the client's EOF (shutdown of its write side) every reply still arrives, then EOF."""
     conv = await Conversation.open(ctx)
@@ -512,7 +513,7 @@ async def half_close(ctx: CaseContext) -> None:
 # -- interrupted and failed puts -------------------------------------------------------------------
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="eof-mid-body", spec=spec("7", "8"))
+@case(UPLOAD, UPLOAD_TLS, slug="eof-mid-body", spec=ref(SPEC, "7", "8"))
 async def eof_mid_body(ctx: CaseContext) -> None:
     """A put cut short by EOF (in its body or its header) leaves no file, and an older file intact."""
     token = _token()
@@ -583,7 +584,7 @@ async def _expect_no_leftovers(root: Path, before: set[Path]) -> None:
     )
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="digest-mismatch", spec=spec("4", "8"))
+@case(UPLOAD, UPLOAD_TLS, slug="digest-mismatch", spec=ref(SPEC, "4", "8"))
 async def digest_mismatch(ctx: CaseContext) -> None:
     """A put whose md5 does not match gets digest_mismatch, keeps the old file, and the connection goes on."""
     token = _token()
@@ -600,7 +601,7 @@ async def digest_mismatch(ctx: CaseContext) -> None:
     _check_disk(ctx, name, old)
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="not-found", spec=spec("2.2", "4"))
+@case(UPLOAD, UPLOAD_TLS, slug="not-found", spec=ref(SPEC, "2.2", "4"))
 async def not_found(ctx: CaseContext) -> None:
     """stat of a name never stored gets not_found, and the connection goes on."""
     token = _token()
@@ -615,7 +616,7 @@ async def not_found(ctx: CaseContext) -> None:
     await _stat(conv, name, data, what=f"stat {show_name(name)} {after}")
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="atomic-visibility", spec=spec("8"))
+@case(UPLOAD, UPLOAD_TLS, slug="atomic-visibility", spec=ref(SPEC, "8"))
 async def atomic_visibility(ctx: CaseContext) -> None:
     """While a put is half sent, stat (and the disk) show the old file or none; once done, the new one."""
     token = _token()
@@ -692,7 +693,7 @@ def _attacks(ctx: CaseContext, token: str, sibling: Path | None) -> list[tuple[s
     ]
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="path-attacks", spec=spec("5", "4"))
+@case(UPLOAD, UPLOAD_TLS, slug="path-attacks", spec=ref(SPEC, "5", "4"))
 async def path_attacks(ctx: CaseContext) -> None:
     """'../x', '/abs', 'a/../../x', '../ROOT-sibling/x', backslash, NUL, empty, over-long: bad_name, nothing outside."""
     root = local_root(ctx)
@@ -726,7 +727,7 @@ async def _path_attacks(ctx: CaseContext, root: Path | None, sibling: Path | Non
         await _refused(ctx, stat_request(name), ErrorCode.BAD_NAME, what)
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="bad-frame.length", spec=spec("1", "4"))
+@case(UPLOAD, UPLOAD_TLS, slug="bad-frame.length", spec=ref(SPEC, "1", "4"))
 async def bad_frame_length(ctx: CaseContext) -> None:
     """Frame lengths 0, 65537, 2^31 and 2^32-1 get bad_frame at once; a 65536-byte frame is accepted."""
     name = _name("frame-max", _token())
@@ -761,7 +762,7 @@ BAD_BODIES = (
 )
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="bad-frame.body", spec=spec("1", "4"))
+@case(UPLOAD, UPLOAD_TLS, slug="bad-frame.body", spec=ref(SPEC, "1", "4"))
 async def bad_frame_body(ctx: CaseContext) -> None:
     """A frame body that is not one UTF-8 JSON object (broken JSON, an array, a string...) gets bad_frame."""
     for body, label in BAD_BODIES:
@@ -792,7 +793,7 @@ def _bad_headers(name: str) -> list[tuple[dict[str, object], str]]:
     ]
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="bad-header", spec=spec("2", "4"))
+@case(UPLOAD, UPLOAD_TLS, slug="bad-header", spec=ref(SPEC, "2", "4"))
 async def bad_header(ctx: CaseContext) -> None:
     """A missing or wrong-typed field, or an unknown op, gets bad_header."""
     name = _name("bad-header", _token())
@@ -801,7 +802,7 @@ async def bad_header(ctx: CaseContext) -> None:
     _check_disk(ctx, name, None)
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="bad-header.values", spec=spec("2.1", "4"), level=Level.SHOULD)
+@case(UPLOAD, UPLOAD_TLS, slug="bad-header.values", spec=ref(SPEC, "2.1", "4"), level=Level.SHOULD)
 async def bad_header_values(ctx: CaseContext) -> None:
     """A negative file_size, or an md5 that is not 32 hex digits, gets bad_header."""
     name = _name("bad-values", _token())
@@ -815,7 +816,7 @@ async def bad_header_values(ctx: CaseContext) -> None:
     _check_disk(ctx, name, None)
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="extra-keys", spec=spec("2.3"))
+@case(UPLOAD, UPLOAD_TLS, slug="extra-keys", spec=ref(SPEC, "2.3"))
 async def extra_keys(ctx: CaseContext) -> None:
     """Unknown extra keys, any key order, whitespace and \\u escapes in the JSON are accepted."""
     name = _name("extra-keys", _token())
@@ -838,7 +839,7 @@ async def extra_keys(ctx: CaseContext) -> None:
     expect_stored(await conv.reply(f"to {what}"), name, data, after=what)
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="non-ascii", spec=spec("1", "5"))
+@case(UPLOAD, UPLOAD_TLS, slug="non-ascii", spec=ref(SPEC, "1", "5"))
 async def non_ascii(ctx: CaseContext) -> None:
     """A Chinese file_name (sent as UTF-8, then as \\u escapes) is stored and reported intact."""
     name = f"中文文件名-{_token()}-ü😀.txt"
@@ -855,7 +856,7 @@ async def non_ascii(ctx: CaseContext) -> None:
     _check_disk(ctx, name, data)
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="too-large", spec=spec("4"))
+@case(UPLOAD, UPLOAD_TLS, slug="too-large", spec=ref(SPEC, "4"))
 async def too_large(ctx: CaseContext) -> None:
     """A put over the server's size limit (--upload-max-size) gets too_large before its body is sent."""
     limit = _max_size(ctx)
@@ -875,7 +876,7 @@ async def too_large(ctx: CaseContext) -> None:
 # -- many clients, slow clients --------------------------------------------------------------------
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="concurrency", spec=spec("6"))
+@case(UPLOAD, UPLOAD_TLS, slug="concurrency", spec=ref(SPEC, "6"))
 async def concurrency(ctx: CaseContext) -> None:
     """N clients (--upload-clients, default 8) upload at once: each sends half, then the last finishes first."""
     count = ctx.option("upload_clients")
@@ -916,7 +917,7 @@ async def concurrency(ctx: CaseContext) -> None:
         expect_stored(await stats.reply(f"to stat {show_name(name)}"), name, data, after=f"stat {show_name(name)}")
 
 
-@case(UPLOAD, UPLOAD_TLS, slug="slow-client", spec=spec("1", "6"))
+@case(UPLOAD, UPLOAD_TLS, slug="slow-client", spec=ref(SPEC, "1", "6"))
 async def slow_client(ctx: CaseContext) -> None:
     """A client trickling a put and a stat in pieces of 1 to 40 bytes, with pauses, still succeeds."""
     name = _name("slow", _token())

@@ -60,11 +60,6 @@ NATIVE_PACK = "struct.pack('i', n)"
 NETWORK_PACK = "struct.pack('!I', n)"
 
 
-def spec(*sections: str) -> str:
-    """A spec reference such as ``upload wire format §2.1, §3`` (sections of docs/upload.md)."""
-    return f"{SPEC} " + ", ".join(f"§{section}" for section in sections)
-
-
 def md5_hex(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 

@@ -14,9 +14,8 @@ from typing import Any, NoReturn
 
 import trio
 
-from conformance.hosting import ResolvedTarget, launch_command, wait_until_up
+from conformance.hosting import ManagedProcess, ResolvedTarget, launch_command, wait_until_up
 from conformance.launch import free_port
-from conformance.process import ManagedProcess
 from conformance.selection import ExpectedFailure
 from conformance.serving import TargetEnv
 from conformance.vocabulary import CaseFailed, CaseInfo, NoAnswer, Unsupported

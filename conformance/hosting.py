@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
+import shlex
+import signal
 import socket
 import ssl
+import subprocess
 import tempfile
 import threading
 import time
@@ -25,7 +29,7 @@ from typing import Any
 import trio
 
 from conformance.launch import TargetKind, TargetSpec, fill_placeholders, free_port, udp_port_bound
-from conformance.process import Deliberate, ManagedProcess, annotate
+from conformance.output import Deliberate, OutputTail, annotate
 from conformance.serving import Serving, TargetEnv
 from conformance.vocabulary import TargetUnusable, UsageError
 from harness._kit.tls import client_context
@@ -37,6 +41,8 @@ UDP_GRACE_SECONDS = 0.5
 POLL_SECONDS = 0.05
 ADDRESS_CHECK_SECONDS = 3.0
 EMBEDDED_LOG_LINES = 2000
+READ_SIZE = 65536
+STOP_GRACE_SECONDS = 3.0
 
 
 class LogTail(logging.Handler):
@@ -416,3 +422,91 @@ def wait_until_up(process: ManagedProcess, port: int, transport: str, timeout_sc
             )
         # Polling the port is the only signal an arbitrary program gives that it is ready.
         time.sleep(POLL_SECONDS)
+
+
+class ManagedProcess:
+    """A program the suite started: its output captured (bounded), its death noticed, stopped with its group."""
+
+    def __init__(self, command: str, *, cwd: str | None = None) -> None:
+        self.command = command
+        argv = shlex.split(command)
+        if not argv:
+            raise ValueError("empty command")
+        self._output = OutputTail()
+        self._lock = threading.Lock()
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # Unbuffered: the reader thread makes one read() per chunk, and stop() can close the
+            # pipe under it without waiting for a buffer lock.
+            bufsize=0,
+            cwd=cwd,
+            # Its own process group, so that stopping it also stops anything it started.
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, name=f"output of {argv[0]}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        stdout = self.popen.stdout
+        while True:
+            # Chunks, not lines: a line of a gigabyte must not be built in memory.
+            try:
+                data = stdout.read(READ_SIZE)
+            except (OSError, ValueError):
+                data = b""  # closed under us by stop()
+            with self._lock:
+                if not data:
+                    self._output.end()
+                    return
+                self._output.feed(data)
+
+    @property
+    def mark(self) -> int:
+        """A position in the output; :meth:`output_since` returns what came after it."""
+        with self._lock:
+            return self._output.mark()
+
+    @property
+    def position(self) -> int:
+        """Lines printed so far: where a deliberate act of the suite falls in the output."""
+        with self._lock:
+            return self._output.count
+
+    def output_since(self, mark: int = 0, *, limit: int = 40, deliberate: Sequence[Deliberate] = ()) -> list[str]:
+        with self._lock:
+            return self._output.since(mark, limit=limit, deliberate=deliberate)
+
+    def describe_exit(self) -> str | None:
+        status = self.popen.poll()
+        if status is None:
+            return None
+        if status < 0:
+            try:
+                name = signal.Signals(-status).name
+            except ValueError:
+                name = f"signal {-status}"
+            return f"target program was killed by {name}"
+        return f"target program exited with status {status}"
+
+    def send_signal(self, signum: int) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.send_signal(signal.SIGKILL)
+                self.popen.wait()
+        self._reader.join(STOP_GRACE_SECONDS)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()

@@ -23,11 +23,11 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext, RunOptions
-from conformance.hosting import TargetHost
+from conformance.hosting import ManagedProcess, TargetHost
 from conformance.kit.search import search
 from conformance.launch import TargetSpec
 from conformance.model import Protocol, case
-from conformance.process import LINE_BYTES_KEPT, ManagedProcess, OutputTail
+from conformance.output import LINE_BYTES_KEPT, OutputTail
 from conformance.runner import CaseResult, run_cases
 from conformance.specs import ref
 from conformance.vocabulary import CaseFailed, Outcome

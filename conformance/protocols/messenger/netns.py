@@ -33,8 +33,8 @@ import trio
 
 import harness
 from conformance.context import CaseContext
+from conformance.hosting import ManagedProcess
 from conformance.launch import fill_placeholders
-from conformance.process import ManagedProcess
 from conformance.protocols.messenger.peers import Peer
 from conformance.vocabulary import CaseFailed, Unsupported
 from harness.messenger.wire import Command

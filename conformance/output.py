@@ -1,4 +1,4 @@
-"""A program under test started by the suite: its output captured, its death noticed.
+"""The output of a program under test, kept in bounded memory (sans-IO; hosting feeds it).
 
 The output is kept bounded in bytes whatever the program prints (a student's debug loop can print
 gigabytes): it is read in chunks, never as whole lines, long lines are cut, and only the tail is
@@ -7,11 +7,6 @@ kept. What was cut or dropped is counted and said where the output is shown.
 
 from __future__ import annotations
 
-import os
-import shlex
-import signal
-import subprocess
-import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +17,8 @@ OUTPUT_LINES_KEPT = 2000
 OUTPUT_BYTES_KEPT = 1 << 20
 # Longer than any traceback line; a line of megabytes is shown by its start.
 LINE_BYTES_KEPT = 4096
-READ_SIZE = 65536
 # Marks remembered for their byte offsets (one is taken per case); older ones only lose the byte count.
 MARKS_REMEMBERED = 64
-STOP_GRACE_SECONDS = 3.0
 
 # A position in the output (a line count) where the suite did something on purpose, and what it did.
 Deliberate = tuple[int, str]
@@ -165,89 +158,3 @@ class OutputTail:
         if size > len(kept):
             text += f" ... [line cut: {size - len(kept)} more bytes]"
         return text
-
-
-class ManagedProcess:
-    def __init__(self, command: str, *, cwd: str | None = None) -> None:
-        self.command = command
-        argv = shlex.split(command)
-        if not argv:
-            raise ValueError("empty command")
-        self._output = OutputTail()
-        self._lock = threading.Lock()
-        self.popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            # Unbuffered: the reader thread makes one read() per chunk, and stop() can close the
-            # pipe under it without waiting for a buffer lock.
-            bufsize=0,
-            cwd=cwd,
-            # Its own process group, so that stopping it also stops anything it started.
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, name=f"output of {argv[0]}", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        stdout = self.popen.stdout
-        while True:
-            # Chunks, not lines: a line of a gigabyte must not be built in memory.
-            try:
-                data = stdout.read(READ_SIZE)
-            except (OSError, ValueError):
-                data = b""  # closed under us by stop()
-            with self._lock:
-                if not data:
-                    self._output.end()
-                    return
-                self._output.feed(data)
-
-    @property
-    def mark(self) -> int:
-        """A position in the output; :meth:`output_since` returns what came after it."""
-        with self._lock:
-            return self._output.mark()
-
-    @property
-    def position(self) -> int:
-        """Lines printed so far: where a deliberate act of the suite falls in the output."""
-        with self._lock:
-            return self._output.count
-
-    def output_since(self, mark: int = 0, *, limit: int = 40, deliberate: Sequence[Deliberate] = ()) -> list[str]:
-        with self._lock:
-            return self._output.since(mark, limit=limit, deliberate=deliberate)
-
-    def describe_exit(self) -> str | None:
-        status = self.popen.poll()
-        if status is None:
-            return None
-        if status < 0:
-            try:
-                name = signal.Signals(-status).name
-            except ValueError:
-                name = f"signal {-status}"
-            return f"target program was killed by {name}"
-        return f"target program exited with status {status}"
-
-    def send_signal(self, signum: int) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signum)
-            except ProcessLookupError:
-                pass
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.send_signal(signal.SIGKILL)
-                self.popen.wait()
-        self._reader.join(STOP_GRACE_SECONDS)
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()

@@ -23,7 +23,7 @@ import trio
 from conformance import registry
 from conformance.cli import build_parser
 from conformance.model import Level
-from conformance.protocols.tftp.cases import _fresh_name, _request_prefix, _starts_transfer
+from conformance.protocols.tftp.errors import _fresh_name, _request_prefix, _starts_transfer
 from conformance.protocols.tftp.files import content, fixture_names
 from conformance.protocols.tftp.target import OUTSIDE_NAME, OUTSIDE_SECRET
 from harness.tftp.server import serve_tftp

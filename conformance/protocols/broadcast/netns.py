@@ -35,7 +35,7 @@ import harness
 from conformance.context import CaseContext
 from conformance.model import CaseFailed, Unsupported
 from conformance.process import ManagedProcess
-from conformance.protocols.messenger.peers import Peer
+from conformance.protocols._messenger.peers import Peer
 from conformance.targets import fill_placeholders
 from harness.messenger.wire import Command
 

@@ -7,14 +7,13 @@ echoing verbatim (``--echo-transform upper``); every case then expects the trans
 from __future__ import annotations
 
 import itertools
-import random
-import string
 from functools import partial
 
 import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
+from conformance.kit.payloads import seeded_bytes, seeded_text
 from conformance.kit.search import search
 from conformance.kit.streams import (
     expect_equal,
@@ -125,18 +124,10 @@ def _transformed(ctx: CaseContext, data: bytes) -> bytes:
     return TRANSFORMS[ctx.option("echo_transform")](data)
 
 
-def _payload(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-_ASCII_TEXT = (string.ascii_letters + string.digits + " .,;:!?\n").encode()
-_AS_TEXT = bytes(_ASCII_TEXT[value % len(_ASCII_TEXT)] for value in range(256))
-
-
 def _text(size: int, seed: int) -> bytes:
     """ASCII text: for cases about something else than binary data (flow control, half-close,
     resets, bursts), so that a server that decodes UTF-8 fails echo.*.binary once, not those too."""
-    return _payload(size, seed).translate(_AS_TEXT)
+    return seeded_text(size, seed)
 
 
 async def _send(ctx: CaseContext, stream: trio.abc.SendStream, data: bytes) -> None:
@@ -553,7 +544,7 @@ async def udp_sizes(ctx: CaseContext) -> None:
     """Datagrams of 0 to 65507 bytes each come back whole."""
     sock = await ctx.udp_socket(receive_buffer=1 << 20)
     for size in UDP_SIZES:
-        data = _payload(size, seed=size)
+        data = seeded_bytes(size, seed=size)
         try:
             await _datagram_exchange(ctx, sock, data, f"a {size}-byte datagram")
         except NoAnswer as silence:

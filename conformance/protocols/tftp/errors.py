@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
+from conformance.kit.filesystem import ABSOLUTE, routes_beside, routes_up
 from conformance.kit.payloads import token
 from conformance.kit.search import search
 from conformance.kit.siblings import planted_sibling
@@ -82,25 +82,19 @@ ESCAPE_PAYLOAD = b"conformance: uploaded through a name that leads outside the r
 def _read_probes(root: Path | None, sibling: Path | None) -> list[str]:
     """RRQ names that lead outside the root."""
     reads = ["../../../../../../../../../../etc/passwd", "/etc/passwd"]
-    if root is not None and (root.parent / OUTSIDE_NAME).is_file():
-        reads = ["../" + OUTSIDE_NAME, f"nested/../../{OUTSIDE_NAME}", str(root.parent / OUTSIDE_NAME), *reads]
-    if sibling is not None:
-        reads += [f"../{sibling.name}/{OUTSIDE_NAME}", str(sibling / OUTSIDE_NAME)]
-    return reads
+    up = routes_up(root, OUTSIDE_NAME, nested="nested")
+    if up[-1].landing is not None and up[-1].landing.is_file():
+        reads = [route.name for route in up] + reads
+    return reads + [route.name for route in routes_beside(sibling, OUTSIDE_NAME, absolute=True)]
 
 
 def _write_probes(root: Path | None, token: str, sibling: Path | None) -> list[tuple[str, Path | None]]:
     """WRQ names that lead outside the root, with where the file would land if this host can see it."""
     name = f"conformance-escape-{token}.txt"
-    absolute = (root.parent if root is not None else Path(tempfile.gettempdir())) / f"abs-{name}"
-    probes = [
-        ("../" + name, root.parent / name if root is not None else None),
-        (str(absolute), absolute if root is not None else None),
-    ]
-    if root is not None and sibling is not None:
-        into = sibling / f"sibling-{name}"
-        probes += [(f"../{sibling.name}/{into.name}", into), (str(into), into)]
-    return probes
+    routes = routes_up(root, lambda kind: f"abs-{name}" if kind == ABSOLUTE else name)
+    if root is not None:
+        routes += routes_beside(sibling, f"sibling-{name}", absolute=True)
+    return [(route.name, route.landing) for route in routes]
 
 
 @contextlib.contextmanager

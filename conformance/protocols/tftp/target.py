@@ -9,6 +9,7 @@ from pathlib import Path
 import trio
 
 from conformance.context import CaseContext
+from conformance.kit import filesystem
 from conformance.kit.siblings import plant_sibling
 from conformance.model import CaseFailed, Option, TargetUnusable, absolute_path
 from conformance.protocols.tftp.files import fixture_names, fixture_size, size_name, write_fixtures
@@ -90,12 +91,8 @@ _MISSING = (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION)
 
 
 def local_root(ctx: CaseContext) -> Path | None:
-    """The directory the target serves, when the suite can see it."""
-    root = ctx.target.attributes.get("root")
-    if root is not None:
-        return Path(root)
-    given = ctx.option("tftp_root")
-    return Path(given) if given else None
+    """The directory the target serves, when the suite can see it (--tftp-root)."""
+    return filesystem.local_root(ctx, "tftp_root")
 
 
 def fill_root(env: TargetEnv) -> Path:

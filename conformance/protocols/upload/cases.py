@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import secrets
-import tempfile
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -24,6 +22,9 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
+from conformance.kit import payloads
+from conformance.kit.filesystem import ABSOLUTE, NESTED, UP, files_under, routes_beside, routes_up
+from conformance.kit.payloads import seeded_bytes
 from conformance.kit.search import search
 from conformance.kit.siblings import plant_sibling, planted_sibling
 from conformance.kit.streams import require_half_close
@@ -36,11 +37,9 @@ from conformance.protocols.upload.support import (
     expect_error,
     expect_info,
     expect_stored,
-    files_under,
     json_frame,
     local_root,
     md5_hex,
-    payload,
     put_header,
     put_request,
     raw_frame,
@@ -167,10 +166,6 @@ UPLOAD_TLS = UPLOAD.over_tls(partial(_embedded, tls=True))
 PROTOCOLS = (UPLOAD, UPLOAD_TLS)
 
 
-def _token() -> str:
-    return secrets.token_hex(4)
-
-
 def _name(slug: str, token: str, suffix: str = ".bin") -> str:
     return f"conformance-{slug}-{token}{suffix}"
 
@@ -255,8 +250,8 @@ async def _end_abruptly(ctx: CaseContext, conv: Conversation, what: str) -> None
 @case(UPLOAD, UPLOAD_TLS, slug="put-stat", spec=spec("2.1", "2.2", "3"))
 async def put_stat(ctx: CaseContext) -> None:
     """One put, then stat on the same connection and on a new one: same name, size and md5."""
-    name = _name("put-stat", _token(), ".txt")
-    data = b"hello, upload\n" + payload(200, seed=1)
+    name = _name("put-stat", payloads.token(), ".txt")
+    data = b"hello, upload\n" + seeded_bytes(200, seed=1)
     conv = await Conversation.open(ctx)
     await _put(conv, name, data)
     await _stat(conv, name, data, what=f"stat {show_name(name)} on the connection that put it")
@@ -268,7 +263,7 @@ async def put_stat(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="subfolders", spec=spec("5"))
 async def subfolders(ctx: CaseContext) -> None:
     """Names with folders ('a/b/c.txt') are stored, creating the folders as needed."""
-    token = _token()
+    token = payloads.token()
     files = {
         f"conformance-{token}/a/b/c.txt": b"three levels down\n",
         f"conformance-{token}/a/d.txt": b"beside folder b\n",
@@ -289,11 +284,11 @@ SIZES = (0, 1, MIB)
 @case(UPLOAD, UPLOAD_TLS, slug="sizes", spec=spec("2.1", "3"))
 async def sizes(ctx: CaseContext) -> None:
     """Files of 0 bytes, 1 byte and 1 MiB, one after another on one connection, each put then stat."""
-    token = _token()
+    token = payloads.token()
     conv = await Conversation.open(ctx)
     for size in SIZES:
         name = _name(f"size-{size}", token)
-        data = payload(size, seed=size)
+        data = seeded_bytes(size, seed=size)
         await _put(conv, name, data)
         await _stat(conv, name, data)
         _check_disk(ctx, name, data)
@@ -303,7 +298,7 @@ async def sizes(ctx: CaseContext) -> None:
 async def large(ctx: CaseContext) -> None:
     """A large file (--upload-large-size, 32 MiB by default) streamed in 1 MiB writes, then stat."""
     size = ctx.option("upload_large_size")
-    name = _name("large", _token())
+    name = _name("large", payloads.token())
     seed = 4
     digest = await trio.to_thread.run_sync(body_md5, size, seed)
     what = f"put {show_name(name)} ({size} bytes)"
@@ -340,10 +335,10 @@ async def large(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="pipelined", spec=spec("6", "3"))
 async def pipelined(ctx: CaseContext) -> None:
     """Eight puts and stats written in one send; eight replies come back, in request order."""
-    token = _token()
+    token = payloads.token()
     a, b, c = (_name(f"pipelined-{letter}", token) for letter in "abc")
-    a1, a2 = payload(1000, seed=11), payload(200, seed=12)
-    c_data = payload(70_000, seed=13)
+    a1, a2 = seeded_bytes(1000, seed=11), seeded_bytes(200, seed=12)
+    c_data = seeded_bytes(70_000, seed=13)
     requests: list[tuple[bytes, str, str, bytes]] = [
         (put_request(a, a1), "put", a, a1),
         (put_request(b, b""), "put", b, b""),
@@ -493,9 +488,9 @@ async def half_close(ctx: CaseContext) -> None:
     """After the client's EOF (shutdown of its write side) every reply still arrives, then EOF."""
     conv = await Conversation.open(ctx)
     require_half_close(conv.stream)
-    token = _token()
+    token = payloads.token()
     a, b = _name("half-close-a", token), _name("half-close-b", token)
-    a_data, b_data = payload(64 * 1024, seed=21), b"x"
+    a_data, b_data = seeded_bytes(64 * 1024, seed=21), b"x"
     await conv.send(
         put_request(a, a_data) + put_request(b, b_data) + stat_request(a) + stat_request(b),
         what="two puts and two stats",
@@ -514,10 +509,10 @@ async def half_close(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="eof-mid-body", spec=spec("7", "8"))
 async def eof_mid_body(ctx: CaseContext) -> None:
     """A put cut short by EOF (in its body or its header) leaves no file, and an older file intact."""
-    token = _token()
+    token = payloads.token()
     old_name, new_name, header_name = (_name(f"eof-{kind}", token) for kind in ("old", "new", "header"))
     old = b"the content before the interrupted put\n"
-    new = payload(64 * 1024, seed=31)
+    new = seeded_bytes(64 * 1024, seed=31)
     conv = await Conversation.open(ctx)
     await _put(conv, old_name, old)
     await conv.close()
@@ -585,7 +580,7 @@ async def _expect_no_leftovers(root: Path, before: set[Path]) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="digest-mismatch", spec=spec("4", "8"))
 async def digest_mismatch(ctx: CaseContext) -> None:
     """A put whose md5 does not match gets digest_mismatch, keeps the old file, and the connection goes on."""
-    token = _token()
+    token = payloads.token()
     name, other = _name("digest", token), _name("digest-after", token)
     old, new = b"the original content\n", b"content whose md5 is not the one sent\n"
     conv = await Conversation.open(ctx)
@@ -602,7 +597,7 @@ async def digest_mismatch(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="not-found", spec=spec("2.2", "4"))
 async def not_found(ctx: CaseContext) -> None:
     """stat of a name never stored gets not_found, and the connection goes on."""
-    token = _token()
+    token = payloads.token()
     missing, name = _name("missing", token), _name("found", token)
     conv = await Conversation.open(ctx)
     await _stat_missing(conv, missing, what=f"stat {show_name(missing)}, never stored")
@@ -617,9 +612,9 @@ async def not_found(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="atomic-visibility", spec=spec("8"))
 async def atomic_visibility(ctx: CaseContext) -> None:
     """While a put is half sent, stat (and the disk) show the old file or none; once done, the new one."""
-    token = _token()
+    token = payloads.token()
     old_name, new_name = _name("atomic-old", token), _name("atomic-new", token)
-    old, new = b"the old content\n", payload(256 * 1024, seed=41)
+    old, new = b"the old content\n", seeded_bytes(256 * 1024, seed=41)
     conv = await Conversation.open(ctx)
     await _put(conv, old_name, old)
     await conv.close()
@@ -666,19 +661,15 @@ async def atomic_visibility(ctx: CaseContext) -> None:
 
 def _attacks(ctx: CaseContext, token: str, sibling: Path | None) -> list[tuple[str, str, Path | None]]:
     """(what, file_name, where it would land outside the root if this host can see it)."""
-    root = local_root(ctx)
-    outside = root.parent if root is not None else None
-    up, nested = f"conformance-escape-{token}.txt", f"conformance-escape-nested-{token}.txt"
-    absolute = (outside or Path(tempfile.gettempdir())) / f"conformance-escape-absolute-{token}.txt"
-    beside = []
-    if sibling is not None:
-        # Passes a bare startswith(root) check: the sibling's path begins with the root's.
-        into = sibling / f"conformance-escape-sibling-{token}.txt"
-        beside = [("'../' into a folder beside the root named after it", f"../{sibling.name}/{into.name}", into)]
+    names = {
+        UP: f"conformance-escape-{token}.txt",
+        NESTED: f"conformance-escape-nested-{token}.txt",
+        ABSOLUTE: f"conformance-escape-absolute-{token}.txt",
+    }
+    escapes = routes_up(local_root(ctx), names.__getitem__, nested="a")
+    beside = routes_beside(sibling, f"conformance-escape-sibling-{token}.txt")
     return [
-        ("'../' leading out of the root", f"../{up}", outside / up if outside else None),
-        ("'a/../../' leading out of the root", f"a/../../{nested}", outside / nested if outside else None),
-        ("an absolute path", str(absolute), absolute if outside else None),
+        *((route.what, route.name, route.landing) for route in escapes),
         ("a backslash", f"..\\conformance-backslash-{token}.txt", None),
         ("a NUL byte", f"conformance-nul-{token}\x00.txt", None),
         ("an empty name", "", None),
@@ -687,7 +678,7 @@ def _attacks(ctx: CaseContext, token: str, sibling: Path | None) -> list[tuple[s
         ("a trailing '/'", f"conformance-{token}/", None),
         ("256 bytes", "n" * 256, None),
         ("86 Chinese characters (258 bytes in UTF-8)", "名" * 86, None),
-        *beside,
+        *((route.what, route.name, route.landing) for route in beside),
     ]
 
 
@@ -703,7 +694,7 @@ async def path_attacks(ctx: CaseContext) -> None:
 
 async def _path_attacks(ctx: CaseContext, root: Path | None, sibling: Path | None) -> None:
     data = b"must not be stored\n"
-    for label, name, landing in _attacks(ctx, _token(), sibling):
+    for label, name, landing in _attacks(ctx, payloads.token(), sibling):
         what = f"put of a name with {label}: {show_name(name)}"
         try:
             await _refused(ctx, put_request(name, data), ErrorCode.BAD_NAME, what)
@@ -715,11 +706,11 @@ async def _path_attacks(ctx: CaseContext, root: Path | None, sibling: Path | Non
         if landing is not None and landing.exists():
             landing.unlink()
             raise CaseFailed(f"{what} was refused, but the server wrote {landing}, outside its root")
-    outside = ["../" + OUTSIDE_NAME]
-    if root is not None and (root.parent / OUTSIDE_NAME).is_file():
-        outside.append(str(root.parent / OUTSIDE_NAME))
-    if sibling is not None:
-        outside.append(f"../{sibling.name}/{OUTSIDE_NAME}")
+    up, absolute = routes_up(root, OUTSIDE_NAME)
+    outside = [up.name]
+    if absolute.landing is not None and absolute.landing.is_file():
+        outside.append(absolute.name)
+    outside += [route.name for route in routes_beside(sibling, OUTSIDE_NAME)]
     for name in outside:
         what = f"stat {show_name(name)}, a file outside the root"
         await _refused(ctx, stat_request(name), ErrorCode.BAD_NAME, what)
@@ -728,7 +719,7 @@ async def _path_attacks(ctx: CaseContext, root: Path | None, sibling: Path | Non
 @case(UPLOAD, UPLOAD_TLS, slug="bad-frame.length", spec=spec("1", "4"))
 async def bad_frame_length(ctx: CaseContext) -> None:
     """Frame lengths 0, 65537, 2^31 and 2^32-1 get bad_frame at once; a 65536-byte frame is accepted."""
-    name = _name("frame-max", _token())
+    name = _name("frame-max", payloads.token())
     # Padded with whitespace (valid JSON, and no extra key) to exactly the largest length allowed.
     body = json_frame({"op": "stat", "file_name": name})[LENGTH_PREFIX.size :]
     largest = raw_frame(body[:-1] + b" " * (MAX_FRAME_LENGTH - len(body)) + b"}")
@@ -794,7 +785,7 @@ def _bad_headers(name: str) -> list[tuple[dict[str, object], str]]:
 @case(UPLOAD, UPLOAD_TLS, slug="bad-header", spec=spec("2", "4"))
 async def bad_header(ctx: CaseContext) -> None:
     """A missing or wrong-typed field, or an unknown op, gets bad_header."""
-    name = _name("bad-header", _token())
+    name = _name("bad-header", payloads.token())
     for header, label in _bad_headers(name):
         await _refused(ctx, json_frame(header), ErrorCode.BAD_HEADER, f"{label}: {json_frame(header)[4:]!r}")
     _check_disk(ctx, name, None)
@@ -803,7 +794,7 @@ async def bad_header(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="bad-header.values", spec=spec("2.1", "4"), level=Level.SHOULD)
 async def bad_header_values(ctx: CaseContext) -> None:
     """A negative file_size, or an md5 that is not 32 hex digits, gets bad_header."""
-    name = _name("bad-values", _token())
+    name = _name("bad-values", payloads.token())
     headers = [
         (put_header(name, -1, EMPTY_MD5), "file_size -1"),
         (put_header(name, 0, EMPTY_MD5[:31]), "an md5 of 31 hex digits"),
@@ -817,7 +808,7 @@ async def bad_header_values(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="extra-keys", spec=spec("2.3"))
 async def extra_keys(ctx: CaseContext) -> None:
     """Unknown extra keys, any key order, whitespace and \\u escapes in the JSON are accepted."""
-    name = _name("extra-keys", _token())
+    name = _name("extra-keys", payloads.token())
     data = b"extra keys are ignored\n"
     header = {
         "md5": md5_hex(data),
@@ -840,7 +831,7 @@ async def extra_keys(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="non-ascii", spec=spec("1", "5"))
 async def non_ascii(ctx: CaseContext) -> None:
     """A Chinese file_name (sent as UTF-8, then as \\u escapes) is stored and reported intact."""
-    name = f"中文文件名-{_token()}-ü😀.txt"
+    name = f"中文文件名-{payloads.token()}-ü😀.txt"
     data = "内容也是中文。\n".encode()
     conv = await Conversation.open(ctx)
     await _put(conv, name, data, what=f"put {show_name(name)} (UTF-8 JSON)")
@@ -860,7 +851,7 @@ async def too_large(ctx: CaseContext) -> None:
     limit = _max_size(ctx)
     if limit is None:
         ctx.unsupported("the target's size limit is unknown; pass --upload-max-size BYTES to test it")
-    name = _name("too-large", _token())
+    name = _name("too-large", payloads.token())
     size = limit + 1
     await _refused(
         ctx,
@@ -878,7 +869,7 @@ async def too_large(ctx: CaseContext) -> None:
 async def concurrency(ctx: CaseContext) -> None:
     """N clients (--upload-clients, default 8) upload at once: each sends half, then the last finishes first."""
     count = ctx.option("upload_clients")
-    token = _token()
+    token = payloads.token()
     uploads = []
     for index in range(count):
         try:
@@ -886,7 +877,7 @@ async def concurrency(ctx: CaseContext) -> None:
         except CaseFailed as failure:
             raise CaseFailed(f"client {index + 1} of {count} could not connect: {failure.summary}") from None
         name = _name(f"client-{index + 1}", token)
-        data = payload(48 * 1024, seed=100 + index)
+        data = seeded_bytes(48 * 1024, seed=100 + index)
         request = put_request(name, data)
         half = len(request) - len(data) // 2
         await conv.send(request[:half], what=f"the first half of client {index + 1}'s put")
@@ -918,8 +909,8 @@ async def concurrency(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="slow-client", spec=spec("1", "6"))
 async def slow_client(ctx: CaseContext) -> None:
     """A client trickling a put and a stat in pieces of 1 to 40 bytes, with pauses, still succeeds."""
-    name = _name("slow", _token())
-    data = payload(300, seed=51)
+    name = _name("slow", payloads.token())
+    data = seeded_bytes(300, seed=51)
     stream = put_request(name, data) + stat_request(name)
     header_end = len(stream) - len(data) - len(stat_request(name))
     long_pauses = {header_end // 2, header_end + len(data) // 2}

@@ -9,7 +9,7 @@ import trio
 
 from conformance.context import CaseContext
 from conformance.model import CaseFailed, Unsupported
-from conformance.showbytes import describe_mismatch, first_difference
+from conformance.showbytes import first_difference
 
 # Without progress for this long, a peer that should be sending is taken to have stalled.
 IDLE_SECONDS = 3.0
@@ -77,13 +77,6 @@ async def receive_until_eof(
         received += chunk
         if len(received) > limit:
             raise CaseFailed(_too_much(limit, len(received), doing), actual=bytes(received))
-
-
-def expect_equal(summary: str, *, sent: bytes | None, expected: bytes, actual: bytes) -> None:
-    if actual != expected:
-        raise CaseFailed(
-            summary, sent=sent, expected=expected, actual=actual, details=describe_mismatch(expected, actual)
-        )
 
 
 def require_half_close(stream: trio.abc.Stream) -> trio.abc.HalfCloseableStream:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import trio
 
 from conformance.context import CaseContext
+from conformance.kit.failures import show_text
 from conformance.kit.loopback_capture import CaptureSocket
 from conformance.model import CaseFailed
 from harness.messenger.wire import (
@@ -52,15 +53,6 @@ def random_packet_numbers() -> Iterator[int]:
     return itertools.count(random.randrange(1, _PACKET_NO_RANGE))
 
 
-def describe(data: bytes) -> str:
-    """A short, readable rendering of a datagram for failure messages."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return repr(data[:80]) + ("..." if len(data) > 80 else "")
-    return repr(text[:80]) + (f"... ({len(data)} bytes)" if len(text) > 80 else "")
-
-
 @dataclass(frozen=True, slots=True)
 class Received:
     data: bytes
@@ -73,7 +65,7 @@ class Received:
         return self.datagram is not None and self.datagram.command == command
 
     def __str__(self) -> str:
-        return f"{describe(self.data)} from {self.source[0]}:{self.source[1]}"
+        return f"{show_text(self.data)} from {self.source[0]}:{self.source[1]}"
 
 
 class DatagramSocket(Protocol):

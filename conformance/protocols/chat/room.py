@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Sequence
 import trio
 
 from conformance.context import CaseContext
+from conformance.kit.failures import mismatch, show_text
 from conformance.model import CaseFailed
-from conformance.protocols._messenger.peers import LEAVE_SECONDS, Address, Peer, Received, Sockets, acked, describe
-from conformance.showbytes import describe_mismatch
+from conformance.protocols._messenger.peers import LEAVE_SECONDS, Address, Peer, Received, Sockets, acked
 from harness.messenger.wire import (
     SENDCHECKOPT,
     Command,
@@ -92,17 +92,16 @@ async def expect_relay(peer: Peer, text: str, *, sender: str, since: int, second
     relay = await peer.wait_for(
         lambda r: r.is_command(Command.SENDMSG) and r.datagram is not None and r.datagram.packet_no not in old,
         seconds=seconds,
-        doing=f"waiting for {peer} to receive the relay of {describe(text.encode())} from {sender}",
+        doing=f"waiting for {peer} to receive the relay of {show_text(text.encode())} from {sender}",
         since=since,
     )
     assert relay.datagram is not None
     if relay.datagram.extra != text:
         expected, actual = text.encode(), relay.datagram.extra.encode()
-        raise CaseFailed(
+        raise mismatch(
             f"the text relayed to {peer} differs from the {len(expected)}-byte text {sender} sent",
             expected=expected,
             actual=actual,
-            details=describe_mismatch(expected, actual),
         )
     if relay.datagram.user != sender:
         raise CaseFailed(
@@ -123,7 +122,7 @@ async def wait_relay_of(peer: Peer, text: str, *, seconds: float = 2.0, since: i
     return await peer.wait_for(
         lambda r: r.is_command(Command.SENDMSG) and r.datagram is not None and r.datagram.extra == text,
         seconds=seconds,
-        doing=f"waiting for {peer} to receive the relay of {describe(text.encode())}",
+        doing=f"waiting for {peer} to receive the relay of {show_text(text.encode())}",
         since=since,
     )
 

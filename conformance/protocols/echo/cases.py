@@ -13,10 +13,10 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
+from conformance.kit.failures import expect_bytes
 from conformance.kit.payloads import seeded_bytes, seeded_text
 from conformance.kit.search import search
 from conformance.kit.streams import (
-    expect_equal,
     receive_datagram,
     receive_exactly,
     receive_until_eof,
@@ -139,7 +139,7 @@ async def _exchange(ctx: CaseContext, stream: trio.abc.Stream, data: bytes, what
     await _send(ctx, stream, data)
     expected = _transformed(ctx, data)
     echoed = await receive_exactly(ctx, stream, len(expected), doing=f"waiting for the echo of {what}")
-    expect_equal(f"the echo of {what} differs from what was sent", sent=data, expected=expected, actual=echoed)
+    expect_bytes(f"the echo of {what} differs from what was sent", sent=data, expected=expected, actual=echoed)
 
 
 # -- TCP and TLS -----------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ async def large(ctx: CaseContext) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read)
             await stream.send_all(payload)
-    expect_equal("the echo of 1 MiB differs from what was sent", sent=payload, expected=expected, actual=echoed)
+    expect_bytes("the echo of 1 MiB differs from what was sent", sent=payload, expected=expected, actual=echoed)
 
 
 _TEXT = st.text(
@@ -245,7 +245,7 @@ async def segmentation(ctx: CaseContext) -> None:
             )
         finally:
             await ctx.close(stream)
-        expect_equal(
+        expect_bytes(
             f"the echo of {len(payload)} bytes written as {[size for size, _ in writes]} differs",
             sent=payload,
             expected=expected,
@@ -279,7 +279,7 @@ async def half_close(ctx: CaseContext) -> None:
             f"the server closed after echoing {len(echoed)} of {len(expected)} bytes: it cut the echo short at EOF",
             actual=echoed,
         )
-    expect_equal("the echo before EOF differs from what was sent", sent=payload, expected=expected, actual=echoed)
+    expect_bytes("the echo before EOF differs from what was sent", sent=payload, expected=expected, actual=echoed)
 
 
 @case(*STREAMS, slug="reset", spec="RFC 9293 §3.5.2 (reset); RFC 862 §1")
@@ -513,7 +513,7 @@ async def _datagram_exchange(ctx: CaseContext, sock: trio.socket.SocketType, dat
             f"a {len(data)}-byte datagram came back cut to {len(echoed)} bytes "
             "(does the server read with a small buffer, like recvfrom(1024)?)"
         )
-    expect_equal(f"the echo of {what} differs", sent=data, expected=expected, actual=echoed)
+    expect_bytes(f"the echo of {what} differs", sent=data, expected=expected, actual=echoed)
     return source
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conformance.context import CaseContext
+from conformance.kit.failures import expect_content
 from conformance.model import CaseFailed, NoAnswer
 from conformance.protocols.tftp.files import (
     WRAP_8_NAME,
@@ -12,7 +13,6 @@ from conformance.protocols.tftp.files import (
 from conformance.protocols.tftp.protocol import tftp_case
 from conformance.protocols.tftp.session import (
     Client,
-    expect_content,
     open_download,
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conformance.context import CaseContext
+from conformance.kit.failures import expect_content
 from conformance.model import CaseFailed, Level
 from conformance.protocols.tftp.files import (
     NETASCII_NAME,
@@ -15,7 +16,6 @@ from conformance.protocols.tftp.session import (
     Refused,
     describe,
     download,
-    expect_content,
     start,
 )
 from conformance.protocols.tftp.support import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
+from conformance.kit.failures import expect_content
 from conformance.kit.search import search
 from conformance.protocols.tftp.files import (
     NETASCII_NAME,
@@ -14,7 +15,6 @@ from conformance.protocols.tftp.protocol import tftp_case
 from conformance.protocols.tftp.session import (
     Client,
     download,
-    expect_content,
     upload,
 )
 from conformance.protocols.tftp.support import (

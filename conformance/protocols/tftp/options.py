@@ -7,6 +7,7 @@ from collections.abc import Callable
 import trio
 
 from conformance.context import CaseContext
+from conformance.kit.failures import expect_content
 from conformance.kit.payloads import seeded_bytes
 from conformance.model import CaseFailed, Level, NoAnswer
 from conformance.protocols.tftp.files import (
@@ -21,7 +22,6 @@ from conformance.protocols.tftp.session import (
     Refused,
     describe,
     download,
-    expect_content,
     open_download,
     start,
 )

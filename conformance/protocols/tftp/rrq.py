@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 from conformance.context import CaseContext
+from conformance.kit.failures import expect_content
 from conformance.model import CaseFailed, Level
 from conformance.protocols.tftp.files import (
     FIXTURE_SIZES,
@@ -17,7 +18,6 @@ from conformance.protocols.tftp.session import (
     Client,
     describe,
     download,
-    expect_content,
     open_download,
 )
 from conformance.protocols.tftp.support import (

@@ -40,7 +40,7 @@ import trio
 from conformance.context import CaseContext
 from conformance.model import CaseFailed, NoAnswer, Unsupported
 from conformance.protocols.tftp.files import LARGEST_SIZE, fixture_size
-from conformance.showbytes import describe_mismatch, show
+from conformance.showbytes import show
 from harness.tftp.blocks import MAX_BLOCK, wire_block
 from harness.tftp.errors import ErrorCode, TftpDecodeError
 from harness.tftp.options import parse_number
@@ -78,7 +78,6 @@ __all__ = [
     "check_oack",
     "describe",
     "download",
-    "expect_content",
     "fetch_one_block",
     "open_download",
     "open_upload",
@@ -147,18 +146,6 @@ def describe(packet: Packet | Request) -> str:
         return "OACK " + " ".join(f"{name}={value}" for name, value in packet.options)
     options = "".join(f" {name}={value}" for name, value in packet.options)
     return f"{packet.opcode.name} {packet.filename!r} mode {packet.mode!r}{options}"
-
-
-def expect_content(what: str, *, expected: bytes, actual: bytes, hint: str = "") -> None:
-    """Fail with the first difference when a file did not arrive (or was not stored) intact."""
-    if actual == expected:
-        return
-    summary = f"{what} differs from the original"
-    if len(actual) != len(expected):
-        summary += f": {len(actual)} bytes instead of {len(expected)}"
-    if hint:
-        summary += f" ({hint})"
-    raise CaseFailed(summary, expected=expected, actual=actual, details=describe_mismatch(expected, actual))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import trio
 
 from conformance.context import CaseContext
+from conformance.kit.failures import expect_content
 from conformance.model import CaseFailed, Level
 from conformance.protocols.tftp.files import (
     content,
@@ -15,7 +16,6 @@ from conformance.protocols.tftp.session import (
     REPLY_SECONDS,
     Client,
     describe,
-    expect_content,
 )
 from conformance.protocols.tftp.support import (
     OBSERVE_SECONDS,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import trio
 
 from conformance.context import CaseContext
+from conformance.kit.failures import expect_content
 from conformance.model import CaseFailed
 from conformance.protocols.tftp.files import (
     WRAP_8_NAME,
@@ -20,7 +21,6 @@ from conformance.protocols.tftp.session import (
     Refused,
     UnrequestedOption,
     describe,
-    expect_content,
     open_download,
 )
 from conformance.protocols.tftp.support import (

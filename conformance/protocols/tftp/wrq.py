@@ -5,13 +5,13 @@ from __future__ import annotations
 import trio
 
 from conformance.context import CaseContext
+from conformance.kit.failures import expect_content
 from conformance.kit.payloads import seeded_bytes
 from conformance.model import CaseFailed
 from conformance.protocols.tftp.protocol import tftp_case
 from conformance.protocols.tftp.session import (
     Client,
     describe,
-    expect_content,
     open_upload,
     upload,
 )

@@ -1,4 +1,4 @@
-"""Stream and datagram helpers for cases: every wait bounded, every failure saying what was seen."""
+"""Stream helpers for cases: every wait bounded, every failure saying what was seen."""
 
 from __future__ import annotations
 
@@ -103,11 +103,3 @@ def reset(stream: trio.abc.Stream) -> None:
     sock = _socket_of(stream)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-async def receive_datagram(
-    ctx: CaseContext, sock: trio.socket.SocketType, *, doing: str, seconds: float = 2.0, size: int = 65536
-) -> tuple[bytes, tuple[str, int]]:
-    with ctx.deadline(seconds, doing):
-        data, source = await sock.recvfrom(size)
-    return data, (source[0], source[1])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import random
-import socket
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 import trio
 
 from conformance.context import CaseContext
+from conformance.kit.datagrams import MAX_DATAGRAM, Address, address_of, open_udp
 from conformance.kit.failures import show_text
 from conformance.kit.loopback_capture import CaptureSocket
 from conformance.model import CaseFailed
@@ -36,10 +36,8 @@ from harness.messenger.wire import (
     encode,
 )
 
-Address = tuple[str, int]
-
-# Larger than any UDP payload: a datagram is never cut by the suite's own reads.
-RECEIVE_SIZE = 65536
+# Room for the datagrams a case leaves unread while it makes the target act.
+_RECEIVE_BUFFER = 1 << 20
 # The host field of every datagram the suite sends.
 SUITE_HOST = "conformance"
 # Packet numbers start at random so that a later case on a reused ephemeral port is not taken
@@ -103,18 +101,9 @@ class Sockets:
     async def open(
         self, host: str = "0.0.0.0", port: int = 0, *, share: bool = False, broadcast: bool = False
     ) -> trio.socket.SocketType:
-        """A bound IPv4 UDP socket; ``share`` lets other sockets bind the same port (and this one
-        bind a port others hold, when they allow it too)."""
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        """A bound IPv4 UDP socket, closed with the others (see :func:`~conformance.kit.datagrams.open_udp`)."""
+        sock = await open_udp(host, port, share=share, broadcast=broadcast, receive_buffer=_RECEIVE_BUFFER)
         self._open.append(sock)
-        if share:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if broadcast:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        await sock.bind((host, port))
         return sock
 
 
@@ -183,12 +172,12 @@ class Peer:
     # -- receiving -------------------------------------------------------------------------------
 
     async def _receive_one(self) -> Received:
-        data, sockaddr = await self.sock.recvfrom(RECEIVE_SIZE)
+        data, sockaddr = await self.sock.recvfrom(MAX_DATAGRAM)
         try:
             datagram: Datagram | None = decode(data)
         except DatagramError:
             datagram = None
-        received = Received(data, (str(sockaddr[0]), int(sockaddr[1])), datagram, trio.current_time())
+        received = Received(data, address_of(sockaddr), datagram, trio.current_time())
         self.inbox.append(received)
         if self.auto_ack and datagram is not None and datagram.command == Command.SENDMSG:
             ack = self.datagram(Command.RECVMSG, str(datagram.packet_no))

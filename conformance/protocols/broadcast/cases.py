@@ -18,6 +18,7 @@ from functools import partial
 import trio
 
 from conformance.context import CaseContext, Instance
+from conformance.kit.datagrams import MAX_DATAGRAM
 from conformance.kit.loopback_capture import SentFromPort, capture_available
 from conformance.kit.search import search
 from conformance.model import CaseFailed, Level, NoAnswer, Protocol, TargetUnusable, Unsupported, case
@@ -111,7 +112,7 @@ class _Elsewhere:
                 async def listen(sock: trio.socket.SocketType = sock, port: int = port) -> None:
                     while True:
                         try:
-                            payload, _ = await sock.recvfrom(65536)
+                            payload, _ = await sock.recvfrom(MAX_DATAGRAM)
                         except OSError:
                             continue
                         if _is_ansentry(payload):

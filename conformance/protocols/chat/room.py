@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator, Sequence
 import trio
 
 from conformance.context import CaseContext
+from conformance.kit.datagrams import Address
 from conformance.kit.failures import mismatch, show_text
 from conformance.model import CaseFailed
-from conformance.protocols._messenger.peers import LEAVE_SECONDS, Address, Peer, Received, Sockets, acked
+from conformance.protocols._messenger.peers import LEAVE_SECONDS, Peer, Received, Sockets, acked
 from harness.messenger.wire import (
     SENDCHECKOPT,
     Command,

@@ -13,11 +13,11 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
+from conformance.kit.datagrams import MAX_DATAGRAM, receive_datagram, receive_within
 from conformance.kit.failures import expect_bytes
 from conformance.kit.payloads import seeded_bytes, seeded_text
 from conformance.kit.search import search
 from conformance.kit.streams import (
-    receive_datagram,
     receive_exactly,
     receive_until_eof,
     require_half_close,
@@ -481,7 +481,7 @@ async def _extra_datagrams(ctx: CaseContext, sock: trio.socket.SocketType, echo:
     copies = others = 0
     with trio.move_on_after(ctx.seconds(DUPLICATE_SETTLE_SECONDS)):
         while copies + others < COPIES_COUNTED:
-            data, _ = await sock.recvfrom(65536)
+            data, _ = await sock.recvfrom(MAX_DATAGRAM)
             if data == echo:
                 copies += 1
             else:
@@ -563,10 +563,7 @@ async def _answers(ctx: CaseContext, data: bytes) -> bool:
     """Whether one datagram holding ``data``, from a fresh socket, is echoed."""
     sock = await ctx.udp_socket(receive_buffer=1 << 20)
     await sock.sendto(data, ctx.address)
-    with trio.move_on_after(ctx.seconds(EXCHANGE_SECONDS)):
-        await sock.recvfrom(65536)
-        return True
-    return False
+    return await receive_within(ctx, sock, EXCHANGE_SECONDS) is not None
 
 
 async def _why_unanswered(ctx: CaseContext, data: bytes) -> str:
@@ -624,7 +621,7 @@ async def udp_burst(ctx: CaseContext) -> None:
     copies = 0
     with trio.move_on_after(ctx.seconds(3.0)):
         while seen != expected:
-            data, _ = await sock.recvfrom(65536)
+            data, _ = await sock.recvfrom(MAX_DATAGRAM)
             if data not in expected:
                 raise CaseFailed("a datagram that was not sent came back during the burst", actual=data)
             if data in seen:

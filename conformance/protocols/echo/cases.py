@@ -17,6 +17,7 @@ from conformance.kit.datagrams import MAX_DATAGRAM, receive_datagram, receive_wi
 from conformance.kit.failures import expect_bytes
 from conformance.kit.payloads import seeded_bytes, seeded_text
 from conformance.kit.search import search
+from conformance.kit.segments import cuts, split_at
 from conformance.kit.streams import (
     receive_exactly,
     receive_until_eof,
@@ -203,9 +204,7 @@ def _segmented_text(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, bool]]]:
     elif style == "bytewise":
         sizes = [1] * len(payload)
     else:
-        cuts = sorted(draw(st.sets(st.integers(1, len(payload) - 1), min_size=1, max_size=12)))
-        bounds = [0, *cuts, len(payload)]
-        sizes = [b - a for a, b in itertools.pairwise(bounds)]
+        sizes = [len(piece) for piece in split_at(payload, sorted(draw(cuts(len(payload), max_cuts=12))))]
     waits = draw(st.lists(st.booleans(), min_size=len(sizes), max_size=len(sizes)))
     return payload, list(zip(sizes, waits, strict=True))
 

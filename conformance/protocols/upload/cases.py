@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from conformance.kit import payloads
 from conformance.kit.filesystem import ABSOLUTE, NESTED, UP, files_under, routes_beside, routes_up
 from conformance.kit.payloads import seeded_bytes
 from conformance.kit.search import search
+from conformance.kit.segments import check_cuts, cuts, split_at
 from conformance.kit.siblings import plant_sibling, planted_sibling
 from conformance.kit.streams import require_half_close
 from conformance.model import CaseFailed, Level, Option, Protocol, absolute_path, case
@@ -404,30 +404,20 @@ class _SegmentedStream:
                 return f"{cut} (between {what} and {following})"
         return str(cut)
 
-    def pieces(self, cuts: Sequence[int]) -> list[bytes]:
-        bounds = [0, *cuts, len(self.data)]
-        return [self.data[a:b] for a, b in itertools.pairwise(bounds)]
-
 
 _SEGMENTED = _SegmentedStream()
 
 
 @st.composite
-def _cuts(draw: st.DrawFn) -> list[int]:
+def _segmentations(draw: st.DrawFn) -> list[int]:
     stream = _SEGMENTED
     if draw(st.booleans()):
         # A run of one-byte pieces somewhere in the stream.
         start = draw(st.integers(1, len(stream.data) - 2))
         stop = draw(st.integers(start + 1, min(len(stream.data), start + 48)))
         return list(range(start, stop))
-    offsets = st.one_of(
-        st.sampled_from(stream.length_cuts),
-        st.sampled_from(stream.json_cuts),
-        st.sampled_from(stream.boundary_cuts),
-        st.sampled_from(stream.body_cuts),
-        st.integers(1, len(stream.data) - 1),
-    )
-    return sorted(draw(st.sets(offsets, min_size=1, max_size=8)))
+    favoured = (stream.length_cuts, stream.json_cuts, stream.boundary_cuts, stream.body_cuts)
+    return sorted(draw(cuts(len(stream.data), max_cuts=8, favoured=favoured)))
 
 
 def _classic_cuts() -> list[list[int]]:
@@ -454,17 +444,14 @@ async def segmentation(ctx: CaseContext) -> None:
     """
     stream = _SEGMENTED
 
-    async def check(cuts: list[int]) -> None:
-        if list(cuts) != sorted(set(cuts)) or any(not 0 < cut < len(stream.data) for cut in cuts):
-            raise CaseFailed(
-                f"replay input is inconsistent: cuts must be increasing offsets from 1 to {len(stream.data) - 1}"
-            )
-        where = ", ".join(stream.describe(cut) for cut in cuts[:4]) + (
-            f" and {len(cuts) - 4} more" if len(cuts) > 4 else ""
+    async def check(offsets: list[int]) -> None:
+        check_cuts(offsets, len(stream.data))
+        where = ", ".join(stream.describe(cut) for cut in offsets[:4]) + (
+            f" and {len(offsets) - 4} more" if len(offsets) > 4 else ""
         )
         conv = await Conversation.open(ctx)
         try:
-            pieces = stream.pieces(cuts)
+            pieces = split_at(stream.data, offsets)
             for number, piece in enumerate(pieces):
                 if number:
                     await trio.sleep(ctx.seconds(PIECE_PAUSE))
@@ -480,7 +467,7 @@ async def segmentation(ctx: CaseContext) -> None:
         finally:
             await conv.close()
 
-    await search(ctx, _cuts(), check, always=_classic_cuts())
+    await search(ctx, _segmentations(), check, always=_classic_cuts())
 
 
 @case(UPLOAD, UPLOAD_TLS, slug="half-close", spec=spec("7"))

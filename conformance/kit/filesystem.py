@@ -15,8 +15,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conformance.context import CaseContext
+from conformance.kit.siblings import plant_sibling
+from conformance.targets import TargetEnv
 
-__all__ = ["ABSOLUTE", "NESTED", "UP", "Route", "files_under", "local_root", "routes_beside", "routes_up"]
+__all__ = [
+    "ABSOLUTE",
+    "NESTED",
+    "UP",
+    "Route",
+    "files_under",
+    "local_root",
+    "make_root",
+    "routes_beside",
+    "routes_up",
+]
+
+
+def make_root(env: TargetEnv, outside_name: str, secret: bytes) -> Path:
+    """The directory a target the suite manages serves: ``root`` in the target's private directory,
+    recorded as its ``root`` attribute (see :func:`local_root`), with ``secret`` in a file named
+    ``outside_name`` beside it and in the sibling directory (the files a path case must never reach)."""
+    root = env.directory / "root"
+    root.mkdir(parents=True, exist_ok=True)
+    (env.directory / outside_name).write_bytes(secret)
+    plant_sibling(root, outside_name, secret)
+    env.attributes["root"] = root
+    return root
 
 
 def local_root(ctx: CaseContext, option: str) -> Path | None:

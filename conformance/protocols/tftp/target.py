@@ -10,7 +10,6 @@ import trio
 
 from conformance.context import CaseContext
 from conformance.kit import filesystem
-from conformance.kit.siblings import plant_sibling
 from conformance.model import CaseFailed, Option, TargetUnusable, absolute_path
 from conformance.protocols.tftp.files import fixture_names, fixture_size, size_name, write_fixtures
 from conformance.protocols.tftp.session import Client, Refused, describe, download, fetch_one_block
@@ -96,11 +95,8 @@ def local_root(ctx: CaseContext) -> Path | None:
 
 
 def fill_root(env: TargetEnv) -> Path:
-    root = env.directory / "root"
+    root = filesystem.make_root(env, OUTSIDE_NAME, OUTSIDE_SECRET)
     write_fixtures(root)
-    (env.directory / OUTSIDE_NAME).write_bytes(OUTSIDE_SECRET)
-    plant_sibling(root, OUTSIDE_NAME, OUTSIDE_SECRET)
-    env.attributes["root"] = root
     return root
 
 

@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 
 from conformance.context import CaseContext
 from conformance.kit import payloads
-from conformance.kit.filesystem import ABSOLUTE, NESTED, UP, files_under, routes_beside, routes_up
+from conformance.kit.filesystem import ABSOLUTE, NESTED, UP, files_under, make_root, routes_beside, routes_up
 from conformance.kit.payloads import seeded_bytes
 from conformance.kit.search import search
 from conformance.kit.segments import check_cuts, cuts, split_at
-from conformance.kit.siblings import plant_sibling, planted_sibling
+from conformance.kit.siblings import planted_sibling
 from conformance.kit.streams import require_half_close
 from conformance.model import CaseFailed, Level, Option, Protocol, absolute_path, case
 from conformance.protocols.upload.support import (
@@ -118,12 +118,7 @@ POLL_SECONDS = 0.05
 
 
 def _prepare_root(env: TargetEnv) -> Path:
-    root = env.directory / "root"
-    root.mkdir(parents=True, exist_ok=True)
-    (env.directory / OUTSIDE_NAME).write_bytes(OUTSIDE_CONTENT)
-    plant_sibling(root, OUTSIDE_NAME, OUTSIDE_CONTENT)
-    env.attributes["root"] = root
-    return root
+    return make_root(env, OUTSIDE_NAME, OUTSIDE_CONTENT)
 
 
 async def _embedded(nursery: trio.Nursery, env: TargetEnv, *, tls: bool) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""Stream and datagram helpers for cases: every wait bounded, every failure saying what was seen."""
+"""Stream helpers for cases: every wait bounded, every failure saying what was seen."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import struct
 import trio
 
 from conformance.context import CaseContext
-from conformance.showbytes import describe_mismatch, first_difference
+from conformance.showbytes import first_difference
 from conformance.vocabulary import CaseFailed, Unsupported
 
 # Without progress for this long, a peer that should be sending is taken to have stalled.
@@ -79,13 +79,6 @@ async def receive_until_eof(
             raise CaseFailed(_too_much(limit, len(received), doing), actual=bytes(received))
 
 
-def expect_equal(summary: str, *, sent: bytes | None, expected: bytes, actual: bytes) -> None:
-    if actual != expected:
-        raise CaseFailed(
-            summary, sent=sent, expected=expected, actual=actual, details=describe_mismatch(expected, actual)
-        )
-
-
 def require_half_close(stream: trio.abc.Stream) -> trio.abc.HalfCloseableStream:
     """The stream, if it can close one direction; Unsupported (TLS) otherwise. Call before any I/O."""
     if not isinstance(stream, trio.abc.HalfCloseableStream):
@@ -110,11 +103,3 @@ def reset(stream: trio.abc.Stream) -> None:
     sock = _socket_of(stream)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-async def receive_datagram(
-    ctx: CaseContext, sock: trio.socket.SocketType, *, doing: str, seconds: float = 2.0, size: int = 65536
-) -> tuple[bytes, tuple[str, int]]:
-    with ctx.deadline(seconds, doing):
-        data, source = await sock.recvfrom(size)
-    return data, (source[0], source[1])

@@ -22,7 +22,7 @@ import trio
 
 from conformance import registry
 from conformance.cli import build_parser
-from conformance.protocols.tftp.cases import _fresh_name, _request_prefix, _starts_transfer
+from conformance.protocols.tftp.errors import _fresh_name, _request_prefix, _starts_transfer
 from conformance.protocols.tftp.files import content, fixture_names
 from conformance.protocols.tftp.target import OUTSIDE_NAME, OUTSIDE_SECRET
 from conformance.vocabulary import Level

@@ -7,18 +7,18 @@ echoing verbatim (``--echo-transform upper``); every case then expects the trans
 from __future__ import annotations
 
 import itertools
-import random
-import string
 from functools import partial
 
 import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
+from conformance.kit.datagrams import MAX_DATAGRAM, receive_datagram, receive_within
+from conformance.kit.failures import expect_bytes
+from conformance.kit.payloads import seeded_bytes, seeded_text
 from conformance.kit.search import search
+from conformance.kit.segments import cuts, split_at
 from conformance.kit.streams import (
-    expect_equal,
-    receive_datagram,
     receive_exactly,
     receive_until_eof,
     require_half_close,
@@ -127,18 +127,10 @@ def _transformed(ctx: CaseContext, data: bytes) -> bytes:
     return TRANSFORMS[ctx.option("echo_transform")](data)
 
 
-def _payload(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-_ASCII_TEXT = (string.ascii_letters + string.digits + " .,;:!?\n").encode()
-_AS_TEXT = bytes(_ASCII_TEXT[value % len(_ASCII_TEXT)] for value in range(256))
-
-
 def _text(size: int, seed: int) -> bytes:
     """ASCII text: for cases about something else than binary data (flow control, half-close,
     resets, bursts), so that a server that decodes UTF-8 fails echo.*.binary once, not those too."""
-    return _payload(size, seed).translate(_AS_TEXT)
+    return seeded_text(size, seed)
 
 
 async def _send(ctx: CaseContext, stream: trio.abc.SendStream, data: bytes) -> None:
@@ -150,7 +142,7 @@ async def _exchange(ctx: CaseContext, stream: trio.abc.Stream, data: bytes, what
     await _send(ctx, stream, data)
     expected = _transformed(ctx, data)
     echoed = await receive_exactly(ctx, stream, len(expected), doing=f"waiting for the echo of {what}")
-    expect_equal(f"the echo of {what} differs from what was sent", sent=data, expected=expected, actual=echoed)
+    expect_bytes(f"the echo of {what} differs from what was sent", sent=data, expected=expected, actual=echoed)
 
 
 # -- TCP and TLS -----------------------------------------------------------------------------------
@@ -195,7 +187,7 @@ async def large(ctx: CaseContext) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read)
             await stream.send_all(payload)
-    expect_equal("the echo of 1 MiB differs from what was sent", sent=payload, expected=expected, actual=echoed)
+    expect_bytes("the echo of 1 MiB differs from what was sent", sent=payload, expected=expected, actual=echoed)
 
 
 _TEXT = st.text(
@@ -214,9 +206,7 @@ def _segmented_text(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, bool]]]:
     elif style == "bytewise":
         sizes = [1] * len(payload)
     else:
-        cuts = sorted(draw(st.sets(st.integers(1, len(payload) - 1), min_size=1, max_size=12)))
-        bounds = [0, *cuts, len(payload)]
-        sizes = [b - a for a, b in itertools.pairwise(bounds)]
+        sizes = [len(piece) for piece in split_at(payload, sorted(draw(cuts(len(payload), max_cuts=12))))]
     waits = draw(st.lists(st.booleans(), min_size=len(sizes), max_size=len(sizes)))
     return payload, list(zip(sizes, waits, strict=True))
 
@@ -260,7 +250,7 @@ async def segmentation(ctx: CaseContext) -> None:
             )
         finally:
             await ctx.close(stream)
-        expect_equal(
+        expect_bytes(
             f"the echo of {len(payload)} bytes written as {[size for size, _ in writes]} differs",
             sent=payload,
             expected=expected,
@@ -294,7 +284,7 @@ async def half_close(ctx: CaseContext) -> None:
             f"the server closed after echoing {len(echoed)} of {len(expected)} bytes: it cut the echo short at EOF",
             actual=echoed,
         )
-    expect_equal("the echo before EOF differs from what was sent", sent=payload, expected=expected, actual=echoed)
+    expect_bytes("the echo before EOF differs from what was sent", sent=payload, expected=expected, actual=echoed)
 
 
 @case(*STREAMS, slug="reset", spec=(ref("RFC 9293", "3.5.2", note="reset"), ref("RFC 862", "1")))
@@ -498,7 +488,7 @@ async def _extra_datagrams(ctx: CaseContext, sock: trio.socket.SocketType, echo:
     copies = others = 0
     with trio.move_on_after(ctx.seconds(DUPLICATE_SETTLE_SECONDS)):
         while copies + others < COPIES_COUNTED:
-            data, _ = await sock.recvfrom(65536)
+            data, _ = await sock.recvfrom(MAX_DATAGRAM)
             if data == echo:
                 copies += 1
             else:
@@ -530,7 +520,7 @@ async def _datagram_exchange(ctx: CaseContext, sock: trio.socket.SocketType, dat
             f"a {len(data)}-byte datagram came back cut to {len(echoed)} bytes "
             "(does the server read with a small buffer, like recvfrom(1024)?)"
         )
-    expect_equal(f"the echo of {what} differs", sent=data, expected=expected, actual=echoed)
+    expect_bytes(f"the echo of {what} differs", sent=data, expected=expected, actual=echoed)
     return source
 
 
@@ -561,7 +551,7 @@ async def udp_sizes(ctx: CaseContext) -> None:
     """Datagrams of 0 to 65507 bytes each come back whole."""
     sock = await ctx.udp_socket(receive_buffer=1 << 20)
     for size in UDP_SIZES:
-        data = _payload(size, seed=size)
+        data = seeded_bytes(size, seed=size)
         try:
             await _datagram_exchange(ctx, sock, data, f"a {size}-byte datagram")
         except NoAnswer as silence:
@@ -580,10 +570,7 @@ async def _answers(ctx: CaseContext, data: bytes) -> bool:
     """Whether one datagram holding ``data``, from a fresh socket, is echoed."""
     sock = await ctx.udp_socket(receive_buffer=1 << 20)
     await sock.sendto(data, ctx.address)
-    with trio.move_on_after(ctx.seconds(EXCHANGE_SECONDS)):
-        await sock.recvfrom(65536)
-        return True
-    return False
+    return await receive_within(ctx, sock, EXCHANGE_SECONDS) is not None
 
 
 async def _why_unanswered(ctx: CaseContext, data: bytes) -> str:
@@ -641,7 +628,7 @@ async def udp_burst(ctx: CaseContext) -> None:
     copies = 0
     with trio.move_on_after(ctx.seconds(3.0)):
         while seen != expected:
-            data, _ = await sock.recvfrom(65536)
+            data, _ = await sock.recvfrom(MAX_DATAGRAM)
             if data not in expected:
                 raise CaseFailed("a datagram that was not sent came back during the burst", actual=data)
             if data in seen:

@@ -38,8 +38,9 @@ from dataclasses import dataclass
 import trio
 
 from conformance.context import CaseContext
+from conformance.kit.datagrams import MAX_DATAGRAM, Address, address_of
 from conformance.protocols.tftp.files import LARGEST_SIZE, fixture_size
-from conformance.showbytes import describe_mismatch, show
+from conformance.showbytes import show
 from conformance.vocabulary import CaseFailed, NoAnswer, Unsupported
 from harness.tftp.blocks import MAX_BLOCK, wire_block
 from harness.tftp.errors import ErrorCode, TftpDecodeError
@@ -78,7 +79,6 @@ __all__ = [
     "check_oack",
     "describe",
     "download",
-    "expect_content",
     "fetch_one_block",
     "open_download",
     "open_upload",
@@ -87,16 +87,12 @@ __all__ = [
     "writes_unsupported",
 ]
 
-Address = tuple[str, int]
-
 # An answer the server should send at once: to a request, or the next DATA after an ACK.
 REPLY_SECONDS = 2.0
 # Silence after which the suite resends its last packet, as a client would after a loss.
 RESEND_SECONDS = 1.0
 # Silence during a transfer, resends included, after which the transfer has stalled.
 STALL_SECONDS = 3.0
-# Room for the largest DATA (65464 + 4) and anything bigger a broken server might send.
-_BUFSIZE = 65536
 # A window of large blocks must fit in the kernel's queue while the suite is busy.
 _RECEIVE_BUFFER = 4 << 20
 # Datagrams taken straight from the kernel between two Trio checkpoints.
@@ -147,18 +143,6 @@ def describe(packet: Packet | Request) -> str:
         return "OACK " + " ".join(f"{name}={value}" for name, value in packet.options)
     options = "".join(f" {name}={value}" for name, value in packet.options)
     return f"{packet.opcode.name} {packet.filename!r} mode {packet.mode!r}{options}"
-
-
-def expect_content(what: str, *, expected: bytes, actual: bytes, hint: str = "") -> None:
-    """Fail with the first difference when a file did not arrive (or was not stored) intact."""
-    if actual == expected:
-        return
-    summary = f"{what} differs from the original"
-    if len(actual) != len(expected):
-        summary += f": {len(actual)} bytes instead of {len(expected)}"
-    if hint:
-        summary += f" ({hint})"
-    raise CaseFailed(summary, expected=expected, actual=actual, details=describe_mismatch(expected, actual))
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +205,8 @@ class Endpoint:
         if self._quick % _CHECKPOINT_EVERY == 0:
             await trio.lowlevel.checkpoint()  # a flood of datagrams must not starve the case's deadlines
         try:
-            datagram, source = self._raw.recvfrom(_BUFSIZE)
-            return datagram, (source[0], source[1]), trio.current_time()
+            datagram, source = self._raw.recvfrom(MAX_DATAGRAM)
+            return datagram, address_of(source), trio.current_time()
         except (BlockingIOError, InterruptedError):
             pass
         except ConnectionRefusedError:
@@ -230,11 +214,11 @@ class Endpoint:
         with trio.move_on_at(deadline):
             while True:
                 try:
-                    datagram, source = await self._sock.recvfrom(_BUFSIZE)
+                    datagram, source = await self._sock.recvfrom(MAX_DATAGRAM)
                 except ConnectionRefusedError:
                     self.refused = True
                     continue
-                return datagram, (source[0], source[1]), trio.current_time()
+                return datagram, address_of(source), trio.current_time()
         return None
 
     async def drain(self) -> list[tuple[bytes, Address]]:

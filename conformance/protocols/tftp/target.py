@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from conformance.context import CaseContext
-from conformance.kit.siblings import plant_sibling
+from conformance.kit import filesystem
 from conformance.model import Option, absolute_path
 from conformance.protocols.tftp.files import fixture_names, fixture_size, size_name, write_fixtures
 from conformance.protocols.tftp.session import Client, Refused, describe, download, fetch_one_block
@@ -91,20 +91,13 @@ _MISSING = (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION)
 
 
 def local_root(ctx: CaseContext) -> Path | None:
-    """The directory the target serves, when the suite can see it."""
-    root = ctx.target.attributes.get("root")
-    if root is not None:
-        return Path(root)
-    given = ctx.option("tftp_root")
-    return Path(given) if given else None
+    """The directory the target serves, when the suite can see it (--tftp-root)."""
+    return filesystem.local_root(ctx, "tftp_root")
 
 
 def fill_root(env: TargetEnv) -> Path:
-    root = env.directory / "root"
+    root = filesystem.make_root(env, OUTSIDE_NAME, OUTSIDE_SECRET)
     write_fixtures(root)
-    (env.directory / OUTSIDE_NAME).write_bytes(OUTSIDE_SECRET)
-    plant_sibling(root, OUTSIDE_NAME, OUTSIDE_SECRET)
-    env.attributes["root"] = root
     return root
 
 

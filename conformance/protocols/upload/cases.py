@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import secrets
-import tempfile
-from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -24,8 +21,12 @@ import trio
 from hypothesis import strategies as st
 
 from conformance.context import CaseContext
+from conformance.kit import payloads
+from conformance.kit.filesystem import ABSOLUTE, NESTED, UP, files_under, make_root, routes_beside, routes_up
+from conformance.kit.payloads import seeded_bytes
 from conformance.kit.search import search
-from conformance.kit.siblings import plant_sibling, planted_sibling
+from conformance.kit.segments import check_cuts, cuts, split_at
+from conformance.kit.siblings import planted_sibling
 from conformance.kit.streams import require_half_close
 from conformance.model import Option, Protocol, absolute_path, case
 from conformance.protocols.upload.support import (
@@ -37,11 +38,9 @@ from conformance.protocols.upload.support import (
     expect_error,
     expect_info,
     expect_stored,
-    files_under,
     json_frame,
     local_root,
     md5_hex,
-    payload,
     put_header,
     put_request,
     raw_frame,
@@ -121,12 +120,7 @@ POLL_SECONDS = 0.05
 
 
 def _prepare_root(env: TargetEnv) -> Path:
-    root = env.directory / "root"
-    root.mkdir(parents=True, exist_ok=True)
-    (env.directory / OUTSIDE_NAME).write_bytes(OUTSIDE_CONTENT)
-    plant_sibling(root, OUTSIDE_NAME, OUTSIDE_CONTENT)
-    env.attributes["root"] = root
-    return root
+    return make_root(env, OUTSIDE_NAME, OUTSIDE_CONTENT)
 
 
 async def _embedded(nursery: trio.Nursery, env: TargetEnv, *, tls: bool) -> tuple[str, int]:
@@ -167,10 +161,6 @@ UPLOAD = Protocol(
 )
 UPLOAD_TLS = UPLOAD.over_tls(partial(_embedded, tls=True))
 PROTOCOLS = (UPLOAD, UPLOAD_TLS)
-
-
-def _token() -> str:
-    return secrets.token_hex(4)
 
 
 def _name(slug: str, token: str, suffix: str = ".bin") -> str:
@@ -257,8 +247,8 @@ async def _end_abruptly(ctx: CaseContext, conv: Conversation, what: str) -> None
 @case(UPLOAD, UPLOAD_TLS, slug="put-stat", spec=ref(SPEC, "2.1", "2.2", "3"))
 async def put_stat(ctx: CaseContext) -> None:
     """One put, then stat on the same connection and on a new one: same name, size and md5."""
-    name = _name("put-stat", _token(), ".txt")
-    data = b"hello, upload\n" + payload(200, seed=1)
+    name = _name("put-stat", payloads.token(), ".txt")
+    data = b"hello, upload\n" + seeded_bytes(200, seed=1)
     conv = await Conversation.open(ctx)
     await _put(conv, name, data)
     await _stat(conv, name, data, what=f"stat {show_name(name)} on the connection that put it")
@@ -270,7 +260,7 @@ async def put_stat(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="subfolders", spec=ref(SPEC, "5"))
 async def subfolders(ctx: CaseContext) -> None:
     """Names with folders ('a/b/c.txt') are stored, creating the folders as needed."""
-    token = _token()
+    token = payloads.token()
     files = {
         f"conformance-{token}/a/b/c.txt": b"three levels down\n",
         f"conformance-{token}/a/d.txt": b"beside folder b\n",
@@ -291,11 +281,11 @@ SIZES = (0, 1, MIB)
 @case(UPLOAD, UPLOAD_TLS, slug="sizes", spec=ref(SPEC, "2.1", "3"))
 async def sizes(ctx: CaseContext) -> None:
     """Files of 0 bytes, 1 byte and 1 MiB, one after another on one connection, each put then stat."""
-    token = _token()
+    token = payloads.token()
     conv = await Conversation.open(ctx)
     for size in SIZES:
         name = _name(f"size-{size}", token)
-        data = payload(size, seed=size)
+        data = seeded_bytes(size, seed=size)
         await _put(conv, name, data)
         await _stat(conv, name, data)
         _check_disk(ctx, name, data)
@@ -305,7 +295,7 @@ async def sizes(ctx: CaseContext) -> None:
 async def large(ctx: CaseContext) -> None:
     """A large file (--upload-large-size, 32 MiB by default) streamed in 1 MiB writes, then stat."""
     size = ctx.option("upload_large_size")
-    name = _name("large", _token())
+    name = _name("large", payloads.token())
     seed = 4
     digest = await trio.to_thread.run_sync(body_md5, size, seed)
     what = f"put {show_name(name)} ({size} bytes)"
@@ -342,10 +332,10 @@ async def large(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="pipelined", spec=ref(SPEC, "6", "3"))
 async def pipelined(ctx: CaseContext) -> None:
     """Eight puts and stats written in one send; eight replies come back, in request order."""
-    token = _token()
+    token = payloads.token()
     a, b, c = (_name(f"pipelined-{letter}", token) for letter in "abc")
-    a1, a2 = payload(1000, seed=11), payload(200, seed=12)
-    c_data = payload(70_000, seed=13)
+    a1, a2 = seeded_bytes(1000, seed=11), seeded_bytes(200, seed=12)
+    c_data = seeded_bytes(70_000, seed=13)
     requests: list[tuple[bytes, str, str, bytes]] = [
         (put_request(a, a1), "put", a, a1),
         (put_request(b, b""), "put", b, b""),
@@ -411,30 +401,20 @@ class _SegmentedStream:
                 return f"{cut} (between {what} and {following})"
         return str(cut)
 
-    def pieces(self, cuts: Sequence[int]) -> list[bytes]:
-        bounds = [0, *cuts, len(self.data)]
-        return [self.data[a:b] for a, b in itertools.pairwise(bounds)]
-
 
 _SEGMENTED = _SegmentedStream()
 
 
 @st.composite
-def _cuts(draw: st.DrawFn) -> list[int]:
+def _segmentations(draw: st.DrawFn) -> list[int]:
     stream = _SEGMENTED
     if draw(st.booleans()):
         # A run of one-byte pieces somewhere in the stream.
         start = draw(st.integers(1, len(stream.data) - 2))
         stop = draw(st.integers(start + 1, min(len(stream.data), start + 48)))
         return list(range(start, stop))
-    offsets = st.one_of(
-        st.sampled_from(stream.length_cuts),
-        st.sampled_from(stream.json_cuts),
-        st.sampled_from(stream.boundary_cuts),
-        st.sampled_from(stream.body_cuts),
-        st.integers(1, len(stream.data) - 1),
-    )
-    return sorted(draw(st.sets(offsets, min_size=1, max_size=8)))
+    favoured = (stream.length_cuts, stream.json_cuts, stream.boundary_cuts, stream.body_cuts)
+    return sorted(draw(cuts(len(stream.data), max_cuts=8, favoured=favoured)))
 
 
 def _classic_cuts() -> list[list[int]]:
@@ -461,17 +441,14 @@ async def segmentation(ctx: CaseContext) -> None:
     """
     stream = _SEGMENTED
 
-    async def check(cuts: list[int]) -> None:
-        if list(cuts) != sorted(set(cuts)) or any(not 0 < cut < len(stream.data) for cut in cuts):
-            raise CaseFailed(
-                f"replay input is inconsistent: cuts must be increasing offsets from 1 to {len(stream.data) - 1}"
-            )
-        where = ", ".join(stream.describe(cut) for cut in cuts[:4]) + (
-            f" and {len(cuts) - 4} more" if len(cuts) > 4 else ""
+    async def check(offsets: list[int]) -> None:
+        check_cuts(offsets, len(stream.data))
+        where = ", ".join(stream.describe(cut) for cut in offsets[:4]) + (
+            f" and {len(offsets) - 4} more" if len(offsets) > 4 else ""
         )
         conv = await Conversation.open(ctx)
         try:
-            pieces = stream.pieces(cuts)
+            pieces = split_at(stream.data, offsets)
             for number, piece in enumerate(pieces):
                 if number:
                     await trio.sleep(ctx.seconds(PIECE_PAUSE))
@@ -487,7 +464,7 @@ async def segmentation(ctx: CaseContext) -> None:
         finally:
             await conv.close()
 
-    await search(ctx, _cuts(), check, always=_classic_cuts())
+    await search(ctx, _segmentations(), check, always=_classic_cuts())
 
 
 @case(UPLOAD, UPLOAD_TLS, slug="half-close", spec=ref(SPEC, "7"))
@@ -495,9 +472,9 @@ async def half_close(ctx: CaseContext) -> None:
     """After the client's EOF (shutdown of its write side) every reply still arrives, then EOF."""
     conv = await Conversation.open(ctx)
     require_half_close(conv.stream)
-    token = _token()
+    token = payloads.token()
     a, b = _name("half-close-a", token), _name("half-close-b", token)
-    a_data, b_data = payload(64 * 1024, seed=21), b"x"
+    a_data, b_data = seeded_bytes(64 * 1024, seed=21), b"x"
     await conv.send(
         put_request(a, a_data) + put_request(b, b_data) + stat_request(a) + stat_request(b),
         what="two puts and two stats",
@@ -516,10 +493,10 @@ async def half_close(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="eof-mid-body", spec=ref(SPEC, "7", "8"))
 async def eof_mid_body(ctx: CaseContext) -> None:
     """A put cut short by EOF (in its body or its header) leaves no file, and an older file intact."""
-    token = _token()
+    token = payloads.token()
     old_name, new_name, header_name = (_name(f"eof-{kind}", token) for kind in ("old", "new", "header"))
     old = b"the content before the interrupted put\n"
-    new = payload(64 * 1024, seed=31)
+    new = seeded_bytes(64 * 1024, seed=31)
     conv = await Conversation.open(ctx)
     await _put(conv, old_name, old)
     await conv.close()
@@ -587,7 +564,7 @@ async def _expect_no_leftovers(root: Path, before: set[Path]) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="digest-mismatch", spec=ref(SPEC, "4", "8"))
 async def digest_mismatch(ctx: CaseContext) -> None:
     """A put whose md5 does not match gets digest_mismatch, keeps the old file, and the connection goes on."""
-    token = _token()
+    token = payloads.token()
     name, other = _name("digest", token), _name("digest-after", token)
     old, new = b"the original content\n", b"content whose md5 is not the one sent\n"
     conv = await Conversation.open(ctx)
@@ -604,7 +581,7 @@ async def digest_mismatch(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="not-found", spec=ref(SPEC, "2.2", "4"))
 async def not_found(ctx: CaseContext) -> None:
     """stat of a name never stored gets not_found, and the connection goes on."""
-    token = _token()
+    token = payloads.token()
     missing, name = _name("missing", token), _name("found", token)
     conv = await Conversation.open(ctx)
     await _stat_missing(conv, missing, what=f"stat {show_name(missing)}, never stored")
@@ -619,9 +596,9 @@ async def not_found(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="atomic-visibility", spec=ref(SPEC, "8"))
 async def atomic_visibility(ctx: CaseContext) -> None:
     """While a put is half sent, stat (and the disk) show the old file or none; once done, the new one."""
-    token = _token()
+    token = payloads.token()
     old_name, new_name = _name("atomic-old", token), _name("atomic-new", token)
-    old, new = b"the old content\n", payload(256 * 1024, seed=41)
+    old, new = b"the old content\n", seeded_bytes(256 * 1024, seed=41)
     conv = await Conversation.open(ctx)
     await _put(conv, old_name, old)
     await conv.close()
@@ -668,19 +645,15 @@ async def atomic_visibility(ctx: CaseContext) -> None:
 
 def _attacks(ctx: CaseContext, token: str, sibling: Path | None) -> list[tuple[str, str, Path | None]]:
     """(what, file_name, where it would land outside the root if this host can see it)."""
-    root = local_root(ctx)
-    outside = root.parent if root is not None else None
-    up, nested = f"conformance-escape-{token}.txt", f"conformance-escape-nested-{token}.txt"
-    absolute = (outside or Path(tempfile.gettempdir())) / f"conformance-escape-absolute-{token}.txt"
-    beside = []
-    if sibling is not None:
-        # Passes a bare startswith(root) check: the sibling's path begins with the root's.
-        into = sibling / f"conformance-escape-sibling-{token}.txt"
-        beside = [("'../' into a folder beside the root named after it", f"../{sibling.name}/{into.name}", into)]
+    names = {
+        UP: f"conformance-escape-{token}.txt",
+        NESTED: f"conformance-escape-nested-{token}.txt",
+        ABSOLUTE: f"conformance-escape-absolute-{token}.txt",
+    }
+    escapes = routes_up(local_root(ctx), names.__getitem__, nested="a")
+    beside = routes_beside(sibling, f"conformance-escape-sibling-{token}.txt")
     return [
-        ("'../' leading out of the root", f"../{up}", outside / up if outside else None),
-        ("'a/../../' leading out of the root", f"a/../../{nested}", outside / nested if outside else None),
-        ("an absolute path", str(absolute), absolute if outside else None),
+        *((route.what, route.name, route.landing) for route in escapes),
         ("a backslash", f"..\\conformance-backslash-{token}.txt", None),
         ("a NUL byte", f"conformance-nul-{token}\x00.txt", None),
         ("an empty name", "", None),
@@ -689,7 +662,7 @@ def _attacks(ctx: CaseContext, token: str, sibling: Path | None) -> list[tuple[s
         ("a trailing '/'", f"conformance-{token}/", None),
         ("256 bytes", "n" * 256, None),
         ("86 Chinese characters (258 bytes in UTF-8)", "名" * 86, None),
-        *beside,
+        *((route.what, route.name, route.landing) for route in beside),
     ]
 
 
@@ -705,7 +678,7 @@ async def path_attacks(ctx: CaseContext) -> None:
 
 async def _path_attacks(ctx: CaseContext, root: Path | None, sibling: Path | None) -> None:
     data = b"must not be stored\n"
-    for label, name, landing in _attacks(ctx, _token(), sibling):
+    for label, name, landing in _attacks(ctx, payloads.token(), sibling):
         what = f"put of a name with {label}: {show_name(name)}"
         try:
             await _refused(ctx, put_request(name, data), ErrorCode.BAD_NAME, what)
@@ -717,11 +690,11 @@ async def _path_attacks(ctx: CaseContext, root: Path | None, sibling: Path | Non
         if landing is not None and landing.exists():
             landing.unlink()
             raise CaseFailed(f"{what} was refused, but the server wrote {landing}, outside its root")
-    outside = ["../" + OUTSIDE_NAME]
-    if root is not None and (root.parent / OUTSIDE_NAME).is_file():
-        outside.append(str(root.parent / OUTSIDE_NAME))
-    if sibling is not None:
-        outside.append(f"../{sibling.name}/{OUTSIDE_NAME}")
+    up, absolute = routes_up(root, OUTSIDE_NAME)
+    outside = [up.name]
+    if absolute.landing is not None and absolute.landing.is_file():
+        outside.append(absolute.name)
+    outside += [route.name for route in routes_beside(sibling, OUTSIDE_NAME)]
     for name in outside:
         what = f"stat {show_name(name)}, a file outside the root"
         await _refused(ctx, stat_request(name), ErrorCode.BAD_NAME, what)
@@ -730,7 +703,7 @@ async def _path_attacks(ctx: CaseContext, root: Path | None, sibling: Path | Non
 @case(UPLOAD, UPLOAD_TLS, slug="bad-frame.length", spec=ref(SPEC, "1", "4"))
 async def bad_frame_length(ctx: CaseContext) -> None:
     """Frame lengths 0, 65537, 2^31 and 2^32-1 get bad_frame at once; a 65536-byte frame is accepted."""
-    name = _name("frame-max", _token())
+    name = _name("frame-max", payloads.token())
     # Padded with whitespace (valid JSON, and no extra key) to exactly the largest length allowed.
     body = json_frame({"op": "stat", "file_name": name})[LENGTH_PREFIX.size :]
     largest = raw_frame(body[:-1] + b" " * (MAX_FRAME_LENGTH - len(body)) + b"}")
@@ -796,7 +769,7 @@ def _bad_headers(name: str) -> list[tuple[dict[str, object], str]]:
 @case(UPLOAD, UPLOAD_TLS, slug="bad-header", spec=ref(SPEC, "2", "4"))
 async def bad_header(ctx: CaseContext) -> None:
     """A missing or wrong-typed field, or an unknown op, gets bad_header."""
-    name = _name("bad-header", _token())
+    name = _name("bad-header", payloads.token())
     for header, label in _bad_headers(name):
         await _refused(ctx, json_frame(header), ErrorCode.BAD_HEADER, f"{label}: {json_frame(header)[4:]!r}")
     _check_disk(ctx, name, None)
@@ -805,7 +778,7 @@ async def bad_header(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="bad-header.values", spec=ref(SPEC, "2.1", "4"), level=Level.SHOULD)
 async def bad_header_values(ctx: CaseContext) -> None:
     """A negative file_size, or an md5 that is not 32 hex digits, gets bad_header."""
-    name = _name("bad-values", _token())
+    name = _name("bad-values", payloads.token())
     headers = [
         (put_header(name, -1, EMPTY_MD5), "file_size -1"),
         (put_header(name, 0, EMPTY_MD5[:31]), "an md5 of 31 hex digits"),
@@ -819,7 +792,7 @@ async def bad_header_values(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="extra-keys", spec=ref(SPEC, "2.3"))
 async def extra_keys(ctx: CaseContext) -> None:
     """Unknown extra keys, any key order, whitespace and \\u escapes in the JSON are accepted."""
-    name = _name("extra-keys", _token())
+    name = _name("extra-keys", payloads.token())
     data = b"extra keys are ignored\n"
     header = {
         "md5": md5_hex(data),
@@ -842,7 +815,7 @@ async def extra_keys(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="non-ascii", spec=ref(SPEC, "1", "5"))
 async def non_ascii(ctx: CaseContext) -> None:
     """A Chinese file_name (sent as UTF-8, then as \\u escapes) is stored and reported intact."""
-    name = f"中文文件名-{_token()}-ü😀.txt"
+    name = f"中文文件名-{payloads.token()}-ü😀.txt"
     data = "内容也是中文。\n".encode()
     conv = await Conversation.open(ctx)
     await _put(conv, name, data, what=f"put {show_name(name)} (UTF-8 JSON)")
@@ -862,7 +835,7 @@ async def too_large(ctx: CaseContext) -> None:
     limit = _max_size(ctx)
     if limit is None:
         ctx.unsupported("the target's size limit is unknown; pass --upload-max-size BYTES to test it")
-    name = _name("too-large", _token())
+    name = _name("too-large", payloads.token())
     size = limit + 1
     await _refused(
         ctx,
@@ -880,7 +853,7 @@ async def too_large(ctx: CaseContext) -> None:
 async def concurrency(ctx: CaseContext) -> None:
     """N clients (--upload-clients, default 8) upload at once: each sends half, then the last finishes first."""
     count = ctx.option("upload_clients")
-    token = _token()
+    token = payloads.token()
     uploads = []
     for index in range(count):
         try:
@@ -888,7 +861,7 @@ async def concurrency(ctx: CaseContext) -> None:
         except CaseFailed as failure:
             raise CaseFailed(f"client {index + 1} of {count} could not connect: {failure.summary}") from None
         name = _name(f"client-{index + 1}", token)
-        data = payload(48 * 1024, seed=100 + index)
+        data = seeded_bytes(48 * 1024, seed=100 + index)
         request = put_request(name, data)
         half = len(request) - len(data) // 2
         await conv.send(request[:half], what=f"the first half of client {index + 1}'s put")
@@ -920,8 +893,8 @@ async def concurrency(ctx: CaseContext) -> None:
 @case(UPLOAD, UPLOAD_TLS, slug="slow-client", spec=ref(SPEC, "1", "6"))
 async def slow_client(ctx: CaseContext) -> None:
     """A client trickling a put and a stat in pieces of 1 to 40 bytes, with pauses, still succeeds."""
-    name = _name("slow", _token())
-    data = payload(300, seed=51)
+    name = _name("slow", payloads.token())
+    data = seeded_bytes(300, seed=51)
     stream = put_request(name, data) + stat_request(name)
     header_end = len(stream) - len(data) - len(stat_request(name))
     long_pauses = {header_end // 2, header_end + len(data) // 2}

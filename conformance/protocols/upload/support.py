@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import random
 import re
 import ssl
 from collections.abc import Iterator, Mapping
@@ -20,6 +18,8 @@ from pathlib import Path
 import trio
 
 from conformance.context import CaseContext
+from conformance.kit import filesystem
+from conformance.kit.payloads import seeded_bytes
 from conformance.kit.streams import require_half_close
 from conformance.vocabulary import CaseFailed
 from harness._kit.framing import (
@@ -62,10 +62,6 @@ NETWORK_PACK = "struct.pack('!I', n)"
 
 def md5_hex(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
-
-
-def payload(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 # -- requests --------------------------------------------------------------------------------------
@@ -425,7 +421,7 @@ BLOCK = 1 << 20
 
 def body_blocks(size: int, seed: int) -> Iterator[bytes]:
     """``size`` bytes of deterministic data in 1 MiB blocks, never all in memory at once."""
-    base = payload(min(size, BLOCK), seed)
+    base = seeded_bytes(min(size, BLOCK), seed)
     offset = 0
     number = 0
     while offset < size:
@@ -447,18 +443,5 @@ def body_md5(size: int, seed: int) -> str:
 
 
 def local_root(ctx: CaseContext) -> Path | None:
-    """The folder the target stores files in, when it is on this machine."""
-    root = ctx.target.attributes.get("root")
-    if root is not None:
-        return Path(root)
-    given = ctx.option("upload_root")
-    return Path(given) if given else None
-
-
-def files_under(root: Path) -> set[Path]:
-    """Every file (not folder) under ``root``, as paths relative to it."""
-    found = set()
-    for folder, _, names in os.walk(root):
-        for name in names:
-            found.add(Path(folder, name).relative_to(root))
-    return found
+    """The folder the target stores files in, when it is on this machine (--upload-root)."""
+    return filesystem.local_root(ctx, "upload_root")

@@ -35,7 +35,7 @@ import harness
 from conformance.context import CaseContext
 from conformance.hosting import ManagedProcess
 from conformance.launch import fill_placeholders
-from conformance.protocols.messenger.peers import Peer
+from conformance.protocols._messenger.peers import Peer
 from conformance.vocabulary import CaseFailed, Unsupported
 from harness.messenger.wire import Command
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import os
 import ssl
 import sys
@@ -14,20 +13,19 @@ from typing import TypeVar
 import trio
 
 from harness._kit.addresses import parse_hostport
+from harness._kit.commands import add_server_command, serve_from_args, server_tls_context
 from harness._kit.errors import UsageError
-from harness._kit.tls import server_context_from_files
+from harness._kit.serving import describe_error, unwrap_single_exception
+from harness._kit.udp import open_udp_socket
 from harness.echo.client import (
     DATAGRAM_SIZE,
     EchoNotClosedError,
     echo_once,
     open_echo_stream,
-    open_udp_socket,
     relay,
 )
 from harness.echo.server import serve_echo_tcp, serve_echo_udp
 from harness.echo.wire import TRANSFORMS
-
-logger = logging.getLogger(__name__)
 
 # RFC 862 reserves port 7, which needs privileges; 7007 is easy to remember and usually free.
 DEFAULT_PORT = 7007
@@ -37,14 +35,17 @@ T = TypeVar("T")
 
 
 def register(commands: argparse._SubParsersAction, serve_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    serve = serve_commands.add_parser(
+    serve = add_server_command(
+        serve_commands,
         "echo",
         help="echo server (RFC 862) over TCP, TLS or UDP",
-        description="Run the reference echo server until interrupted (Ctrl-C). Every byte received "
-        "is sent back; after the client's EOF the server closes its side.",
+        description="Run the reference echo server until interrupted (Ctrl-C or SIGTERM). Every byte "
+        "received is sent back; after the client's EOF the server closes its side.",
+        handler=run_serve_echo,
+        default_port=DEFAULT_PORT,
+        transport="TCP or UDP",
+        tls=True,
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s, 0 picks one)")
     serve.add_argument("--udp", action="store_true", help="serve UDP datagrams instead of a TCP stream")
     serve.add_argument(
         "--transform",
@@ -52,9 +53,6 @@ def register(commands: argparse._SubParsersAction, serve_commands: argparse._Sub
         default="identity",
         help="identity echoes bytes unchanged; upper maps ASCII a-z to A-Z and keeps every other byte",
     )
-    serve.add_argument("--tls-cert", metavar="CERT", help="PEM certificate chain: serve TLS (needs --tls-key)")
-    serve.add_argument("--tls-key", metavar="KEY", help="PEM private key for --tls-cert")
-    serve.set_defaults(handler=run_serve_echo)
 
     client = commands.add_parser(
         "echo",
@@ -83,38 +81,16 @@ def register(commands: argparse._SubParsersAction, serve_commands: argparse._Sub
 
 
 def run_serve_echo(args: argparse.Namespace) -> int:
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port} is out of range 0-65535")
     if args.udp and (args.tls_cert is not None or args.tls_key is not None):
         raise UsageError("TLS needs TCP: drop --udp or --tls-cert/--tls-key")
-    ssl_context = server_context_from_files(args.tls_cert, args.tls_key)
+    ssl_context = server_tls_context(args)
     kind = "udp" if args.udp else "tls" if ssl_context else "tcp"
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-
-    async def serve() -> None:
-        async with trio.open_nursery() as nursery:
-            if args.udp:
-                port = await nursery.start(
-                    functools.partial(serve_echo_udp, host=args.host, port=args.port, transform=args.transform)
-                )
-            else:
-                port = await nursery.start(
-                    functools.partial(
-                        serve_echo_tcp,
-                        host=args.host,
-                        port=args.port,
-                        transform=args.transform,
-                        ssl_context=ssl_context,
-                    )
-                )
-            logger.info("echo server listening on %s:%d (%s, %s)", args.host, port, kind, args.transform)
-
-    try:
-        _run(serve)
-    except OSError as exc:
-        print(f"harness: cannot listen on {args.host}:{args.port}: {_reason(exc)}", file=sys.stderr)
-        return 1
-    return 0
+    serve: Callable[..., Awaitable[None]]
+    if args.udp:
+        serve = functools.partial(serve_echo_udp, transform=args.transform)
+    else:
+        serve = functools.partial(serve_echo_tcp, transform=args.transform, ssl_context=ssl_context)
+    return serve_from_args(args, serve, what="echo", details=(kind, args.transform))
 
 
 # --- harness echo ------------------------------------------------------------------------
@@ -133,7 +109,7 @@ def run_echo_client(args: argparse.Namespace) -> int:
         try:
             ssl_context.load_verify_locations(cafile=args.tls_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot load --tls-ca {args.tls_ca!r}: {_reason(exc)}") from None
+            raise UsageError(f"cannot load --tls-ca {args.tls_ca!r}: {describe_error(exc)}") from None
     where = f"{host}:{port}"
 
     async def session() -> None:
@@ -158,9 +134,9 @@ def run_echo_client(args: argparse.Namespace) -> int:
     except EchoNotClosedError as exc:
         print(f"harness: {where}: {exc}", file=sys.stderr)
     except trio.BrokenResourceError as exc:
-        print(f"harness: connection to {where} broken: {_reason(exc)}", file=sys.stderr)
+        print(f"harness: connection to {where} broken: {describe_error(exc)}", file=sys.stderr)
     except OSError as exc:
-        print(f"harness: cannot reach {where}: {_reason(exc)}", file=sys.stderr)
+        print(f"harness: cannot reach {where}: {describe_error(exc)}", file=sys.stderr)
     else:
         return 0
     return 1
@@ -168,7 +144,7 @@ def run_echo_client(args: argparse.Namespace) -> int:
 
 async def _udp_lines(host: str, port: int, timeout: float) -> None:
     lines = _StdinLines()
-    with await open_udp_socket(host, port) as sock:
+    with await open_udp_socket(host, port, connect=True) as sock:
         while (line := await lines.read_line()) is not None:
             await sock.send(line)
             with trio.fail_after(timeout):
@@ -230,22 +206,5 @@ class _StdinLines:
 def _run(async_fn: Callable[[], Awaitable[T]]) -> T:
     """``trio.run``, re-raising a lone exception out of the nursery groups around it, so that
     callers (and ``harness.cli``'s KeyboardInterrupt handling) can catch it by type."""
-    try:
+    with unwrap_single_exception():
         return trio.run(async_fn)
-    except BaseExceptionGroup as group:
-        exc: BaseException = group
-        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]
-        if exc is group:
-            raise
-        raise exc from None
-
-
-def _reason(exc: BaseException) -> str:
-    # trio wraps the real error in BrokenResourceError (ssl.SSLError, ConnectionResetError) or,
-    # for a failed connect, in a group of per-address attempts; the last attempt is the one to show.
-    cause: BaseException = exc.__cause__ or exc
-    while isinstance(cause, BaseExceptionGroup):
-        cause = cause.exceptions[-1]
-    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
-    return str(text)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import os
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import BinaryIO, TextIO
 import trio
 
 from harness._kit.addresses import parse_hostport
+from harness._kit.commands import add_server_command, serve_from_args
 from harness._kit.errors import UsageError
 from harness.tftp.client import TransferInfo, tftp_get, tftp_put
 from harness.tftp.errors import TftpError
@@ -29,22 +29,20 @@ _PROGRESS_INTERVAL = 0.2
 
 
 def register(commands: argparse._SubParsersAction, serve_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    serve = serve_commands.add_parser(
+    serve = add_server_command(
+        serve_commands,
         "tftp",
         help="TFTP server (RFC 1350 with blksize, tsize, timeout and windowsize options)",
         description=(
-            "Serve the files under --root over TFTP until interrupted. Each transfer runs on a "
-            "socket of its own; paths leading outside the root are refused. Uploads (WRQ) are "
+            "Serve the files under --root over TFTP until interrupted (Ctrl-C or SIGTERM). Each transfer "
+            "runs on a socket of its own; paths leading outside the root are refused. Uploads (WRQ) are "
             "refused unless --allow-write; an upload replaces the target atomically when complete."
         ),
-    )
-    serve.add_argument("--root", required=True, type=Path, metavar="DIR", help="directory to serve (required)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    serve.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help="UDP port (default: %(default)s; the standard port 69 needs root privileges)",
+        handler=_serve,
+        default_port=DEFAULT_PORT,
+        transport="UDP",
+        port_note="0 picks a free one; the standard port 69 needs root privileges",
+        root_help="directory to serve",
     )
     serve.add_argument("--allow-write", action="store_true", help="accept uploads (WRQ) into DIR")
     serve.add_argument(
@@ -154,33 +152,18 @@ def _serve(args: argparse.Namespace) -> int:
     root: Path = args.root
     if not root.is_dir():
         raise UsageError(f"--root {str(root)!r} is not a directory")
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port} is out of range 0-65535")
     if args.timeout <= 0 or args.retries < 0:
         raise UsageError("--timeout must be positive and --retries at least 0")
-    logging.basicConfig(level=logging.INFO, format="harness: %(message)s", stream=sys.stderr)
     serve = functools.partial(
         serve_tftp,
-        host=args.host,
-        port=args.port,
         root=root,
         allow_write=args.allow_write,
         rollover=args.rollover,
         timeout=args.timeout,
         retries=args.retries,
     )
-    try:
-        trio.run(serve)
-    except OSError as exc:
-        print(f"harness: cannot serve TFTP on {args.host} port {args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except BaseExceptionGroup as group:
-        # Ctrl-C reaches us wrapped by the server's nursery; unwrap it for harness.cli.main.
-        _, rest = group.split(KeyboardInterrupt)
-        if rest is None:
-            raise KeyboardInterrupt from None
-        raise
-    return 0
+    access = "uploads allowed" if args.allow_write else "read-only"
+    return serve_from_args(args, serve, what="tftp", details=(f"root {root.resolve()}", access))
 
 
 # --- client ---------------------------------------------------------------------------------

@@ -179,7 +179,9 @@ def run_tcp_relay(args: argparse.Namespace) -> int:
         direction=args.direction,
         gap=gap,
     )
-    details = (f"to {format_hostport(*upstream)}", f"split {spec}", args.direction)
+    details = [f"to {format_hostport(*upstream)}", f"split {spec}", args.direction]
+    if gap:
+        details.append(f"gap {args.gap:g} ms")
     return run_server(serve, "tcp relay", *listen, details)
 
 

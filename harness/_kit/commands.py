@@ -16,10 +16,19 @@ from pathlib import Path
 from typing import TypeAlias
 
 from harness._kit.addresses import check_port
-from harness._kit.serving import run_server
+from harness._kit.errors import UsageError
+from harness._kit.serving import describe_error, run_server
 from harness._kit.tls import server_context_from_files
 
-__all__ = ["Handler", "SubParsers", "add_server_command", "serve_from_args", "server_tls_context"]
+__all__ = [
+    "Handler",
+    "SubParsers",
+    "add_client_tls_option",
+    "add_server_command",
+    "client_tls_context",
+    "serve_from_args",
+    "server_tls_context",
+]
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
@@ -64,6 +73,21 @@ def add_server_command(
         parser.add_argument("--tls-key", type=Path, metavar="KEY", help="PEM private key for --tls-cert")
     parser.set_defaults(handler=handler)
     return parser
+
+
+def add_client_tls_option(parser: argparse.ArgumentParser) -> None:
+    """``--tls-ca PEM`` for a client: talk TLS, trusting the CA certificates in that file."""
+    parser.add_argument("--tls-ca", type=Path, metavar="PEM", help="use TLS, trusting the CA certificates in this file")
+
+
+def client_tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The client context for ``--tls-ca``, None for plain TCP; :class:`UsageError` when unusable."""
+    if args.tls_ca is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(args.tls_ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load --tls-ca {args.tls_ca}: {describe_error(exc)}") from None
 
 
 def server_tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:

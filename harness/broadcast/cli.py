@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from harness._kit.addresses import check_port
-from harness._kit.commands import add_server_command, serve_from_args
+from harness._kit.commands import SubParsers, add_server_command, serve_from_args
 from harness._kit.errors import UsageError
 from harness.broadcast.machine import DEFAULT_BROADCAST_PORT, DiscoveredPeer
 from harness.broadcast.server import DEFAULT_BROADCAST_ADDRESS, discover, serve_presence
@@ -20,10 +20,7 @@ from harness.messenger.arguments import NAME_HELP, check_name
 __all__ = ["format_peers", "register"]
 
 
-def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
     responder = add_server_command(
         serve_commands,
         "broadcast",

@@ -8,7 +8,7 @@ from functools import partial
 import trio
 
 from harness._kit.addresses import parse_hostport
-from harness._kit.commands import add_server_command, serve_from_args
+from harness._kit.commands import SubParsers, add_server_command, serve_from_args
 from harness._kit.errors import UsageError
 from harness.chat.client import run_terminal_chat
 from harness.chat.machine import DEFAULT_MAX_RETRANSMITS, DEFAULT_RETRANSMIT_INTERVAL
@@ -18,10 +18,7 @@ from harness.messenger.arguments import NAME_HELP, check_name
 __all__ = ["register"]
 
 
-def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
     chat_server = add_server_command(
         serve_commands,
         "chat",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ import trio
 
 from harness._kit.addresses import Address, as_address
 from harness._kit.serving import STOP_SIGNALS, unwrap_single_exception
+from harness._kit.stdin import LineReader
 from harness._kit.udp import open_udp_socket
 from harness.chat.machine import (
     DEFAULT_MAX_RETRANSMITS,
@@ -211,7 +211,7 @@ async def run_terminal_chat(
     """
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    reader = read_line if read_line is not None else _LineReader(sys.stdin.fileno()).read_line
+    reader = read_line if read_line is not None else LineReader(sys.stdin.fileno()).read_line
     try:
         async with open_chat_client(
             server, name=name, retransmit_interval=retransmit_interval, max_retransmits=max_retransmits
@@ -266,26 +266,3 @@ async def _cancel_on_signal(scope: trio.CancelScope) -> None:
         async for _ in signals:
             scope.cancel()
             return
-
-
-class _LineReader:
-    """Lines from a file descriptor, read by a worker thread that is abandoned on cancellation.
-
-    A thread, because stdin may be a terminal that must stay blocking for the shell (trio's
-    FdStream would make it non-blocking). ``os.read`` rather than ``sys.stdin``, because a daemon
-    thread blocked inside a buffered reader holds its lock at interpreter exit, which aborts Python.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._buffer = b""
-        self._eof = False
-
-    async def read_line(self) -> bytes:
-        """The next line with its newline; the unterminated rest at end of input; then b""."""
-        while b"\n" not in self._buffer and not self._eof:
-            chunk = await trio.to_thread.run_sync(os.read, self._fd, 65536, abandon_on_cancel=True)
-            self._buffer += chunk
-            self._eof = not chunk
-        line, newline, self._buffer = self._buffer.partition(b"\n")
-        return line + newline

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -13,9 +12,17 @@ from typing import TypeVar
 import trio
 
 from harness._kit.addresses import parse_hostport
-from harness._kit.commands import add_server_command, serve_from_args, server_tls_context
+from harness._kit.commands import (
+    SubParsers,
+    add_client_tls_option,
+    add_server_command,
+    client_tls_context,
+    serve_from_args,
+    server_tls_context,
+)
 from harness._kit.errors import UsageError
 from harness._kit.serving import describe_error, unwrap_single_exception
+from harness._kit.stdin import LineReader, read_chunk
 from harness._kit.udp import open_udp_socket
 from harness.echo.client import (
     DATAGRAM_SIZE,
@@ -29,12 +36,11 @@ from harness.echo.wire import TRANSFORMS
 
 # RFC 862 reserves port 7, which needs privileges; 7007 is easy to remember and usually free.
 DEFAULT_PORT = 7007
-STDIN_READ_SIZE = 65536
 
 T = TypeVar("T")
 
 
-def register(commands: argparse._SubParsersAction, serve_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
     serve = add_server_command(
         serve_commands,
         "echo",
@@ -66,7 +72,7 @@ def register(commands: argparse._SubParsersAction, serve_commands: argparse._Sub
     client.add_argument("address", metavar="HOST:PORT", help="the echo server")
     client.add_argument("messages", metavar="MESSAGE", nargs="*", help="messages to send (UTF-8)")
     client.add_argument("--udp", action="store_true", help="talk UDP instead of TCP")
-    client.add_argument("--tls-ca", metavar="CA", help="use TLS, trusting the CA certificates in this PEM file")
+    add_client_tls_option(client)
     client.add_argument(
         "--timeout",
         type=float,
@@ -101,15 +107,9 @@ def run_echo_client(args: argparse.Namespace) -> int:
     timeout: float = args.timeout
     if not timeout > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
-    ssl_context = None
-    if args.tls_ca is not None:
-        if args.udp:
-            raise UsageError("TLS needs TCP: drop --udp or --tls-ca")
-        ssl_context = ssl.create_default_context()
-        try:
-            ssl_context.load_verify_locations(cafile=args.tls_ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot load --tls-ca {args.tls_ca!r}: {describe_error(exc)}") from None
+    if args.udp and args.tls_ca is not None:
+        raise UsageError("TLS needs TCP: drop --udp or --tls-ca")
+    ssl_context = client_tls_context(args)
     where = f"{host}:{port}"
 
     async def session() -> None:
@@ -143,10 +143,10 @@ def run_echo_client(args: argparse.Namespace) -> int:
 
 
 async def _udp_lines(host: str, port: int, timeout: float) -> None:
-    lines = _StdinLines()
+    lines = LineReader(sys.stdin.fileno())
     with await open_udp_socket(host, port, connect=True) as sock:
-        while (line := await lines.read_line()) is not None:
-            await sock.send(line)
+        while line := await lines.read_line():
+            await sock.send(line.removesuffix(b"\n").removesuffix(b"\r"))
             with trio.fail_after(timeout):
                 reply = await sock.recv(DATAGRAM_SIZE)
             print(format_reply(reply), flush=True)
@@ -162,42 +162,13 @@ def format_reply(data: bytes) -> str:
 
 
 async def _read_stdin() -> bytes:
-    # os.read in a worker thread: stdin may be a terminal or a pipe that Trio cannot poll
-    # portably, and the raw fd keeps an abandoned read from holding sys.stdin's lock at exit.
-    return await trio.to_thread.run_sync(os.read, sys.stdin.fileno(), STDIN_READ_SIZE, abandon_on_cancel=True)
+    return await read_chunk(sys.stdin.fileno())
 
 
 async def _write_stdout(data: bytes) -> None:
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
     await trio.lowlevel.checkpoint()
-
-
-class _StdinLines:
-    """Splits stdin into lines (without their line ending); ``None`` at the end of input."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._eof = False
-
-    async def read_line(self) -> bytes | None:
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                return line.removesuffix(b"\r")
-            if self._eof:
-                if not self._buffer:
-                    return None
-                line = bytes(self._buffer)
-                self._buffer.clear()
-                return line
-            chunk = await _read_stdin()
-            if chunk:
-                self._buffer.extend(chunk)
-            else:
-                self._eof = True
 
 
 # --- shared ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from functools import partial
 
 from harness._kit.addresses import format_hostport, parse_hostport
+from harness._kit.commands import SubParsers
 from harness._kit.errors import UsageError
 from harness._kit.serving import run_server
 from harness.relay.rules import (
@@ -31,7 +32,7 @@ from harness.relay.tcp import DEFAULT_SPLIT, serve_tcp_relay
 from harness.relay.udp import DEFAULT_IDLE_TIMEOUT, serve_udp_relay
 
 
-def register(commands: argparse._SubParsersAction, serve_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
     relay = commands.add_parser(
         "relay",
         help="fault-injection relays: re-segment a TCP stream, impair UDP datagrams",

@@ -14,7 +14,7 @@ from typing import BinaryIO, TextIO
 import trio
 
 from harness._kit.addresses import parse_hostport
-from harness._kit.commands import add_server_command, serve_from_args
+from harness._kit.commands import SubParsers, add_server_command, serve_from_args
 from harness._kit.errors import UsageError
 from harness.tftp.client import TransferInfo, tftp_get, tftp_put
 from harness.tftp.errors import TftpError
@@ -28,7 +28,7 @@ __all__ = ["register"]
 _PROGRESS_INTERVAL = 0.2
 
 
-def register(commands: argparse._SubParsersAction, serve_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
     serve = add_server_command(
         serve_commands,
         "tftp",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import ssl
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,14 @@ from typing import TextIO
 import trio
 
 from harness._kit.addresses import parse_hostport
-from harness._kit.commands import add_server_command, serve_from_args, server_tls_context
+from harness._kit.commands import (
+    SubParsers,
+    add_client_tls_option,
+    add_server_command,
+    client_tls_context,
+    serve_from_args,
+    server_tls_context,
+)
 from harness._kit.errors import UsageError
 from harness.upload import DEFAULT_PORT
 from harness.upload.client import DEFAULT_TIMEOUT, UploadClientError, stat_file, upload_files
@@ -55,10 +61,7 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
     serve = add_server_command(
         serve_commands,
         "upload",
@@ -101,7 +104,7 @@ def register(
     upload.add_argument("files", nargs="*", type=Path, metavar="FILE", help="local files to upload")
     upload.add_argument("--name", metavar="NAME", help="remote name for a single FILE (default: its base name)")
     upload.add_argument("--stat", metavar="NAME", help="ask for the size and md5 of the stored file NAME")
-    upload.add_argument("--tls-ca", type=Path, metavar="PEM", help="use TLS, trusting this CA certificate")
+    add_client_tls_option(upload)
     upload.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     upload.add_argument(
         "--timeout",
@@ -156,15 +159,6 @@ class ProgressLine:
         self.stream.flush()
 
 
-def _client_tls_context(ca: Path | None) -> ssl.SSLContext | None:
-    if ca is None:
-        return None
-    try:
-        return ssl.create_default_context(cafile=str(ca))
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load --tls-ca {ca}: {exc}") from None
-
-
 def _print_reply(name: str, reply: Reply) -> bool:
     """Print one file's outcome; return whether it succeeded."""
     if isinstance(reply, FileInfo):
@@ -193,7 +187,7 @@ def _upload_pairs(files: list[Path], name: str | None) -> list[tuple[Path, str]]
 
 def run_upload(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
-    ssl_context = _client_tls_context(args.tls_ca)
+    ssl_context = client_tls_context(args)
     if args.stat is not None:
         if args.files:
             raise UsageError("give either FILEs to upload or --stat NAME, not both")

@@ -27,7 +27,6 @@ __all__ = [
     "add_server_command",
     "client_tls_context",
     "serve_from_args",
-    "server_tls_context",
 ]
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -53,7 +52,7 @@ def add_server_command(
     """``harness serve NAME`` with ``--host`` (or ``host_option``; ``args.host`` either way) and ``--port``.
 
     ``transport`` names the port's kind in the help (``UDP``, ``TCP``). With ``tls``, also
-    ``--tls-cert``/``--tls-key`` (read them with :func:`server_tls_context`); with ``root_help``,
+    ``--tls-cert``/``--tls-key`` (``serve_from_args(..., tls=True)`` reads them); with ``root_help``,
     a required ``--root DIR`` (a :class:`~pathlib.Path`). Returns the sub-command's parser, for the
     protocol's own options.
     """
@@ -90,11 +89,6 @@ def client_tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
         raise UsageError(f"cannot load --tls-ca {args.tls_ca}: {describe_error(exc)}") from None
 
 
-def server_tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
-    """The context for ``--tls-cert``/``--tls-key``, None for plain TCP; :class:`UsageError` when unusable."""
-    return server_context_from_files(args.tls_cert, args.tls_key)
-
-
 def serve_from_args(
     args: argparse.Namespace,
     serve: Callable[..., Awaitable[None]],
@@ -102,12 +96,19 @@ def serve_from_args(
     what: str,
     details: Sequence[str] = (),
     host_keyword: str = "host",
+    tls: bool = False,
 ) -> int:
     """Run ``serve(host=args.host, port=args.port, task_status=...)`` until SIGINT or SIGTERM.
 
-    ``host_keyword`` is the name ``serve`` gives its address parameter. Announces
+    ``host_keyword`` is the name ``serve`` gives its address parameter. With ``tls`` (a server
+    added with ``tls=True``), ``serve`` also gets ``ssl_context=``, from ``--tls-cert``/``--tls-key``
+    or None for plain TCP, and the details start with ``TLS`` or ``TCP``. Announces
     ``serving WHAT on HOST:PORT (DETAILS)``; exit status 0 when stopped, 1 when the port cannot be bound.
     """
     check_port(args.port)
-    bound = partial(serve, **{host_keyword: args.host, "port": args.port})
-    return run_server(bound, what, args.host, args.port, details)
+    keywords: dict[str, object] = {host_keyword: args.host, "port": args.port}
+    if tls:
+        ssl_context = server_context_from_files(args.tls_cert, args.tls_key)
+        keywords["ssl_context"] = ssl_context
+        details = ("TLS" if ssl_context else "TCP", *details)
+    return run_server(partial(serve, **keywords), what, args.host, args.port, details)

@@ -18,7 +18,6 @@ from harness._kit.commands import (
     add_server_command,
     client_tls_context,
     serve_from_args,
-    server_tls_context,
 )
 from harness._kit.errors import UsageError
 from harness._kit.serving import describe_error, unwrap_single_exception
@@ -87,16 +86,13 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
 
 
 def run_serve_echo(args: argparse.Namespace) -> int:
-    if args.udp and (args.tls_cert is not None or args.tls_key is not None):
+    if not args.udp:
+        serve_tcp = functools.partial(serve_echo_tcp, transform=args.transform)
+        return serve_from_args(args, serve_tcp, what="echo", details=(args.transform,), tls=True)
+    if args.tls_cert is not None or args.tls_key is not None:
         raise UsageError("TLS needs TCP: drop --udp or --tls-cert/--tls-key")
-    ssl_context = server_tls_context(args)
-    kind = "udp" if args.udp else "tls" if ssl_context else "tcp"
-    serve: Callable[..., Awaitable[None]]
-    if args.udp:
-        serve = functools.partial(serve_echo_udp, transform=args.transform)
-    else:
-        serve = functools.partial(serve_echo_tcp, transform=args.transform, ssl_context=ssl_context)
-    return serve_from_args(args, serve, what="echo", details=(kind, args.transform))
+    serve_udp = functools.partial(serve_echo_udp, transform=args.transform)
+    return serve_from_args(args, serve_udp, what="echo", details=("UDP", args.transform))
 
 
 # --- harness echo ------------------------------------------------------------------------

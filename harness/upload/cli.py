@@ -19,7 +19,6 @@ from harness._kit.commands import (
     add_server_command,
     client_tls_context,
     serve_from_args,
-    server_tls_context,
 )
 from harness._kit.errors import UsageError
 from harness.upload import DEFAULT_PORT
@@ -120,12 +119,8 @@ def run_server(args: argparse.Namespace) -> int:
     root: Path = args.root
     if root.exists() and not root.is_dir():
         raise UsageError(f"--root {root} is not a folder")
-    ssl_context = server_tls_context(args)
-    serve = functools.partial(
-        serve_upload, root=root, max_size=args.max_size, ssl_context=ssl_context, idle_timeout=args.idle_timeout
-    )
-    scheme = "TLS" if ssl_context else "TCP"
-    return serve_from_args(args, serve, what="upload", details=(scheme, f"root {root}"))
+    serve = functools.partial(serve_upload, root=root, max_size=args.max_size, idle_timeout=args.idle_timeout)
+    return serve_from_args(args, serve, what="upload", details=(f"root {root}",), tls=True)
 
 
 class ProgressLine:

@@ -184,7 +184,7 @@ def test_format_reply_escapes_what_is_not_printable_text() -> None:
 
 @pytest.mark.parametrize(
     ("flags", "kind"),
-    [([], "tcp"), (["--udp", "--transform", "upper"], "udp")],
+    [([], "TCP"), (["--udp", "--transform", "upper"], "UDP")],
 )
 async def test_serve_echo_logs_its_address_and_stops_quietly_on_ctrl_c(
     nursery: trio.Nursery, flags: list[str], kind: str

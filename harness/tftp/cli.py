@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import trio
 
@@ -269,6 +269,21 @@ def _run_client(args: argparse.Namespace, label: str, transfer: Callable[[_Progr
     return 0
 
 
+def _transfer_options(args: argparse.Namespace, progress: _Progress | None) -> dict[str, Any]:
+    """The keyword arguments that ``tftp_get`` and ``tftp_put`` share, from the client options."""
+    return {
+        "mode": args.mode,
+        "blksize": args.blksize,
+        "windowsize": args.windowsize,
+        "timeout": args.timeout,
+        "retries": args.retries,
+        "tsize": args.tsize,
+        "timeout_option": args.request_timeout,
+        "rollover": args.rollover,
+        "on_progress": None if progress is None else progress.update,
+    }
+
+
 def _get(args: argparse.Namespace) -> int:
     host, port = _check_client_args(args)
     local: str = args.local or PurePosixPath(args.remote).name
@@ -292,15 +307,7 @@ def _get(args: argparse.Namespace) -> int:
                 port,
                 args.remote,
                 sink,
-                mode=args.mode,
-                blksize=args.blksize,
-                windowsize=args.windowsize,
-                timeout=args.timeout,
-                retries=args.retries,
-                tsize=args.tsize,
-                timeout_option=args.request_timeout,
-                rollover=args.rollover,
-                on_progress=None if progress is None else progress.update,
+                **_transfer_options(args, progress),
             )
         )
 
@@ -328,15 +335,7 @@ def _put(args: argparse.Namespace) -> int:
                 port,
                 args.remote,
                 source,
-                mode=args.mode,
-                blksize=args.blksize,
-                windowsize=args.windowsize,
-                timeout=args.timeout,
-                retries=args.retries,
-                tsize=args.tsize,
-                timeout_option=args.request_timeout,
-                rollover=args.rollover,
-                on_progress=None if progress is None else progress.update,
+                **_transfer_options(args, progress),
             )
         )
 

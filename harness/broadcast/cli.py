@@ -10,30 +10,29 @@ from typing import Any
 
 import trio
 
+from harness._kit.addresses import check_port
+from harness._kit.commands import SubParsers, add_server_command, serve_from_args
 from harness._kit.errors import UsageError
-from harness._kit.serving import run_server
 from harness.broadcast.machine import DEFAULT_BROADCAST_PORT, DiscoveredPeer
 from harness.broadcast.server import DEFAULT_BROADCAST_ADDRESS, discover, serve_presence
-from harness.messenger.arguments import NAME_HELP, check_name, check_port
+from harness.messenger.arguments import NAME_HELP, check_name
 
 __all__ = ["format_peers", "register"]
 
 
-def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    responder = serve_commands.add_parser(
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
+    responder = add_server_command(
+        serve_commands,
         "broadcast",
         help="run the UDP broadcast presence responder",
         description="Answer broadcast 'who is online' queries (BR_ENTRY) with a unicast ANSENTRY. "
         "Announces itself on start and broadcasts BR_EXIT on SIGINT or SIGTERM.",
-    )
-    responder.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_BROADCAST_PORT,
-        help=f"UDP port, bound on all addresses (default {DEFAULT_BROADCAST_PORT})",
+        handler=_serve_broadcast,
+        default_port=DEFAULT_BROADCAST_PORT,
+        transport="UDP",
+        default_host="0.0.0.0",
+        host_option="--bind-host",
+        host_help="address to bind (0.0.0.0 is needed to receive broadcasts)",
     )
     responder.add_argument("--name", required=True, help=f"the name to announce ({NAME_HELP})")
     responder.add_argument(
@@ -43,10 +42,6 @@ def register(
         help=f"where announcements go (default {DEFAULT_BROADCAST_ADDRESS}, loopback; "
         "e.g. 192.168.1.255 or 255.255.255.255 on a LAN)",
     )
-    responder.add_argument(
-        "--bind-host", default="0.0.0.0", help="address to bind (default 0.0.0.0: needed to receive broadcasts)"
-    )
-    responder.set_defaults(handler=_serve_broadcast)
 
     finder = commands.add_parser(
         "discover",
@@ -81,17 +76,11 @@ def _check_broadcast_address(address: str) -> None:
 
 
 def _serve_broadcast(args: argparse.Namespace) -> int:
-    check_port(args.port, allow_zero=True)
     check_name(args.name)
     _check_broadcast_address(args.broadcast_address)
-    serve = partial(
-        serve_presence,
-        name=args.name,
-        port=args.port,
-        bind_host=args.bind_host,
-        broadcast_address=args.broadcast_address,
-    )
-    return run_server(serve, f"broadcast presence on {args.bind_host}:{args.port}")
+    serve = partial(serve_presence, name=args.name, broadcast_address=args.broadcast_address)
+    details = (f"name {args.name!r}", f"announcing to {args.broadcast_address}")
+    return serve_from_args(args, serve, what="broadcast", details=details, host_keyword="bind_host")
 
 
 def _discover(args: argparse.Namespace) -> int:

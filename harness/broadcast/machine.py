@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from harness.chat.machine import Address, Ignored, Send, _PacketNumbers, _Remembered
+from harness._kit.addresses import Address
+from harness.messenger.machine import Ignored, PacketNumbers, Remembered, Send
 from harness.messenger.wire import VERSION, Command, Datagram
 
 __all__ = [
@@ -81,9 +82,9 @@ class PresenceResponder:
         self.name = name
         self.host = host
         self.port = port
-        self._packet_numbers = _PacketNumbers(first_packet_no)
-        self._own = _Remembered(max_remembered)
-        self._answered = _Remembered(max_remembered)
+        self._packet_numbers = PacketNumbers(first_packet_no)
+        self._own = Remembered(max_remembered)
+        self._answered = Remembered(max_remembered)
         self._peers: dict[Address, Peer] = {}
 
     @property
@@ -150,7 +151,7 @@ class Discovery:
         Datagram(VERSION, 0, name, host, Command.BR_ENTRY, 0, name)
         self.name = name
         self.host = host
-        self._packet_numbers = _PacketNumbers(first_packet_no)
+        self._packet_numbers = PacketNumbers(first_packet_no)
         self._sent_at: float | None = None
         self._found: dict[Address, DiscoveredPeer] = {}
 

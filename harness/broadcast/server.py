@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 
 import trio
 
+from harness._kit.udp import open_udp_socket
 from harness.broadcast.machine import (
     DEFAULT_BROADCAST_PORT,
     DiscoveredPeer,
@@ -23,9 +23,9 @@ from harness.broadcast.machine import (
     PresenceEvent,
     PresenceResponder,
 )
-from harness.chat.machine import Address, Ignored, Send
-from harness.chat.server import RECEIVE_SIZE, as_address, first_packet_no, local_host_name
-from harness.messenger.wire import Datagram, DatagramError, decode, encode
+from harness.messenger.endpoint import first_packet_no, local_host_name, receive_datagram, send_datagram
+from harness.messenger.machine import Ignored, Send
+from harness.messenger.wire import encode
 
 __all__ = ["DEFAULT_BROADCAST_ADDRESS", "discover", "open_broadcast_socket", "serve_presence"]
 
@@ -42,16 +42,8 @@ _LIMITED_BROADCAST = "255.255.255.255"
 
 
 async def open_broadcast_socket(host: str, port: int) -> trio.socket.SocketType:
-    """An IPv4 UDP socket bound to ``(host, port)`` that may send broadcasts and share its port."""
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        await sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    """A UDP socket bound to ``(host, port)`` that may send broadcasts and share its port."""
+    return await open_udp_socket(host, port, broadcast=True, reuse_address=True)
 
 
 def _check_broadcast_address(address: str) -> None:
@@ -59,15 +51,6 @@ def _check_broadcast_address(address: str) -> None:
         ipaddress.IPv4Address(address)
     except ValueError:
         raise ValueError(f"broadcast address {address!r} is not an IPv4 address") from None
-
-
-async def _send(sock: trio.socket.SocketType, datagram: Datagram, destination: Address) -> bool:
-    try:
-        await sock.sendto(encode(datagram), destination)
-    except (OSError, DatagramError) as exc:
-        logger.warning("send to %s:%d failed: %s", *destination, exc)
-        return False
-    return True
 
 
 async def serve_presence(
@@ -97,27 +80,19 @@ async def serve_presence(
         )
         everyone = (broadcast_address, bound_port)
         never_answer = {broadcast_address, _LIMITED_BROADCAST}
-        await _send(sock, responder.announce(), everyone)
-        logger.info("%r answering on %s:%d, announced to %s:%d", name, bind_host, bound_port, *everyone)
+        await send_datagram(sock, responder.announce(), everyone, logger)
+        logger.debug("%r answering on %s:%d, announced to %s:%d", name, bind_host, bound_port, *everyone)
         try:
             task_status.started(bound_port)
             while True:
-                try:
-                    data, sockaddr = await sock.recvfrom(RECEIVE_SIZE)
-                except OSError as exc:
-                    logger.debug("receive failed: %s", exc)
+                received = await receive_datagram(sock, logger)
+                if received is None:
                     continue
-                source = as_address(sockaddr)
-                try:
-                    datagram = decode(data)
-                except DatagramError as exc:
-                    logger.debug("ignored malformed datagram from %s:%d: %s", *source, exc)
-                    continue
-                for event in responder.receive(datagram, source):
+                for event in responder.receive(*received):
                     await _act(sock, event, never_answer)
         finally:
             with trio.move_on_after(_FAREWELL_TIMEOUT, shield=True):
-                await _send(sock, responder.farewell(), everyone)
+                await send_datagram(sock, responder.farewell(), everyone, logger)
                 logger.info("%r left, BR_EXIT sent to %s:%d", name, *everyone)
 
 
@@ -127,7 +102,7 @@ async def _act(sock: trio.socket.SocketType, event: PresenceEvent, never_answer:
             # Answers are unicast by definition; a "source" that is a broadcast address is forged.
             logger.warning("not answering %s:%d: a broadcast address", *event.destination)
         else:
-            await _send(sock, event.datagram, event.destination)
+            await send_datagram(sock, event.datagram, event.destination, logger)
     elif isinstance(event, PeerSeen) and event.new:
         logger.info("peer %r at %s:%d", event.peer.name, *event.peer.address)
     elif isinstance(event, PeerGone):
@@ -161,13 +136,9 @@ async def discover(
         await sock.sendto(encode(discovery.query(trio.current_time())), everyone)
         with trio.move_on_after(wait):
             while True:
-                try:
-                    data, sockaddr = await sock.recvfrom(RECEIVE_SIZE)
-                    datagram = decode(data)
-                except (OSError, DatagramError) as exc:
-                    logger.debug("ignored: %s", exc)
-                    continue
-                discovery.receive(datagram, as_address(sockaddr), trio.current_time())
+                received = await receive_datagram(sock, logger)
+                if received is not None:
+                    discovery.receive(*received, trio.current_time())
         with trio.move_on_after(_FAREWELL_TIMEOUT, shield=True):
-            await _send(sock, discovery.farewell(), everyone)
+            await send_datagram(sock, discovery.farewell(), everyone, logger)
     return discovery.peers

@@ -8,34 +8,27 @@ from functools import partial
 import trio
 
 from harness._kit.addresses import parse_hostport
+from harness._kit.commands import SubParsers, add_server_command, serve_from_args
 from harness._kit.errors import UsageError
-from harness._kit.serving import run_server
 from harness.chat.client import run_terminal_chat
 from harness.chat.machine import DEFAULT_MAX_RETRANSMITS, DEFAULT_RETRANSMIT_INTERVAL
 from harness.chat.server import DEFAULT_CHAT_PORT, serve_chat
-from harness.messenger.arguments import NAME_HELP, check_name, check_port
+from harness.messenger.arguments import NAME_HELP, check_name
 
 __all__ = ["register"]
 
 
-def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    chat_server = serve_commands.add_parser(
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
+    chat_server = add_server_command(
+        serve_commands,
         "chat",
         help="run the UDP chat room server",
         description="Relay messages between the members of one chat room (UDP, IP Messenger datagrams). "
         "Stops cleanly on SIGINT or SIGTERM.",
-    )
-    chat_server.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)"
-    )
-    chat_server.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_CHAT_PORT,
-        help=f"UDP port (default {DEFAULT_CHAT_PORT}; 0 picks a free one)",
+        handler=_serve_chat,
+        default_port=DEFAULT_CHAT_PORT,
+        transport="UDP",
+        host_help="address to bind (0.0.0.0 for all interfaces)",
     )
     _add_retransmit_options(chat_server, what="an unacknowledged relay")
     chat_server.add_argument(
@@ -87,7 +80,6 @@ def _check_retransmits(args: argparse.Namespace) -> None:
 
 
 def _serve_chat(args: argparse.Namespace) -> int:
-    check_port(args.port, allow_zero=True)
     _check_retransmits(args)
     if args.relay_window is not None and args.relay_window < 1:
         raise UsageError(f"--relay-window must be 1 or more, not {args.relay_window}")
@@ -95,14 +87,14 @@ def _serve_chat(args: argparse.Namespace) -> int:
         check_name(args.server_host, "--server-host")
     serve = partial(
         serve_chat,
-        host=args.host,
-        port=args.port,
         retransmit_interval=args.retransmit_interval,
         max_retransmits=args.max_retransmits,
         server_host_name=args.server_host,
         relay_window=args.relay_window,
     )
-    return run_server(serve, f"chat on {args.host}:{args.port}")
+    window = "pipelined relays" if args.relay_window is None else f"relay window {args.relay_window}"
+    retransmits = f"retransmit every {args.retransmit_interval:g} s, at most {args.max_retransmits} times"
+    return serve_from_args(args, serve, what="chat", details=(window, retransmits))
 
 
 def _chat(args: argparse.Namespace) -> int:

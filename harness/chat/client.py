@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,11 +17,13 @@ from typing import TextIO
 
 import trio
 
-from harness._kit.serving import unwrap_single_exception
+from harness._kit.addresses import Address, as_address
+from harness._kit.serving import STOP_SIGNALS, unwrap_single_exception
+from harness._kit.stdin import LineReader
+from harness._kit.udp import open_udp_socket
 from harness.chat.machine import (
     DEFAULT_MAX_RETRANSMITS,
     DEFAULT_RETRANSMIT_INTERVAL,
-    Address,
     ChatMember,
     Delivered,
     Joined,
@@ -32,15 +32,8 @@ from harness.chat.machine import (
     MessageReceived,
     Undelivered,
 )
-from harness.chat.server import (
-    RECEIVE_SIZE,
-    as_address,
-    bind_udp,
-    first_packet_no,
-    local_host_name,
-    send_events,
-)
-from harness.messenger.wire import DatagramError, DatagramTooLong, decode
+from harness.messenger.endpoint import first_packet_no, local_host_name, receive_datagram, send_events
+from harness.messenger.wire import Datagram, DatagramTooLong
 
 __all__ = ["ChatClient", "ChatError", "ClientEvent", "open_chat_client", "run_terminal_chat"]
 
@@ -135,12 +128,9 @@ class ChatClient:
             deadline = self._member.next_deadline()
             self._wait_scope = trio.CancelScope(deadline=math.inf if deadline is None else deadline)
             with self._wait_scope:
-                try:
-                    data, sockaddr = await self._sock.recvfrom(RECEIVE_SIZE)
-                except OSError as exc:
-                    logger.debug("receive failed: %s", exc)
-                else:
-                    await self._handle(data, as_address(sockaddr))
+                received = await receive_datagram(self._sock, logger)
+                if received is not None:
+                    await self._handle(*received)
             await self._dispatch(self._member.poll(trio.current_time()))
 
     def _reschedule(self) -> None:
@@ -149,12 +139,7 @@ class ChatClient:
         if deadline is not None:
             self._wait_scope.deadline = min(self._wait_scope.deadline, deadline)
 
-    async def _handle(self, data: bytes, source: Address) -> None:
-        try:
-            datagram = decode(data)
-        except DatagramError as exc:
-            logger.debug("ignored malformed datagram from %s:%d: %s", *source, exc)
-            return
+    async def _handle(self, datagram: Datagram, source: Address) -> None:
         await self._dispatch(self._member.receive(datagram, source, trio.current_time()))
 
     async def _dispatch(self, events: list[MemberEvent]) -> None:
@@ -196,7 +181,7 @@ async def open_chat_client(
         retransmit_interval=retransmit_interval,
         max_retransmits=max_retransmits,
     )
-    sock = await bind_udp(bind_host, 0)
+    sock = await open_udp_socket(bind_host, 0)
     with sock, unwrap_single_exception():
         client = ChatClient(sock, member)
         async with trio.open_nursery() as nursery:
@@ -226,7 +211,7 @@ async def run_terminal_chat(
     """
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    reader = read_line if read_line is not None else _LineReader(sys.stdin.fileno()).read_line
+    reader = read_line if read_line is not None else LineReader(sys.stdin.fileno()).read_line
     try:
         async with open_chat_client(
             server, name=name, retransmit_interval=retransmit_interval, max_retransmits=max_retransmits
@@ -277,30 +262,7 @@ def _show_event(event: ClientEvent, out: TextIO, err: TextIO) -> None:
 
 
 async def _cancel_on_signal(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for _ in signals:
             scope.cancel()
             return
-
-
-class _LineReader:
-    """Lines from a file descriptor, read by a worker thread that is abandoned on cancellation.
-
-    A thread, because stdin may be a terminal that must stay blocking for the shell (trio's
-    FdStream would make it non-blocking). ``os.read`` rather than ``sys.stdin``, because a daemon
-    thread blocked inside a buffered reader holds its lock at interpreter exit, which aborts Python.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._buffer = b""
-        self._eof = False
-
-    async def read_line(self) -> bytes:
-        """The next line with its newline; the unterminated rest at end of input; then b""."""
-        while b"\n" not in self._buffer and not self._eof:
-            chunk = await trio.to_thread.run_sync(os.read, self._fd, 65536, abandon_on_cancel=True)
-            self._buffer += chunk
-            self._eof = not chunk
-        line, newline, self._buffer = self._buffer.partition(b"\n")
-        return line + newline

@@ -42,6 +42,8 @@ import collections
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from harness._kit.addresses import Address
+from harness.messenger.machine import Ignored, PacketNumbers, Remembered, Send
 from harness.messenger.wire import (
     SENDCHECKOPT,
     VERSION,
@@ -55,7 +57,6 @@ __all__ = [
     "DEFAULT_MAX_RETRANSMITS",
     "DEFAULT_RETRANSMIT_INTERVAL",
     "RELAY_COMMAND",
-    "Address",
     "ChatMember",
     "ChatRoom",
     "Delivered",
@@ -70,8 +71,6 @@ __all__ = [
     "Send",
     "Undelivered",
 ]
-
-Address = tuple[str, int]
 
 # The issue's numbers: "retransmits an unacknowledged relay every 0.5 s, at most 4 times".
 DEFAULT_RETRANSMIT_INTERVAL = 0.5
@@ -91,14 +90,6 @@ DEFAULT_SERVER_USER = "server"
 
 
 @dataclass(frozen=True, slots=True)
-class Send:
-    """Send ``datagram`` to ``destination``."""
-
-    destination: Address
-    datagram: Datagram
-
-
-@dataclass(frozen=True, slots=True)
 class Joined:
     """Room: ``address`` joined or renamed itself. Member: the server answered our join."""
 
@@ -112,15 +103,6 @@ class Left:
 
     address: Address
     nickname: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """A datagram the machine ignored, and why (for debug logs and tests)."""
-
-    source: Address
-    datagram: Datagram
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,36 +182,6 @@ class _Schedule:
         return item.transmissions > self.max_retransmits
 
 
-class _PacketNumbers:
-    def __init__(self, first: int) -> None:
-        if first < 0:
-            raise ValueError(f"packet numbers start at 0 or more, not {first}")
-        self._next = first
-
-    def __next__(self) -> int:
-        number = self._next
-        # Wrap well inside the codec's 20-digit limit so a long-lived sender never breaks the format.
-        self._next = (self._next + 1) % 2**63
-        return number
-
-
-class _Remembered:
-    """A bounded set: the oldest entries are forgotten first."""
-
-    def __init__(self, limit: int) -> None:
-        self._items: collections.OrderedDict[object, None] = collections.OrderedDict()
-        self._limit = limit
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._items
-
-    def add(self, item: object) -> None:
-        self._items[item] = None
-        self._items.move_to_end(item)
-        while len(self._items) > self._limit:
-            self._items.popitem(last=False)
-
-
 def _acked_packet_no(datagram: Datagram) -> int | None:
     """The packet_no a ``RECVMSG`` acknowledges. Tolerates the NUL or spaces some clients add."""
     text = datagram.extra.strip("\x00 \r\n")
@@ -269,9 +221,9 @@ class ChatRoom:
         self.server_user = server_user
         self._schedule = _Schedule(retransmit_interval, max_retransmits)
         self._window = relay_window
-        self._packet_numbers = _PacketNumbers(first_packet_no)
+        self._packet_numbers = PacketNumbers(first_packet_no)
         self._members: dict[Address, _Member] = {}
-        self._relayed = _Remembered(max_remembered)
+        self._relayed = Remembered(max_remembered)
 
     @property
     def members(self) -> Mapping[Address, str]:
@@ -430,10 +382,10 @@ class ChatMember:
         self.host = host
         self.joined = False
         self._schedule = _Schedule(retransmit_interval, max_retransmits)
-        self._packet_numbers = _PacketNumbers(first_packet_no)
+        self._packet_numbers = PacketNumbers(first_packet_no)
         self._join: _Outstanding | None = None
         self._messages: dict[int, _Outstanding] = {}
-        self._shown = _Remembered(max_remembered)
+        self._shown = Remembered(max_remembered)
 
     def join(self, now: float) -> list[MemberEvent]:
         """Send ``BR_ENTRY``; it is retransmitted until the server answers ``ANSENTRY``."""

@@ -9,85 +9,29 @@ from __future__ import annotations
 
 import logging
 import math
-import random
-import socket
-from typing import Any
 
 import trio
 
+from harness._kit.addresses import Address
+from harness._kit.udp import open_udp_socket
 from harness.chat.machine import (
     DEFAULT_MAX_RETRANSMITS,
     DEFAULT_RETRANSMIT_INTERVAL,
-    Address,
     ChatRoom,
     Ignored,
     Joined,
     Left,
-    MemberEvent,
     RelayExpired,
     RoomEvent,
-    Send,
 )
-from harness.messenger.wire import MAX_DATAGRAM_SIZE, DatagramError, decode, encode, field_safe
+from harness.messenger.endpoint import first_packet_no, local_host_name, receive_datagram, send_events
+from harness.messenger.wire import Datagram
 
-__all__ = ["DEFAULT_CHAT_PORT", "RECEIVE_SIZE", "bind_udp", "local_host_name", "send_events", "serve_chat"]
+__all__ = ["DEFAULT_CHAT_PORT", "serve_chat"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHAT_PORT = 8081
-
-# One byte more than the largest valid datagram, so that a longer one is seen (and rejected)
-# rather than silently truncated to something that might parse.
-RECEIVE_SIZE = MAX_DATAGRAM_SIZE + 1
-
-# Random first packet number: a restarted sender on the same address should not collide with the
-# (address, packet_no) pairs its previous run left in receivers' duplicate filters.
-_FIRST_PACKET_NO_RANGE = 2**31
-
-
-def local_host_name() -> str:
-    """This machine's name, made safe for the ``host`` field."""
-    return field_safe(socket.gethostname(), fallback="localhost")
-
-
-def first_packet_no() -> int:
-    return random.randrange(1, _FIRST_PACKET_NO_RANGE)
-
-
-async def bind_udp(host: str, port: int) -> trio.socket.SocketType:
-    """A UDP socket bound to ``(host, port)``, IPv4 or IPv6 as ``host`` says."""
-    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-    family, type_, proto, _, sockaddr = infos[0]
-    sock = trio.socket.socket(family, type_, proto)
-    try:
-        await sock.bind(sockaddr)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def as_address(sockaddr: tuple[Any, ...]) -> Address:
-    """``recvfrom`` gives 4-tuples for IPv6; the protocols identify peers by (host, port)."""
-    return (sockaddr[0], sockaddr[1])
-
-
-async def send_events(
-    sock: trio.socket.SocketType, events: list[RoomEvent] | list[MemberEvent], log: logging.Logger
-) -> None:
-    """Send every :class:`Send` in ``events``; log send failures and go on."""
-    for event in events:
-        if not isinstance(event, Send):
-            continue
-        try:
-            data = encode(event.datagram)
-        except DatagramError as exc:
-            log.warning("cannot send to %s:%d: %s", *event.destination, exc)
-            continue
-        try:
-            await sock.sendto(data, event.destination)
-        except OSError as exc:
-            log.warning("send to %s:%d failed: %s", *event.destination, exc)
 
 
 async def serve_chat(
@@ -113,30 +57,20 @@ async def serve_chat(
         max_retransmits=max_retransmits,
         relay_window=relay_window,
     )
-    sock = await bind_udp(host, port)
-    with sock:
+    with await open_udp_socket(host, port) as sock:
         bound_port: int = sock.getsockname()[1]
-        logger.info("chat room on %s:%d", host, bound_port)
+        logger.debug("chat room on %s:%d", host, bound_port)
         task_status.started(bound_port)
         while True:
             deadline = room.next_deadline()
             with trio.move_on_at(math.inf if deadline is None else deadline):
-                try:
-                    data, sockaddr = await sock.recvfrom(RECEIVE_SIZE)
-                except OSError as exc:
-                    # e.g. ECONNREFUSED from an ICMP error about an earlier send (Windows, IP_RECVERR).
-                    logger.debug("receive failed: %s", exc)
-                else:
-                    await _handle(sock, room, data, as_address(sockaddr))
+                received = await receive_datagram(sock, logger)
+                if received is not None:
+                    await _handle(sock, room, *received)
             await _send_and_log(sock, room.poll(trio.current_time()))
 
 
-async def _handle(sock: trio.socket.SocketType, room: ChatRoom, data: bytes, source: Address) -> None:
-    try:
-        datagram = decode(data)
-    except DatagramError as exc:
-        logger.debug("ignored malformed datagram from %s:%d: %s", *source, exc)
-        return
+async def _handle(sock: trio.socket.SocketType, room: ChatRoom, datagram: Datagram, source: Address) -> None:
     await _send_and_log(sock, room.receive(datagram, source, trio.current_time()))
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import os
-import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -14,37 +12,45 @@ from typing import TypeVar
 import trio
 
 from harness._kit.addresses import parse_hostport
+from harness._kit.commands import (
+    SubParsers,
+    add_client_tls_option,
+    add_server_command,
+    client_tls_context,
+    serve_from_args,
+)
 from harness._kit.errors import UsageError
-from harness._kit.tls import server_context_from_files
+from harness._kit.serving import describe_error, unwrap_single_exception
+from harness._kit.stdin import LineReader, read_chunk
+from harness._kit.udp import open_udp_socket
 from harness.echo.client import (
     DATAGRAM_SIZE,
     EchoNotClosedError,
     echo_once,
     open_echo_stream,
-    open_udp_socket,
     relay,
 )
 from harness.echo.server import serve_echo_tcp, serve_echo_udp
 from harness.echo.wire import TRANSFORMS
 
-logger = logging.getLogger(__name__)
-
 # RFC 862 reserves port 7, which needs privileges; 7007 is easy to remember and usually free.
 DEFAULT_PORT = 7007
-STDIN_READ_SIZE = 65536
 
 T = TypeVar("T")
 
 
-def register(commands: argparse._SubParsersAction, serve_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    serve = serve_commands.add_parser(
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
+    serve = add_server_command(
+        serve_commands,
         "echo",
         help="echo server (RFC 862) over TCP, TLS or UDP",
-        description="Run the reference echo server until interrupted (Ctrl-C). Every byte received "
-        "is sent back; after the client's EOF the server closes its side.",
+        description="Run the reference echo server until interrupted (Ctrl-C or SIGTERM). Every byte "
+        "received is sent back; after the client's EOF the server closes its side.",
+        handler=run_serve_echo,
+        default_port=DEFAULT_PORT,
+        transport="TCP or UDP",
+        tls=True,
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s, 0 picks one)")
     serve.add_argument("--udp", action="store_true", help="serve UDP datagrams instead of a TCP stream")
     serve.add_argument(
         "--transform",
@@ -52,9 +58,6 @@ def register(commands: argparse._SubParsersAction, serve_commands: argparse._Sub
         default="identity",
         help="identity echoes bytes unchanged; upper maps ASCII a-z to A-Z and keeps every other byte",
     )
-    serve.add_argument("--tls-cert", metavar="CERT", help="PEM certificate chain: serve TLS (needs --tls-key)")
-    serve.add_argument("--tls-key", metavar="KEY", help="PEM private key for --tls-cert")
-    serve.set_defaults(handler=run_serve_echo)
 
     client = commands.add_parser(
         "echo",
@@ -68,7 +71,7 @@ def register(commands: argparse._SubParsersAction, serve_commands: argparse._Sub
     client.add_argument("address", metavar="HOST:PORT", help="the echo server")
     client.add_argument("messages", metavar="MESSAGE", nargs="*", help="messages to send (UTF-8)")
     client.add_argument("--udp", action="store_true", help="talk UDP instead of TCP")
-    client.add_argument("--tls-ca", metavar="CA", help="use TLS, trusting the CA certificates in this PEM file")
+    add_client_tls_option(client)
     client.add_argument(
         "--timeout",
         type=float,
@@ -83,38 +86,13 @@ def register(commands: argparse._SubParsersAction, serve_commands: argparse._Sub
 
 
 def run_serve_echo(args: argparse.Namespace) -> int:
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port} is out of range 0-65535")
-    if args.udp and (args.tls_cert is not None or args.tls_key is not None):
+    if not args.udp:
+        serve_tcp = functools.partial(serve_echo_tcp, transform=args.transform)
+        return serve_from_args(args, serve_tcp, what="echo", details=(args.transform,), tls=True)
+    if args.tls_cert is not None or args.tls_key is not None:
         raise UsageError("TLS needs TCP: drop --udp or --tls-cert/--tls-key")
-    ssl_context = server_context_from_files(args.tls_cert, args.tls_key)
-    kind = "udp" if args.udp else "tls" if ssl_context else "tcp"
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-
-    async def serve() -> None:
-        async with trio.open_nursery() as nursery:
-            if args.udp:
-                port = await nursery.start(
-                    functools.partial(serve_echo_udp, host=args.host, port=args.port, transform=args.transform)
-                )
-            else:
-                port = await nursery.start(
-                    functools.partial(
-                        serve_echo_tcp,
-                        host=args.host,
-                        port=args.port,
-                        transform=args.transform,
-                        ssl_context=ssl_context,
-                    )
-                )
-            logger.info("echo server listening on %s:%d (%s, %s)", args.host, port, kind, args.transform)
-
-    try:
-        _run(serve)
-    except OSError as exc:
-        print(f"harness: cannot listen on {args.host}:{args.port}: {_reason(exc)}", file=sys.stderr)
-        return 1
-    return 0
+    serve_udp = functools.partial(serve_echo_udp, transform=args.transform)
+    return serve_from_args(args, serve_udp, what="echo", details=("UDP", args.transform))
 
 
 # --- harness echo ------------------------------------------------------------------------
@@ -125,15 +103,9 @@ def run_echo_client(args: argparse.Namespace) -> int:
     timeout: float = args.timeout
     if not timeout > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
-    ssl_context = None
-    if args.tls_ca is not None:
-        if args.udp:
-            raise UsageError("TLS needs TCP: drop --udp or --tls-ca")
-        ssl_context = ssl.create_default_context()
-        try:
-            ssl_context.load_verify_locations(cafile=args.tls_ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot load --tls-ca {args.tls_ca!r}: {_reason(exc)}") from None
+    if args.udp and args.tls_ca is not None:
+        raise UsageError("TLS needs TCP: drop --udp or --tls-ca")
+    ssl_context = client_tls_context(args)
     where = f"{host}:{port}"
 
     async def session() -> None:
@@ -158,19 +130,19 @@ def run_echo_client(args: argparse.Namespace) -> int:
     except EchoNotClosedError as exc:
         print(f"harness: {where}: {exc}", file=sys.stderr)
     except trio.BrokenResourceError as exc:
-        print(f"harness: connection to {where} broken: {_reason(exc)}", file=sys.stderr)
+        print(f"harness: connection to {where} broken: {describe_error(exc)}", file=sys.stderr)
     except OSError as exc:
-        print(f"harness: cannot reach {where}: {_reason(exc)}", file=sys.stderr)
+        print(f"harness: cannot reach {where}: {describe_error(exc)}", file=sys.stderr)
     else:
         return 0
     return 1
 
 
 async def _udp_lines(host: str, port: int, timeout: float) -> None:
-    lines = _StdinLines()
-    with await open_udp_socket(host, port) as sock:
-        while (line := await lines.read_line()) is not None:
-            await sock.send(line)
+    lines = LineReader(sys.stdin.fileno())
+    with await open_udp_socket(host, port, connect=True) as sock:
+        while line := await lines.read_line():
+            await sock.send(line.removesuffix(b"\n").removesuffix(b"\r"))
             with trio.fail_after(timeout):
                 reply = await sock.recv(DATAGRAM_SIZE)
             print(format_reply(reply), flush=True)
@@ -186,9 +158,7 @@ def format_reply(data: bytes) -> str:
 
 
 async def _read_stdin() -> bytes:
-    # os.read in a worker thread: stdin may be a terminal or a pipe that Trio cannot poll
-    # portably, and the raw fd keeps an abandoned read from holding sys.stdin's lock at exit.
-    return await trio.to_thread.run_sync(os.read, sys.stdin.fileno(), STDIN_READ_SIZE, abandon_on_cancel=True)
+    return await read_chunk(sys.stdin.fileno())
 
 
 async def _write_stdout(data: bytes) -> None:
@@ -197,55 +167,11 @@ async def _write_stdout(data: bytes) -> None:
     await trio.lowlevel.checkpoint()
 
 
-class _StdinLines:
-    """Splits stdin into lines (without their line ending); ``None`` at the end of input."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._eof = False
-
-    async def read_line(self) -> bytes | None:
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                return line.removesuffix(b"\r")
-            if self._eof:
-                if not self._buffer:
-                    return None
-                line = bytes(self._buffer)
-                self._buffer.clear()
-                return line
-            chunk = await _read_stdin()
-            if chunk:
-                self._buffer.extend(chunk)
-            else:
-                self._eof = True
-
-
 # --- shared ------------------------------------------------------------------------------
 
 
 def _run(async_fn: Callable[[], Awaitable[T]]) -> T:
     """``trio.run``, re-raising a lone exception out of the nursery groups around it, so that
     callers (and ``harness.cli``'s KeyboardInterrupt handling) can catch it by type."""
-    try:
+    with unwrap_single_exception():
         return trio.run(async_fn)
-    except BaseExceptionGroup as group:
-        exc: BaseException = group
-        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]
-        if exc is group:
-            raise
-        raise exc from None
-
-
-def _reason(exc: BaseException) -> str:
-    # trio wraps the real error in BrokenResourceError (ssl.SSLError, ConnectionResetError) or,
-    # for a failed connect, in a group of per-address attempts; the last attempt is the one to show.
-    cause: BaseException = exc.__cause__ or exc
-    while isinstance(cause, BaseExceptionGroup):
-        cause = cause.exceptions[-1]
-    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
-    return str(text)

@@ -8,11 +8,12 @@ the request (true for every transform) and closes once that many bytes came back
 from __future__ import annotations
 
 import math
-import socket as stdlib_socket
 import ssl
 from collections.abc import Awaitable, Callable
 
 import trio
+
+from harness._kit.udp import open_udp_socket
 
 # Matches the server's read size; large enough that a 1 MiB payload takes few iterations.
 RECEIVE_SIZE = 65536
@@ -43,20 +44,6 @@ async def open_echo_stream(
     return tls
 
 
-async def open_udp_socket(host: str, port: int) -> trio.socket.SocketType:
-    """A UDP socket connected to the server, so that only its replies are received and an
-    ICMP port-unreachable shows up as :class:`ConnectionRefusedError`."""
-    infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
-    family, type_, proto, _, address = infos[0]
-    sock = trio.socket.socket(family, type_, proto)
-    try:
-        await sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 async def echo_once(
     host: str,
     port: int,
@@ -76,7 +63,7 @@ async def echo_once(
     """
     with trio.fail_after(timeout):
         if udp:
-            with await open_udp_socket(host, port) as sock:
+            with await open_udp_socket(host, port, connect=True) as sock:
                 await sock.send(data)
                 return await sock.recv(DATAGRAM_SIZE)
         stream = await open_echo_stream(host, port, ssl_context=ssl_context, server_hostname=server_hostname)

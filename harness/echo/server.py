@@ -11,13 +11,14 @@ address it came from.
 from __future__ import annotations
 
 import logging
-import socket as stdlib_socket
 import ssl
 from collections.abc import Callable
 
 import trio
 
+from harness._kit.addresses import format_hostport
 from harness._kit.tls import open_stream_listeners
+from harness._kit.udp import open_udp_socket
 from harness.echo.wire import get_transform
 
 logger = logging.getLogger(__name__)
@@ -91,10 +92,7 @@ async def serve_echo_udp(
     bind. Errors while serving are logged and never stop the server.
     """
     apply = get_transform(transform)
-    infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
-    family, type_, proto, _, address = infos[0]
-    with trio.socket.socket(family, type_, proto) as sock:
-        await sock.bind(address)
+    with await open_udp_socket(host, port) as sock:
         bound_port: int = sock.getsockname()[1]
         logger.debug("echo udp listening on %s:%d", host, bound_port)
         task_status.started(bound_port)
@@ -122,11 +120,8 @@ def _peer_name(stream: trio.abc.Stream) -> str:
     return "unknown peer"
 
 
-def _format_address(address: object) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)
+def _format_address(address: tuple[object, ...]) -> str:
+    return format_hostport(str(address[0]), int(str(address[1])))
 
 
 def _describe(exc: BaseException) -> str:

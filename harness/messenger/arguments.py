@@ -12,9 +12,3 @@ def check_name(name: str, option: str = "--name") -> None:
         raise UsageError(f"{option} must not be empty")
     if ":" in name:
         raise UsageError(f"{option} {name!r} must not contain ':' (it separates the datagram's fields)")
-
-
-def check_port(port: int, *, allow_zero: bool) -> None:
-    low = 0 if allow_zero else 1
-    if not low <= port <= 65535:
-        raise UsageError(f"--port {port} is out of range {low}-65535")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
 
-import trio
-
-from harness._kit.addresses import parse_hostport
+from harness._kit.addresses import format_hostport, parse_hostport
+from harness._kit.commands import SubParsers
 from harness._kit.errors import UsageError
+from harness._kit.serving import run_server
 from harness.relay.rules import (
     CLASSIFIER_NAMES,
     RULES_GRAMMAR,
@@ -31,10 +31,8 @@ from harness.relay.rules import (
 from harness.relay.tcp import DEFAULT_SPLIT, serve_tcp_relay
 from harness.relay.udp import DEFAULT_IDLE_TIMEOUT, serve_udp_relay
 
-Serve = Callable[..., Awaitable[None]]
 
-
-def register(commands: argparse._SubParsersAction, serve_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
     relay = commands.add_parser(
         "relay",
         help="fault-injection relays: re-segment a TCP stream, impair UDP datagrams",
@@ -165,27 +163,6 @@ def _delay_rules(texts: Iterable[str]) -> tuple[DelayRule, ...]:
     return tuple(rules)
 
 
-def _run(serve: Serve, description: str, listen: tuple[str, int]) -> int:
-    async def main() -> int:
-        async with trio.open_nursery() as nursery:
-            try:
-                port = await nursery.start(serve)
-            except OSError as exc:
-                print(f"harness: cannot relay on {listen[0]}:{listen[1]}: {exc}", file=sys.stderr)
-                return 1
-            print(f"relaying {listen[0]}:{port} -> {description}; Ctrl-C stops", file=sys.stderr, flush=True)
-        return 0
-
-    try:
-        return trio.run(main)
-    except BaseExceptionGroup as group:
-        # Ctrl-C arrives wrapped by the nursery; unwrap it so that the command exits quietly (130).
-        _, rest = group.split(KeyboardInterrupt)
-        if rest is None:
-            raise KeyboardInterrupt from None
-        raise
-
-
 def run_tcp_relay(args: argparse.Namespace) -> int:
     listen = parse_hostport(args.listen)
     upstream = parse_hostport(args.upstream)
@@ -203,7 +180,10 @@ def run_tcp_relay(args: argparse.Namespace) -> int:
         direction=args.direction,
         gap=gap,
     )
-    return _run(serve, f"{upstream[0]}:{upstream[1]} (tcp, split {spec}, {args.direction})", listen)
+    details = [f"to {format_hostport(*upstream)}", f"split {spec}", args.direction]
+    if gap:
+        details.append(f"gap {args.gap:g} ms")
+    return run_server(serve, "tcp relay", *listen, details)
 
 
 def _print_record(record: LogEntry | SessionEvent) -> None:
@@ -240,4 +220,5 @@ def run_udp_relay(args: argparse.Namespace) -> int:
         log=log,
         idle_timeout=args.idle_timeout,
     )
-    return _run(serve, f"{upstream[0]}:{upstream[1]} (udp, classifier {rules.classifier})", listen)
+    details = (f"to {format_hostport(*upstream)}", f"classifier {rules.classifier}")
+    return run_server(serve, "udp relay", *listen, details)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from harness._kit.addresses import Address
 from harness.relay.classify import ANY, CLASSIFIERS, OTHER, Classifier
 
 Direction = Literal["up", "down"]
@@ -499,9 +500,6 @@ class SessionImpairer:
 
 # --------------------------------------------------------------------------------------------
 # What the relays did
-
-
-Address = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,7 @@ async def serve_tcp_relay(
     listeners = await trio.open_tcp_listeners(listen_port, host=listen_host)
     port: int = listeners[0].socket.getsockname()[1]
     handler = partial(_relay_connection, upstream=upstream, spec=spec, direction=direction, gap=gap)
-    logger.info(
+    logger.debug(
         "TCP relay on %s:%d -> %s:%d, split %s (%s), gap %gs",
         listen_host,
         port,

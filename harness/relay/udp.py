@@ -28,8 +28,9 @@ from typing import Any
 
 import trio
 
+from harness._kit.addresses import Address, as_address
+from harness._kit.udp import open_udp_socket
 from harness.relay.rules import (
-    Address,
     Direction,
     Impairments,
     LogEntry,
@@ -52,10 +53,6 @@ MAX_DATAGRAM = 65536
 MAX_DELAYED = 4096
 
 SockAddr = Any  # what the socket module gives and takes: (host, port) or (host, port, flow, scope)
-
-
-def _address(sockaddr: SockAddr) -> Address:
-    return (str(sockaddr[0]), int(sockaddr[1]))
 
 
 class _DelayLine:
@@ -87,7 +84,7 @@ class _DelayLine:
 class _Session:
     def __init__(self, client: SockAddr, sock: trio.socket.SocketType, upstream: SockAddr, rules: Impairments) -> None:
         self.client = client
-        self.key = _address(client)
+        self.key = as_address(client)
         self.sock = sock
         self.port: int = sock.getsockname()[1]
         self.server_address: SockAddr = upstream
@@ -136,7 +133,7 @@ class _UdpRelay:
                 # E.g. an ICMP error for an earlier datagram, reported on some platforms.
                 logger.debug("listening socket: %s", exc)
                 continue
-            session = self.sessions.get(_address(client))
+            session = self.sessions.get(as_address(client))
             if session is None or session.expired():
                 session = await self._open_session(client)
                 if session is None:
@@ -148,12 +145,12 @@ class _UdpRelay:
         try:
             sock = trio.socket.socket(self.upstream_family, socket.SOCK_DGRAM)
         except OSError as exc:  # out of file descriptors, typically
-            logger.warning("%s: cannot open an upstream socket: %s", _address(client), exc)
+            logger.warning("%s: cannot open an upstream socket: %s", as_address(client), exc)
             return None
         try:
             await sock.bind(("", 0))
         except OSError as exc:
-            logger.warning("%s: cannot bind an upstream socket: %s", _address(client), exc)
+            logger.warning("%s: cannot bind an upstream socket: %s", as_address(client), exc)
             sock.close()
             return None
         session = _Session(client, sock, self.upstream, self.rules)
@@ -194,15 +191,15 @@ class _UdpRelay:
             self._record(SessionEvent(session.key, event, session.port, now))
 
     async def _receive_from_server(self, session: _Session) -> None:
-        upstream_host = _address(self.upstream)[0]
+        upstream_host = as_address(self.upstream)[0]
         while True:
             try:
                 payload, source = await session.sock.recvfrom(MAX_DATAGRAM)
             except OSError as exc:
                 logger.debug("%s: upstream socket: %s", session.key, exc)
                 continue
-            if _address(source)[0] != upstream_host:
-                logger.debug("%s: ignoring a datagram from stranger %s", session.key, _address(source))
+            if as_address(source)[0] != upstream_host:
+                logger.debug("%s: ignoring a datagram from stranger %s", session.key, as_address(source))
                 continue
             session.server_address = source
             session.keep_alive(trio.current_time() + self.idle_timeout)
@@ -285,12 +282,10 @@ async def serve_udp_relay(
     if not idle_timeout > 0:
         raise ValueError(f"idle_timeout {idle_timeout} must be > 0 seconds")
     rules = rules if rules is not None else Impairments()
-    listen_family, listen_address = await _resolve(listen_host, listen_port)
     upstream_family, upstream_address = await _resolve(*upstream)
-    with trio.socket.socket(listen_family, socket.SOCK_DGRAM) as listener:
-        await listener.bind(listen_address)
+    with await open_udp_socket(listen_host, listen_port) as listener:
         port: int = listener.getsockname()[1]
-        logger.info("UDP relay on %s:%d -> %s:%d, classifier %s", listen_host, port, *upstream, rules.classifier)
+        logger.debug("UDP relay on %s:%d -> %s:%d, classifier %s", listen_host, port, *upstream, rules.classifier)
         async with trio.open_nursery() as nursery:
             relay = _UdpRelay(listener, upstream_address, upstream_family, rules, log, idle_timeout, nursery)
             task_status.started(port)

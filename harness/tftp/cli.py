@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import trio
 
 from harness._kit.addresses import parse_hostport
+from harness._kit.commands import SubParsers, add_server_command, serve_from_args
 from harness._kit.errors import UsageError
 from harness.tftp.client import TransferInfo, tftp_get, tftp_put
 from harness.tftp.errors import TftpError
@@ -28,23 +28,21 @@ __all__ = ["register"]
 _PROGRESS_INTERVAL = 0.2
 
 
-def register(commands: argparse._SubParsersAction, serve_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    serve = serve_commands.add_parser(
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
+    serve = add_server_command(
+        serve_commands,
         "tftp",
         help="TFTP server (RFC 1350 with blksize, tsize, timeout and windowsize options)",
         description=(
-            "Serve the files under --root over TFTP until interrupted. Each transfer runs on a "
-            "socket of its own; paths leading outside the root are refused. Uploads (WRQ) are "
+            "Serve the files under --root over TFTP until interrupted (Ctrl-C or SIGTERM). Each transfer "
+            "runs on a socket of its own; paths leading outside the root are refused. Uploads (WRQ) are "
             "refused unless --allow-write; an upload replaces the target atomically when complete."
         ),
-    )
-    serve.add_argument("--root", required=True, type=Path, metavar="DIR", help="directory to serve (required)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    serve.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help="UDP port (default: %(default)s; the standard port 69 needs root privileges)",
+        handler=_serve,
+        default_port=DEFAULT_PORT,
+        transport="UDP",
+        port_note="0 picks a free one; the standard port 69 needs root privileges",
+        root_help="directory to serve",
     )
     serve.add_argument("--allow-write", action="store_true", help="accept uploads (WRQ) into DIR")
     serve.add_argument(
@@ -154,33 +152,18 @@ def _serve(args: argparse.Namespace) -> int:
     root: Path = args.root
     if not root.is_dir():
         raise UsageError(f"--root {str(root)!r} is not a directory")
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port} is out of range 0-65535")
     if args.timeout <= 0 or args.retries < 0:
         raise UsageError("--timeout must be positive and --retries at least 0")
-    logging.basicConfig(level=logging.INFO, format="harness: %(message)s", stream=sys.stderr)
     serve = functools.partial(
         serve_tftp,
-        host=args.host,
-        port=args.port,
         root=root,
         allow_write=args.allow_write,
         rollover=args.rollover,
         timeout=args.timeout,
         retries=args.retries,
     )
-    try:
-        trio.run(serve)
-    except OSError as exc:
-        print(f"harness: cannot serve TFTP on {args.host} port {args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except BaseExceptionGroup as group:
-        # Ctrl-C reaches us wrapped by the server's nursery; unwrap it for harness.cli.main.
-        _, rest = group.split(KeyboardInterrupt)
-        if rest is None:
-            raise KeyboardInterrupt from None
-        raise
-    return 0
+    access = "uploads allowed" if args.allow_write else "read-only"
+    return serve_from_args(args, serve, what="tftp", details=(f"root {root.resolve()}", access))
 
 
 # --- client ---------------------------------------------------------------------------------
@@ -286,6 +269,21 @@ def _run_client(args: argparse.Namespace, label: str, transfer: Callable[[_Progr
     return 0
 
 
+def _transfer_options(args: argparse.Namespace, progress: _Progress | None) -> dict[str, Any]:
+    """The keyword arguments that ``tftp_get`` and ``tftp_put`` share, from the client options."""
+    return {
+        "mode": args.mode,
+        "blksize": args.blksize,
+        "windowsize": args.windowsize,
+        "timeout": args.timeout,
+        "retries": args.retries,
+        "tsize": args.tsize,
+        "timeout_option": args.request_timeout,
+        "rollover": args.rollover,
+        "on_progress": None if progress is None else progress.update,
+    }
+
+
 def _get(args: argparse.Namespace) -> int:
     host, port = _check_client_args(args)
     local: str = args.local or PurePosixPath(args.remote).name
@@ -309,15 +307,7 @@ def _get(args: argparse.Namespace) -> int:
                 port,
                 args.remote,
                 sink,
-                mode=args.mode,
-                blksize=args.blksize,
-                windowsize=args.windowsize,
-                timeout=args.timeout,
-                retries=args.retries,
-                tsize=args.tsize,
-                timeout_option=args.request_timeout,
-                rollover=args.rollover,
-                on_progress=None if progress is None else progress.update,
+                **_transfer_options(args, progress),
             )
         )
 
@@ -345,15 +335,7 @@ def _put(args: argparse.Namespace) -> int:
                 port,
                 args.remote,
                 source,
-                mode=args.mode,
-                blksize=args.blksize,
-                windowsize=args.windowsize,
-                timeout=args.timeout,
-                retries=args.retries,
-                tsize=args.tsize,
-                timeout_option=args.request_timeout,
-                rollover=args.rollover,
-                on_progress=None if progress is None else progress.update,
+                **_transfer_options(args, progress),
             )
         )
 

@@ -28,12 +28,13 @@ import socket as stdlib_socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeAlias
+from typing import BinaryIO, TypeAlias, cast
 
 import trio
 
+from harness._kit.addresses import Address
 from harness.tftp.blocks import check_rollover
-from harness.tftp.endpoint import Address, UdpSocket, open_udp_socket, run_machine, send_quietly
+from harness.tftp.endpoint import UdpSocket, open_tftp_socket, run_machine, send_quietly
 from harness.tftp.errors import (
     ErrorCode,
     TftpDecodeError,
@@ -111,9 +112,11 @@ def _check_common(mode: str, rollover: int, timeout: float, retries: int) -> boo
 
 async def _open_client_socket(host: str, port: int) -> tuple[UdpSocket, Address]:
     infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
-    family, _, _, _, server = infos[0]
+    family, _, _, _, sockaddr = infos[0]
     wildcard = "::" if family == stdlib_socket.AF_INET6 else "0.0.0.0"
-    return await open_udp_socket(wildcard, 0), server
+    # The whole sockaddr (4 fields for IPv6), so that it compares equal to what recvfrom gives.
+    server = cast(Address, sockaddr)
+    return await open_tftp_socket(wildcard, 0), server
 
 
 async def _request(sock: UdpSocket, server: Address, request: bytes, *, timeout: float, retries: int) -> _Reply:

@@ -40,10 +40,12 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Self, TypeAlias
+from typing import Self, TypeAlias
 
 import trio
 
+from harness._kit.addresses import Address
+from harness._kit.udp import open_raw_udp_socket
 from harness.tftp.errors import ErrorCode
 from harness.tftp.machine import Receiver, Sender, State
 from harness.tftp.polling import PeerWait, poll_permit
@@ -53,14 +55,13 @@ __all__ = [
     "CANCEL_POLL",
     "Address",
     "UdpSocket",
-    "open_udp_socket",
+    "open_tftp_socket",
     "run_machine",
     "send_quietly",
 ]
 
 logger = logging.getLogger(__name__)
 
-Address: TypeAlias = tuple[Any, ...]
 Machine: TypeAlias = Sender | Receiver
 
 #: Longest a transfer thread waits in one system call before it checks for cancellation:
@@ -278,23 +279,9 @@ def _timeval(seconds: float) -> bytes:
     return _TIMEVAL.pack(*divmod(microseconds, 1_000_000))
 
 
-async def open_udp_socket(host: str, port: int = 0) -> UdpSocket:
-    """A UDP socket bound to ``host``:``port`` (IPv4 or IPv6 by what ``host`` resolves to)."""
-    infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_DGRAM)
-    family, type_, proto, _, sockaddr = infos[0]
-    raw = stdlib_socket.socket(family, type_, proto)
-    try:
-        raw.setblocking(False)
-        for option in (stdlib_socket.SO_RCVBUF, stdlib_socket.SO_SNDBUF):
-            try:
-                raw.setsockopt(stdlib_socket.SOL_SOCKET, option, _SOCKET_BUFFER)
-            except OSError:  # pragma: no cover - a platform refusing is harmless
-                pass
-        raw.bind(sockaddr)
-    except BaseException:
-        raw.close()
-        raise
-    return UdpSocket(raw)
+async def open_tftp_socket(host: str, port: int = 0) -> UdpSocket:
+    """A UDP socket bound to ``host``:``port`` (IPv4 or IPv6 by what ``host`` resolves to), with big buffers."""
+    return UdpSocket(await open_raw_udp_socket(host, port, buffer_size=_SOCKET_BUFFER))
 
 
 async def send_quietly(sock: UdpSocket, datagram: bytes, address: Address) -> None:

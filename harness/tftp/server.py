@@ -30,8 +30,9 @@ from typing import BinaryIO
 
 import trio
 
+from harness._kit.addresses import Address
 from harness.tftp.blocks import check_rollover
-from harness.tftp.endpoint import Address, UdpSocket, open_udp_socket, run_machine, send_quietly
+from harness.tftp.endpoint import UdpSocket, open_tftp_socket, run_machine, send_quietly
 from harness.tftp.errors import ErrorCode, TftpDecodeError, TftpRemoteError
 from harness.tftp.files import PartialFile
 from harness.tftp.machine import Receiver, Sender, State
@@ -121,12 +122,12 @@ async def serve_tftp(
         raise ValueError("transfer_threads must be non-negative")
     limiter = trio.CapacityLimiter(transfer_threads)
     config = _Config(resolved_root, allow_write, check_rollover(rollover), timeout, retries, max_blksize, limiter)
-    listener = await open_udp_socket(host, port)
+    listener = await open_tftp_socket(host, port)
     with listener:
         local = listener.getsockname()
         active: dict[Address, Request] = {}
         async with trio.open_nursery() as nursery:
-            logger.info("serving TFTP on %s port %d from %s", local[0], local[1], resolved_root)
+            logger.debug("serving TFTP on %s port %d from %s", local[0], local[1], resolved_root)
             task_status.started(local[1])
             while True:
                 try:
@@ -177,7 +178,7 @@ async def _serve_request(
 ) -> None:
     kind = request.opcode.name
     try:
-        sock = await open_udp_socket(local_host, 0)
+        sock = await open_tftp_socket(local_host, 0)
         with sock:
             try:
                 if isinstance(request, ReadRequest):

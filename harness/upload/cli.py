@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import logging
 import os
-import signal
-import ssl
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import TextIO
@@ -18,8 +13,14 @@ from typing import TextIO
 import trio
 
 from harness._kit.addresses import parse_hostport
+from harness._kit.commands import (
+    SubParsers,
+    add_client_tls_option,
+    add_server_command,
+    client_tls_context,
+    serve_from_args,
+)
 from harness._kit.errors import UsageError
-from harness._kit.tls import server_context_from_files
 from harness.upload import DEFAULT_PORT
 from harness.upload.client import DEFAULT_TIMEOUT, UploadClientError, stat_file, upload_files
 from harness.upload.names import file_name_problem
@@ -30,9 +31,6 @@ from harness.upload.wire import FileInfo, Reply
 PROGRESS_MIN_SIZE = 1024 * 1024
 # Redraw the progress line at most this often (seconds), so a fast upload does not flood a terminal.
 PROGRESS_INTERVAL = 0.2
-
-# Exit statuses follow the shell's 128 + signal number.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -62,23 +60,21 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    serve = serve_commands.add_parser(
+def register(commands: SubParsers, serve_commands: SubParsers) -> None:
+    serve = add_server_command(
+        serve_commands,
         "upload",
         help="run the reference framed-upload server",
         description=(
             "Serve the framed upload protocol (4-byte big-endian length, JSON header, file bytes) and "
-            "store uploaded files under --root, atomically. Runs until interrupted."
+            "store uploaded files under --root, atomically. Runs until interrupted (Ctrl-C or SIGTERM)."
         ),
+        handler=run_server,
+        default_port=DEFAULT_PORT,
+        transport="TCP",
+        tls=True,
+        root_help="folder to store files in",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    serve.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks a free one (default: %(default)s)"
-    )
-    serve.add_argument("--root", type=Path, required=True, metavar="DIR", help="folder to store files in")
     serve.add_argument(
         "--max-size",
         type=parse_size,
@@ -86,8 +82,6 @@ def register(
         metavar="BYTES",
         help="largest file accepted, e.g. 10M or 2G; larger puts get too_large (default: 1T)",
     )
-    serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate chain")
-    serve.add_argument("--tls-key", type=Path, metavar="PEM", help="private key for --tls-cert")
     serve.add_argument(
         "--idle-timeout",
         type=_positive_seconds,
@@ -109,7 +103,7 @@ def register(
     upload.add_argument("files", nargs="*", type=Path, metavar="FILE", help="local files to upload")
     upload.add_argument("--name", metavar="NAME", help="remote name for a single FILE (default: its base name)")
     upload.add_argument("--stat", metavar="NAME", help="ask for the size and md5 of the stored file NAME")
-    upload.add_argument("--tls-ca", type=Path, metavar="PEM", help="use TLS, trusting this CA certificate")
+    add_client_tls_option(upload)
     upload.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     upload.add_argument(
         "--timeout",
@@ -122,54 +116,11 @@ def register(
 
 
 def run_server(args: argparse.Namespace) -> int:
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port} is out of range 0-65535")
     root: Path = args.root
     if root.exists() and not root.is_dir():
         raise UsageError(f"--root {root} is not a folder")
-    ssl_context = server_context_from_files(args.tls_cert, args.tls_key)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-
-    serve = functools.partial(
-        serve_upload,
-        host=args.host,
-        port=args.port,
-        root=root,
-        max_size=args.max_size,
-        ssl_context=ssl_context,
-        idle_timeout=args.idle_timeout,
-    )
-    scheme = "TLS" if ssl_context else "TCP"
-
-    async def serve_until_signalled() -> int:
-        # SIGINT and SIGTERM cancel the server, so that connections end through their cleanup
-        # (partial uploads deleted) rather than wherever a KeyboardInterrupt would land.
-        # Python delivers signals to the main thread only; elsewhere (tests) the server just runs.
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        with trio.open_signal_receiver(*_STOP_SIGNALS) if in_main_thread else contextlib.nullcontext() as signals:
-            async with trio.open_nursery() as nursery:
-                try:
-                    port = await nursery.start(serve)
-                except OSError as exc:
-                    print(
-                        f"harness: cannot serve upload on {args.host}:{args.port}: {exc.strerror or exc}",
-                        file=sys.stderr,
-                    )
-                    return 1
-                print(
-                    f"harness: serving upload on {args.host}:{port} ({scheme}), root {root}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                if signals is None:
-                    await trio.sleep_forever()
-                async for signum in signals:
-                    nursery.cancel_scope.cancel()
-                    return 128 + signum
-        return 0
-
-    status: int = trio.run(serve_until_signalled)
-    return status
+    serve = functools.partial(serve_upload, root=root, max_size=args.max_size, idle_timeout=args.idle_timeout)
+    return serve_from_args(args, serve, what="upload", details=(f"root {root}",), tls=True)
 
 
 class ProgressLine:
@@ -203,15 +154,6 @@ class ProgressLine:
         self.stream.flush()
 
 
-def _client_tls_context(ca: Path | None) -> ssl.SSLContext | None:
-    if ca is None:
-        return None
-    try:
-        return ssl.create_default_context(cafile=str(ca))
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load --tls-ca {ca}: {exc}") from None
-
-
 def _print_reply(name: str, reply: Reply) -> bool:
     """Print one file's outcome; return whether it succeeded."""
     if isinstance(reply, FileInfo):
@@ -240,7 +182,7 @@ def _upload_pairs(files: list[Path], name: str | None) -> list[tuple[Path, str]]
 
 def run_upload(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
-    ssl_context = _client_tls_context(args.tls_ca)
+    ssl_context = client_tls_context(args)
     if args.stat is not None:
         if args.files:
             raise UsageError("give either FILEs to upload or --stat NAME, not both")

@@ -24,9 +24,10 @@ from typing import Protocol
 import pytest
 import trio
 
+from harness._kit.addresses import Address
 from harness.broadcast.machine import Discovery, Peer, PeerGone, PeerSeen, PresenceResponder
 from harness.broadcast.server import discover, serve_presence
-from harness.chat.machine import Address, Ignored, Send
+from harness.messenger.machine import Ignored, Send
 from harness.messenger.wire import MAX_DATAGRAM_SIZE, Command, Datagram, decode, encode
 
 BROADCAST = "127.255.255.255"

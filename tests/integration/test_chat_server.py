@@ -16,8 +16,9 @@ from typing import Protocol
 import pytest
 import trio
 
+from harness._kit.addresses import Address
 from harness.chat.client import ChatError, open_chat_client
-from harness.chat.machine import Address, Delivered, MessageReceived, Undelivered
+from harness.chat.machine import Delivered, MessageReceived, Undelivered
 from harness.chat.server import serve_chat
 from harness.messenger.wire import MAX_DATAGRAM_SIZE, SENDCHECKOPT, Command, Datagram, decode, encode
 

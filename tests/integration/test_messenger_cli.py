@@ -99,7 +99,7 @@ def test_serve_chat_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) ->
         port = taken.getsockname()[1]
         assert cli.main(["serve", "chat", "--port", str(port)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("harness: cannot serve chat on 127.0.0.1:") and "Traceback" not in err
+    assert err.startswith("cannot serve chat on 127.0.0.1:") and "Traceback" not in err
 
 
 def test_peer_table_format() -> None:

@@ -92,7 +92,7 @@ def test_tcp_port_in_use_is_a_runtime_error(capsys: pytest.CaptureFixture[str]) 
         status = cli.main(["relay", "tcp", "--listen", f"127.0.0.1:{port}", "--upstream", "127.0.0.1:9"])
     assert status == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"harness: cannot relay on 127.0.0.1:{port}: ")
+    assert err.startswith(f"cannot serve tcp relay on 127.0.0.1:{port}: ")
     assert "Traceback" not in err
 
 
@@ -102,4 +102,4 @@ def test_udp_port_in_use_is_a_runtime_error(capsys: pytest.CaptureFixture[str]) 
         port = taken.getsockname()[1]
         status = cli.main(["relay", "udp", "--listen", f"127.0.0.1:{port}", "--upstream", "127.0.0.1:9"])
     assert status == 1
-    assert capsys.readouterr().err.startswith(f"harness: cannot relay on 127.0.0.1:{port}: ")
+    assert capsys.readouterr().err.startswith(f"cannot serve udp relay on 127.0.0.1:{port}: ")

@@ -11,7 +11,7 @@ import time
 import pytest
 import trio
 
-from harness.tftp.endpoint import CANCEL_POLL, open_udp_socket, run_machine
+from harness.tftp.endpoint import CANCEL_POLL, open_tftp_socket, run_machine
 from harness.tftp.machine import Receiver, Sender, State
 from harness.tftp.polling import poll_permit
 
@@ -44,7 +44,7 @@ def window(count: int, size: int, last: int) -> list[bytes]:
 )
 async def test_send_batch_puts_one_datagram_per_item_on_the_wire(datagrams: list[bytes]) -> None:
     receiver = await plain_receiver()
-    with receiver, await open_udp_socket("127.0.0.1") as sender:
+    with receiver, await open_tftp_socket("127.0.0.1") as sender:
         await sender.send_batch(datagrams, receiver.getsockname())
         got = []
         with trio.fail_after(WAIT):
@@ -58,7 +58,7 @@ async def test_send_batch_puts_one_datagram_per_item_on_the_wire(datagrams: list
 @pytest.mark.parametrize("coalesce", [True, False])
 async def test_recv_batch_gives_back_each_datagram(coalesce: bool) -> None:
     datagrams = window(40, 1432, 99)
-    with await open_udp_socket("127.0.0.1") as receiver, await open_udp_socket("127.0.0.1") as sender:
+    with await open_tftp_socket("127.0.0.1") as receiver, await open_tftp_socket("127.0.0.1") as sender:
         if coalesce:
             receiver.enable_coalescing()
         await sender.send_batch(datagrams, receiver.getsockname())
@@ -74,7 +74,7 @@ async def test_recv_batch_gives_back_each_datagram(coalesce: bool) -> None:
 @pytest.mark.parametrize("coalesce", [True, False])
 async def test_recv_batch_cuts_datagrams_to_bufsize(coalesce: bool) -> None:
     """Oversized DATA must still look oversized (one byte more than allowed), not whole."""
-    with await open_udp_socket("127.0.0.1") as receiver, await open_udp_socket("127.0.0.1") as sender:
+    with await open_tftp_socket("127.0.0.1") as receiver, await open_tftp_socket("127.0.0.1") as sender:
         if coalesce:
             receiver.enable_coalescing()
         await sender.sendto(b"x" * 3000, receiver.getsockname())
@@ -85,7 +85,7 @@ async def test_recv_batch_cuts_datagrams_to_bufsize(coalesce: bool) -> None:
 
 async def test_a_flood_of_queued_datagrams_still_reaches_checkpoints() -> None:
     """recvfrom takes queued datagrams without yielding, but not forever: cancellation gets in."""
-    with await open_udp_socket("127.0.0.1") as receiver, await open_udp_socket("127.0.0.1") as sender:
+    with await open_tftp_socket("127.0.0.1") as receiver, await open_tftp_socket("127.0.0.1") as sender:
         await sender.send_batch([b"d"] * 300, receiver.getsockname())
         taken = 0
         with trio.fail_after(WAIT):
@@ -129,7 +129,7 @@ async def test_run_machine_moves_the_bytes_in_either_driver(windowsize: int, sen
     def drain() -> None:
         received.extend(receiver.take_data())
 
-    with await open_udp_socket("127.0.0.1") as a, await open_udp_socket("127.0.0.1") as b:
+    with await open_tftp_socket("127.0.0.1") as a, await open_tftp_socket("127.0.0.1") as b:
         feed()
         with trio.fail_after(WAIT):
             async with trio.open_nursery() as nursery:
@@ -169,7 +169,7 @@ async def test_cancelling_run_machine_stops_it_promptly(driver: str) -> None:
     sender = Sender(timeout=60.0)
     sender.feed(b"data")
     sender.feed_eof()
-    with await open_udp_socket("127.0.0.1") as sock, await open_udp_socket("127.0.0.1") as silent:
+    with await open_tftp_socket("127.0.0.1") as sock, await open_tftp_socket("127.0.0.1") as silent:
         with trio.fail_after(WAIT):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
@@ -193,7 +193,7 @@ async def test_cancelling_run_machine_stops_it_promptly(driver: str) -> None:
 
 
 async def test_blocking_mode_receives_with_a_timeout() -> None:
-    with await open_udp_socket("127.0.0.1") as sock, await open_udp_socket("127.0.0.1") as other:
+    with await open_tftp_socket("127.0.0.1") as sock, await open_tftp_socket("127.0.0.1") as other:
 
         def receive_twice() -> tuple[list[bytes], float]:
             with sock.blocking():
@@ -233,7 +233,7 @@ def test_only_one_thread_at_a_time_may_poll() -> None:
 @pytest.mark.parametrize("coalesce", [False, True])
 async def test_a_poll_on_a_blocking_socket_returns_at_once(coalesce: bool) -> None:
     """MSG_DONTWAIT: the polling receive never waits out the socket's kernel timeout."""
-    with await open_udp_socket("127.0.0.1") as sock, await open_udp_socket("127.0.0.1") as other:
+    with await open_tftp_socket("127.0.0.1") as sock, await open_tftp_socket("127.0.0.1") as other:
         if coalesce:
             sock.enable_coalescing()
 

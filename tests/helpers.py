@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -53,3 +54,11 @@ def conformance(tmp_path: Path, *args: str, prefix: Sequence[str] = ()) -> Run:
 def fixture_command(protocol: str, script: str, *extra: str) -> str:
     words = [sys.executable, str(FIXTURES / script), "{port}", *extra]
     return f"{protocol}=" + " ".join(words)
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that nothing was bound to a moment ago (for a program that takes a PORT)."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from conformance import launch
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
@@ -53,3 +56,8 @@ def conformance(tmp_path: Path, *args: str, prefix: Sequence[str] = ()) -> Run:
 def fixture_command(protocol: str, script: str, *extra: str) -> str:
     words = [sys.executable, str(FIXTURES / script), "{port}", *extra]
     return f"{protocol}=" + " ".join(words)
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that nothing was bound to a moment ago (for a program that takes a PORT)."""
+    return launch.free_port("tcp" if kind == socket.SOCK_STREAM else "udp")

@@ -1,6 +1,6 @@
-"""The broadcast cases: the reference passes them all, each broken responder in fixtures/broadcast is
-caught by the case about its flaw (and, among the cases run against it, only by those), and the
-cases that start their own responder are unsupported for a responder given by address.
+"""The broadcast cases: the reference passes them all (each broken responder in fixtures/broadcast is
+caught by the case about its flaw: test_fixture_matrix.py), and the cases that start their own
+responder are unsupported for a responder given by address.
 
 The fixtures are also checked as programs: they say where they listen, answer a query, and on
 SIGTERM broadcast BR_EXIT (all but the one whose flaw that is) and exit with status 0.
@@ -9,109 +9,28 @@ SIGTERM broadcast BR_EXIT (all but the one whose flaw that is) and exit with sta
 from __future__ import annotations
 
 import os
-import re
 import select
 import shutil
 import socket
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from conformance import registry
-from conformance.kit.loopback_capture import capture_available
-from conformance.launch import free_port
-from tests.helpers import FIXTURES, REPO, Run, conformance, fixture_command
+from tests.conformance import matrix
+from tests.helpers import FIXTURES, REPO, conformance, fixture_command, free_port
 
 BROADCAST_CASES = {case.id for case in registry.protocols()["broadcast"].cases}
 BROADCAST = "127.255.255.255"
 DEADLINE = 5.0
-REFERENCE = "reference"
-# Runs at once; they mostly wait on deadlines, so more than the CPUs, but not so many that a
-# loaded machine makes a passing case miss its deadline.
-PARALLEL_RUNS = 4
 # Where the machine cannot build network namespaces, broadcast.netns is unsupported instead.
-NETNS = sys.platform.startswith("linux") and os.geteuid() == 0 and shutil.which("ip") is not None
+NETNS = "netns" in matrix.needs_available()
 NETNS_OUTCOME = "passed" if NETNS else "unsupported"
 # Whether the suite can watch a started responder by packet capture (root on Linux).
-CAPTURE = capture_available()
+CAPTURE = "capture" in matrix.needs_available()
 
-# fixture -> (cases run against it, the ones that must fail, a fragment of the intended failure's message)
-# Each selection adds a case the fixture passes, to show it is otherwise a working responder.
-CAUGHT: dict[str, tuple[list[str], set[str], str]] = {
-    "answers_by_broadcast": (
-        ["broadcast.answer", "broadcast.answer-unicast"],
-        {"broadcast.answer-unicast"},
-        "was broadcast",
-    ),
-    "answers_own_broadcast": (
-        ["broadcast.answer", "broadcast.own-broadcast"],
-        {"broadcast.own-broadcast"},
-        "its own BR_ENTRY",
-    ),
-    "answers_ansentry": (
-        ["broadcast.ansentry-silent", "broadcast.exit-silent"],
-        {"broadcast.ansentry-silent"},
-        "ANSENTRY sent to the responder was answered",
-    ),
-    "answers_every_command": (
-        ["broadcast.repeat-once", "broadcast.ansentry-silent", "broadcast.exit-silent"],
-        {"broadcast.ansentry-silent", "broadcast.exit-silent"},
-        "BR_EXIT sent to the responder was answered",
-    ),
-    # Silence to an ANSENTRY proves nothing from a responder whose answers never arrive.
-    "replies_to_fixed_port": (
-        ["broadcast.answer", "broadcast.ansentry-silent", "broadcast.netns"],
-        {"broadcast.answer", "broadcast.ansentry-silent", "broadcast.netns"}
-        if NETNS
-        else {"broadcast.answer", "broadcast.ansentry-silent"},
-        "answers went to 127.0.0.1:",
-    ),
-    # Seen by packet capture as root, else by a socket on 2425: the message says where answers went.
-    "replies_to_ipmsg_port": (
-        ["broadcast.answer", "broadcast.malformed", "broadcast.start-announcement"],
-        {"broadcast.answer", "broadcast.malformed"},
-        "answers went to 127.0.0.1:2425, not to the sender's port",
-    ),
-    # Watched by packet capture where the suite may capture; otherwise unsupported, with the reason.
-    "quiet_no_reuseaddr": (
-        ["broadcast.answer", "broadcast.start-announcement", "broadcast.exit-on-sigterm"],
-        {"broadcast.start-announcement", "broadcast.exit-on-sigterm"} if CAPTURE else set(),
-        "start announcement" if CAPTURE else "",
-    ),
-    "floods_answers": (
-        ["broadcast.ansentry-silent", "broadcast.answer", "broadcast.two-queriers"],
-        {"broadcast.answer", "broadcast.two-queriers"},
-        "ANSENTRY",
-    ),
-    "answers_every_query": (
-        ["broadcast.repeat-once", "broadcast.two-queriers"],
-        {"broadcast.repeat-once"},
-        "answered only once",
-    ),
-    "dedups_by_packet_no": (
-        ["broadcast.repeat-once", "broadcast.two-queriers"],
-        {"broadcast.two-queriers"},
-        "the same packet_no",
-    ),
-    "crashes_on_malformed": (["broadcast.answer", "broadcast.malformed"], {"broadcast.malformed"}, "shrunk input"),
-    "no_start_announcement": (
-        ["broadcast.start-announcement", "broadcast.exit-on-sigterm"],
-        {"broadcast.start-announcement"},
-        "start announcement",
-    ),
-    "no_exit_on_sigterm": (
-        ["broadcast.start-announcement", "broadcast.exit-on-sigterm"],
-        {"broadcast.exit-on-sigterm"},
-        "BR_EXIT",
-    ),
-}
-# Correct responders that once got false alarms: fixture -> the cases that must pass.
-CORRECT: dict[str, list[str]] = {
-    "reads_any_version": ["broadcast.answer", "broadcast.malformed"],
-}
 ALL_FIXTURES = sorted(p.stem for p in (FIXTURES / "broadcast").glob("*.py") if not p.stem.startswith("_"))
 # Cases that start their own responders.
 OWN_INSTANCE = {
@@ -122,103 +41,22 @@ OWN_INSTANCE = {
 }
 
 
-def documented_fixtures(page: str, prefix: str) -> dict[str, tuple[list[str], set[str]]]:
-    """From the page's fixture table: fixture -> (cases run, cases that fail, outside parentheses)."""
-    rows = {}
-    for line in (REPO / "docs" / page).read_text().splitlines():
-        match = re.match(r"\| `(\w+)\.py` \|[^|]*\|([^|]*)\|([^|]*)\|$", line)
-        if match:
-            name, run, fail = match.groups()
-            selected = [f"{prefix}.{slug}" for slug in re.findall(r"`([\w-]+)`", run)]
-            failing = set(re.findall(r"`(" + re.escape(prefix) + r"\.[\w-]+)`", re.sub(r"\(.*?\)", "", fail)))
-            rows[name] = (selected, failing)
-    return rows
-
-
-def test_every_fixture_has_an_intended_case() -> None:
-    assert sorted([*CAUGHT, *CORRECT]) == ALL_FIXTURES
-
-
-def test_the_fixture_table_in_the_docs_says_what_is_asserted() -> None:
-    documented = documented_fixtures("broadcast.md", "broadcast")
-    # The page lists broadcast.netns as failing where it is supported.
-    asserted = {
-        name: (selected, failing | ({"broadcast.netns"} & set(selected)))
-        for name, (selected, failing, _) in CAUGHT.items()
-    }
-    asserted.update({name: (selected, set()) for name, selected in CORRECT.items()})
-    assert documented == asserted
-
-
-def test_every_case_is_caught_by_some_fixture() -> None:
-    caught = set().union(*(failing for _, failing, _ in CAUGHT.values()))
-    assert caught == BROADCAST_CASES - ({"broadcast.netns"} if not NETNS else set())
-
-
 def exactly(case_id: str) -> list[str]:
     """``-k`` words selecting this case alone (a pattern without wildcards matches as a substring)."""
     return ["-k", f"[{case_id[0]}]{case_id[1:]}"]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
-    """The reference and every fixture, run at once: most of their time is spent in deadlines."""
-    names = [REFERENCE, *CAUGHT, *CORRECT]
-    # Made here, not in the threads: tmp_path_factory is not thread-safe.
-    directories = {name: tmp_path_factory.mktemp(name) for name in names}
-
-    def run(name: str) -> Run:
-        directory = directories[name]
-        if name == REFERENCE:
-            return conformance(directory, "run", "--target", "broadcast=embedded")
-        chosen = CORRECT[name] if name in CORRECT else CAUGHT[name][0]
-        selected = [word for case_id in chosen for word in exactly(case_id)]
-        command = fixture_command("broadcast", f"broadcast/{name}.py")
-        return conformance(directory, "run", "--target-cmd", command, *selected)
-
-    with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
-        return dict(zip(names, pool.map(run, names), strict=True))
-
-
-# The first test to use `runs` waits for all of them (about 15 s).
 @pytest.mark.slow
-def test_reference_passes_every_broadcast_case(runs: dict[str, Run]) -> None:
-    run = runs[REFERENCE]
+def test_reference_passes_every_broadcast_case(tmp_path: Path) -> None:
+    run = conformance(tmp_path, "run", "--target", "broadcast=embedded")
     assert run.status == 0, run.stdout + run.stderr
     expected = {case_id: "passed" for case_id in BROADCAST_CASES}
     expected["broadcast.netns"] = NETNS_OUTCOME
     assert run.outcomes() == expected, run.stdout
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("fixture", sorted(CAUGHT))
-def test_fixture_is_caught_by_its_case(runs: dict[str, Run], fixture: str) -> None:
-    selected, failing, fragment = CAUGHT[fixture]
-    run = runs[fixture]
-    if not failing:  # a flaw the suite can only see by packet capture, and cannot here
-        unsupported = {"broadcast.start-announcement", "broadcast.exit-on-sigterm"}
-        assert {run.case(case_id)["outcome"] for case_id in unsupported} == {"unsupported"}
-        assert all("SO_REUSEADDR" in run.case(case_id)["message"] for case_id in unsupported)
-        return
-    assert run.status == 1, run.stdout + run.stderr
-    expected = {case_id: "failed" if case_id in failing else "passed" for case_id in selected}
-    if "broadcast.netns" in selected and not NETNS:
-        expected["broadcast.netns"] = "unsupported"
-    assert run.outcomes() == expected, run.stdout
-    messages = " ".join(run.case(case_id)["message"] for case_id in failing)
-    assert fragment in messages, messages
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("fixture", sorted(CORRECT))
-def test_correct_responder_passes(runs: dict[str, Run], fixture: str) -> None:
-    run = runs[fixture]
-    assert run.status == 0, run.stdout + run.stderr
-    assert run.outcomes() == dict.fromkeys(CORRECT[fixture], "passed"), run.stdout
-
-
 def test_a_responder_given_by_address_is_tested_except_for_starting_and_stopping(tmp_path: Path) -> None:
-    port = free_port("udp")
+    port = free_port(socket.SOCK_DGRAM)
     command = [
         sys.executable,
         "-m",
@@ -262,7 +100,7 @@ COMMON_BASED = [name for name in ALL_FIXTURES if name != "quiet_no_reuseaddr"]
 
 @pytest.mark.parametrize("fixture", COMMON_BASED)
 def test_fixture_announces_its_port_answers_and_says_goodbye(fixture: str) -> None:
-    port = free_port("udp")
+    port = free_port(socket.SOCK_DGRAM)
     command = [sys.executable, str(FIXTURES / "broadcast" / f"{fixture}.py"), str(port)]
     with (
         open_listener(port) as listener,

@@ -1,8 +1,9 @@
-"""The TFTP cases: the reference passes them all, and each broken server fails the cases about its flaw.
+"""The TFTP cases: the reference passes them all, and the broken servers' failures say what they should.
 
+(That each broken server fails exactly the cases about its flaw is test_fixture_matrix.py's business.)
 Every run is ``python -m conformance run`` as a user would type it. The runs are independent and
-mostly wait on timers, so the module starts all the selected ones at once on a few worker threads
-and each test then checks its own report.
+mostly wait on timers, so the module starts all the selected ones at once on the tier's pool of
+runs (conftest.py), and each test then checks its own report.
 """
 
 from __future__ import annotations
@@ -12,30 +13,21 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
 
-from conformance import registry
 from conformance.cli import build_parser
 from conformance.protocols.tftp.errors import _fresh_name, _request_prefix, _starts_transfer
 from conformance.protocols.tftp.files import content, fixture_names
 from conformance.protocols.tftp.target import OUTSIDE_NAME, OUTSIDE_SECRET
-from conformance.vocabulary import Level
 from harness.tftp.server import serve_tftp
 from harness.tftp.wire import Ack, Data, OptionAck
-from tests.helpers import Run, conformance, fixture_command
+from tests.conformance.conftest import Runs
+from tests.helpers import Run, conformance, fixture_command, free_port
 
-# Runs at once: the cases mostly sleep on timeouts, but wraparound and 1 MiB transfers use a CPU.
-WORKERS = 3
 HARNESS = f"{sys.executable} -m harness"
-
-
-LEVELS = {case.id.removeprefix("tftp."): case.level for case in registry.protocols()["tftp"].cases}
 
 
 def exact(case_id: str) -> str:
@@ -47,32 +39,6 @@ def only(*case_ids: str) -> list[str]:
     return [word for case_id in case_ids for word in ("-k", exact(case_id))]
 
 
-# Cases that take well under a second each on a working server and little CPU: run against every
-# broken server, to show that it fails only what its flaw is about.
-QUICK = (
-    "rrq.sizes",
-    "rrq.final-empty-data",
-    "rrq.new-tid",
-    "wrq.round-trip",
-    "wrq.duplicate-data",
-    "tid.stranger-error",
-    "error.file-not-found",
-    "error.path-traversal",
-    "error.path-refused",
-    "error.unknown-opcode",
-    "error.malformed",
-    "mode.case-insensitive",
-    "mode.unknown",
-    "mode.mail",
-    "netascii.read",
-    "netascii.read-search",
-    "netascii.write-search",
-    "options.oack",
-    "options.unrequested",
-    "options.out-of-range",
-    "options.unknown-ignored",
-    "options.tsize",
-)
 WRITE_CASES = (
     "wrq.round-trip",
     "wrq.lost-data",
@@ -94,118 +60,6 @@ OPTION_CASES = (
     "options.windowsize-write",
 )
 
-
-@dataclass(frozen=True)
-class Broken:
-    """A fixture, the cases it is run on, and exactly which of them it fails."""
-
-    cases: tuple[str, ...]
-    fails: frozenset[str]
-
-
-def broken(*extra: str, fails: set[str], cases: tuple[str, ...] = QUICK) -> Broken:
-    return Broken(cases=(*cases, *extra), fails=frozenset(fails))
-
-
-BROKEN = {
-    "no_wraparound": broken("wrap.blksize8", fails={"wrap.blksize8"}),
-    "no_retransmission": broken("rrq.lost-ack", "options.timeout", fails={"rrq.lost-ack", "options.timeout"}),
-    "sorcerers_apprentice": broken("rrq.duplicate-ack", fails={"rrq.duplicate-ack"}),
-    # A server busy with one transfer cannot answer the cases after a failure for a while: only
-    # the case about it, after one it passes.
-    "one_transfer_at_a_time": broken(cases=("rrq.sizes", "concurrency"), fails={"concurrency"}),
-    "path_traversal": broken(fails={"error.path-traversal", "error.path-refused"}),
-    "startswith_traversal": broken(fails={"error.path-traversal", "error.path-refused"}),
-    "write_escape": broken(fails={"error.path-traversal", "error.path-refused"}),
-    # Safe, so the MUST case passes; the client is not told it got another file (SHOULD).
-    "maps_into_root": broken(fails={"error.path-refused"}),
-    # Most fixture files are multiples of 512 bytes, so most cases stall: the ones that show it.
-    "no_final_empty_data": broken(
-        cases=("rrq.sizes", "rrq.final-empty-data", "rrq.new-tid", "netascii.read", "error.file-not-found"),
-        fails={"rrq.sizes", "rrq.final-empty-data"},
-    ),
-    "acks_from_any_port": broken("tid.stranger-ack", fails={"tid.stranger-ack", "tid.stranger-error"}),
-    "netascii_ignored": broken(fails={"netascii.read", "netascii.read-search", "netascii.write-search"}),
-    "mode_case_sensitive": broken(fails={"mode.case-insensitive"}),
-    "same_port": broken(fails={"rrq.new-tid", "tid.stranger-error"}),
-    "final_block_dropped": broken(
-        "wrq.lost-data",
-        fails={
-            "wrq.round-trip",
-            "wrq.lost-data",
-            "wrq.duplicate-data",
-            "netascii.read-search",
-            "netascii.write-search",
-        },
-    ),
-    "wrq_timeout_abort": broken("wrq.lost-data", fails={"wrq.lost-data"}),
-    "wrq_duplicate_written": broken(fails={"wrq.duplicate-data"}),
-    "error_code_zero": broken(
-        fails={"error.file-not-found", "error.path-refused", "error.unknown-opcode", "tid.stranger-error"}
-    ),
-    # The process dies at the first malformed request; the runner restarts it for the case after.
-    "crash_on_malformed": broken(cases=("rrq.new-tid", "error.malformed", "mode.unknown"), fails={"error.malformed"}),
-    "any_mode": broken(fails={"mode.unknown", "mode.mail"}),
-    "oack_blksize_unused": broken("wrap.blksize8", fails={"options.oack", "wrap.blksize8"}),
-    # Failed once, by the case about it; the others that get an OACK say they cannot judge.
-    "oack_unrequested": broken(fails={"options.unrequested"}),
-    "blksize_any": broken(fails={"options.out-of-range"}),
-    "unknown_option_error": broken(fails={"options.unknown-ignored"}),
-    "tsize_wrong": broken(fails={"options.tsize", "options.oack"}),
-    "timeout_ignored": broken("options.timeout", fails={"options.timeout"}),
-    "oack_error_ignored": broken("options.reject-oack", fails={"options.reject-oack"}),
-    "window_no_restart": broken("options.windowsize", fails={"options.windowsize"}),
-    "window_write_ack_every_block": broken("options.windowsize-write", fails={"options.windowsize-write"}),
-    "window_write_gap_ack": broken("options.windowsize-write", fails={"options.windowsize-write"}),
-    "wrap_data_restarts": broken("wrap.blksize8", fails={"wrap.blksize8"}),
-    # Correct, if noisy: late copies of old blocks are repeats, not blocks out of order.
-    "duplicate_storm": broken("rrq.lost-ack", "rrq.duplicate-ack", fails=set()),
-    "no_options": broken(*OPTION_CASES[5:], fails=set()),
-    # Only the cases about its habits; tests/conformance/test_tftp_fairness.py runs every case on it.
-    "serial_ignores_error": broken(
-        cases=("rrq.sizes", "concurrency", "error.client-abort"), fails={"concurrency", "error.client-abort"}
-    ),
-    "retransmits_after_error": broken("error.client-abort", fails={"error.client-abort"}),
-    # Quick cases only (they ACK every block), and the one that never ACKs.
-    "retransmits_forever": broken("rrq.give-up", fails={"rrq.give-up"}),
-    "endless_data": broken(
-        cases=("rrq.sizes", "rrq.final-empty-data", "error.file-not-found"),
-        fails={"rrq.sizes", "rrq.final-empty-data"},
-    ),
-}
-
-
-@dataclass(frozen=True)
-class Correct:
-    """A correct server with habits that once drew false alarms: the cases it is run on, none failed."""
-
-    cases: tuple[str, ...]
-    #: The cases it is right to call unsupported on it (a feature it does not offer).
-    unsupported: frozenset[str]
-    #: More arguments for ``conformance run``.
-    args: tuple[str, ...] = ()
-
-
-def correct(*extra: str, unsupported: set[str] | None = None, args: tuple[str, ...] = ()) -> Correct:
-    return Correct(cases=(*QUICK, *extra), unsupported=frozenset(unsupported or ()), args=args)
-
-
-CORRECT = {
-    # Writes an upload 0.5 s after its final ACK: the read-back waits for it.
-    "late_writer": correct("wrq.lost-data"),
-    # Read-only servers as real ones refuse uploads (dnsmasq, nobodd, fbtftp without a write handler).
-    "read_only_illegal": correct("wrq.lost-data", "options.windowsize-write", unsupported=set(WRITE_CASES)),
-    "read_only_code_zero": correct("wrq.lost-data", "options.windowsize-write", unsupported=set(WRITE_CASES)),
-    "read_only_silent": correct("wrq.lost-data", "options.windowsize-write", unsupported=set(WRITE_CASES)),
-    # Serves WRQ "_" octet "blksize" (a dangling option name) as if nothing followed the mode.
-    "ignores_after_mode": correct(*OPTION_CASES[5:], unsupported=set(OPTION_CASES)),
-    # An empty file's tsize is left out; every other file's is given.
-    "tsize_empty_omitted": correct(),
-    # Ignores a repeated DATA; its timer resends the last ACK every 4 s.
-    "timer_reack": correct("wrq.lost-data"),
-    # Answers the client's ERROR 8 to its OACK with an ERROR, and stops.
-    "oack_error_answered": correct("options.reject-oack"),
-}
 
 REFERENCE_CMD = f"tftp={HARNESS} serve tftp --port {{port}} --root {{root}} --allow-write"
 
@@ -247,48 +101,31 @@ RUNS: dict[str, list[str]] = {
         "always",
         *only("wrap.full"),
     ],
-    **{f"broken-{name}": ["--target-cmd", _fixture(name), *only(*spec.cases)] for name, spec in BROKEN.items()},
-    **{
-        f"correct-{name}": ["--target-cmd", _fixture(name), *spec.args, *only(*spec.cases)]
-        for name, spec in CORRECT.items()
-    },
 }
 
 
-class Runs:
-    """Starts runs on worker threads; ``get`` waits for one."""
+class ModuleRuns:
+    """This module's runs, on the tier's pool (conftest.py); ``get`` waits for one."""
 
-    def __init__(self, tmp_path_factory: pytest.TempPathFactory, keys: list[str]) -> None:
-        self._factory = tmp_path_factory
-        self._pool = ThreadPoolExecutor(WORKERS)
-        self._futures: dict[str, Future[Run]] = {}
-        for key in keys:
-            self._submit(key)
+    def __init__(self, pool: Runs) -> None:
+        self._pool = pool
 
-    def _submit(self, key: str) -> Future[Run]:
-        if key not in self._futures:
-            directory = self._factory.mktemp(key)
-            self._futures[key] = self._pool.submit(conformance, directory, "run", *RUNS[key])
-        return self._futures[key]
+    def start(self, key: str) -> None:
+        self._pool.start(f"tftp-{key}", RUNS[key])
 
     def get(self, key: str) -> Run:
-        return self._submit(key).result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        return self._pool.get(f"tftp-{key}", RUNS[key])
 
 
 @pytest.fixture(scope="module")
-def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+def runs(request: pytest.FixtureRequest, fixture_runs: Runs) -> ModuleRuns:
     # Only the runs of the tests selected, in their order: `pytest -k` on one test makes one run.
-    keys: list[str] = []
+    started = ModuleRuns(fixture_runs)
     for item in request.session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if isinstance(item, pytest.Function) and item.module is request.module and "key" in params:
-            keys.append(str(params["key"]))
-    started = Runs(tmp_path_factory, list(dict.fromkeys(keys)))
-    yield started
-    started.close()
+            started.start(str(params["key"]))
+    return started
 
 
 def outcomes(run: Run) -> dict[str, str]:
@@ -307,7 +144,7 @@ def notes(run: Run, case_id: str) -> str:
 
 
 @pytest.mark.parametrize("key", ["reference-embedded", "reference-command"])
-def test_reference_passes_every_case(runs: Runs, key: str) -> None:
+def test_reference_passes_every_case(runs: ModuleRuns, key: str) -> None:
     run = runs.get(key)
     assert run.status == 0, run.stdout + run.stderr
     results = outcomes(run)
@@ -323,7 +160,7 @@ def test_reference_passes_every_case(runs: Runs, key: str) -> None:
 
 
 @pytest.mark.parametrize("key", ["reference-read-only"])
-def test_write_cases_are_unsupported_when_uploads_are_refused(runs: Runs, key: str) -> None:
+def test_write_cases_are_unsupported_when_uploads_are_refused(runs: ModuleRuns, key: str) -> None:
     run = runs.get(key)
     assert run.status == 0, run.stdout + run.stderr
     results = outcomes(run)
@@ -333,7 +170,7 @@ def test_write_cases_are_unsupported_when_uploads_are_refused(runs: Runs, key: s
 
 
 @pytest.mark.parametrize("key", ["reference-declared-read-only"])
-def test_write_cases_send_no_wrq_when_declared_read_only(runs: Runs, key: str) -> None:
+def test_write_cases_send_no_wrq_when_declared_read_only(runs: ModuleRuns, key: str) -> None:
     run = runs.get(key)
     assert run.status == 0, run.stdout + run.stderr
     results = outcomes(run)
@@ -345,15 +182,17 @@ def test_write_cases_send_no_wrq_when_declared_read_only(runs: Runs, key: str) -
 
 
 @pytest.mark.parametrize(
-    ("key", "words"),
+    ("fixture", "words"),
     [
-        ("correct-read_only_illegal", "ERROR 4 (illegal TFTP operation) 'Illegal TFTP operation'"),
-        ("correct-read_only_code_zero", "ERROR 0 (not defined) 'this server is read-only'"),
-        ("correct-read_only_silent", "no answer to a WRQ (timed out after 2.0 s"),
+        ("tftp/read_only_illegal", "ERROR 4 (illegal TFTP operation) 'Illegal TFTP operation'"),
+        ("tftp/read_only_code_zero", "ERROR 0 (not defined) 'this server is read-only'"),
+        ("tftp/read_only_silent", "no answer to a WRQ (timed out after 2.0 s"),
     ],
 )
-def test_a_read_only_server_is_unsupported_for_writes_with_the_reason(runs: Runs, key: str, words: str) -> None:
-    run = runs.get(key)
+def test_a_read_only_server_is_unsupported_for_writes_with_the_reason(
+    fixture_runs: Runs, fixture: str, words: str
+) -> None:
+    run = fixture_runs.get(fixture)
     for case_id in WRITE_CASES:
         message = run.case(f"tftp.{case_id}")["message"]
         assert words in message and "writes not offered" in message, message
@@ -361,7 +200,7 @@ def test_a_read_only_server_is_unsupported_for_writes_with_the_reason(runs: Runs
 
 
 @pytest.mark.parametrize("key", ["rollover-1-declared"])
-def test_rollover_to_1_declared_is_normal(runs: Runs, key: str) -> None:
+def test_rollover_to_1_declared_is_normal(runs: ModuleRuns, key: str) -> None:
     run = runs.get(key)
     assert run.status == 0, run.stdout + run.stderr
     assert outcomes(run) == {"wrap.blksize8": "passed"}
@@ -370,7 +209,7 @@ def test_rollover_to_1_declared_is_normal(runs: Runs, key: str) -> None:
 
 
 @pytest.mark.parametrize("key", ["rollover-1-undeclared"])
-def test_rollover_to_1_undeclared_passes_with_a_note(runs: Runs, key: str) -> None:
+def test_rollover_to_1_undeclared_passes_with_a_note(runs: ModuleRuns, key: str) -> None:
     run = runs.get(key)
     assert run.status == 0, run.stdout + run.stderr
     assert outcomes(run) == {"wrap.blksize8": "passed"}
@@ -382,7 +221,7 @@ def test_rollover_to_1_undeclared_passes_with_a_note(runs: Runs, key: str) -> No
     ("key", "outcome"),
     [("full-wrap-reference", "passed"), ("full-wrap-no-wraparound", "failed"), ("full-wrap-without-blksize", "passed")],
 )
-def test_full_wraparound(runs: Runs, key: str, outcome: str) -> None:
+def test_full_wraparound(runs: ModuleRuns, key: str, outcome: str) -> None:
     """The 32 MiB case: forced on servers with blksize, by default on one without."""
     run = runs.get(key)
     assert outcomes(run) == {"wrap.full": outcome}, run.stdout
@@ -394,7 +233,7 @@ def test_full_wraparound(runs: Runs, key: str, outcome: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["full-wrap-oack-unrequested"])
-def test_full_wraparound_is_not_failed_for_an_unrequested_option(runs: Runs, key: str) -> None:
+def test_full_wraparound_is_not_failed_for_an_unrequested_option(runs: ModuleRuns, key: str) -> None:
     """An OACK with an option nobody asked for is options.unrequested's failure; the wrap is read without options."""
     run = runs.get(key)
     assert outcomes(run) == {"wrap.full": "passed"}, run.stdout
@@ -402,75 +241,53 @@ def test_full_wraparound_is_not_failed_for_an_unrequested_option(runs: Runs, key
     assert "read in lock-step without options" in notes(run, "wrap.full")
 
 
-# -- the broken servers --------------------------------------------------------------------------
+# -- the fixtures' messages (what each fails is test_fixture_matrix.py's business) ----------------
 
 
-@pytest.mark.parametrize("key", [f"broken-{name}" for name in BROKEN], ids=list(BROKEN))
-def test_broken_server_fails_exactly_its_cases(runs: Runs, key: str) -> None:
-    expected = BROKEN[key.removeprefix("broken-")]
-    run = runs.get(key)
-    assert run.report is not None, run.stderr
-    assert set(outcomes(run)) == set(expected.cases)
-    assert failed(run) == expected.fails, run.stdout
-    assert "error" not in outcomes(run).values(), run.stdout
-    # SHOULD-level failures are reported but do not fail the run (without --strict).
-    assert run.status == (1 if any(LEVELS[case_id] is Level.MUST for case_id in expected.fails) else 0)
-
-
-@pytest.mark.parametrize("key", [f"correct-{name}" for name in CORRECT], ids=list(CORRECT))
-def test_correct_server_passes(runs: Runs, key: str) -> None:
-    expected = CORRECT[key.removeprefix("correct-")]
-    run = runs.get(key)
-    assert run.status == 0, run.stdout + run.stderr
-    assert outcomes(run) == {
-        case_id: "unsupported" if case_id in expected.unsupported else "passed" for case_id in expected.cases
-    }, run.stdout
-
-
-@pytest.mark.parametrize("key", ["correct-late_writer"])
-def test_a_file_written_after_the_final_ack_is_waited_for(runs: Runs, key: str) -> None:
-    run = runs.get(key)
+@pytest.mark.parametrize("fixture", ["tftp/late_writer"])
+def test_a_file_written_after_the_final_ack_is_waited_for(fixture_runs: Runs, fixture: str) -> None:
+    run = fixture_runs.get(fixture)
     assert "could be read back only" in notes(run, "wrq.round-trip")
     assert "ACK (ERROR 1 before)" in notes(run, "wrq.round-trip")
 
 
-@pytest.mark.parametrize("key", ["broken-netascii_ignored"])
-def test_one_root_cause_is_counted_once(runs: Runs, key: str) -> None:
-    run = runs.get(key)
+@pytest.mark.parametrize("fixture", ["tftp/netascii_ignored"])
+def test_one_root_cause_is_counted_once(fixture_runs: Runs, fixture: str) -> None:
+    run = fixture_runs.get(fixture)
     assert "mode 'netascii' itself is not translated" in notes(run, "mode.case-insensitive")
 
 
-@pytest.mark.parametrize("key", ["broken-mode_case_sensitive"])
-def test_a_case_sensitive_mode_is_caught_on_octet(runs: Runs, key: str) -> None:
-    message = runs.get(key).case("tftp.mode.case-insensitive")["message"]
+@pytest.mark.parametrize("fixture", ["tftp/mode_case_sensitive"])
+def test_a_case_sensitive_mode_is_caught_on_octet(fixture_runs: Runs, fixture: str) -> None:
+    message = fixture_runs.get(fixture).case("tftp.mode.case-insensitive")["message"]
     assert "mode 'OCTET'" in message and "mode names are case-insensitive" in message, message
 
 
-@pytest.mark.parametrize("key", ["broken-no_options"])
-def test_option_cases_are_unsupported_without_options(runs: Runs, key: str) -> None:
-    run = runs.get(key)
+@pytest.mark.parametrize("fixture", ["tftp/no_options"])
+def test_option_cases_are_unsupported_without_options(fixture_runs: Runs, fixture: str) -> None:
+    run = fixture_runs.get(fixture)
     results = outcomes(run)
     assert {case_id for case_id, outcome in results.items() if outcome == "unsupported"} == set(OPTION_CASES)
     assert "does not negotiate options" in run.case("tftp.options.oack")["message"]
     assert "does not negotiate options" in run.case("tftp.options.tsize")["message"]
 
 
-@pytest.mark.parametrize("key", ["correct-oack_error_answered"])
-def test_an_error_answering_the_clients_error_8_is_noted(runs: Runs, key: str) -> None:
-    run = runs.get(key)
+@pytest.mark.parametrize("fixture", ["tftp/oack_error_answered"])
+def test_an_error_answering_the_clients_error_8_is_noted(fixture_runs: Runs, fixture: str) -> None:
+    run = fixture_runs.get(fixture)
     assert "answered the client's ERROR 8 with ERROR 0" in notes(run, "options.reject-oack")
 
 
-@pytest.mark.parametrize("key", ["correct-timer_reack"])
-def test_a_re_ack_on_the_servers_timer_is_waited_for(runs: Runs, key: str) -> None:
-    run = runs.get(key)
+@pytest.mark.parametrize("fixture", ["tftp/timer_reack"])
+def test_a_re_ack_on_the_servers_timer_is_waited_for(fixture_runs: Runs, fixture: str) -> None:
+    run = fixture_runs.get(fixture)
     delay = re.search(r"ACK 1 came again ([0-9.]+) s after the repeated DATA 1", notes(run, "wrq.duplicate-data"))
     assert delay is not None and 3.5 <= float(delay[1]) <= 5.0, notes(run, "wrq.duplicate-data")
 
 
-@pytest.mark.parametrize("key", ["correct-tsize_empty_omitted"])
-def test_tsize_left_out_for_an_empty_file_only_is_noted(runs: Runs, key: str) -> None:
-    run = runs.get(key)
+@pytest.mark.parametrize("fixture", ["tftp/tsize_empty_omitted"])
+def test_tsize_left_out_for_an_empty_file_only_is_noted(fixture_runs: Runs, fixture: str) -> None:
+    run = fixture_runs.get(fixture)
     assert "left tsize out of its answer for size-0.bin" in notes(run, "options.tsize")
 
 
@@ -500,9 +317,7 @@ def test_files_created_by_the_malformed_search_are_removed(tmp_path: Path) -> No
     root = tmp_path / "served"
     assert conformance(tmp_path, "fixtures", "tftp", str(root)).status == 0
     # Started here, not with --target-cmd: the suite would fill a root of its own for that.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port(socket.SOCK_DGRAM)
     script = Path(__file__).resolve().parents[2] / "fixtures" / "tftp" / "ignores_after_mode.py"
     server = subprocess.Popen([sys.executable, str(script), str(port), str(root)], stdout=subprocess.PIPE, text=True)
     try:
@@ -518,18 +333,18 @@ def test_files_created_by_the_malformed_search_are_removed(tmp_path: Path) -> No
     assert sorted(path.name for path in root.iterdir()) == sorted(fixture_names())
 
 
-@pytest.mark.parametrize("key", ["broken-startswith_traversal"])
-def test_a_bare_startswith_check_is_caught_by_the_sibling_probes(runs: Runs, key: str) -> None:
-    run = runs.get(key)
+@pytest.mark.parametrize("fixture", ["tftp/startswith_traversal"])
+def test_a_bare_startswith_check_is_caught_by_the_sibling_probes(fixture_runs: Runs, fixture: str) -> None:
+    run = fixture_runs.get(fixture)
     message = run.case("tftp.error.path-traversal")["message"]
     assert "RRQ '../root-sibling/outside-secret.txt' got DATA 1" in message, message
     assert "reads outside the directory it serves, and sent the file the suite put" in message
     assert run.status == 1  # a MUST: reading outside the root fails the run
 
 
-@pytest.mark.parametrize("key", ["broken-oack_unrequested"])
-def test_an_unrequested_option_is_failed_once_and_named_where_it_stops_a_case(runs: Runs, key: str) -> None:
-    run = runs.get(key)
+@pytest.mark.parametrize("fixture", ["tftp/oack_unrequested"])
+def test_an_unrequested_option_is_failed_once_and_named_where_it_stops_a_case(fixture_runs: Runs, fixture: str) -> None:
+    run = fixture_runs.get(fixture)
     message = run.case("tftp.options.unrequested")["message"]
     assert "also carries tsize=1024" in message and "asking only for blksize" in message, message
     assert "may only carry options the client requested (RFC 2347)" in message
@@ -540,41 +355,41 @@ def test_an_unrequested_option_is_failed_once_and_named_where_it_stops_a_case(ru
         assert "tftp.options.unrequested fails a server that does this" in result["message"]
 
 
-@pytest.mark.parametrize("key", ["broken-retransmits_after_error"])
-def test_the_program_output_after_the_suites_own_abort_is_marked(runs: Runs, key: str) -> None:
-    run = runs.get(key)
+@pytest.mark.parametrize("fixture", ["tftp/retransmits_after_error"])
+def test_the_program_output_after_the_suites_own_abort_is_marked(fixture_runs: Runs, fixture: str) -> None:
+    run = fixture_runs.get(fixture)
     assert "(after the suite's deliberate abort (ERROR 0) of RRQ 'size-1048576.bin' after DATA 1" in run.stdout
 
 
-@pytest.mark.parametrize("key", ["broken-duplicate_storm"])
-def test_late_copies_of_old_blocks_are_a_storm_not_an_order_error(runs: Runs, key: str) -> None:
-    run = runs.get(key)
+@pytest.mark.parametrize("fixture", ["tftp/duplicate_storm"])
+def test_late_copies_of_old_blocks_are_a_storm_not_an_order_error(fixture_runs: Runs, fixture: str) -> None:
+    run = fixture_runs.get(fixture)
     assert "arrived intact through a duplicate storm: DATA 1 came 4 times" in notes(run, "rrq.sizes"), run.stdout
 
 
-@pytest.mark.parametrize("key", ["broken-wrap_data_restarts"])
-def test_data_wrong_after_the_wrap_is_corruption_not_a_missing_block(runs: Runs, key: str) -> None:
-    message = runs.get(key).case("tftp.wrap.blksize8")["message"]
+@pytest.mark.parametrize("fixture", ["tftp/wrap_data_restarts"])
+def test_data_wrong_after_the_wrap_is_corruption_not_a_missing_block(fixture_runs: Runs, fixture: str) -> None:
+    message = fixture_runs.get(fixture).case("tftp.wrap.blksize8")["message"]
     assert "the file was corrupted after the wrap at block 65537 (wire number 1" in message, message
 
 
-@pytest.mark.parametrize("key", ["broken-blksize_any"])
-def test_every_value_that_fails_is_reported(runs: Runs, key: str) -> None:
-    message = runs.get(key).case("tftp.options.out-of-range")["message"]
+@pytest.mark.parametrize("fixture", ["tftp/blksize_any"])
+def test_every_value_that_fails_is_reported(fixture_runs: Runs, fixture: str) -> None:
+    message = fixture_runs.get(fixture).case("tftp.options.out-of-range")["message"]
     assert "blksize=7 got OACK blksize=7" in message and "(and 1 more: see below)" in message, message
     assert "blksize=65465 got OACK blksize=65465" in message
 
 
-@pytest.mark.parametrize("key", ["broken-retransmits_forever"])
-def test_a_server_that_never_gives_up_is_shown_with_its_schedule(runs: Runs, key: str) -> None:
-    message = runs.get(key).case("tftp.rrq.give-up")["message"]
+@pytest.mark.parametrize("fixture", ["tftp/retransmits_forever"])
+def test_a_server_that_never_gives_up_is_shown_with_its_schedule(fixture_runs: Runs, fixture: str) -> None:
+    message = fixture_runs.get(fixture).case("tftp.rrq.give-up")["message"]
     assert "the server was still resending it 6" in message and "DATA 1 was resent at 1.0, 2.0" in message, message
     assert "the suite allows 60 s" in message
 
 
-@pytest.mark.parametrize("key", ["broken-crash_on_malformed"])
-def test_a_crash_is_reported_with_a_replayable_input(runs: Runs, key: str) -> None:
-    run = runs.get(key)
+@pytest.mark.parametrize("fixture", ["tftp/crash_on_malformed"])
+def test_a_crash_is_reported_with_a_replayable_input(fixture_runs: Runs, fixture: str) -> None:
+    run = fixture_runs.get(fixture)
     message = run.case("tftp.error.malformed")["message"]
     assert "stopped serving" in message and "replay: conformance run" in message
     assert "the program died during this case" in message
@@ -649,32 +464,6 @@ def test_root_options_are_made_absolute_when_parsed(
     args = build_parser().parse_args(["run", flag, given])
     expected = tmp_path.resolve() / ("" if given == "." else "served")
     assert getattr(args, flag.lstrip("-").replace("-", "_")) == str(expected)
-
-
-def _doc_ids(text: str) -> set[str]:
-    return set(re.findall(r"`([a-z0-9.-]+)`", text))
-
-
-def test_the_fixture_table_in_the_docs_is_what_is_asserted() -> None:
-    rows = {}
-    for line in (Path(__file__).resolve().parents[2] / "docs" / "tftp.md").read_text().splitlines():
-        if match := re.match(r"\| `(\w+)\.py` \|[^|]*\| ([^|]*) \| ([^|]*) \|$", line):
-            rows[match[1]] = (match[2], match[3])
-    assert set(rows) == set(BROKEN) | set(CORRECT)
-    for name, spec in CORRECT.items():
-        run_on, unsupported = rows.pop(name)
-        assert _doc_ids(run_on) | (set(QUICK) if run_on.startswith("quick") else set()) == set(spec.cases), name
-        assert _doc_ids(re.sub(r"\([^)]*\)", "", unsupported)) == spec.unsupported, name
-    for name, (run_on, fails) in rows.items():
-        cases = _doc_ids(run_on) | (set(QUICK) if run_on.startswith("quick") else set())
-        assert cases == set(BROKEN[name].cases), name
-        # What follows in parentheses or after ';' is commentary, not the asserted set.
-        assert _doc_ids(re.sub(r"\([^)]*\)", "", fails).split(";")[0]) == BROKEN[name].fails, name
-
-
-def test_every_fixture_is_tested() -> None:
-    scripts = {path.stem for path in (Path(__file__).resolve().parents[2] / "fixtures" / "tftp").glob("[!_]*.py")}
-    assert scripts == set(BROKEN) | set(CORRECT)
 
 
 def test_fixture_scripts_show_usage_without_arguments() -> None:

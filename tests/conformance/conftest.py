@@ -1,0 +1,64 @@
+"""One pool of ``conformance run`` processes for the whole tier, and every fixture's run, made once.
+
+Runs mostly wait on deadlines, so a few go at once. A test that checks a fixture's run takes it as
+``fixture_runs.get("PROTO/NAME")`` and is parametrised with ``fixture="PROTO/NAME"``: every such run
+the selected tests need is started when the first of them asks, the longest first, so that
+``pytest -k`` on one test makes one run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+
+from tests.conformance import matrix
+from tests.helpers import Run, conformance
+
+# Runs at once: enough to overlap their waits, few enough that a loaded machine keeps the deadlines
+# of the cases that pass.
+WORKERS = 3
+
+
+class Runs:
+    """``conformance run`` processes on worker threads, by key; ``get`` waits for one."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, workers: int = WORKERS) -> None:
+        self._factory = tmp_path_factory
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="conformance-run")
+        self._futures: dict[str, Future[Run]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, key: str, args: Sequence[str]) -> Future[Run]:
+        """Start ``conformance run ARGS`` under ``key``, unless a run has that key already."""
+        with self._lock:
+            if key not in self._futures:
+                # Made here, not in the worker: tmp_path_factory is not thread-safe.
+                directory = self._factory.mktemp(key.replace("/", "-"))
+                self._futures[key] = self._pool.submit(conformance, directory, "run", *args)
+            return self._futures[key]
+
+    def get(self, key: str, args: Sequence[str] | None = None) -> Run:
+        """The run under ``key`` (a fixture's, started from its declarations, unless ``args`` are given)."""
+        if args is None and key not in self._futures:
+            args = matrix.declarations()[key].conformance_args()
+        return self.start(key, args or ()).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def fixture_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    wanted = set()
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "fixture_runs" in getattr(item, "fixturenames", ()) and "fixture" in params:
+            wanted.add(str(params["fixture"]))
+    runs = Runs(tmp_path_factory)
+    for key in [key for key in matrix.run_declarations() if key in wanted]:
+        runs.start(key, matrix.declarations()[key].conformance_args())
+    yield runs
+    runs.close()

@@ -44,11 +44,14 @@ UNKNOWN_COMMAND = "conformance-no-such-command"
 MISSING_FILE = "conformance-no-such-file.txt"
 # seq 1 200000 is 1288895 bytes: more than the socket buffers on both sides hold at once.
 LARGE_LAST = 200_000
-# The slow reader's output (2.1 MB), what it reads at a time, and its pauses.
-SLOW_LAST = 300_000
+# The slow reader's output (6.9 MB: more than a server's send buffer, up to 4 MiB on Linux, and the
+# client's receive window hold, so one send() cannot take it all), what it reads at a time, and its pauses.
+SLOW_LAST = 1_000_000
 SLOW_READ_SIZE = 16 * 1024
 SLOW_READ_PAUSE = 0.004
 SLOW_FIRST_PAUSE = 1.0
+# The slow reader reads every few milliseconds: a pause this long means the server stopped sending.
+SLOW_IDLE_SECONDS = 4.0
 # The slow command in the concurrency case, and how soon another client's reply must come meanwhile.
 SLEEP_SECONDS = 2
 QUICK_REPLY_SECONDS = 1.0
@@ -363,7 +366,7 @@ async def bad_frame_body(ctx: CaseContext) -> None:
 
 @case(COMMAND, COMMAND_TLS, slug="slow-reader", spec=spec("3", "5"))
 async def slow_reader(ctx: CaseContext) -> None:
-    """`seq 1 300000` (2.1 MB) read by a client that waits 1 s, then reads 16 KiB at a time: intact."""
+    """`seq 1 1000000` (6.9 MB) read by a client that waits 1 s, then reads 16 KiB at a time: intact."""
     conv = await Conversation.open(ctx)
     line = f"seq 1 {SLOW_LAST}"
     await conv.send(request(line), what=f"`{line}`")
@@ -371,5 +374,5 @@ async def slow_reader(ctx: CaseContext) -> None:
     await trio.sleep(ctx.seconds(SLOW_FIRST_PAUSE))
     conv.receive_size = SLOW_READ_SIZE
     conv.pause = SLOW_READ_PAUSE
-    reply = await conv.reply(f"to `{line}`, read slowly", idle=LARGE_REPLY_SECONDS)
+    reply = await conv.reply(f"to `{line}`, read slowly", idle=SLOW_IDLE_SECONDS)
     expect_result(reply, Expected(0, seq_output(1, SLOW_LAST)), after=f"`{line}`, read slowly")

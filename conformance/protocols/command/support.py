@@ -210,6 +210,9 @@ class Conversation:
     async def reply(self, doing: str, *, idle: float = REPLY_SECONDS) -> Result | ErrorReply:
         """The next whole reply; fail on EOF, a malformed reply, or ``idle`` seconds without a byte."""
         collector = ResultCollector()
+        # Output bytes the header announced, and how many came: to tell a cut reply from silence.
+        announced: int | None = None
+        got = 0
         while True:
             event = self._next_event(doing)
             if isinstance(event, ConnectionClosed):
@@ -226,6 +229,10 @@ class Conversation:
                     "stderr, far more than the command gives",
                     actual=self._shown(),
                 )
+            if isinstance(event, ReplyHeader):
+                announced, got = event.stdout_size + event.stderr_size, 0
+            if isinstance(event, Output):
+                got += len(event.data)
             if isinstance(event, ReplyHeader | Output | ReplyEnd):
                 result = collector.add(event)
                 if result is not None:
@@ -233,15 +240,16 @@ class Conversation:
                     return result
                 continue
             if not await self._receive(idle, doing):
-                raise CaseFailed(
-                    f"no reply within {self.ctx.seconds(idle):.1f} s {doing}"
-                    + (
-                        " (the reply so far is incomplete)"
-                        if self.decoder.buffered or self.decoder.state.name != "FRAME"
-                        else ""
-                    ),
-                    actual=self._shown() or None,
-                )
+                summary = f"no reply within {self.ctx.seconds(idle):.1f} s {doing}"
+                if announced is not None:
+                    summary = (
+                        f"the reply {doing} stopped after {got} of the {announced} output bytes its header "
+                        f"announced (nothing more for {self.ctx.seconds(idle):.1f} s): the rest was never sent "
+                        "(a send() whose return value is ignored, instead of sendall()?)"
+                    )
+                elif self.decoder.buffered:
+                    summary += " (a reply header was started but never finished)"
+                raise CaseFailed(summary, actual=self._shown() or None)
 
     async def expect_close(self, doing: str, *, idle: float = CLOSE_SECONDS) -> None:
         """The server ends the connection without another reply: EOF (a reset is taken as an end too)."""

@@ -23,7 +23,7 @@ import signal
 import ssl
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -160,7 +160,8 @@ class CommandConnection:
             encode_reply_header(ReplyHeader(outcome.exit_status, outcome.stdout.size, outcome.stderr.size))
         )
         for source in (outcome.stdout, outcome.stderr):
-            async for block in _blocks(source):
+            blocks = source.blocks()
+            while (block := await _next_block(source, blocks)) is not None:
                 pending += block
                 if len(pending) >= BLOCK:
                     await self._send(bytes(pending))
@@ -184,17 +185,12 @@ class CommandConnection:
                 pass
 
 
-async def _blocks(source: OutputSource) -> AsyncIterator[bytes]:
-    iterator = source.blocks()
-    while True:
-        if source.blocking:
-            block = await trio.to_thread.run_sync(next, iterator, None)
-        else:
-            block = next(iterator, None)
-            await trio.lowlevel.checkpoint()
-        if block is None:
-            return
-        yield block
+async def _next_block(source: OutputSource, blocks: Iterator[bytes]) -> bytes | None:
+    """The next block of ``source`` (from ``blocks``, its iterator), or None at its end."""
+    if source.blocking:
+        return await trio.to_thread.run_sync(next, blocks, None)
+    await trio.lowlevel.checkpoint()
+    return next(blocks, None)
 
 
 async def serve_command(

@@ -78,7 +78,12 @@ def register(
         ),
     )
     client.add_argument("address", metavar="HOST:PORT", help="the server, for example 127.0.0.1:9906")
-    client.add_argument("command", nargs="*", metavar="COMMAND", help="the command line (its words are joined)")
+    client.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND",
+        help="the command line: every word after HOST:PORT, joined by spaces (so options go before HOST:PORT)",
+    )
     client.add_argument("--tls-ca", type=Path, metavar="PEM", help="use TLS, trusting this CA certificate")
     client.add_argument(
         "--timeout",

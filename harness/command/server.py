@@ -214,6 +214,6 @@ async def serve_command(
     async def handle(stream: trio.abc.Stream) -> None:
         await CommandConnection(stream, runner, idle_timeout=idle_timeout).serve()
 
-    logger.info("serving command on %s:%d (%s), root %s", host, bound_port, "TLS" if ssl_context else "TCP", root)
+    logger.debug("serving command on %s:%d (%s), root %s", host, bound_port, "TLS" if ssl_context else "TCP", root)
     task_status.started(bound_port)
     await trio.serve_listeners(handle, listeners)

@@ -43,6 +43,7 @@ SERVERS = {
     "echo-udp": Server("echo", ("serve", "echo", "--udp", "--port", "{port}"), socket.SOCK_DGRAM),
     "tftp": Server("tftp", ("serve", "tftp", "--root", "{root}", "--port", "{port}"), socket.SOCK_DGRAM),
     "upload": Server("upload", ("serve", "upload", "--root", "{root}", "--port", "{port}"), socket.SOCK_STREAM),
+    "command": Server("command", ("serve", "command", "--root", "{root}", "--port", "{port}"), socket.SOCK_STREAM),
     "chat": Server("chat", ("serve", "chat", "--port", "{port}"), socket.SOCK_DGRAM),
     "broadcast": Server(
         "broadcast", ("serve", "broadcast", "--name", "probe", "--port", "{port}"), socket.SOCK_DGRAM, "0.0.0.0"

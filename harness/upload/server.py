@@ -95,14 +95,7 @@ class FileStore:
 
     def begin_put(self, file_name: str) -> PartialFile:
         final = path_under_root(self.root, file_name)
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise _NameRefused("a parent folder of file_name is a file") from None
-        except OSError as exc:
-            raise _NameRefused(f"cannot create the folder for file_name: {exc.strerror}") from None
-        if not self._inside_root(final.parent):
-            raise _NameRefused("file_name leads outside the root through a symbolic link")
+        self._make_folders(final.parent)
         if final.is_dir():
             raise _NameRefused("file_name is a folder")
         temp = final.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
@@ -111,6 +104,21 @@ class FileStore:
         except OSError as exc:
             raise _NameRefused(f"cannot create a file for file_name: {exc.strerror}") from None
         return PartialFile(self, file_name, final, temp, file)
+
+    def _make_folders(self, folder: Path) -> None:
+        # One level at a time, each checked before it is made: with mkdir(parents=True), a symbolic
+        # link under the root let a put create folders outside it before the check refused the name.
+        current = self.root
+        for part in folder.relative_to(self.root).parts:
+            current = current / part
+            if not self._inside_root(current):
+                raise _NameRefused("file_name leads outside the root through a symbolic link")
+            try:
+                current.mkdir(exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise _NameRefused("a parent folder of file_name is a file") from None
+            except OSError as exc:
+                raise _NameRefused(f"cannot create the folder for file_name: {exc.strerror}") from None
 
     def stat(self, file_name: str) -> Reply:
         path = path_under_root(self.root, file_name)

@@ -319,15 +319,19 @@ async def test_stat_path_attacks_are_bad_name(server: Server, name: str) -> None
     assert reply.error == ErrorCode.BAD_NAME
 
 
+# "link/newdir/x" once made outside/newdir before the containment check refused the name.
+@pytest.mark.parametrize("name", ["link/x", "link/newdir/x", "link/a/b/x"])
 @deadline
-async def test_symlink_out_of_root_is_refused(server: Server, tmp_path: Path) -> None:
+async def test_symlink_out_of_root_is_refused_before_anything_is_made(
+    server: Server, tmp_path: Path, name: str
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     server.root.mkdir(exist_ok=True)
     (server.root / "link").symlink_to(outside)
     client = await server.connect()
     async with client.stream:
-        await client.send(put("link/x", b"owned"))
+        await client.send(put(name, b"owned"))
         reply = await client.reply()
         await client.expect_close()
     assert isinstance(reply, ErrorReply)

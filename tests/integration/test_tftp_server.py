@@ -778,3 +778,66 @@ async def test_many_transfers_at_once_leave_no_thread_behind(root: Path) -> None
 async def test_transfer_threads_must_not_be_negative(root: Path) -> None:
     with pytest.raises(ValueError, match="transfer_threads"):
         await serve_tftp(root=root, transfer_threads=-1)
+
+
+async def _flood_rrqs(count: int, source_host: str, server: Address) -> list[ErrorPacket]:
+    """``count`` RRQs that are never acknowledged; the ERRORs that came back at once."""
+    sockets: list[trio.socket.SocketType] = []
+    refusals: list[ErrorPacket] = []
+    try:
+        for _ in range(count):
+            sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+            sockets.append(sock)
+            await sock.bind((source_host, 0))
+        for i in range(count):
+            # Distinct names: a repeated request from one port is (rightly) ignored, not counted.
+            await sockets[i].sendto(ReadRequest(f"f{i % 4}", "octet").encode(), server)
+        for sock in sockets:  # each gets one answer at once: DATA 1, or ERROR if refused
+            with trio.fail_after(WAIT):
+                packet = decode_packet((await sock.recvfrom(70000))[0])
+            if isinstance(packet, ErrorPacket):
+                refusals.append(packet)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return refusals
+
+
+async def test_one_host_cannot_take_every_transfer(nursery: trio.Nursery, root: Path) -> None:
+    for i in range(4):
+        (root / f"f{i}").write_bytes(b"x" * 5000)
+    server = await start(nursery, root, max_transfers_per_host=8, timeout=5.0)
+    refusals = await _flood_rrqs(40, "127.0.0.2", server)
+    assert len(refusals) == 40 - 8
+    assert all(r.code == 0 and "8 transfers from your address" in r.message for r in refusals)
+    # A client on another address is served during the flood.
+    got = io.BytesIO()
+    with trio.fail_after(WAIT):
+        await tftp_get("127.0.0.1", server[1], "f0", got)
+    assert got.getvalue() == b"x" * 5000
+
+
+async def test_distinct_requests_from_one_port_are_all_counted(nursery: trio.Nursery, root: Path) -> None:
+    (root / "f").write_bytes(b"x" * 5000)
+    server = await start(nursery, root, max_transfers_per_host=3, timeout=5.0)
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind(("127.0.0.2", 0))
+        errors = 0
+        for blksize in range(512, 512 + 6):  # six different requests from the same port
+            await sock.sendto(ReadRequest("f", "octet", (("blksize", str(blksize)),)).encode(), server)
+        with trio.fail_after(WAIT):
+            for _ in range(6):  # three OACKs and three refusals
+                packet = decode_packet((await sock.recvfrom(70000))[0])
+                errors += isinstance(packet, ErrorPacket) and "server busy" in packet.message
+        assert errors == 3
+
+
+async def test_the_transfer_limit_holds_across_hosts(nursery: trio.Nursery, root: Path) -> None:
+    for i in range(4):
+        (root / f"f{i}").write_bytes(b"x" * 5000)
+    server = await start(nursery, root, max_transfers=10, max_transfers_per_host=8, timeout=5.0)
+    first = await _flood_rrqs(8, "127.0.0.2", server)
+    second = await _flood_rrqs(8, "127.0.0.3", server)
+    assert (len(first), len(second)) == (0, 6)
+    assert "10 transfers at once" in second[0].message

@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import threading
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -841,3 +842,26 @@ async def test_the_transfer_limit_holds_across_hosts(nursery: trio.Nursery, root
     second = await _flood_rrqs(8, "127.0.0.3", server)
     assert (len(first), len(second)) == (0, 6)
     assert "10 transfers at once" in second[0].message
+
+
+@pytest.mark.parametrize("threads", [0, TRANSFER_THREADS], ids=["trio", "thread"])
+async def test_a_transfer_with_the_largest_options_holds_little_memory(
+    nursery: trio.Nursery, root: Path, peer: RawPeer, threads: int
+) -> None:
+    """blksize 65464 with windowsize 65535 once read 16 MiB per request and peaked at 112 MiB."""
+    (root / "big").write_bytes(os.urandom(1 << 20) * 24)
+    server = await start(nursery, root, transfer_threads=threads)
+    tracemalloc.start()
+    try:
+        request = ReadRequest("big", "octet", (("blksize", "65464"), ("windowsize", "65535")))
+        await peer.send(request, server)
+        oack, tid = await peer.recv()
+        assert isinstance(oack, OptionAck)
+        await peer.send(Ack(0), tid)
+        for block in range(1, 6):
+            await peer.send(Ack(block), tid)
+            await peer.recv()  # something of the window came back: the server has done the work
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"

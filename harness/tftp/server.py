@@ -72,6 +72,20 @@ MAX_TRANSFERS = 256
 #: Transfers at once from one IP address, so one host cannot take every slot. Loopback clients
 #: share one address; a class's conformance runs use a handful each.
 MAX_TRANSFERS_PER_HOST = 64
+#: Longest ERROR text and logged name: a 16 KB request full of control bytes once made a 64 KB
+#: ERROR (its repr) and a 64 KB log line.
+_MAX_TEXT = 160
+#: Longest path component most file systems take (NAME_MAX).
+_NAME_MAX = 255
+
+
+def _short(text: str) -> str:
+    """``text`` cut to :data:`_MAX_TEXT` characters, for an ERROR or a log line."""
+    return text if len(text) <= _MAX_TEXT else f"{text[: _MAX_TEXT - 20]}... ({len(text)} characters)"
+
+
+def _error(code: int, message: str) -> bytes:
+    return encode_error(code, _short(message))
 
 
 class _Refusal(Exception):
@@ -214,14 +228,14 @@ async def _dispatch(
     try:
         packet = decode_packet(datagram)
     except TftpDecodeError as exc:
-        active.log.log("malformed", trio.current_time(), "malformed request from %s: %s", client[:2], exc)
-        await send_quietly(listener, encode_error(exc.error_code, str(exc)), client)
+        active.log.log("malformed", trio.current_time(), "malformed request from %s: %s", client[:2], _short(str(exc)))
+        await send_quietly(listener, _error(exc.error_code, str(exc)), client)
         return
     if isinstance(packet, ErrorPacket):
         return  # never answer an ERROR (RFC 1350 section 7)
     if not isinstance(packet, Request):
         message = f"only RRQ and WRQ are accepted on this port, not {packet.opcode.name}"
-        await send_quietly(listener, encode_error(ErrorCode.ILLEGAL_OPERATION, message), client)
+        await send_quietly(listener, _error(ErrorCode.ILLEGAL_OPERATION, message), client)
         return
     key = client[:2]
     if active.latest.get(key) == packet:
@@ -251,10 +265,16 @@ async def _serve_request(
                 else:
                     await _serve_write(sock, request, client, config)
             except _Refusal as refusal:
-                logger.info("%s %r from %s refused: %s", kind, request.filename, client[:2], refusal.message)
-                await send_quietly(sock, encode_error(refusal.code, refusal.message), client)
+                logger.info(
+                    "%s %s from %s refused: %s",
+                    kind,
+                    _short(repr(request.filename)),
+                    client[:2],
+                    _short(refusal.message),
+                )
+                await send_quietly(sock, _error(refusal.code, refusal.message), client)
     except Exception:
-        logger.exception("%s %r from %s crashed", kind, request.filename, client[:2])
+        logger.exception("%s %s from %s crashed", kind, _short(repr(request.filename)), client[:2])
     finally:
         active.end(client[:2], request)
 
@@ -280,6 +300,8 @@ def _resolve(root: Path, filename: str) -> Path:
         raise _Refusal(ErrorCode.ACCESS_VIOLATION, "absolute paths are not allowed")
     if ".." in relative.parts:
         raise _Refusal(ErrorCode.ACCESS_VIOLATION, "'..' is not allowed in paths")
+    if any(len(part.encode()) > _NAME_MAX for part in relative.parts):
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, f"a path component is longer than {_NAME_MAX} bytes")
     try:
         resolved = (root / relative).resolve()
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop
@@ -385,15 +407,17 @@ def _log_end(
     if machine.state is State.FAILED:
         error = machine.error
         if isinstance(error, TftpRemoteError) and error.code == ErrorCode.OPTION_NEGOTIATION:
-            logger.info("%s %r from %s: client declined the options (ERROR 8)", kind, request.filename, client[:2])
+            logger.info(
+                "%s %s from %s: client declined the options (ERROR 8)", kind, _short(repr(request.filename)), client[:2]
+            )
         else:
-            logger.info("%s %r from %s failed: %s", kind, request.filename, client[:2], error)
+            logger.info("%s %s from %s failed: %s", kind, _short(repr(request.filename)), client[:2], error)
         return
     count = machine.bytes_acked if isinstance(machine, Sender) else machine.bytes_received
     logger.info(
-        "%s %r from %s: %d bytes, blksize %d, %d retransmissions, %.3f s",
+        "%s %s from %s: %d bytes, blksize %d, %d retransmissions, %.3f s",
         kind,
-        request.filename,
+        _short(repr(request.filename)),
         client[:2],
         count,
         blksize,

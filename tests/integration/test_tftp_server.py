@@ -865,3 +865,35 @@ async def test_a_transfer_with_the_largest_options_holds_little_memory(
     finally:
         tracemalloc.stop()
     assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+
+
+async def test_names_up_to_255_bytes_are_stored_and_longer_ones_refused(
+    nursery: trio.Nursery, root: Path, peer: RawPeer
+) -> None:
+    server = await start(nursery, root, allow_write=True)
+    for length in (234, 255):
+        name = "n" * length
+        await peer.send(WriteRequest(name, "octet"), server)
+        ack, tid = await peer.recv()
+        assert ack == Ack(0), f"{length}-byte name: {ack}"
+        await peer.send(Data(1, b"short"), tid)
+        assert (await peer.recv())[0] == Ack(1)
+    await peer.send(WriteRequest("n" * 300, "octet"), server)
+    refusal, _ = await peer.recv()
+    assert isinstance(refusal, ErrorPacket) and "longer than 255 bytes" in refusal.message
+    # The final ACK goes out only once the file is renamed into place.
+    assert {p.name for p in root.iterdir()} == {"n" * 234, "n" * 255}
+
+
+@pytest.mark.parametrize("field", ["filename", "mode"])
+async def test_error_texts_are_short_whatever_the_request_holds(
+    nursery: trio.Nursery, root: Path, peer: RawPeer, field: str
+) -> None:
+    server = await start(nursery, root)
+    junk = bytes(range(1, 32)) * 500  # 15.5 KB of control bytes
+    name, mode = (junk, b"octet") if field == "filename" else (b"x", junk)
+    await peer.send(b"\x00\x01" + name + b"\x00" + mode + b"\x00", server)
+    with trio.fail_after(WAIT):
+        datagram, _ = await peer.sock.recvfrom(70000)
+    assert decode_packet(datagram).opcode == 5
+    assert len(datagram) <= 200

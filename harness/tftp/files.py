@@ -13,6 +13,8 @@ __all__ = ["PartialFile"]
 
 #: Mode of a newly created file (mkstemp creates 0600).
 _NEW_FILE_MODE = 0o644
+#: Characters of the target's name kept in the temporary name.
+_NAME_KEPT = 40
 
 
 @dataclass(slots=True)
@@ -31,7 +33,8 @@ class PartialFile:
 
     @classmethod
     def create(cls, target: Path) -> PartialFile:
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tftp-partial", dir=target.parent)
+        # The name is cut so that the temporary name fits NAME_MAX whenever the target's does.
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name[:_NAME_KEPT]}.", suffix=".tftp-partial", dir=target.parent)
         return cls(target, Path(temp), os.fdopen(fd, "wb"))
 
     def write(self, data: bytes) -> None:

@@ -24,13 +24,15 @@ import logging
 import os
 import shutil
 import stat
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import trio
 
 from harness._kit.addresses import Address
+from harness._kit.bursts import BurstLog
 from harness.tftp.blocks import check_rollover
 from harness.tftp.endpoint import UdpSocket, open_tftp_socket, run_machine, send_quietly
 from harness.tftp.errors import ErrorCode, TftpDecodeError, TftpRemoteError
@@ -48,7 +50,7 @@ from harness.tftp.wire import (
     encode_error,
 )
 
-__all__ = ["DEFAULT_PORT", "TRANSFER_THREADS", "serve_tftp"]
+__all__ = ["DEFAULT_PORT", "MAX_TRANSFERS", "MAX_TRANSFERS_PER_HOST", "TRANSFER_THREADS", "serve_tftp"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,27 @@ _REQUEST_BUFSIZE = 65536
 #: Receive buffer for ACKs and ERRORs on a sending transfer.
 _ACK_BUFSIZE = 2048
 _MODES = ("octet", "netascii")
+#: Transfers at once, in all. An unanswered RRQ holds its socket and a read-ahead buffer for the
+#: whole retry time (31 s by default): without a limit 3000 forged RRQs took 850 MB and 6010
+#: descriptors. At this limit the worst case is about 256 x (IO_CHUNK + one window) of memory.
+MAX_TRANSFERS = 256
+#: Transfers at once from one IP address, so one host cannot take every slot. Loopback clients
+#: share one address; a class's conformance runs use a handful each.
+MAX_TRANSFERS_PER_HOST = 64
+#: Longest ERROR text and logged name: a 16 KB request full of control bytes once made a 64 KB
+#: ERROR (its repr) and a 64 KB log line.
+_MAX_TEXT = 160
+#: Longest path component most file systems take (NAME_MAX).
+_NAME_MAX = 255
+
+
+def _short(text: str) -> str:
+    """``text`` cut to :data:`_MAX_TEXT` characters, for an ERROR or a log line."""
+    return text if len(text) <= _MAX_TEXT else f"{text[: _MAX_TEXT - 20]}... ({len(text)} characters)"
+
+
+def _error(code: int, message: str) -> bytes:
+    return encode_error(code, _short(message))
 
 
 class _Refusal(Exception):
@@ -84,6 +107,43 @@ class _Config:
     retries: int
     max_blksize: int
     limiter: trio.CapacityLimiter
+    max_transfers: int
+    max_transfers_per_host: int
+
+
+@dataclass
+class _Transfers:
+    """The transfers running now, and the log of refusals.
+
+    ``latest`` holds each client address's newest request, to spot a repeated one; the counts
+    are of running transfers, so that new requests from one port, each replacing the last in
+    ``latest``, are still all counted.
+    """
+
+    latest: dict[Address, Request] = field(default_factory=dict)
+    running: int = 0
+    by_host: Counter[str] = field(default_factory=Counter)
+    log: BurstLog = field(default_factory=lambda: BurstLog(logger))
+
+    def busy_reason(self, host: str, config: _Config) -> str | None:
+        if self.running >= config.max_transfers:
+            return f"server busy: {config.max_transfers} transfers at once; try again later"
+        if self.by_host[host] >= config.max_transfers_per_host:
+            return f"server busy: {config.max_transfers_per_host} transfers from your address; try again later"
+        return None
+
+    def begin(self, key: Address, request: Request) -> None:
+        self.latest[key] = request
+        self.running += 1
+        self.by_host[key[0]] += 1
+
+    def end(self, key: Address, request: Request) -> None:
+        if self.latest.get(key) is request:
+            del self.latest[key]
+        self.running -= 1
+        self.by_host[key[0]] -= 1
+        if not self.by_host[key[0]]:
+            del self.by_host[key[0]]
 
 
 async def serve_tftp(
@@ -97,6 +157,8 @@ async def serve_tftp(
     retries: int = 5,
     max_blksize: int = 65464,
     transfer_threads: int = TRANSFER_THREADS,
+    max_transfers: int = MAX_TRANSFERS,
+    max_transfers_per_host: int = MAX_TRANSFERS_PER_HOST,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve files under ``root`` over TFTP on ``host``:``port`` until cancelled.
@@ -109,7 +171,8 @@ async def serve_tftp(
     retransmissions in a row without progress a transfer is abandoned: 31 s of silence with
     the defaults. ``rollover`` is the block number that follows 65535. ``max_blksize`` caps
     a negotiated blksize. ``transfer_threads`` transfers at most run in worker threads
-    (fast); the others, and all with 0, run in Trio.
+    (fast); the others, and all with 0, run in Trio. Beyond ``max_transfers`` at once, or
+    ``max_transfers_per_host`` from one IP address, a request gets ERROR 0 "server busy".
     """
     resolved_root = Path(root).resolve()
     if not resolved_root.is_dir():
@@ -120,12 +183,24 @@ async def serve_tftp(
         raise ValueError(f"max_blksize {max_blksize} is out of range 8-65464")
     if transfer_threads < 0:
         raise ValueError("transfer_threads must be non-negative")
+    if max_transfers < 1 or max_transfers_per_host < 1:
+        raise ValueError("max_transfers and max_transfers_per_host must be at least 1")
     limiter = trio.CapacityLimiter(transfer_threads)
-    config = _Config(resolved_root, allow_write, check_rollover(rollover), timeout, retries, max_blksize, limiter)
+    config = _Config(
+        resolved_root,
+        allow_write,
+        check_rollover(rollover),
+        timeout,
+        retries,
+        max_blksize,
+        limiter,
+        max_transfers,
+        max_transfers_per_host,
+    )
     listener = await open_tftp_socket(host, port)
     with listener:
         local = listener.getsockname()
-        active: dict[Address, Request] = {}
+        active = _Transfers()
         async with trio.open_nursery() as nursery:
             logger.debug("serving TFTP on %s port %d from %s", local[0], local[1], resolved_root)
             task_status.started(local[1])
@@ -148,33 +223,38 @@ async def _dispatch(
     client: Address,
     local_host: str,
     config: _Config,
-    active: dict[Address, Request],
+    active: _Transfers,
     nursery: trio.Nursery,
 ) -> None:
     try:
         packet = decode_packet(datagram)
     except TftpDecodeError as exc:
-        logger.info("malformed request from %s: %s", client[:2], exc)
-        await send_quietly(listener, encode_error(exc.error_code, str(exc)), client)
+        active.log.log("malformed", trio.current_time(), "malformed request from %s: %s", client[:2], _short(str(exc)))
+        await send_quietly(listener, _error(exc.error_code, str(exc)), client)
         return
     if isinstance(packet, ErrorPacket):
         return  # never answer an ERROR (RFC 1350 section 7)
     if not isinstance(packet, Request):
         message = f"only RRQ and WRQ are accepted on this port, not {packet.opcode.name}"
-        await send_quietly(listener, encode_error(ErrorCode.ILLEGAL_OPERATION, message), client)
+        await send_quietly(listener, _error(ErrorCode.ILLEGAL_OPERATION, message), client)
         return
     key = client[:2]
-    if active.get(key) == packet:
+    if active.latest.get(key) == packet:
         # The client repeated its request before our first answer reached it: answering
         # again would start a second transfer that it must refuse with ERROR 5.
         logger.debug("repeated request from %s ignored", key)
         return
-    active[key] = packet
+    busy = active.busy_reason(key[0], config)
+    if busy is not None:
+        active.log.log("busy", trio.current_time(), "%s from %s refused: %s", packet.opcode.name, key, busy)
+        await send_quietly(listener, encode_error(ErrorCode.NOT_DEFINED, busy), client)
+        return
+    active.begin(key, packet)
     nursery.start_soon(_serve_request, packet, client, local_host, config, active)
 
 
 async def _serve_request(
-    request: Request, client: Address, local_host: str, config: _Config, active: dict[Address, Request]
+    request: Request, client: Address, local_host: str, config: _Config, active: _Transfers
 ) -> None:
     kind = request.opcode.name
     try:
@@ -186,13 +266,18 @@ async def _serve_request(
                 else:
                     await _serve_write(sock, request, client, config)
             except _Refusal as refusal:
-                logger.info("%s %r from %s refused: %s", kind, request.filename, client[:2], refusal.message)
-                await send_quietly(sock, encode_error(refusal.code, refusal.message), client)
+                logger.info(
+                    "%s %s from %s refused: %s",
+                    kind,
+                    _short(repr(request.filename)),
+                    client[:2],
+                    _short(refusal.message),
+                )
+                await send_quietly(sock, _error(refusal.code, refusal.message), client)
     except Exception:
-        logger.exception("%s %r from %s crashed", kind, request.filename, client[:2])
+        logger.exception("%s %s from %s crashed", kind, _short(repr(request.filename)), client[:2])
     finally:
-        if active.get(client[:2]) is request:
-            del active[client[:2]]
+        active.end(client[:2], request)
 
 
 # --- path access ----------------------------------------------------------------------------
@@ -216,6 +301,8 @@ def _resolve(root: Path, filename: str) -> Path:
         raise _Refusal(ErrorCode.ACCESS_VIOLATION, "absolute paths are not allowed")
     if ".." in relative.parts:
         raise _Refusal(ErrorCode.ACCESS_VIOLATION, "'..' is not allowed in paths")
+    if any(len(part.encode()) > _NAME_MAX for part in relative.parts):
+        raise _Refusal(ErrorCode.ACCESS_VIOLATION, f"a path component is longer than {_NAME_MAX} bytes")
     try:
         resolved = (root / relative).resolve()
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop
@@ -321,15 +408,17 @@ def _log_end(
     if machine.state is State.FAILED:
         error = machine.error
         if isinstance(error, TftpRemoteError) and error.code == ErrorCode.OPTION_NEGOTIATION:
-            logger.info("%s %r from %s: client declined the options (ERROR 8)", kind, request.filename, client[:2])
+            logger.info(
+                "%s %s from %s: client declined the options (ERROR 8)", kind, _short(repr(request.filename)), client[:2]
+            )
         else:
-            logger.info("%s %r from %s failed: %s", kind, request.filename, client[:2], error)
+            logger.info("%s %s from %s failed: %s", kind, _short(repr(request.filename)), client[:2], error)
         return
     count = machine.bytes_acked if isinstance(machine, Sender) else machine.bytes_received
     logger.info(
-        "%s %r from %s: %d bytes, blksize %d, %d retransmissions, %.3f s",
+        "%s %s from %s: %d bytes, blksize %d, %d retransmissions, %.3f s",
         kind,
-        request.filename,
+        _short(repr(request.filename)),
         client[:2],
         count,
         blksize,

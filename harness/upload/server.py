@@ -30,6 +30,8 @@ from pathlib import Path
 
 import trio
 
+from harness._kit.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, ConnectionGate
+from harness._kit.deadlines import ProgressDeadline
 from harness._kit.framing import NEED_DATA, IncompleteStream, RemoteProtocolError
 from harness._kit.tls import open_stream_listeners
 from harness.upload.names import path_under_root
@@ -56,6 +58,9 @@ RECEIVE_SIZE = 256 * 1024
 WRITE_BLOCK = 1024 * 1024
 DEFAULT_MAX_SIZE = 1 << 40
 DEFAULT_IDLE_TIMEOUT = 30.0
+# A request (header and body) must arrive at this many bytes a second on average, after the idle
+# timeout's grace: a client that trickled one byte a second once held a connection forever.
+DEFAULT_MIN_RATE = 1024.0
 # After an error reply that closes the connection, keep reading (and dropping) what the client still
 # sends for this long: closing a socket with unread data makes the kernel send a reset, which can
 # destroy the reply before the client reads it.
@@ -95,14 +100,7 @@ class FileStore:
 
     def begin_put(self, file_name: str) -> PartialFile:
         final = path_under_root(self.root, file_name)
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise _NameRefused("a parent folder of file_name is a file") from None
-        except OSError as exc:
-            raise _NameRefused(f"cannot create the folder for file_name: {exc.strerror}") from None
-        if not self._inside_root(final.parent):
-            raise _NameRefused("file_name leads outside the root through a symbolic link")
+        self._make_folders(final.parent)
         if final.is_dir():
             raise _NameRefused("file_name is a folder")
         temp = final.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
@@ -111,6 +109,22 @@ class FileStore:
         except OSError as exc:
             raise _NameRefused(f"cannot create a file for file_name: {exc.strerror}") from None
         return PartialFile(self, file_name, final, temp, file)
+
+    def _make_folders(self, folder: Path) -> None:
+        # One level at a time, each checked before it is made: with mkdir(parents=True), a symbolic
+        # link under the root let a put create folders outside it before the check refused the name.
+        self.root.mkdir(parents=True, exist_ok=True)  # the root itself is the operator's choice
+        current = self.root
+        for part in folder.relative_to(self.root).parts:
+            current = current / part
+            if not self._inside_root(current):
+                raise _NameRefused("file_name leads outside the root through a symbolic link")
+            try:
+                current.mkdir(exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise _NameRefused("a parent folder of file_name is a file") from None
+            except OSError as exc:
+                raise _NameRefused(f"cannot create the folder for file_name: {exc.strerror}") from None
 
     def stat(self, file_name: str) -> Reply:
         path = path_under_root(self.root, file_name)
@@ -256,11 +270,20 @@ def _peer_name(stream: trio.abc.Stream) -> str:
 class UploadConnection:
     """Serves the requests of one client connection, in order."""
 
-    def __init__(self, stream: trio.abc.Stream, store: FileStore, *, max_size: int, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        store: FileStore,
+        *,
+        max_size: int,
+        idle_timeout: float,
+        min_rate: float = DEFAULT_MIN_RATE,
+    ) -> None:
         self.stream = stream
         self.store = store
         self.max_size = max_size
         self.idle_timeout = idle_timeout
+        self.deadline = ProgressDeadline(timeout=idle_timeout, min_rate=min_rate, now=trio.current_time())
         self.decoder = RequestDecoder()
         self.peer = _peer_name(stream)
         self._chunks: list[bytes] = []
@@ -305,6 +328,7 @@ class UploadConnection:
             else:  # the decoder's state table makes this unreachable
                 raise TypeError(f"unexpected {event!r}")
             await self._send(reply)
+            self.deadline.restart(trio.current_time())
             if isinstance(reply, ErrorReply) and reply.closes_connection:
                 logger.info("%s: %s: %s", self.peer, reply.error, reply.message)
                 await self._linger()
@@ -315,10 +339,12 @@ class UploadConnection:
             event = self.decoder.next_event()
             if event is not NEED_DATA:
                 return event
-            with trio.move_on_after(self.idle_timeout):
-                self.decoder.receive_data(await self.stream.receive_some(RECEIVE_SIZE))
+            with trio.move_on_at(self.deadline.at):
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+                self.deadline.progress(len(data))
+                self.decoder.receive_data(data)
                 continue
-            raise _CloseConnection(f"nothing received for {self.idle_timeout:g} s")
+            raise _CloseConnection(f"too slow: {self.deadline.describe(trio.current_time())}")
 
     async def _send(self, reply: Reply) -> None:
         with trio.move_on_after(self.idle_timeout):
@@ -406,21 +432,29 @@ async def serve_upload(
     max_size: int = DEFAULT_MAX_SIZE,
     ssl_context: ssl.SSLContext | None = None,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    min_rate: float = DEFAULT_MIN_RATE,
+    max_connections: int = MAX_CONNECTIONS,
+    max_connections_per_host: int = MAX_CONNECTIONS_PER_HOST,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the upload protocol, storing files under ``root``, until cancelled.
 
     Calls ``task_status.started(port)`` with the bound port once listening. ``root`` is created if
-    missing. With ``ssl_context`` every connection is TLS.
+    missing. With ``ssl_context`` every connection is TLS. A request must arrive within
+    ``idle_timeout`` seconds of the previous reply plus one second per ``min_rate`` bytes; beyond
+    ``max_connections`` at once, or ``max_connections_per_host`` from one address, a connection is
+    closed at once.
     """
     root = Path(root)
     await trio.to_thread.run_sync(lambda: root.mkdir(parents=True, exist_ok=True))
     store = FileStore(root)
     listeners, bound_port = await open_stream_listeners(host, port, ssl_context)
 
+    gate = ConnectionGate(logger, max_connections, max_connections_per_host)
+
     async def handle(stream: trio.abc.Stream) -> None:
-        await UploadConnection(stream, store, max_size=max_size, idle_timeout=idle_timeout).serve()
+        await UploadConnection(stream, store, max_size=max_size, idle_timeout=idle_timeout, min_rate=min_rate).serve()
 
     logger.debug("serving upload on %s:%d, root %s", host, bound_port, root)
     task_status.started(bound_port)
-    await trio.serve_listeners(handle, listeners)
+    await trio.serve_listeners(gate.guard(handle), listeners)

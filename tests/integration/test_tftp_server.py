@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import threading
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -778,3 +779,121 @@ async def test_many_transfers_at_once_leave_no_thread_behind(root: Path) -> None
 async def test_transfer_threads_must_not_be_negative(root: Path) -> None:
     with pytest.raises(ValueError, match="transfer_threads"):
         await serve_tftp(root=root, transfer_threads=-1)
+
+
+async def _flood_rrqs(count: int, source_host: str, server: Address) -> list[ErrorPacket]:
+    """``count`` RRQs that are never acknowledged; the ERRORs that came back at once."""
+    sockets: list[trio.socket.SocketType] = []
+    refusals: list[ErrorPacket] = []
+    try:
+        for _ in range(count):
+            sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+            sockets.append(sock)
+            await sock.bind((source_host, 0))
+        for i in range(count):
+            # Distinct names: a repeated request from one port is (rightly) ignored, not counted.
+            await sockets[i].sendto(ReadRequest(f"f{i % 4}", "octet").encode(), server)
+        for sock in sockets:  # each gets one answer at once: DATA 1, or ERROR if refused
+            with trio.fail_after(WAIT):
+                packet = decode_packet((await sock.recvfrom(70000))[0])
+            if isinstance(packet, ErrorPacket):
+                refusals.append(packet)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return refusals
+
+
+async def test_one_host_cannot_take_every_transfer(nursery: trio.Nursery, root: Path) -> None:
+    for i in range(4):
+        (root / f"f{i}").write_bytes(b"x" * 5000)
+    server = await start(nursery, root, max_transfers_per_host=8, timeout=5.0)
+    refusals = await _flood_rrqs(40, "127.0.0.2", server)
+    assert len(refusals) == 40 - 8
+    assert all(r.code == 0 and "8 transfers from your address" in r.message for r in refusals)
+    # A client on another address is served during the flood.
+    got = io.BytesIO()
+    with trio.fail_after(WAIT):
+        await tftp_get("127.0.0.1", server[1], "f0", got)
+    assert got.getvalue() == b"x" * 5000
+
+
+async def test_distinct_requests_from_one_port_are_all_counted(nursery: trio.Nursery, root: Path) -> None:
+    (root / "f").write_bytes(b"x" * 5000)
+    server = await start(nursery, root, max_transfers_per_host=3, timeout=5.0)
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind(("127.0.0.2", 0))
+        errors = 0
+        for blksize in range(512, 512 + 6):  # six different requests from the same port
+            await sock.sendto(ReadRequest("f", "octet", (("blksize", str(blksize)),)).encode(), server)
+        with trio.fail_after(WAIT):
+            for _ in range(6):  # three OACKs and three refusals
+                packet = decode_packet((await sock.recvfrom(70000))[0])
+                errors += isinstance(packet, ErrorPacket) and "server busy" in packet.message
+        assert errors == 3
+
+
+async def test_the_transfer_limit_holds_across_hosts(nursery: trio.Nursery, root: Path) -> None:
+    for i in range(4):
+        (root / f"f{i}").write_bytes(b"x" * 5000)
+    server = await start(nursery, root, max_transfers=10, max_transfers_per_host=8, timeout=5.0)
+    first = await _flood_rrqs(8, "127.0.0.2", server)
+    second = await _flood_rrqs(8, "127.0.0.3", server)
+    assert (len(first), len(second)) == (0, 6)
+    assert "10 transfers at once" in second[0].message
+
+
+@pytest.mark.parametrize("threads", [0, TRANSFER_THREADS], ids=["trio", "thread"])
+async def test_a_transfer_with_the_largest_options_holds_little_memory(
+    nursery: trio.Nursery, root: Path, peer: RawPeer, threads: int
+) -> None:
+    """blksize 65464 with windowsize 65535 once read 16 MiB per request and peaked at 112 MiB."""
+    (root / "big").write_bytes(os.urandom(1 << 20) * 24)
+    server = await start(nursery, root, transfer_threads=threads)
+    tracemalloc.start()
+    try:
+        request = ReadRequest("big", "octet", (("blksize", "65464"), ("windowsize", "65535")))
+        await peer.send(request, server)
+        oack, tid = await peer.recv()
+        assert isinstance(oack, OptionAck)
+        await peer.send(Ack(0), tid)
+        for block in range(1, 6):
+            await peer.send(Ack(block), tid)
+            await peer.recv()  # something of the window came back: the server has done the work
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+
+
+async def test_names_up_to_255_bytes_are_stored_and_longer_ones_refused(
+    nursery: trio.Nursery, root: Path, peer: RawPeer
+) -> None:
+    server = await start(nursery, root, allow_write=True)
+    for length in (234, 255):
+        name = "n" * length
+        await peer.send(WriteRequest(name, "octet"), server)
+        ack, tid = await peer.recv()
+        assert ack == Ack(0), f"{length}-byte name: {ack}"
+        await peer.send(Data(1, b"short"), tid)
+        assert (await peer.recv())[0] == Ack(1)
+    await peer.send(WriteRequest("n" * 300, "octet"), server)
+    refusal, _ = await peer.recv()
+    assert isinstance(refusal, ErrorPacket) and "longer than 255 bytes" in refusal.message
+    # The final ACK goes out only once the file is renamed into place.
+    assert {p.name for p in root.iterdir()} == {"n" * 234, "n" * 255}
+
+
+@pytest.mark.parametrize("field", ["filename", "mode"])
+async def test_error_texts_are_short_whatever_the_request_holds(
+    nursery: trio.Nursery, root: Path, peer: RawPeer, field: str
+) -> None:
+    server = await start(nursery, root)
+    junk = bytes(range(1, 32)) * 500  # 15.5 KB of control bytes
+    name, mode = (junk, b"octet") if field == "filename" else (b"x", junk)
+    await peer.send(b"\x00\x01" + name + b"\x00" + mode + b"\x00", server)
+    with trio.fail_after(WAIT):
+        datagram, _ = await peer.sock.recvfrom(70000)
+    assert decode_packet(datagram).opcode == 5
+    assert len(datagram) <= 200

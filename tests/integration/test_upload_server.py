@@ -93,8 +93,15 @@ class Server:
         self.root = root
         self.client_ssl = client_ssl
 
-    async def connect(self) -> Client:
-        stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+    async def connect(self, source: str | None = None) -> Client:
+        stream: trio.abc.Stream
+        if source is None:
+            stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+        else:  # another loopback address, to stand for another host
+            sock = trio.socket.socket()
+            await sock.bind((source, 0))
+            await sock.connect(("127.0.0.1", self.port))
+            stream = trio.SocketStream(sock)
         if self.client_ssl is not None:
             stream = trio.SSLStream(stream, self.client_ssl, server_hostname="127.0.0.1")
         return Client(stream)
@@ -319,15 +326,19 @@ async def test_stat_path_attacks_are_bad_name(server: Server, name: str) -> None
     assert reply.error == ErrorCode.BAD_NAME
 
 
+# "link/newdir/x" once made outside/newdir before the containment check refused the name.
+@pytest.mark.parametrize("name", ["link/x", "link/newdir/x", "link/a/b/x"])
 @deadline
-async def test_symlink_out_of_root_is_refused(server: Server, tmp_path: Path) -> None:
+async def test_symlink_out_of_root_is_refused_before_anything_is_made(
+    server: Server, tmp_path: Path, name: str
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     server.root.mkdir(exist_ok=True)
     (server.root / "link").symlink_to(outside)
     client = await server.connect()
     async with client.stream:
-        await client.send(put("link/x", b"owned"))
+        await client.send(put(name, b"owned"))
         reply = await client.reply()
         await client.expect_close()
     assert isinstance(reply, ErrorReply)
@@ -519,6 +530,63 @@ async def test_idle_connection_times_out(nursery: trio.Nursery, tmp_path: Path) 
         await mid_body.expect_close()
     assert server.stored() == {}
     assert server.temp_files() == []
+
+
+@deadline
+async def test_a_trickling_client_is_closed_though_each_read_comes_in_time(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """One byte every 50 ms, well inside a 0.5 s idle timeout: a timeout per read never fires."""
+    server = await start_server(nursery, tmp_path / "root", idle_timeout=0.5, min_rate=1000.0)
+    client = await server.connect()
+    async with client.stream:
+        request = put("f", b"x" * 100_000)
+        closed = trio.Event()
+
+        async def trickle() -> None:
+            for byte in request:
+                if closed.is_set():
+                    return
+                try:
+                    await client.stream.send_all(bytes([byte]))
+                except trio.BrokenResourceError:
+                    return
+                await trio.sleep(0.05)  # the pace of the attack, not a synchronisation
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(trickle)
+            with trio.fail_after(3):
+                await client.expect_close()
+            closed.set()
+    assert server.temp_files() == []
+
+
+@deadline
+async def test_one_address_cannot_take_every_connection(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_server(nursery, tmp_path / "root", max_connections_per_host=4)
+    held = [await server.connect(source="127.0.0.2") for _ in range(4)]
+    refused = await server.connect(source="127.0.0.2")
+    async with refused.stream:
+        await refused.expect_close()
+    served = await server.connect()
+    async with served.stream:
+        await served.send(put("f", b"data"))
+        assert (await served.reply()).ok
+    for client in held:  # a held connection is still served
+        async with client.stream:
+            await client.send(stat("f"))
+            assert (await client.reply()).ok
+
+
+@deadline
+async def test_connections_over_the_total_are_closed(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_server(nursery, tmp_path / "root", max_connections=3)
+    held = [await server.connect(source=f"127.0.0.{2 + i}") for i in range(3)]
+    refused = await server.connect()
+    async with refused.stream:
+        await refused.expect_close()
+    for client in held:
+        await client.stream.aclose()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ FORBIDDEN = ("trio", "socket", "_socket", "threading", "_thread", "subprocess", 
 # Sans-IO modules beside the role-named ones: codecs and state a protocol splits further.
 ALSO_SANS_IO = (
     "harness._kit.addresses",
+    "harness._kit.deadlines",
     "harness._kit.errors",
     "harness._kit.framing",
     "harness._kit.kinds",

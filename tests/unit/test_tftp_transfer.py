@@ -26,6 +26,7 @@ from harness.tftp.machine import (
     retransmission_waits,
     total_wait,
 )
+from harness.tftp.options import negotiate
 from harness.tftp.wire import Ack, Data, ErrorPacket, OptionAck, decode_packet, encode_ack
 
 
@@ -613,3 +614,17 @@ def test_receive_datagram_matches_decode_then_receive(role: str, windowsize: int
             expected = reference.receive(packet, now)
         assert shortcut.receive_datagram(datagram, now) == expected
         assert _snapshot(shortcut) == _snapshot(reference)
+
+
+def test_one_ack_draws_at_most_a_mebibyte_whatever_the_client_asks() -> None:
+    """The largest options a client can ask for: each ACK inside the window restarts it (RFC 7440),
+    so the window bounds what a 4-byte ACK makes the server send. It was 16 MiB a window."""
+    options = negotiate([("blksize", "65464"), ("windowsize", "65535")], is_read=True, file_size=None).options
+    sender = Sender(blksize=options.blksize, windowsize=options.windowsize)
+    sender.feed(os.urandom(1024) * (32 * 1024))  # 32 MiB, more than any window
+    sent = sum(map(len, sender.start(0.0)))
+    worst = sent
+    for block in range(1, 10):  # each ACK moves the window one block: all but one block resent
+        out = sender.receive(Ack(block), 0.0)
+        worst = max(worst, sum(map(len, out)))
+    assert worst <= 1024 * 1024 + options.windowsize * 4

@@ -1,0 +1,23 @@
+"""The fuzzing job: many inputs at every sans-IO codec and state machine.
+
+CI runs a short version. The long version is one command (see docs/running.md):
+
+    FUZZ_EXAMPLES=100000 pytest tests/fuzz
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+#: Inputs per codec or machine; 100000 for the long run.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
+
+settings.register_profile(
+    "fuzz",
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)

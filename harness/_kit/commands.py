@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 from harness._kit.addresses import check_port
+from harness._kit.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST
 from harness._kit.errors import UsageError
 from harness._kit.serving import describe_error, run_server
 from harness._kit.tls import server_context_from_files
@@ -112,3 +113,31 @@ def serve_from_args(
         keywords["ssl_context"] = ssl_context
         details = ("TLS" if ssl_context else "TCP", *details)
     return run_server(partial(serve, **keywords), what, args.host, args.port, details)
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
+def add_connection_limit_options(parser: argparse.ArgumentParser) -> None:
+    """``--max-connections`` and ``--max-connections-per-host`` for a stream server (see admission)."""
+    parser.add_argument(
+        "--max-connections",
+        type=_at_least_one,
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help="connections at once; more are closed at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections-per-host",
+        type=_at_least_one,
+        default=MAX_CONNECTIONS_PER_HOST,
+        metavar="N",
+        help="connections at once from one IP address (default: %(default)s)",
+    )

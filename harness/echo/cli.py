@@ -15,6 +15,7 @@ from harness._kit.addresses import parse_hostport
 from harness._kit.commands import (
     SubParsers,
     add_client_tls_option,
+    add_connection_limit_options,
     add_server_command,
     client_tls_context,
     serve_from_args,
@@ -30,7 +31,7 @@ from harness.echo.client import (
     open_echo_stream,
     relay,
 )
-from harness.echo.server import serve_echo_tcp, serve_echo_udp
+from harness.echo.server import IDLE_TIMEOUT, serve_echo_tcp, serve_echo_udp
 from harness.echo.wire import TRANSFORMS
 
 # RFC 862 reserves port 7, which needs privileges; 7007 is easy to remember and usually free.
@@ -58,6 +59,14 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
         default="identity",
         help="identity echoes bytes unchanged; upper maps ASCII a-z to A-Z and keeps every other byte",
     )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=IDLE_TIMEOUT,
+        metavar="S",
+        help="TCP: close a connection that sends nothing, or reads none of its echo, this long (default: %(default)s)",
+    )
+    add_connection_limit_options(serve)
 
     client = commands.add_parser(
         "echo",
@@ -87,7 +96,15 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
 
 def run_serve_echo(args: argparse.Namespace) -> int:
     if not args.udp:
-        serve_tcp = functools.partial(serve_echo_tcp, transform=args.transform)
+        if not args.idle_timeout > 0:
+            raise UsageError(f"--idle-timeout must be more than 0 seconds, not {args.idle_timeout:g}")
+        serve_tcp = functools.partial(
+            serve_echo_tcp,
+            transform=args.transform,
+            idle_timeout=args.idle_timeout,
+            max_connections=args.max_connections,
+            max_connections_per_host=args.max_connections_per_host,
+        )
         return serve_from_args(args, serve_tcp, what="echo", details=(args.transform,), tls=True)
     if args.tls_cert is not None or args.tls_key is not None:
         raise UsageError("TLS needs TCP: drop --udp or --tls-cert/--tls-key")

@@ -20,7 +20,7 @@ from harness.tftp.client import TransferInfo, tftp_get, tftp_put
 from harness.tftp.errors import TftpError
 from harness.tftp.machine import MAX_BACKOFF, total_wait
 from harness.tftp.options import BLKSIZE_RANGE, TIMEOUT_RANGE, WINDOWSIZE_RANGE
-from harness.tftp.server import DEFAULT_PORT, serve_tftp
+from harness.tftp.server import DEFAULT_PORT, MAX_TRANSFERS, MAX_TRANSFERS_PER_HOST, serve_tftp
 
 __all__ = ["register"]
 
@@ -71,6 +71,20 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
             "retransmissions in a row without progress before a transfer is abandoned "
             "(default: %(default)s; with --timeout 1, after 31 s of silence)"
         ),
+    )
+    serve.add_argument(
+        "--max-transfers",
+        type=int,
+        default=MAX_TRANSFERS,
+        metavar="N",
+        help="transfers at once; more requests get ERROR 0 'server busy' (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-transfers-per-host",
+        type=int,
+        default=MAX_TRANSFERS_PER_HOST,
+        metavar="N",
+        help="transfers at once from one IP address (default: %(default)s)",
     )
     serve.set_defaults(handler=_serve)
 
@@ -154,6 +168,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--root {str(root)!r} is not a directory")
     if args.timeout <= 0 or args.retries < 0:
         raise UsageError("--timeout must be positive and --retries at least 0")
+    if args.max_transfers < 1 or args.max_transfers_per_host < 1:
+        raise UsageError("--max-transfers and --max-transfers-per-host must be at least 1")
     serve = functools.partial(
         serve_tftp,
         root=root,
@@ -161,6 +177,8 @@ def _serve(args: argparse.Namespace) -> int:
         rollover=args.rollover,
         timeout=args.timeout,
         retries=args.retries,
+        max_transfers=args.max_transfers,
+        max_transfers_per_host=args.max_transfers_per_host,
     )
     access = "uploads allowed" if args.allow_write else "read-only"
     return serve_from_args(args, serve, what="tftp", details=(f"root {root.resolve()}", access))

@@ -16,6 +16,7 @@ from harness._kit.addresses import parse_hostport
 from harness._kit.commands import (
     SubParsers,
     add_client_tls_option,
+    add_connection_limit_options,
     add_server_command,
     client_tls_context,
     serve_from_args,
@@ -24,7 +25,7 @@ from harness._kit.errors import UsageError
 from harness.upload import DEFAULT_PORT
 from harness.upload.client import DEFAULT_TIMEOUT, UploadClientError, stat_file, upload_files
 from harness.upload.names import file_name_problem
-from harness.upload.server import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, serve_upload
+from harness.upload.server import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_MIN_RATE, serve_upload
 from harness.upload.wire import FileInfo, Reply
 
 # Smaller files finish too fast for a progress line to help.
@@ -87,8 +88,19 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
         type=_positive_seconds,
         default=DEFAULT_IDLE_TIMEOUT,
         metavar="SECONDS",
-        help="close connections idle this long (default: %(default)s)",
+        help=(
+            "a request must arrive within this long of the previous reply, plus 1 s per --min-rate "
+            "bytes (default: %(default)s)"
+        ),
     )
+    serve.add_argument(
+        "--min-rate",
+        type=_positive_seconds,
+        default=DEFAULT_MIN_RATE,
+        metavar="BYTES_PER_S",
+        help="the slowest a request may arrive, after --idle-timeout's grace (default: %(default)g)",
+    )
+    add_connection_limit_options(serve)
     serve.set_defaults(handler=run_server)
 
     upload = commands.add_parser(
@@ -119,7 +131,15 @@ def run_server(args: argparse.Namespace) -> int:
     root: Path = args.root
     if root.exists() and not root.is_dir():
         raise UsageError(f"--root {root} is not a folder")
-    serve = functools.partial(serve_upload, root=root, max_size=args.max_size, idle_timeout=args.idle_timeout)
+    serve = functools.partial(
+        serve_upload,
+        root=root,
+        max_size=args.max_size,
+        idle_timeout=args.idle_timeout,
+        min_rate=args.min_rate,
+        max_connections=args.max_connections,
+        max_connections_per_host=args.max_connections_per_host,
+    )
     return serve_from_args(args, serve, what="upload", details=(f"root {root}",), tls=True)
 
 

@@ -1,6 +1,6 @@
 """The fuzzing job: many inputs at every sans-IO codec and state machine.
 
-CI runs a short version. The long version is one command (see docs/running.md):
+CI runs a short version. The long version is one command (also in the README):
 
     FUZZ_EXAMPLES=100000 pytest tests/fuzz
 """

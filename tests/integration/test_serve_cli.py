@@ -121,3 +121,35 @@ async def test_a_taken_port_gives_one_line_and_exit_1(name: str, tmp_path: Path)
     assert result.returncode == 1, result.stderr.decode()
     assert result.stdout == b""
     assert result.stderr.decode() == f"cannot serve {server.what} on {server.host}:{port}: Address already in use\n"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_tftp_stopped_mid_upload_leaves_no_partial_file(signum: signal.Signals, tmp_path: Path) -> None:
+    """SIGTERM once left ``.tftp-partial`` files behind (SIGINT cleaned up)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    argv = [sys.executable, "-m", "harness", "serve", "tftp", "--port", "0", "--root", str(root), "--allow-write"]
+    process = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=ENV)
+    assert process.stderr is not None
+    try:
+        with trio.fail_after(TIMEOUT):
+            line, _ = await _first_line(process.stderr)
+            match = SERVING.fullmatch(line)
+            assert match, line
+            with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                await client.bind(("127.0.0.1", 0))
+                await client.sendto(b"\x00\x02upload.bin\x00octet\x00", ("127.0.0.1", int(match["port"])))
+                ack, tid = await client.recvfrom(100)
+                assert ack == b"\x00\x04\x00\x00"
+                await client.sendto(b"\x00\x03\x00\x01" + b"x" * 512, tid)
+                assert (await client.recvfrom(100))[0] == b"\x00\x04\x00\x01"
+            assert [p.name for p in root.iterdir() if p.name.endswith(".tftp-partial")], "no upload in progress"
+            process.send_signal(signum)
+            assert await process.wait() == 0
+        assert list(root.iterdir()) == []
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+            await process.stderr.aclose()

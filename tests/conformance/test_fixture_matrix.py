@@ -23,6 +23,7 @@ RUN = matrix.run_declarations()
 UNCAUGHT = {
     "echo.tls.half-close": "unsupported over TLS",
     "upload.tls.half-close": "unsupported over TLS",
+    "command.tls.half-close": "unsupported over TLS",
     "tftp.wrap.full": "32 MiB: test_tftp_conformance.py runs no_wraparound with --tftp-full-wrap always",
     # Over TLS the matrix runs only the flaws that behave differently there (or that TLS might hide).
     **{
@@ -39,6 +40,19 @@ UNCAUGHT = {
             "sizes",
             "subfolders",
             "too-large",
+        )
+    },
+    **{
+        f"command.tls.{case}": "the TCP fixture shows it"
+        for case in (
+            "round-trip",
+            "large-output",
+            "empty-output",
+            "stderr-exit-status",
+            "binary-output",
+            "pipelined",
+            "bad-frame.body",
+            "slow-reader",
         )
     },
 }
@@ -83,7 +97,7 @@ def test_every_case_is_failed_by_some_fixture() -> None:
 
 # The pages whose tables are checked. docs/echo.md's table is commentary ("same, less `half-close`")
 # rather than a list of ids.
-CHECKED_PAGES = ("tftp", "upload", "chat", "broadcast")
+CHECKED_PAGES = ("tftp", "upload", "command", "chat", "broadcast")
 ROW = re.compile(r"\| `(\w+)\.py`[^|]*\|[^|]*\|([^|]*)\|([^|]*)\|$")
 
 
@@ -121,7 +135,13 @@ def test_the_fixture_table_in_the_docs_says_what_is_declared(directory: str) -> 
     rows = doc_rows(directory)
     declared = declared_in(directory)
     assert set(rows) == set(declared)
-    check = {"tftp": _tftp_row, "upload": _upload_row, "chat": _messenger_row, "broadcast": _messenger_row}[directory]
+    check = {
+        "tftp": _tftp_row,
+        "upload": _framed_row,
+        "command": _framed_row,
+        "chat": _messenger_row,
+        "broadcast": _messenger_row,
+    }[directory]
     for name, (header, third, fourth) in rows.items():
         if declared[name].not_run is None:
             check(declared[name], header, third, fourth)
@@ -138,20 +158,21 @@ def _tftp_row(declaration: matrix.Declaration, header: str, run_on: str, last: s
         assert ids_in(without_comments(last)) == short(declaration.fails, "tftp."), declaration.key
 
 
-def _upload_documented(cell: str, prefix: str) -> tuple[set[str], set[str]]:
-    """The cases a cell names: those that fail, and those it 'often also' fails."""
+def _framed_documented(cell: str, name: str) -> tuple[set[str], set[str]]:
+    """The cases a cell names (without the prefix): those that fail, and those it 'often also' fails."""
     if cell.startswith("every case"):
-        return {case.id.removeprefix(prefix) for case in registry.protocols()["upload"].cases}, set()
+        return {case.id.split(".", 2)[2] for case in registry.protocols()[name].cases}, set()
     sure, _, often = cell.partition("often also")
     return ids_in(sure), ids_in(often)
 
 
-def _upload_row(declaration: matrix.Declaration, header: str, tcp: str, tls: str) -> None:
-    """| fixture | flaw | fails (TCP) | fails (TLS) |, ids without ``upload.tcp.`` / ``upload.tls.``."""
-    for cell, prefix, name in ((tcp, "upload.tcp.", "upload"), (tls, "upload.tls.", "upload-tls")):
+def _framed_row(declaration: matrix.Declaration, header: str, tcp: str, tls: str) -> None:
+    """| fixture | flaw | fails (TCP) | fails (TLS) |, ids without ``PROTO.tcp.`` / ``PROTO.tls.`` (upload, command)."""
+    protocol = declaration.key.split("/")[0]
+    for cell, prefix, name in ((tcp, f"{protocol}.tcp.", protocol), (tls, f"{protocol}.tls.", f"{protocol}-tls")):
         if name in declaration.run_on:
             expected = (short(declaration.fails, prefix), short(declaration.may_fail, prefix))
-            assert _upload_documented(cell, prefix) == expected, (declaration.key, name)
+            assert _framed_documented(cell, name) == expected, (declaration.key, name)
         else:
             assert "`" not in cell, f"{declaration.key}: {name} failures documented but not declared"
 

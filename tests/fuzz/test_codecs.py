@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness._kit.framing import IncompleteStream, RemoteProtocolError
+from harness.command.wire import ReplyDecoder as CommandReplyDecoder
+from harness.command.wire import RequestDecoder as CommandRequestDecoder
 from harness.messenger.wire import DatagramError
 from harness.messenger.wire import decode as decode_messenger
 from harness.tftp.errors import TftpDecodeError
@@ -121,23 +123,68 @@ upload_streams = st.one_of(
 )
 
 
+# Command frames: command lines, reply headers with the stdout and stderr they announce, bad frames.
+command_streams = st.one_of(
+    st.binary(max_size=3000),
+    st.lists(
+        st.one_of(
+            st.binary(max_size=200).map(_frame),
+            st.sampled_from(
+                [
+                    b"echo hello",
+                    b"seq 1 3",
+                    b"",
+                    b'{"exit_status": 0, "stdout_size": 2, "stderr_size": 1}',
+                    b'{"exit_status": 127, "stdout_size": 0, "stderr_size": 0}',
+                    b'{"exit_status": 0, "stdout_size": 99999999999, "stderr_size": 0}',
+                    b'{"error": "bad_frame", "message": "x"}',
+                    b'{"exit_status": "0"}',
+                ]
+            ).map(_frame),
+            st.binary(max_size=50),
+        ),
+        max_size=12,
+    ).map(b"".join),
+)
+
+
+def _feed_in_pieces(
+    decoder: RequestDecoder | ReplyDecoder | CommandRequestDecoder | CommandReplyDecoder,
+    stream: bytes,
+    cuts: list[int],
+    eof: bool,
+) -> None:
+    """Feed `stream` cut into pieces; the decoder may only raise its protocol errors and hold one frame."""
+    position, index = 0, 0
+    try:
+        while position < len(stream):
+            piece = stream[position : position + cuts[index % len(cuts)]]
+            position += len(piece)
+            index += 1
+            decoder.receive_data(piece)
+            for _ in decoder.events():
+                pass
+            assert decoder.buffered <= 4 + 65536 + 64
+        if eof:
+            decoder.receive_data(b"")
+            for _ in decoder.events():
+                pass
+    except (RemoteProtocolError, IncompleteStream):
+        pass
+
+
+_cuts = st.lists(st.integers(1, 64), min_size=1, max_size=8)
+
+
 @fuzz
-@given(upload_streams, st.lists(st.integers(1, 64), min_size=1, max_size=8), st.booleans())
+@given(upload_streams, _cuts, st.booleans())
 def test_upload_decoders_raise_only_protocol_errors_and_hold_little(stream: bytes, cuts: list[int], eof: bool) -> None:
     for decoder in (RequestDecoder(), ReplyDecoder()):
-        position, index = 0, 0
-        try:
-            while position < len(stream):
-                piece = stream[position : position + cuts[index % len(cuts)]]
-                position += len(piece)
-                index += 1
-                decoder.receive_data(piece)
-                for _ in decoder.events():
-                    pass
-                assert decoder.buffered <= 4 + 65536 + 64
-            if eof:
-                decoder.receive_data(b"")
-                for _ in decoder.events():
-                    pass
-        except (RemoteProtocolError, IncompleteStream):
-            pass
+        _feed_in_pieces(decoder, stream, cuts, eof)
+
+
+@fuzz
+@given(command_streams, _cuts, st.booleans())
+def test_command_decoders_raise_only_protocol_errors_and_hold_little(stream: bytes, cuts: list[int], eof: bool) -> None:
+    for decoder in (CommandRequestDecoder(), CommandReplyDecoder()):
+        _feed_in_pieces(decoder, stream, cuts, eof)

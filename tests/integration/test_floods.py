@@ -25,10 +25,11 @@ import ssl
 import subprocess
 import sys
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trio
@@ -38,7 +39,8 @@ from harness.echo.server import HANDSHAKE_TIMEOUT
 from harness.tftp.client import tftp_get
 from harness.tftp.wire import Data, ErrorPacket, OptionAck, ReadRequest, decode_packet, encode_ack
 from harness.upload.client import upload_files
-from harness.upload.wire import PutHeader, encode_request
+from harness.upload.wire import PutHeader, Reply, encode_request
+from tests.helpers import first_line
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +57,7 @@ FLOOD_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 CAP, CAP_PER_HOST = 128, 32
 HELD = len(FLOOD_HOSTS) * CAP_PER_HOST
 MIB = 1024 * 1024
+T = TypeVar("T")
 #: Every test's wall-clock limit; the floods are sized to end well within it.
 TEST_DEADLINE = 60 * SCALE
 
@@ -119,13 +122,8 @@ async def serving(*args: str, cwd: Path) -> AsyncIterator[Served]:
     stderr = process.stderr
     try:
         with trio.fail_after(20):
-            seen = b""
-            while b"\n" not in seen:
-                chunk = await stderr.receive_some()
-                assert chunk, f"exited before its serving line: {seen.decode()!r}"
-                seen += chunk
-        line, _, rest = seen.partition(b"\n")
-        match = SERVING.search(line.decode())
+            line, rest = await first_line(stderr)
+        match = SERVING.search(line)
         assert match, line
         served = Served(process.pid, int(match["port"]))
 
@@ -342,6 +340,47 @@ async def _all_cut(closed: Progress, count: int, seconds: float) -> None:
     assert closed.count == count, f"{count - closed.count} flood connections still open after {seconds:g} s"
 
 
+async def _connection_flood(
+    server: Served,
+    name: str,
+    behave: Callable[[int, trio.SocketStream], Awaitable[None]],
+    legitimate: Callable[[], Awaitable[T]],
+    *,
+    fds_each: int,
+    memory_each: int,
+    cut_within: float,
+) -> T:
+    """300 connections (times FLOOD_SCALE) from the flood hosts, each handed to ``behave`` until
+    the server closes it; with all of them open, one ``legitimate`` client. The server must stay
+    under ``fds_each`` descriptors and ``memory_each`` bytes per connection the caps admit, and
+    close every flood connection within ``cut_within`` seconds."""
+    count = 300 * SCALE
+    connected, closed = Progress(), Progress()
+    before = server.usage()
+
+    async def flood(index: int) -> None:
+        stream = await _connect_from(FLOOD_HOSTS[index % len(FLOOD_HOSTS)], server.port)
+        async with stream:
+            connected.add()
+            await behave(index, stream)
+        closed.add()
+
+    async with trio.open_nursery() as nursery:
+        for index in range(count):
+            nursery.start_soon(flood, index)
+        await connected.reach(count)
+        during = server.usage()
+        started = trio.current_time()
+        result = await legitimate()
+        served_in = trio.current_time() - started
+        peak = server.usage()
+        _report(name, before, peak, f"legitimate client served in {served_in:.2f} s")
+        assert max(during.fds, peak.fds) <= before.fds + fds_each * HELD + 16, peak
+        assert peak.hwm - before.rss <= 40 * MIB + HELD * memory_each, peak
+        await _all_cut(closed, count, cut_within)
+    return result
+
+
 # --- upload ------------------------------------------------------------------------------------
 
 
@@ -368,51 +407,36 @@ async def test_upload_slow_and_stalled_connections_are_cut(tmp_path: Path) -> No
     local.mkdir()
     legit = local / "legit.bin"
     legit.write_bytes(os.urandom(200_000))
-    count, idle = 300 * SCALE, 2.0
+    idle = 2.0
     flags = _limits(idle_timeout=str(idle), min_rate="16384", **CAPS)
     header = encode_request(PutHeader("flood.bin", MIB, "0" * 32))
-    connected, closed = Progress(), Progress()
+
+    async def behave(index: int, stream: trio.SocketStream) -> None:
+        async def send() -> None:
+            try:
+                if index % 2:
+                    await stream.send_all(header + bytes(16384))  # and stop inside the body
+                    return
+                for byte in header:  # bounded: a byte a second, cancelled once cut
+                    await stream.send_all(bytes([byte]))
+                    await trio.sleep(1)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # closed by the server: what the flood is waiting for
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            await _until_closed(stream)
+            nursery.cancel_scope.cancel()
+
+    async def put() -> list[Reply]:
+        return await upload_files(LOCAL, server.port, [(legit, "legit.bin")], timeout=10)
+
     with trio.fail_after(TEST_DEADLINE):
         async with serving("upload", "--root", str(root), *flags, cwd=tmp_path) as server:
-            before = server.usage()
-
-            async def flood(index: int) -> None:
-                stream = await _connect_from(FLOOD_HOSTS[index % len(FLOOD_HOSTS)], server.port)
-                async with stream, trio.open_nursery() as nursery:
-                    connected.add()
-
-                    async def send() -> None:
-                        try:
-                            if index % 2:
-                                await stream.send_all(header + bytes(16384))  # and stop inside the body
-                                return
-                            for byte in header:  # bounded: a byte a second, cancelled once cut
-                                await stream.send_all(bytes([byte]))
-                                await trio.sleep(1)
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            pass  # closed by the server: what the flood is waiting for
-
-                    nursery.start_soon(send)
-                    try:
-                        await _until_closed(stream)
-                    finally:
-                        nursery.cancel_scope.cancel()
-                closed.add()
-
-            async with trio.open_nursery() as nursery:
-                for index in range(count):
-                    nursery.start_soon(flood, index)
-                await connected.reach(count)
-                during = server.usage()
-                started = trio.current_time()
-                replies = await upload_files(LOCAL, server.port, [(legit, "legit.bin")], timeout=10)
-                served_in = trio.current_time() - started
-                peak = server.usage()
-                _report("upload flood", before, peak, f"legit put {served_in:.2f} s")
-                # An admitted connection inside a body: its socket and the temporary file.
-                assert max(during.fds, peak.fds) <= before.fds + 2 * HELD + 16, peak
-                assert peak.hwm - before.rss <= 40 * MIB + HELD * MIB // 4, peak
-                await _all_cut(closed, count, idle + 10)
+            # An admitted connection inside a body: its socket and the temporary file.
+            replies = await _connection_flood(
+                server, "upload flood", behave, put, fds_each=2, memory_each=MIB // 4, cut_within=idle + 10
+            )
     assert [reply.ok for reply in replies] == [True]
     assert (root / "legit.bin").read_bytes() == legit.read_bytes()
     assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == [
@@ -439,8 +463,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ssl
     return cert, key, context
 
 
-async def _echo_round_trip(port: int, context: ssl.SSLContext | None) -> float:
-    started = trio.current_time()
+async def _echo_round_trip(port: int, context: ssl.SSLContext | None) -> None:
     stream: trio.abc.Stream = await trio.open_tcp_stream(LOCAL, port)
     if context is not None:
         stream = trio.SSLStream(stream, context, server_hostname=LOCAL)
@@ -452,7 +475,6 @@ async def _echo_round_trip(port: int, context: ssl.SSLContext | None) -> float:
             assert chunk, "closed before the echo"
             got += chunk
     assert got == b"legitimate"
-    return trio.current_time() - started
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
@@ -463,38 +485,29 @@ async def test_echo_idle_connections_and_garbage_handshakes_are_cut(
     half of them sending garbage instead of a handshake: the gate closes those over the caps, the
     idle or handshake timeout the others, and a legitimate echo is served meanwhile."""
     cert, key, context = tls_files
-    count, idle = 300 * SCALE, 2.0
+    idle = 2.0
     tls_args = ["--tls-cert", str(cert), "--tls-key", str(key)] if tls else []
     flags = _limits(idle_timeout=str(idle), **CAPS)
-    connected, closed = Progress(), Progress()
+
+    async def behave(index: int, stream: trio.SocketStream) -> None:
+        if tls and index % 2:
+            with trio.move_on_after(5):  # a gate's close may come first
+                try:
+                    await stream.send_all(b"\x16\x03\x01" + os.urandom(509))
+                except trio.BrokenResourceError:
+                    pass
+        await _until_closed(stream)
+
+    async def echo() -> None:
+        await _echo_round_trip(server.port, context if tls else None)
+
     with trio.fail_after(TEST_DEADLINE):
         async with serving("echo", *tls_args, *flags, cwd=tmp_path) as server:
-            before = server.usage()
-
-            async def flood(index: int) -> None:
-                stream = await _connect_from(FLOOD_HOSTS[index % len(FLOOD_HOSTS)], server.port)
-                async with stream:
-                    connected.add()
-                    if tls and index % 2:
-                        with trio.move_on_after(5):  # a gate's close may come first
-                            try:
-                                await stream.send_all(b"\x16\x03\x01" + os.urandom(509))
-                            except trio.BrokenResourceError:
-                                pass
-                    await _until_closed(stream)
-                closed.add()
-
-            async with trio.open_nursery() as nursery:
-                for index in range(count):
-                    nursery.start_soon(flood, index)
-                await connected.reach(count)
-                during = server.usage()
-                served_in = await _echo_round_trip(server.port, context if tls else None)
-                peak = server.usage()
-                _report(f"echo {'tls' if tls else 'tcp'} flood", before, peak, f"legit echo {served_in:.2f} s")
-                assert max(during.fds, peak.fds) <= before.fds + HELD + 16, peak
-                assert peak.hwm - before.rss <= 40 * MIB + HELD * MIB // 8, peak
-                await _all_cut(closed, count, HANDSHAKE_TIMEOUT + 10)
+            name = f"echo {'tls' if tls else 'tcp'} flood"
+            # The handshake timeout is the longest a flood connection can last.
+            await _connection_flood(
+                server, name, behave, echo, fds_each=1, memory_each=MIB // 8, cut_within=HANDSHAKE_TIMEOUT + 10
+            )
 
 
 async def test_udp_echo_random_datagrams(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from conformance import launch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,3 +63,14 @@ def fixture_command(protocol: str, script: str, *extra: str) -> str:
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
     """A port on 127.0.0.1 that nothing was bound to a moment ago (for a program that takes a PORT)."""
     return launch.free_port("tcp" if kind == socket.SOCK_STREAM else "udp")
+
+
+async def first_line(stream: trio.abc.ReceiveStream) -> tuple[str, bytes]:
+    """A server's first line on ``stream`` (its ``serving ...`` line), and the bytes read past it."""
+    seen = b""
+    while b"\n" not in seen:
+        chunk = await stream.receive_some()
+        assert chunk, f"exited before its serving line: {seen.decode()!r}"
+        seen += chunk
+    line, _, rest = seen.partition(b"\n")
+    return line.decode(), rest

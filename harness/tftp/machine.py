@@ -22,7 +22,11 @@ Retransmission rules
 * Sender: after ACK k it sends blocks k+1 .. k+W (W = windowsize, 1 means lock-step) and
   waits. An ACK of a block it already saw acknowledged is a duplicate and is ignored: it never
   triggers a resend (RFC 1123 4.2.3.1, the Sorcerer's Apprentice fix). An ACK of a block inside
-  the window moves the window there and sends from the block after it (RFC 7440 section 4).
+  the window moves the window there and sends from the block after it (RFC 7440 section 4), at
+  most once per ``timeout``: a further ACK inside the window within that time only moves the
+  window and sends the blocks never sent, as if the restart's blocks were in flight (they are,
+  unless lost again, and then the timer resends them). Without that, ACKs that each move by
+  one block made the server send a whole window apiece: the window times what they acknowledge.
   On timeout it resends the window after the last ACKed block.
 * Receiver: it ACKs the last block of every window and the final (short) block. A duplicate
   of the newest block it holds is ACKed again (RFC 1350: the ACK was lost); in lock-step every
@@ -260,6 +264,9 @@ class Sender(_Machine):
         self._buf = b""  # data from block max(_acked, 0) + 1 on, starting at _pos
         self._pos = 0
         self._eof = False
+        #: Until when an ACK inside the window sends only blocks never sent (see the module's
+        #: retransmission rules); set by each restart that resends.
+        self._restart_quiet_until = float("-inf")
         #: Bytes of the stream the peer has acknowledged.
         self.bytes_acked = 0
 
@@ -351,11 +358,19 @@ class Sender(_Machine):
             self.state = State.DONE
             self.deadline = None
             return []
-        return self._send_window(index + 1, now)
+        start = index + 1
+        if index < self._sent:  # inside the window: the peer lacks block index + 1 (RFC 7440 section 4)
+            if now < self._restart_quiet_until:
+                start = self._sent + 1
+            else:
+                self._restart_quiet_until = now + self.timeout
+        return self._send_window(start, now, index + self.windowsize)
 
-    def _send_window(self, start: int, now: float) -> list[bytes]:
-        """DATA start .. start+W-1 (no further than the final block)."""
-        stop = start + self.windowsize - 1
+    def _send_window(self, start: int, now: float, stop: int | None = None) -> list[bytes]:
+        """DATA start .. stop, by default the window start .. start+W-1 (no further than the
+        final block; none when start is past stop)."""
+        if stop is None:
+            stop = start + self.windowsize - 1
         final = self._final
         if final is not None and stop > final:
             stop = final

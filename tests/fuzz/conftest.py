@@ -3,6 +3,9 @@
 CI runs a short version. The long version is one command (also in the README):
 
     FUZZ_EXAMPLES=100000 pytest tests/fuzz
+
+The floods at each server, as processes, are in ``tests/integration/test_floods.py``; their long
+version is ``FLOOD_SCALE=10 pytest -p no:randomly tests/integration/test_floods.py``.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.helpers import first_line
+
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 15
 SERVING = re.compile(r"serving (?P<what>[a-z ]+) on (?P<host>[0-9.]+):(?P<port>\d+) \((?P<details>[^()]+)\)")
@@ -59,16 +61,6 @@ SERVERS = {
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
 
 
-async def _first_line(stream: trio.abc.ReceiveStream) -> tuple[str, bytes]:
-    seen = b""
-    while b"\n" not in seen:
-        chunk = await stream.receive_some()
-        assert chunk, f"exited before its serving line: {seen.decode()!r}"
-        seen += chunk
-    line, _, rest = seen.partition(b"\n")
-    return line.decode(), rest
-
-
 def test_every_serve_command_is_covered() -> None:
     from harness import cli
 
@@ -88,7 +80,7 @@ async def test_serving_line_then_exit_0_on_signal(name: str, signum: signal.Sign
     assert process.stderr is not None
     try:
         with trio.fail_after(TIMEOUT):
-            line, rest = await _first_line(process.stderr)
+            line, rest = await first_line(process.stderr)
             match = SERVING.fullmatch(line)
             assert match, line
             assert (match["what"], match["host"]) == (server.what, server.host)
@@ -133,7 +125,7 @@ async def test_tftp_stopped_mid_upload_leaves_no_partial_file(signum: signal.Sig
     assert process.stderr is not None
     try:
         with trio.fail_after(TIMEOUT):
-            line, _ = await _first_line(process.stderr)
+            line, _ = await first_line(process.stderr)
             match = SERVING.fullmatch(line)
             assert match, line
             with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:

@@ -214,6 +214,37 @@ def test_window_restarts_after_an_ack_inside_it() -> None:
     assert sender.receive(Ack(2), 0.2) == []  # a repeat of that ACK changes nothing
 
 
+def test_duplicate_acks_draw_nothing() -> None:
+    sender = _sender(bytes(512 * 200), windowsize=16)
+    sent = len(sender.start(0.0))
+    for step in range(100):
+        sent += len(sender.receive(Ack(2), step * 0.001))
+    assert sent <= 16 + 16  # the first window, and the one restarted by the first ACK 2
+
+
+def test_acks_stepping_through_the_window_draw_what_they_acknowledge() -> None:
+    """Each ACK inside the window restarts it (RFC 7440 section 4), but once per timeout: ACKs
+    that each move one block drew a whole window apiece (100 ACKs: 1600 DATA at windowsize 16)."""
+    sender = _sender(bytes(512 * 400), windowsize=16, timeout=1.0)
+    sent = len(sender.start(0.0))
+    for block in range(1, 101):
+        sent += len(sender.receive(Ack(block), block * 0.001))
+    assert sent <= 16 + 16 + 100
+    # A timeout later the next ACK inside the window restarts it again.
+    assert _blocks(sender.receive(Ack(101), 1.2)) == list(range(102, 118))
+
+
+def test_a_second_gap_within_the_timeout_is_repaired_by_the_timer() -> None:
+    """Block 2 lost, then block 3 of the restarted window: the second gap ACK comes inside the
+    quiet time, so only the new block goes out, and the timer resends the rest."""
+    data = os.urandom(512 * 12 + 100)
+    sender, receiver, received = run_pair(
+        data, windowsize=4, drop=lambda direction, count, datagram: direction == "data" and count in (2, 6)
+    )
+    assert received == data
+    assert sender.state is State.DONE and receiver.state is State.DONE
+
+
 def test_window_timeout_resends_after_the_last_ack() -> None:
     sender = _sender(bytes(512 * 10), windowsize=4)
     sender.start(0.0)

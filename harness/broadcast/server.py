@@ -13,6 +13,7 @@ import logging
 
 import trio
 
+from harness._kit.bursts import BurstLog
 from harness._kit.udp import open_udp_socket
 from harness.broadcast.machine import (
     DEFAULT_BROADCAST_PORT,
@@ -80,6 +81,8 @@ async def serve_presence(
         )
         everyone = (broadcast_address, bound_port)
         never_answer = {broadcast_address, _LIMITED_BROADCAST}
+        # Any source can claim to be a peer, so peers are logged once per burst.
+        bursts = BurstLog(logger)
         await send_datagram(sock, responder.announce(), everyone, logger)
         logger.debug("%r answering on %s:%d, announced to %s:%d", name, bind_host, bound_port, *everyone)
         try:
@@ -89,24 +92,24 @@ async def serve_presence(
                 if received is None:
                     continue
                 for event in responder.receive(*received):
-                    await _act(sock, event, never_answer)
+                    await _act(sock, event, never_answer, bursts)
         finally:
             with trio.move_on_after(_FAREWELL_TIMEOUT, shield=True):
                 await send_datagram(sock, responder.farewell(), everyone, logger)
                 logger.info("%r left, BR_EXIT sent to %s:%d", name, *everyone)
 
 
-async def _act(sock: trio.socket.SocketType, event: PresenceEvent, never_answer: set[str]) -> None:
+async def _act(sock: trio.socket.SocketType, event: PresenceEvent, never_answer: set[str], bursts: BurstLog) -> None:
     if isinstance(event, Send):
         if event.destination[0] in never_answer:
             # Answers are unicast by definition; a "source" that is a broadcast address is forged.
             logger.warning("not answering %s:%d: a broadcast address", *event.destination)
         else:
             await send_datagram(sock, event.datagram, event.destination, logger)
-    elif isinstance(event, PeerSeen) and event.new:
-        logger.info("peer %r at %s:%d", event.peer.name, *event.peer.address)
+    elif isinstance(event, PeerSeen):
+        bursts.log("seen", trio.current_time(), "peer %r at %s:%d", event.peer.name, *event.peer.address)
     elif isinstance(event, PeerGone):
-        logger.info("peer %r at %s:%d left", event.peer.name, *event.peer.address)
+        bursts.log("gone", trio.current_time(), "peer %r at %s:%d left", event.peer.name, *event.peer.address)
     elif isinstance(event, Ignored):
         logger.debug("ignored datagram from %s:%d: %s", *event.source, event.reason)
 

@@ -11,7 +11,12 @@ from harness._kit.addresses import parse_hostport
 from harness._kit.commands import SubParsers, add_server_command, serve_from_args
 from harness._kit.errors import UsageError
 from harness.chat.client import run_terminal_chat
-from harness.chat.machine import DEFAULT_MAX_RETRANSMITS, DEFAULT_RETRANSMIT_INTERVAL
+from harness.chat.machine import (
+    DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_RETRANSMITS,
+    DEFAULT_MEMBER_TIMEOUT,
+    DEFAULT_RETRANSMIT_INTERVAL,
+)
 from harness.chat.server import DEFAULT_CHAT_PORT, serve_chat
 from harness.messenger.arguments import NAME_HELP, check_name
 
@@ -37,6 +42,20 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
         metavar="N",
         help="at most N unacknowledged relays per member (default: no limit, "
         "relays are pipelined; 1 gives stop-and-wait, strict order under loss)",
+    )
+    chat_server.add_argument(
+        "--max-members",
+        type=int,
+        default=DEFAULT_MAX_MEMBERS,
+        metavar="N",
+        help=f"members at most; joins beyond are not answered (default {DEFAULT_MAX_MEMBERS})",
+    )
+    chat_server.add_argument(
+        "--member-timeout",
+        type=float,
+        default=DEFAULT_MEMBER_TIMEOUT,
+        metavar="S",
+        help=f"forget a member silent for S seconds (default {DEFAULT_MEMBER_TIMEOUT:g})",
     )
     chat_server.add_argument(
         "--server-host", metavar="NAME", help="the host field of the server's datagrams (default: this machine's name)"
@@ -83,6 +102,10 @@ def _serve_chat(args: argparse.Namespace) -> int:
     _check_retransmits(args)
     if args.relay_window is not None and args.relay_window < 1:
         raise UsageError(f"--relay-window must be 1 or more, not {args.relay_window}")
+    if args.max_members < 1:
+        raise UsageError(f"--max-members must be 1 or more, not {args.max_members}")
+    if not args.member_timeout > 0:
+        raise UsageError(f"--member-timeout must be positive, not {args.member_timeout:g}")
     if args.server_host is not None:
         check_name(args.server_host, "--server-host")
     serve = partial(
@@ -91,10 +114,13 @@ def _serve_chat(args: argparse.Namespace) -> int:
         max_retransmits=args.max_retransmits,
         server_host_name=args.server_host,
         relay_window=args.relay_window,
+        max_members=args.max_members,
+        member_timeout=args.member_timeout,
     )
     window = "pipelined relays" if args.relay_window is None else f"relay window {args.relay_window}"
     retransmits = f"retransmit every {args.retransmit_interval:g} s, at most {args.max_retransmits} times"
-    return serve_from_args(args, serve, what="chat", details=(window, retransmits))
+    limits = f"at most {args.max_members} members, each forgotten after {args.member_timeout:g} s of silence"
+    return serve_from_args(args, serve, what="chat", details=(window, retransmits, limits))
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -31,6 +31,17 @@ Room (the issue's "chat" protocol):
   for every message).
 - Anything from a non-member except ``BR_ENTRY`` is ignored: no ack, no relay.
 
+Limits (joins are unauthenticated, so anyone can forge them):
+
+- At most ``max_members`` members: a ``BR_ENTRY`` from a new address beyond that is refused
+  (:class:`JoinRefused`, no answer). A join from the room's own address is refused too: the room
+  would relay to itself, and each relay it received would be relayed again.
+- A member not heard from (any datagram) for ``member_timeout`` seconds is forgotten
+  (:class:`MemberExpired`) the next time the room handles anything.
+- The work per datagram does not grow with the member count, except the fan-out of a message:
+  members are a dict in least-recently-heard order (expiry looks at the front only), and the
+  retransmission deadlines are a heap of the relays in flight, not a scan of every member.
+
 Member (the terminal client's core): joins with ``BR_ENTRY`` (retransmitted until ``ANSENTRY``),
 sends each line as ``SENDMSG|SENDCHECKOPT`` and retransmits it with the same packet_no until the
 server's ``RECVMSG``, acknowledges every relay and shows each relay once.
@@ -39,6 +50,8 @@ server's ``RECVMSG``, acknowledges every relay and shows each relay once.
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -54,7 +67,9 @@ from harness.messenger.wire import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_MEMBERS",
     "DEFAULT_MAX_RETRANSMITS",
+    "DEFAULT_MEMBER_TIMEOUT",
     "DEFAULT_RETRANSMIT_INTERVAL",
     "RELAY_COMMAND",
     "ChatMember",
@@ -62,9 +77,11 @@ __all__ = [
     "Delivered",
     "Ignored",
     "JoinFailed",
+    "JoinRefused",
     "Joined",
     "Left",
     "MemberEvent",
+    "MemberExpired",
     "MessageReceived",
     "RelayExpired",
     "RoomEvent",
@@ -85,13 +102,42 @@ DEFAULT_MAX_REMEMBERED = 65536
 
 DEFAULT_SERVER_USER = "server"
 
+# A class's room holds tens of members; each message costs one relay per member, so a few
+# thousand forged members made every message a burst of thousands of datagrams.
+DEFAULT_MAX_MEMBERS = 1024
+
+# Members send nothing while they only read, so this is long; `harness chat` joins again well
+# within it to stay a member.
+DEFAULT_MEMBER_TIMEOUT = 600.0
+
+# Bind addresses that stand for every address of the host.
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+
 
 # Events ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Joined:
-    """Room: ``address`` joined or renamed itself. Member: the server answered our join."""
+    """Room: ``address`` joined (``new``) or joined again. Member: the server answered our join."""
+
+    address: Address
+    nickname: str
+    new: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRefused:
+    """Room: a ``BR_ENTRY`` it did not answer (room full, or from the room's own address)."""
+
+    address: Address
+    nickname: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberExpired:
+    """Room: a member was silent for longer than the member timeout and is forgotten."""
 
     address: Address
     nickname: str
@@ -145,7 +191,7 @@ class JoinFailed:
     server: Address
 
 
-RoomEvent = Send | Joined | Left | Ignored | RelayExpired
+RoomEvent = Send | Joined | JoinRefused | Left | MemberExpired | Ignored | RelayExpired
 MemberEvent = Send | Joined | JoinFailed | MessageReceived | Delivered | Undelivered | Ignored
 
 
@@ -160,6 +206,8 @@ class _Outstanding:
     datagram: Datagram
     transmissions: int = 0
     due: float = 0.0
+    # Acknowledged, given up, or its member gone: its entries in the room's timer heap are stale.
+    settled: bool = False
 
 
 class _Schedule:
@@ -196,11 +244,16 @@ def _acked_packet_no(datagram: Datagram) -> int | None:
 @dataclass(slots=True)
 class _Member:
     nickname: str
+    heard: float
     relays: collections.deque[_Outstanding]
 
 
 class ChatRoom:
-    """The server side of the chat protocol. See the module docstring."""
+    """The server side of the chat protocol. See the module docstring.
+
+    ``own_address`` is the address the room's socket is bound to; joins from it are refused (a
+    wildcard host such as ``0.0.0.0`` refuses joins from any address with the room's port).
+    """
 
     def __init__(
         self,
@@ -212,22 +265,36 @@ class ChatRoom:
         max_retransmits: int = DEFAULT_MAX_RETRANSMITS,
         relay_window: int | None = None,
         max_remembered: int = DEFAULT_MAX_REMEMBERED,
+        max_members: int = DEFAULT_MAX_MEMBERS,
+        member_timeout: float = DEFAULT_MEMBER_TIMEOUT,
+        own_address: Address | None = None,
     ) -> None:
         if relay_window is not None and relay_window < 1:
             raise ValueError(f"relay_window must be None or >= 1, not {relay_window}")
+        if max_members < 1:
+            raise ValueError(f"max_members must be >= 1, not {max_members}")
+        if not member_timeout > 0:
+            raise ValueError(f"member_timeout must be positive, not {member_timeout!r}")
         # Validate the names once, here, rather than on the first answer.
         Datagram(VERSION, 0, server_user, server_host, Command.ANSENTRY)
         self.server_host = server_host
         self.server_user = server_user
+        self.max_members = max_members
+        self.member_timeout = member_timeout
+        self.own_address = own_address
         self._schedule = _Schedule(retransmit_interval, max_retransmits)
         self._window = relay_window
         self._packet_numbers = PacketNumbers(first_packet_no)
-        self._members: dict[Address, _Member] = {}
+        # Least recently heard first: expiry only ever looks at the front.
+        self._members: collections.OrderedDict[Address, _Member] = collections.OrderedDict()
+        # (due, tiebreak, relay) for every transmission; stale once the relay is settled or retransmitted.
+        self._timers: list[tuple[float, int, _Outstanding]] = []
+        self._tiebreak = itertools.count()
         self._relayed = Remembered(max_remembered)
 
     @property
     def members(self) -> Mapping[Address, str]:
-        """Address -> nickname, in joining order."""
+        """Address -> nickname, least recently heard first."""
         return {address: member.nickname for address, member in self._members.items()}
 
     def unacknowledged(self, address: Address) -> list[int]:
@@ -236,52 +303,74 @@ class ChatRoom:
         return [] if member is None else [relay.datagram.packet_no for relay in member.relays]
 
     def receive(self, datagram: Datagram, source: Address, now: float) -> list[RoomEvent]:
+        events = self._expire(now)
         if datagram.command == Command.BR_ENTRY:
-            return self._join(datagram, source)
+            events.extend(self._join(datagram, source, now))
+            return events
         member = self._members.get(source)
         if member is None:
-            return [Ignored(source, datagram, "not a member")]
+            events.append(Ignored(source, datagram, "not a member"))
+            return events
+        member.heard = now
+        self._members.move_to_end(source)
         if datagram.command == Command.BR_EXIT:
-            del self._members[source]
-            return [Left(source, member.nickname)]
-        if datagram.command == Command.SENDMSG:
-            return self._message(datagram, source, member, now)
-        if datagram.command == Command.RECVMSG:
-            return self._ack(datagram, source, member, now)
-        return [Ignored(source, datagram, f"command {datagram.command} means nothing to the room")]
+            self._forget(source)
+            events.append(Left(source, member.nickname))
+        elif datagram.command == Command.SENDMSG:
+            events.extend(self._message(datagram, source, member, now))
+        elif datagram.command == Command.RECVMSG:
+            events.extend(self._ack(datagram, source, member, now))
+        else:
+            events.append(Ignored(source, datagram, f"command {datagram.command} means nothing to the room"))
+        return events
 
     def poll(self, now: float) -> list[RoomEvent]:
-        """Retransmit or give up on the relays that are due at ``now``."""
-        events: list[RoomEvent] = []
-        for member in self._members.values():
-            spent: list[_Outstanding] = []
-            for relay in self._in_flight(member):
-                if not relay.transmissions or relay.due > now:
-                    continue
-                if self._schedule.is_spent(relay):
-                    spent.append(relay)
-                else:
-                    events.append(self._schedule.transmit(relay, now))
-            for relay in spent:
-                member.relays.remove(relay)
-                events.append(RelayExpired(relay.destination, relay.datagram))
-            if spent:
-                events.extend(self._start_relays(member, now))
+        """Retransmit or give up on the relays that are due at ``now``; forget silent members."""
+        events = self._expire(now)
+        while self._timers and self._timers[0][0] <= now:
+            due, _, relay = heapq.heappop(self._timers)
+            if relay.settled or relay.due != due:
+                continue
+            if not self._schedule.is_spent(relay):
+                events.append(self._transmit(relay, now))
+                continue
+            member = self._members[relay.destination]
+            relay.settled = True
+            member.relays.remove(relay)
+            events.append(RelayExpired(relay.destination, relay.datagram))
+            events.extend(self._start_relays(member, now))
         return events
 
     def next_deadline(self) -> float | None:
-        """The earliest time :meth:`poll` has something to do, or None."""
-        dues = [
-            relay.due for member in self._members.values() for relay in self._in_flight(member) if relay.transmissions
-        ]
-        return min(dues, default=None)
+        """The earliest time :meth:`poll` has a relay to retransmit or give up, or None.
 
-    def _join(self, datagram: Datagram, source: Address) -> list[RoomEvent]:
+        Member expiry has no deadline of its own: a silent member costs nothing until the room
+        handles something, and then :meth:`receive` and :meth:`poll` forget it first.
+        """
+        while self._timers:
+            due, _, relay = self._timers[0]
+            if not relay.settled and relay.due == due:
+                return due
+            heapq.heappop(self._timers)
+        return None
+
+    def is_own(self, address: Address) -> bool:
+        """Whether ``address`` may be the room's own socket."""
+        own = self.own_address
+        return own is not None and address[1] == own[1] and (own[0] in _WILDCARD_HOSTS or address[0] == own[0])
+
+    def _join(self, datagram: Datagram, source: Address, now: float) -> list[RoomEvent]:
         member = self._members.get(source)
         if member is None:
-            self._members[source] = _Member(datagram.user, collections.deque())
+            if self.is_own(source):
+                return [JoinRefused(source, datagram.user, "the room's own address")]
+            if len(self._members) >= self.max_members:
+                return [JoinRefused(source, datagram.user, f"the room is full ({self.max_members} members)")]
+            self._members[source] = _Member(datagram.user, now, collections.deque())
         else:
             member.nickname = datagram.user
+            member.heard = now
+            self._members.move_to_end(source)
         answer = Datagram(
             VERSION,
             next(self._packet_numbers),
@@ -291,7 +380,22 @@ class ChatRoom:
             0,
             datagram.user,
         )
-        return [Joined(source, datagram.user), Send(source, answer)]
+        return [Joined(source, datagram.user, member is None), Send(source, answer)]
+
+    def _expire(self, now: float) -> list[RoomEvent]:
+        events: list[RoomEvent] = []
+        silent_since = now - self.member_timeout
+        while self._members:
+            address, member = next(iter(self._members.items()))
+            if member.heard > silent_since:
+                break
+            self._forget(address)
+            events.append(MemberExpired(address, member.nickname))
+        return events
+
+    def _forget(self, address: Address) -> None:
+        for relay in self._members.pop(address).relays:
+            relay.settled = True
 
     def _message(self, datagram: Datagram, source: Address, member: _Member, now: float) -> list[RoomEvent]:
         events: list[RoomEvent] = []
@@ -320,19 +424,21 @@ class ChatRoom:
             events.append(self._ack_for(datagram, source))
         for address, other in self._members.items():
             if address != source:
-                other.relays.append(_Outstanding(address, relay))
-                events.extend(self._start_relays(other, now))
+                item = _Outstanding(address, relay)
+                other.relays.append(item)
+                # Everything ahead of it in the window is in flight already, so only it can start.
+                if self._window is None or len(other.relays) <= self._window:
+                    events.append(self._transmit(item, now))
         return events
 
     def _ack(self, datagram: Datagram, source: Address, member: _Member, now: float) -> list[RoomEvent]:
         packet_no = _acked_packet_no(datagram)
-        acked = [
-            relay for relay in self._in_flight(member) if relay.transmissions and relay.datagram.packet_no == packet_no
-        ]
-        if not acked:
-            return [Ignored(source, datagram, "acknowledges nothing outstanding")]
-        member.relays.remove(acked[0])
-        return self._start_relays(member, now)
+        for relay in self._in_flight(member):
+            if relay.transmissions and relay.datagram.packet_no == packet_no:
+                relay.settled = True
+                member.relays.remove(relay)
+                return self._start_relays(member, now)
+        return [Ignored(source, datagram, "acknowledges nothing outstanding")]
 
     def _ack_for(self, datagram: Datagram, source: Address) -> Send:
         ack = Datagram(
@@ -347,16 +453,18 @@ class ChatRoom:
         return Send(source, ack)
 
     def _in_flight(self, member: _Member) -> Iterator[_Outstanding]:
-        for index, relay in enumerate(member.relays):
-            if self._window is not None and index >= self._window:
-                return
-            yield relay
+        if self._window is None:
+            return iter(member.relays)
+        return itertools.islice(member.relays, self._window)
 
     def _start_relays(self, member: _Member, now: float) -> list[RoomEvent]:
         """First transmissions of the relays that now fit the window, in receipt order."""
-        return [
-            self._schedule.transmit(relay, now) for relay in list(self._in_flight(member)) if not relay.transmissions
-        ]
+        return [self._transmit(relay, now) for relay in list(self._in_flight(member)) if not relay.transmissions]
+
+    def _transmit(self, relay: _Outstanding, now: float) -> Send:
+        send = self._schedule.transmit(relay, now)
+        heapq.heappush(self._timers, (relay.due, next(self._tiebreak), relay))
+        return send
 
 
 # Member ---------------------------------------------------------------------------------------------

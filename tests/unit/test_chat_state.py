@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,8 +17,10 @@ from harness.chat.machine import (
     Ignored,
     Joined,
     JoinFailed,
+    JoinRefused,
     Left,
     MemberEvent,
+    MemberExpired,
     MessageReceived,
     RelayExpired,
     RoomEvent,
@@ -268,6 +272,84 @@ def test_each_member_gets_every_other_members_message_once_in_receipt_order(
         assert received == expected
 
 
+# Limits ------------------------------------------------------------------------------------------
+
+
+def test_joins_beyond_the_cap_are_refused_without_an_answer() -> None:
+    room = room_with((A, "alice"), (B, "bob"), max_members=2)
+    events = room.receive(datagram(1, Command.BR_ENTRY, user="carol"), C, 0.0)
+    assert events == [JoinRefused(C, "carol", "the room is full (2 members)")]
+    assert room.members == {A: "alice", B: "bob"}
+    # A member joining again is no new member; once one leaves there is room.
+    assert sends_to(room.receive(datagram(2, Command.BR_ENTRY, user="alicia"), A, 0.0), A)
+    room.receive(datagram(3, Command.BR_EXIT, user="bob"), B, 0.0)
+    assert Joined(C, "carol") in room.receive(datagram(4, Command.BR_ENTRY, user="carol"), C, 0.0)
+
+
+@pytest.mark.parametrize("bound", [("127.0.0.1", 8081), ("0.0.0.0", 8081)])
+def test_the_rooms_own_address_is_never_a_member(bound: Address) -> None:
+    """A BR_ENTRY forged with the room's address made the room relay to itself."""
+    room = room_with((A, "alice"), own_address=bound)
+    events = room.receive(datagram(1, Command.BR_ENTRY, user="room"), ("127.0.0.1", 8081), 0.0)
+    assert events == [JoinRefused(("127.0.0.1", 8081), "room", "the room's own address")]
+    assert room.members == {A: "alice"}
+    # Another port on the same host is somebody else.
+    assert sends_to(
+        room.receive(datagram(2, Command.BR_ENTRY, user="bob"), ("127.0.0.1", 8082), 0.0), ("127.0.0.1", 8082)
+    )
+
+
+def test_a_silent_member_is_forgotten_after_the_timeout() -> None:
+    room = room_with((A, "alice"), (B, "bob"), (C, "carol"), member_timeout=60.0)
+    say(room, A, 1, "hi", now=30.0)  # alice speaks; bob and carol owe acks
+    [relay] = sends_to(room.poll(30.5), C)
+    ack(room, C, relay, 31.0)  # carol acknowledges: heard at 31
+    events = room.poll(60.0)
+    assert MemberExpired(B, "bob") in events
+    assert room.members == {A: "alice", C: "carol"}
+    assert room.unacknowledged(B) == []
+    [again] = sends_to(say(room, A, 2, "again", now=60.5), C)
+    assert room.members == {A: "alice", C: "carol"}
+    ack(room, C, again, 61.0)
+    # Expiry happens in receive too: a message after a long silence goes to nobody who left.
+    events = say(room, C, 1, "late", now=120.9)
+    assert MemberExpired(A, "alice") in events
+    assert room.members == {C: "carol"}
+    assert sends_to(events, A) == []
+    # A forgotten member joins again like anyone else.
+    assert Joined(B, "bob") in room.receive(datagram(9, Command.BR_ENTRY, user="bob"), B, 121.0)
+
+
+def test_retransmissions_to_a_forgotten_member_stop() -> None:
+    room = room_with((A, "alice"), (B, "bob"), member_timeout=1.7, max_retransmits=10)
+    room.receive(datagram(2, Command.BR_ENTRY, user="alice"), A, 1.0)
+    [relay] = sends_to(say(room, A, 1, "hi", now=1.0), B)
+    assert sends_to(room.poll(1.5), B) == [relay]
+    events = room.poll(2.0)  # bob, silent since 0, is forgotten before his relay is due again
+    assert events == [MemberExpired(B, "bob")]
+    assert room.next_deadline() is None
+
+
+def test_work_per_datagram_does_not_grow_with_the_members() -> None:
+    """Each datagram once scanned every member: 4.7 ms with 12,000 members, 1.5 us with none."""
+    room = ChatRoom(server_host="srv", first_packet_no=1, max_members=12_001)
+    for index in range(12_000):
+        member = (f"127.1.{index // 200}.{index % 200 + 1}", 1024 + index)
+        room.receive(datagram(index, Command.BR_ENTRY, user=f"m{index}"), member, 0.0)
+    room.receive(datagram(1, Command.BR_ENTRY, user="alice"), A, 0.0)
+    assert len(sends(say(room, A, 1, "to everyone", now=0.0))) == 12_001  # the ack and 12,000 relays
+    strangers = [(datagram(n, Command.SENDMSG, "x"), ("127.9.0.1", 2000 + n)) for n in range(250)]
+    acks = [(datagram(n, Command.RECVMSG, "1"), A) for n in range(250)]
+    started = time.perf_counter()
+    for message, source in strangers + acks:  # as the server does for each datagram
+        room.receive(message, source, 0.1)
+        room.poll(0.1)
+        room.next_deadline()
+    elapsed = time.perf_counter() - started
+    # Generous: about 1 ms on the development machine; scanning the members took over 2 s.
+    assert elapsed < 0.5, f"500 datagrams took {elapsed:.2f} s with 12,000 members"
+
+
 # Member -------------------------------------------------------------------------------------------
 
 
@@ -370,5 +452,9 @@ def test_invalid_settings_are_refused() -> None:
         ChatRoom(server_host="srv", relay_window=0)
     with pytest.raises(ValueError):
         ChatRoom(server_host="a:b")
+    with pytest.raises(ValueError):
+        ChatRoom(server_host="srv", max_members=0)
+    with pytest.raises(ValueError):
+        ChatRoom(server_host="srv", member_timeout=0)
     with pytest.raises(ValueError):
         ChatMember(server=SERVER, name="", host="pc")

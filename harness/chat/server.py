@@ -71,7 +71,9 @@ async def serve_chat(
             member_timeout=member_timeout,
             own_address=own_address,
         )
-        bursts = _Bursts(BurstLog(logger), BurstLog(logger, level=logging.WARNING))
+        bursts = _Bursts(
+            BurstLog(logger), BurstLog(logger, level=logging.WARNING), BurstLog(logger, allowance=MEMBER_LINES)
+        )
         logger.debug("chat room on %s:%d", *own_address)
         task_status.started(own_address[1])
         while True:
@@ -83,26 +85,42 @@ async def serve_chat(
             await _send_and_log(sock, bursts, room.poll(trio.current_time()))
 
 
+#: Joins and leaves logged per 10 s: all of a class's, not all of a forger's.
+MEMBER_LINES = 30
+#: A nickname is shown up to this many characters in the log.
+_NAME_SHOWN = 40
+
+
 class _Bursts(NamedTuple):
     notes: BurstLog
     warnings: BurstLog
+    members: BurstLog
+
+
+def _shown(nickname: str) -> str:
+    return repr(nickname if len(nickname) <= _NAME_SHOWN else nickname[:_NAME_SHOWN] + "...")
 
 
 async def _send_and_log(sock: trio.socket.SocketType, bursts: _Bursts, events: list[RoomEvent]) -> None:
     for event in events:
         if isinstance(event, Joined):
-            logger.log(
-                logging.INFO if event.new else logging.DEBUG, "%s:%d joined as %r", *event.address, event.nickname
-            )
+            if event.new:
+                bursts.members.log(
+                    "member", trio.current_time(), "%s:%d joined as %s", *event.address, _shown(event.nickname)
+                )
         elif isinstance(event, Left):
-            logger.info("%s:%d (%r) left", *event.address, event.nickname)
+            bursts.members.log("member", trio.current_time(), "%s:%d (%s) left", *event.address, _shown(event.nickname))
         elif isinstance(event, JoinRefused):
             bursts.warnings.log(
                 "refused", trio.current_time(), "join from %s:%d refused: %s", *event.address, event.reason
             )
         elif isinstance(event, MemberExpired):
             bursts.notes.log(
-                "expired", trio.current_time(), "%s:%d (%r) forgotten: silent too long", *event.address, event.nickname
+                "expired",
+                trio.current_time(),
+                "%s:%d (%s) forgotten: silent too long",
+                *event.address,
+                _shown(event.nickname),
             )
         elif isinstance(event, RelayExpired):
             bursts.warnings.log(

@@ -99,6 +99,10 @@ class _Refusal(Exception):
         self.message = message
 
 
+#: Lines about requests (refusals, ends of transfers) logged per 10 s; more are counted.
+REQUEST_LINES = 30
+
+
 @dataclass(frozen=True, slots=True)
 class _Config:
     root: Path
@@ -110,6 +114,9 @@ class _Config:
     limiter: trio.CapacityLimiter
     max_transfers: int
     max_transfers_per_host: int
+    #: A line per request (refused, ended) as a person trying a client sees them, but not one
+    #: per datagram of a flood of requests.
+    requests_log: BurstLog = field(default_factory=lambda: BurstLog(logger, allowance=REQUEST_LINES))
 
 
 @dataclass
@@ -267,7 +274,9 @@ async def _serve_request(
                 else:
                     await _serve_write(sock, request, client, config)
             except _Refusal as refusal:
-                logger.info(
+                config.requests_log.log(
+                    "refused",
+                    trio.current_time(),
                     "%s %s from %s refused: %s",
                     kind,
                     _short(repr(request.filename)),
@@ -399,27 +408,35 @@ async def _serve_read(sock: UdpSocket, request: Request, client: Address, config
         except OSError as exc:
             for datagram in sender.abort(ErrorCode.NOT_DEFINED, f"read error: {exc.strerror or exc}"):
                 await send_quietly(sock, datagram, client)
-    _log_end("RRQ", request, client, sender, options.blksize, started)
+    _log_end("RRQ", request, client, sender, options.blksize, started, config.requests_log)
 
 
 def _log_end(
-    kind: str, request: Request, client: Address, machine: Sender | Receiver, blksize: int, started: float
+    kind: str,
+    request: Request,
+    client: Address,
+    machine: Sender | Receiver,
+    blksize: int,
+    started: float,
+    log: BurstLog,
 ) -> None:
-    elapsed = trio.current_time() - started
+    now = trio.current_time()
+    elapsed = now - started
+    name = _short(repr(request.filename))
     if machine.state is State.FAILED:
         error = machine.error
         if isinstance(error, TftpRemoteError) and error.code == ErrorCode.OPTION_NEGOTIATION:
-            logger.info(
-                "%s %s from %s: client declined the options (ERROR 8)", kind, _short(repr(request.filename)), client[:2]
-            )
+            log.log("ended", now, "%s %s from %s: client declined the options (ERROR 8)", kind, name, client[:2])
         else:
-            logger.info("%s %s from %s failed: %s", kind, _short(repr(request.filename)), client[:2], error)
+            log.log("ended", now, "%s %s from %s failed: %s", kind, name, client[:2], _short(str(error)))
         return
     count = machine.bytes_acked if isinstance(machine, Sender) else machine.bytes_received
-    logger.info(
+    log.log(
+        "ended",
+        now,
         "%s %s from %s: %d bytes, blksize %d, %d retransmissions, %.3f s",
         kind,
-        _short(repr(request.filename)),
+        name,
         client[:2],
         count,
         blksize,
@@ -512,6 +529,6 @@ async def _serve_write(sock: UdpSocket, request: Request, client: Address, confi
             else:
                 # Dallying is a few datagrams at most: this task can do it without a thread.
                 await run_machine(sock, client, receiver, begin=receiver.confirm, bufsize=bufsize)
-        _log_end("WRQ", request, client, receiver, options.blksize, started)
+        _log_end("WRQ", request, client, receiver, options.blksize, started, config.requests_log)
     finally:
         partial.discard()

@@ -35,3 +35,12 @@ def test_a_caller_cannot_grow_the_table_without_bound() -> None:
     for i in range(10_000):
         log.log(f"kind-{i}", 0.0, "x")
     assert len(log._kinds) <= 64
+
+
+def test_an_allowance_logs_that_many_lines_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    log = BurstLog(logging.getLogger("test.bursts"), interval=10.0, allowance=3)
+    with caplog.at_level(logging.INFO, logger="test.bursts"):
+        logged = [log.log("refused", 100.0 + i, "refused %d", i) for i in range(8)]
+        assert log.log("refused", 110.0, "refused %d", 10)
+    assert logged == [True, True, True, False, False, False, False, False]
+    assert caplog.records[-1].getMessage() == "refused 10 (5 more like it not logged in the last 10 s)"

@@ -153,9 +153,13 @@ def test_reference_passes_every_case(runs: ModuleRuns, key: str) -> None:
     assert set(results.values()) == {"passed"}, run.stdout
     assert len(results) >= 30
     assert "DATA 2 was sent again after" in notes(run, "rrq.lost-ack")
-    assert "DATA 1 was resent at 1.0, 3.0, 7.0, 15.0, 23.0 s after the first; then nothing: gave up after 5" in notes(
-        run, "rrq.give-up"
+    # The reference's schedule (1, 2, 4, 8, 8 s apart); a loaded machine adds a little to each.
+    resent = re.search(
+        r"DATA 1 was resent at ([0-9., ]+) s after the first; then nothing: gave up after 5", notes(run, "rrq.give-up")
     )
+    assert resent, notes(run, "rrq.give-up")
+    times = [float(t) for t in resent[1].split(", ")]
+    assert times == pytest.approx([1.0, 3.0, 7.0, 15.0, 23.0], abs=0.5), times
     assert "followed by block 0" in notes(run, "wrap.blksize8")
 
 

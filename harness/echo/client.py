@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from harness._kit.tls import open_client_stream
 from harness._kit.udp import open_udp_socket
 
 # Matches the server's read size; large enough that a 1 MiB payload takes few iterations.
@@ -32,16 +33,7 @@ async def open_echo_stream(
     Raises :class:`OSError` when the connection fails and :class:`trio.BrokenResourceError`
     when the TLS handshake fails.
     """
-    stream = await trio.open_tcp_stream(host, port)
-    if ssl_context is None:
-        return stream
-    tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
-    try:
-        await tls.do_handshake()
-    except BaseException:
-        await trio.aclose_forcefully(tls)
-        raise
-    return tls
+    return await open_client_stream(host, port, ssl_context=ssl_context, server_hostname=server_hostname)
 
 
 async def echo_once(

@@ -25,6 +25,7 @@ from pathlib import Path
 import trio
 
 from harness._kit.framing import NEED_DATA, FrameLengthError, IncompleteStream, RemoteProtocolError
+from harness._kit.tls import connect_or_fail
 from harness.upload.wire import (
     ConnectionClosed,
     PutHeader,
@@ -78,16 +79,6 @@ def hash_file(path: Path) -> tuple[int, str]:
     return size, md5.hexdigest()
 
 
-def _connect_error(exc: OSError) -> str:
-    # trio reports "all attempts to connect ... failed" and chains the per-address errors.
-    cause = exc.__cause__
-    if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-        cause = cause.exceptions[0]
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    return exc.strerror or str(exc)
-
-
 async def open_upload_stream(
     host: str,
     port: int,
@@ -96,22 +87,9 @@ async def open_upload_stream(
     server_hostname: str | None = None,
 ) -> trio.abc.Stream:
     """A connection to an upload server, TLS (handshake done) when ``ssl_context`` is given."""
-    try:
-        tcp = await trio.open_tcp_stream(host, port)
-    except OSError as exc:
-        raise UploadClientError(f"cannot connect to {host}:{port}: {_connect_error(exc)}") from exc
-    if ssl_context is None:
-        return tcp
-    tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname or host)
-    try:
-        await tls.do_handshake()
-    except trio.BrokenResourceError as exc:
-        await trio.aclose_forcefully(tls)
-        raise UploadClientError(f"TLS handshake with {host}:{port} failed: {exc.__cause__ or exc}") from exc
-    except BaseException:
-        await trio.aclose_forcefully(tls)
-        raise
-    return tls
+    return await connect_or_fail(
+        host, port, ssl_context=ssl_context, server_hostname=server_hostname, failure=UploadClientError
+    )
 
 
 class _Exchange:

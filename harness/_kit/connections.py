@@ -1,18 +1,19 @@
 """One client connection of a framed stream server (command, upload): how it ends, is logged and closed.
 
-A subclass serves the requests in ``_serve_requests()`` and says how a refused frame is answered in
-``_error_reply()``; :meth:`FramedConnection.serve` turns every way a connection can end into one log
-line and a bounded close, so that one client's fault never reaches the server's other tasks.
+A subclass gives its request decoder, serves the requests in ``_serve_requests()`` (taking them
+from ``_next_event()``) and says how a refused frame is answered in ``_error_reply()``;
+:meth:`FramedConnection.serve` turns every way a connection can end into one log line and a
+bounded close, so that one client's fault never reaches the server's other tasks.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import trio
 
-from harness._kit.framing import IncompleteStream, RemoteProtocolError
+from harness._kit.framing import NEED_DATA, FrameDecoder, IncompleteStream, RemoteProtocolError
 
 __all__ = ["LINGER_SECONDS", "CloseConnection", "FramedConnection", "peer_name"]
 
@@ -24,6 +25,9 @@ LINGER_SECONDS = 2.0
 
 class CloseConnection(Exception):
     """The connection is over: the client went idle, or the reply said so."""
+
+
+EventT = TypeVar("EventT")
 
 
 def peer_name(stream: trio.abc.Stream) -> str:
@@ -38,10 +42,12 @@ def peer_name(stream: trio.abc.Stream) -> str:
     return f"{host}:{port}"
 
 
-class FramedConnection:
+class FramedConnection(Generic[EventT]):
     """Serves the requests of one client connection, in order."""
 
-    #: What one receive asks for while lingering.
+    decoder: FrameDecoder[EventT, Any]
+
+    #: What one receive asks for.
     receive_size: ClassVar[int]
     #: Why the client is dropped when it does not accept a reply, with the timeout as ``{:g}``.
     send_timeout_reason: ClassVar[str]
@@ -82,6 +88,29 @@ class FramedConnection:
                     pass
 
     async def _serve_requests(self) -> None:
+        raise NotImplementedError
+
+    async def _next_event(self) -> EventT:
+        """The client's next request event, receiving until the decoder has one."""
+        while True:
+            event = self.decoder.next_event()
+            if event is not NEED_DATA:
+                return event
+            with trio.move_on_at(self._receive_deadline()):
+                data = await self.stream.receive_some(self.receive_size)
+                self._received(len(data))
+                self.decoder.receive_data(data)
+                continue
+            raise CloseConnection(self._silence_reason())
+
+    def _receive_deadline(self) -> float:
+        return trio.current_time() + self.idle_timeout
+
+    def _received(self, nbytes: int) -> None:
+        """``nbytes`` more came from the client (``0``: its end of stream)."""
+
+    def _silence_reason(self) -> str:
+        """Why the client is dropped when nothing came by ``_receive_deadline()``."""
         raise NotImplementedError
 
     def _error_reply(self, exc: RemoteProtocolError) -> bytes:

@@ -85,15 +85,23 @@ async def connect_or_fail(
     *,
     ssl_context: ssl.SSLContext | None,
     server_hostname: str | None,
+    timeout: float,
     failure: Callable[[str], Exception],
+    too_slow: Callable[[str], Exception] | None = None,
 ) -> trio.abc.Stream:
-    """:func:`open_client_stream`, its errors raised as ``failure(message)`` for a command's user."""
-    try:
-        return await open_client_stream(host, port, ssl_context=ssl_context, server_hostname=server_hostname)
-    except OSError as exc:
-        raise failure(f"cannot connect to {host}:{port}: {connect_reason(exc)}") from exc
-    except trio.BrokenResourceError as exc:
-        raise failure(f"TLS handshake with {host}:{port} failed: {exc.__cause__ or exc}") from exc
+    """:func:`open_client_stream` within ``timeout`` seconds, for a command's user.
+
+    Its errors are raised as ``failure(message)``, and running out of time as ``too_slow(message)``
+    (``failure`` when there is none).
+    """
+    with trio.move_on_after(timeout):
+        try:
+            return await open_client_stream(host, port, ssl_context=ssl_context, server_hostname=server_hostname)
+        except OSError as exc:
+            raise failure(f"cannot connect to {host}:{port}: {connect_reason(exc)}") from exc
+        except trio.BrokenResourceError as exc:
+            raise failure(f"TLS handshake with {host}:{port} failed: {exc.__cause__ or exc}") from exc
+    raise (too_slow or failure)(f"cannot connect to {host}:{port} within {timeout:g} s")
 
 
 # Names the embedded certificate is valid for, so clients may use any loopback spelling.

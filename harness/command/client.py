@@ -53,11 +53,14 @@ async def open_command_stream(
     timeout: float = CONNECT_SECONDS,
 ) -> trio.abc.Stream:
     """A connection to a command server, TLS (handshake done) when ``ssl_context`` is given."""
-    with trio.move_on_after(timeout):
-        return await connect_or_fail(
-            host, port, ssl_context=ssl_context, server_hostname=server_hostname, failure=CommandClientError
-        )
-    raise CommandClientError(f"cannot connect to {host}:{port} within {timeout:g} s")
+    return await connect_or_fail(
+        host,
+        port,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        timeout=timeout,
+        failure=CommandClientError,
+    )
 
 
 class CommandSession:

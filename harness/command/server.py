@@ -30,16 +30,16 @@ from typing import BinaryIO
 
 import trio
 
-from harness._kit.connections import CloseConnection, FramedConnection
-from harness._kit.framing import NEED_DATA, RemoteProtocolError
+from harness._kit.connections import FramedConnection
+from harness._kit.framing import RemoteProtocolError
 from harness._kit.tls import open_stream_listeners
 from harness.command.builtins import BLOCK, FileOutput, Outcome, OutputSource, run_builtin
 from harness.command.wire import (
-    Command,
     ConnectionClosed,
     ErrorReply,
     ReplyHeader,
     RequestDecoder,
+    RequestEvent,
     encode_reply_header,
 )
 
@@ -80,7 +80,7 @@ async def run_shell_command(line: str, *, root: Path) -> Outcome:
         return Outcome(status, _spooled_output(out), _spooled_output(err))
 
 
-class CommandConnection(FramedConnection):
+class CommandConnection(FramedConnection[RequestEvent]):
     """Serves the commands of one client connection, in order."""
 
     receive_size = RECEIVE_SIZE
@@ -94,6 +94,9 @@ class CommandConnection(FramedConnection):
     def _error_reply(self, exc: RemoteProtocolError) -> bytes:
         return encode_reply_header(ErrorReply(exc.code, exc.message))
 
+    def _silence_reason(self) -> str:
+        return f"no command for {self.idle_timeout:g} s"
+
     async def _serve_requests(self) -> None:
         while True:
             event = await self._next_event()
@@ -106,16 +109,6 @@ class CommandConnection(FramedConnection):
                 outcome.stdout.close()
                 outcome.stderr.close()
             logger.debug("%s: %r: exit status %d", self.peer, event.line, outcome.exit_status)
-
-    async def _next_event(self) -> Command | ConnectionClosed:
-        while True:
-            event = self.decoder.next_event()
-            if event is not NEED_DATA:
-                return event
-            with trio.move_on_after(self.idle_timeout):
-                self.decoder.receive_data(await self.stream.receive_some(RECEIVE_SIZE))
-                continue
-            raise CloseConnection(f"no command for {self.idle_timeout:g} s")
 
     async def _reply(self, outcome: Outcome) -> None:
         pending = bytearray(

@@ -79,19 +79,6 @@ def hash_file(path: Path) -> tuple[int, str]:
     return size, md5.hexdigest()
 
 
-async def open_upload_stream(
-    host: str,
-    port: int,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-) -> trio.abc.Stream:
-    """A connection to an upload server, TLS (handshake done) when ``ssl_context`` is given."""
-    return await connect_or_fail(
-        host, port, ssl_context=ssl_context, server_hostname=server_hostname, failure=UploadClientError
-    )
-
-
 class _Exchange:
     """Requests written by one task while another reads the replies, on one stream."""
 
@@ -219,16 +206,17 @@ async def _exchange_on(
 
 
 async def _connect(
-    host: str,
-    port: int,
-    *,
-    ssl_context: ssl.SSLContext | None,
-    server_hostname: str | None,
-    timeout: float,
+    host: str, port: int, *, ssl_context: ssl.SSLContext | None, server_hostname: str | None, timeout: float
 ) -> trio.abc.Stream:
-    with trio.move_on_after(timeout):
-        return await open_upload_stream(host, port, ssl_context=ssl_context, server_hostname=server_hostname)
-    raise UploadTimeout(f"cannot connect to {host}:{port} within {timeout:g} s")
+    return await connect_or_fail(
+        host,
+        port,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        timeout=timeout,
+        failure=UploadClientError,
+        too_slow=UploadTimeout,
+    )
 
 
 def _put_requests(files: Sequence[tuple[str | os.PathLike[str], str]]) -> list[_Put | _Stat]:

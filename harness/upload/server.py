@@ -31,9 +31,9 @@ from pathlib import Path
 import trio
 
 from harness._kit.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, ConnectionGate
-from harness._kit.connections import CloseConnection, FramedConnection
+from harness._kit.connections import FramedConnection
 from harness._kit.deadlines import ProgressDeadline
-from harness._kit.framing import NEED_DATA, RemoteProtocolError
+from harness._kit.framing import RemoteProtocolError
 from harness._kit.tls import open_stream_listeners
 from harness.upload.names import path_under_root
 from harness.upload.wire import (
@@ -249,7 +249,7 @@ class _BodyWriter:
         await self._send.aclose()
 
 
-class UploadConnection(FramedConnection):
+class UploadConnection(FramedConnection[RequestEvent]):
     """Serves the requests of one client connection, in order."""
 
     receive_size = RECEIVE_SIZE
@@ -294,17 +294,14 @@ class UploadConnection(FramedConnection):
                 await self._linger()
                 return
 
-    async def _next_event(self) -> RequestEvent:
-        while True:
-            event = self.decoder.next_event()
-            if event is not NEED_DATA:
-                return event
-            with trio.move_on_at(self.deadline.at):
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-                self.deadline.progress(len(data))
-                self.decoder.receive_data(data)
-                continue
-            raise CloseConnection(f"too slow: {self.deadline.describe(trio.current_time())}")
+    def _receive_deadline(self) -> float:
+        return self.deadline.at
+
+    def _received(self, nbytes: int) -> None:
+        self.deadline.progress(nbytes)
+
+    def _silence_reason(self) -> str:
+        return f"too slow: {self.deadline.describe(trio.current_time())}"
 
     async def _receive_put(self, header: PutHeader) -> Reply:
         if header.file_size > self.max_size:

@@ -15,6 +15,7 @@ which carries the replies that did arrive.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import ssl
@@ -205,18 +206,8 @@ async def _exchange_on(
     return exchange.replies
 
 
-async def _connect(
-    host: str, port: int, *, ssl_context: ssl.SSLContext | None, server_hostname: str | None, timeout: float
-) -> trio.abc.Stream:
-    return await connect_or_fail(
-        host,
-        port,
-        ssl_context=ssl_context,
-        server_hostname=server_hostname,
-        timeout=timeout,
-        failure=UploadClientError,
-        too_slow=UploadTimeout,
-    )
+# A connect that times out is an UploadTimeout, as a transfer that stalls is.
+_connect = functools.partial(connect_or_fail, failure=UploadClientError, too_slow=UploadTimeout)
 
 
 def _put_requests(files: Sequence[tuple[str | os.PathLike[str], str]]) -> list[_Put | _Stat]:

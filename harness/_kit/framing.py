@@ -15,7 +15,7 @@ import json
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeAlias, TypeVar
 
 # The length prefix: 4 bytes, unsigned, big-endian (network order).
 LENGTH_PREFIX = struct.Struct(">I")
@@ -149,6 +149,23 @@ def read_frame(buffer: Buffer) -> bytes | None:
         return None
     buffer.commit()
     return body
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """A refused request, ``{"error": ..., "message": ...}``; ``error`` is kept as sent, so that
+    unknown codes can be reported."""
+
+    ok: ClassVar[bool] = False
+    #: The error code of a reply whose fields are not strings.
+    invalid_code: ClassVar[str] = BAD_FRAME
+    error: str
+    message: str
+
+    def __post_init__(self) -> None:
+        for name in ("error", "message"):
+            if not isinstance(getattr(self, name), str):
+                raise LocalProtocolError(self.invalid_code, f"{name} must be a string")
 
 
 def encode_json_frame(header: Mapping[str, object]) -> bytes:

@@ -46,6 +46,7 @@ from harness._kit.framing import (
     parse_json_object,
 )
 from harness._kit.framing import ConnectionClosed as ConnectionClosed
+from harness._kit.framing import ErrorReply as ErrorReply
 
 #: Exit status of a command the server does not know, as POSIX shells report it.
 NOT_FOUND_STATUS = 127
@@ -112,19 +113,6 @@ class Output:
 @dataclass(frozen=True, slots=True)
 class ReplyEnd:
     """The current reply's output is complete."""
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorReply:
-    """A refused request frame; ``error`` is kept as sent, so that unknown codes can be reported."""
-
-    ok: ClassVar[bool] = False
-    error: str
-    message: str
-
-    def __post_init__(self) -> None:
-        _require(isinstance(self.error, str), "error must be a string")
-        _require(isinstance(self.message, str), "message must be a string")
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
+from harness._kit import framing
 from harness._kit.framing import (
     NEED_DATA,
     FrameDecoder,
@@ -167,16 +168,10 @@ class FileInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class ErrorReply:
-    """A failed request. ``error`` is kept as sent, so that unknown codes can be reported."""
+class ErrorReply(framing.ErrorReply):
+    """A failed request."""
 
-    ok: ClassVar[bool] = False
-    error: str
-    message: str
-
-    def __post_init__(self) -> None:
-        _require(isinstance(self.error, str), ErrorCode.BAD_HEADER, "error must be a string")
-        _require(isinstance(self.message, str), ErrorCode.BAD_HEADER, "message must be a string")
+    invalid_code: ClassVar[str] = ErrorCode.BAD_HEADER
 
     @property
     def closes_connection(self) -> bool:

@@ -41,6 +41,7 @@ if str(REPO) not in sys.path:
 
 import trio  # noqa: E402
 
+from bench.processes import running  # noqa: E402
 from conformance.launch import free_port  # noqa: E402
 from harness.tftp.client import tftp_get  # noqa: E402
 from harness.tftp.polling import ENVIRONMENT as POLLING_ENVIRONMENT  # noqa: E402
@@ -109,19 +110,10 @@ def start_ours(root: Path, log: Path, *, polling: bool = True) -> Iterator[int]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     env[POLLING_ENVIRONMENT] = "on" if polling else "off"
     argv = [sys.executable, "-m", "harness", "serve", "tftp", "--port", str(port), "--root", str(root)]
-    with open(log, "ab") as output:
-        process = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
-    try:
+    with running(argv, log, env=env) as process:
         if not probe_tftp("127.0.0.1", port, deadline=time.monotonic() + 15, alive=process):
             raise PeerStartError(f"our server did not come up: {log.read_text(errors='replace')}")
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def run_curl(curl: str, port: int, blksize: int, sink: Path, limit: float) -> float:

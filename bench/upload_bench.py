@@ -47,6 +47,7 @@ import trio
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.processes import running  # noqa: E402
 from conformance.launch import free_port  # noqa: E402
 from harness.upload.cli import parse_size  # noqa: E402
 from harness.upload.client import hash_file, upload_files  # noqa: E402
@@ -120,18 +121,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def started(argv: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "ab") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    try:
+    with running(argv, log) as process:
         wait_for_port(port, process)
         yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- the baseline: raw bytes through a plain TCP socket into a file --------------------------------

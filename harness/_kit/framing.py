@@ -13,8 +13,9 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from collections.abc import Mapping
-from typing import Any, Literal, TypeAlias
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Literal, TypeAlias, TypeVar
 
 # The length prefix: 4 bytes, unsigned, big-endian (network order).
 LENGTH_PREFIX = struct.Struct(">I")
@@ -150,6 +151,23 @@ def read_frame(buffer: Buffer) -> bytes | None:
     return body
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """A refused request, ``{"error": ..., "message": ...}``; ``error`` is kept as sent, so that
+    unknown codes can be reported."""
+
+    ok: ClassVar[bool] = False
+    #: The error code of a reply whose fields are not strings.
+    invalid_code: ClassVar[str] = BAD_FRAME
+    error: str
+    message: str
+
+    def __post_init__(self) -> None:
+        for name in ("error", "message"):
+            if not isinstance(getattr(self, name), str):
+                raise LocalProtocolError(self.invalid_code, f"{name} must be a string")
+
+
 def encode_json_frame(header: Mapping[str, object]) -> bytes:
     """Frame a JSON object: length prefix plus compact UTF-8 JSON (non-ASCII sent as UTF-8)."""
     text = json.dumps(header, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -177,3 +195,86 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RemoteProtocolError(BAD_FRAME, f"frame body is a JSON {type(value).__name__}, not an object")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer ended its stream cleanly, between two requests or replies."""
+
+
+EventT = TypeVar("EventT")
+StateT = TypeVar("StateT", bound=enum.Enum)
+
+
+class FrameDecoder(Generic[EventT, StateT]):
+    """What the framed protocols' decoders share: feeding, EOF, staying broken, reading whole frames.
+
+    A subclass gives its own state enum (the states ``start``, ``closed`` and ``broken`` name three
+    of them) and ``_extract()``, which turns buffered bytes into one event, usually by way of
+    ``_next_frame()``.
+    """
+
+    def __init__(self, start: StateT, *, closed: StateT, broken: StateT) -> None:
+        self._buffer = Buffer()
+        self._state = start
+        self._closed_state = closed
+        self._broken_state = broken
+        self._eof = False
+        self._error: RemoteProtocolError | IncompleteStream | None = None
+
+    @property
+    def state(self) -> StateT:
+        return self._state
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet turned into events."""
+        return len(self._buffer)
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Feed bytes from the peer; ``b""`` means the peer ended its stream."""
+        if self._eof and data:
+            raise RuntimeError("received data after EOF")
+        if data:
+            self._buffer.feed(data)
+        else:
+            self._eof = True
+
+    def next_event(self) -> EventT | NeedData:
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._extract()
+        except (RemoteProtocolError, IncompleteStream) as exc:
+            self._state = self._broken_state
+            self._error = exc
+            raise
+
+    def events(self) -> Iterator[EventT]:
+        """``next_event()`` until it needs data or has reported :class:`ConnectionClosed`."""
+        while True:
+            event = self.next_event()
+            if event is NEED_DATA:
+                return
+            yield event
+            if isinstance(event, ConnectionClosed):
+                return
+
+    def _next_frame(self) -> bytes | ConnectionClosed | NeedData:
+        """The next whole frame's body; :class:`ConnectionClosed` once the stream ended between frames."""
+        if self._state is self._closed_state:
+            return ConnectionClosed()
+        if not len(self._buffer):
+            if self._eof:
+                self._state = self._closed_state
+                return ConnectionClosed()
+            return NEED_DATA
+        body = read_frame(self._buffer)
+        if body is not None:
+            return body
+        if self._eof:
+            raise IncompleteStream(f"stream ended inside a frame ({len(self._buffer)} bytes of it)")
+        return NEED_DATA
+
+    def _extract(self) -> EventT | NeedData:
+        raise NotImplementedError

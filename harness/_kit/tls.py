@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,62 @@ async def open_stream_listeners(
     else:
         listeners = [trio.SSLListener(listener, ssl_context) for listener in tcp_listeners]
     return listeners, bound_port
+
+
+async def open_client_stream(
+    host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None
+) -> trio.abc.Stream:
+    """A connection to host:port, TLS (handshake done) when there is a context.
+
+    Raises :class:`OSError` when the connection fails and :class:`trio.BrokenResourceError` when
+    the TLS handshake fails.
+    """
+    stream = await trio.open_tcp_stream(host, port)
+    if ssl_context is None:
+        return stream
+    tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
+    try:
+        await tls.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(tls)
+        raise
+    return tls
+
+
+def connect_reason(exc: OSError) -> str:
+    """Why a connection failed, in a few words (``Connection refused``)."""
+    # trio reports "all attempts to connect ... failed" and chains the per-address errors.
+    cause = exc.__cause__
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return exc.strerror or str(exc)
+
+
+async def connect_or_fail(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None,
+    timeout: float,
+    failure: Callable[[str], Exception],
+    too_slow: Callable[[str], Exception] | None = None,
+) -> trio.abc.Stream:
+    """:func:`open_client_stream` within ``timeout`` seconds, for a command's user.
+
+    Its errors are raised as ``failure(message)``, and running out of time as ``too_slow(message)``
+    (``failure`` when there is none).
+    """
+    with trio.move_on_after(timeout):
+        try:
+            return await open_client_stream(host, port, ssl_context=ssl_context, server_hostname=server_hostname)
+        except OSError as exc:
+            raise failure(f"cannot connect to {host}:{port}: {connect_reason(exc)}") from exc
+        except trio.BrokenResourceError as exc:
+            raise failure(f"TLS handshake with {host}:{port} failed: {exc.__cause__ or exc}") from exc
+    raise (too_slow or failure)(f"cannot connect to {host}:{port} within {timeout:g} s")
 
 
 # Names the embedded certificate is valid for, so clients may use any loopback spelling.

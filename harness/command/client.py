@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import trio
 
 from harness._kit.framing import NEED_DATA, FrameLengthError, IncompleteStream, RemoteProtocolError
+from harness._kit.tls import connect_or_fail
 from harness.command.wire import (
     Command,
     ConnectionClosed,
@@ -52,28 +53,14 @@ async def open_command_stream(
     timeout: float = CONNECT_SECONDS,
 ) -> trio.abc.Stream:
     """A connection to a command server, TLS (handshake done) when ``ssl_context`` is given."""
-    with trio.move_on_after(timeout):
-        try:
-            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-        except OSError as exc:
-            cause = exc.__cause__
-            while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-                cause = cause.exceptions[0]
-            reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc.strerror or exc
-            raise CommandClientError(f"cannot connect to {host}:{port}: {reason}") from exc
-        if ssl_context is None:
-            return stream
-        tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
-        try:
-            await tls.do_handshake()
-        except trio.BrokenResourceError as exc:
-            await trio.aclose_forcefully(tls)
-            raise CommandClientError(f"TLS handshake with {host}:{port} failed: {exc.__cause__ or exc}") from exc
-        except BaseException:
-            await trio.aclose_forcefully(tls)
-            raise
-        return tls
-    raise CommandClientError(f"cannot connect to {host}:{port} within {timeout:g} s")
+    return await connect_or_fail(
+        host,
+        port,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        timeout=timeout,
+        failure=CommandClientError,
+    )
 
 
 class CommandSession:

@@ -30,15 +30,16 @@ from typing import BinaryIO
 
 import trio
 
-from harness._kit.framing import NEED_DATA, IncompleteStream, RemoteProtocolError
+from harness._kit.connections import FramedConnection
+from harness._kit.framing import RemoteProtocolError
 from harness._kit.tls import open_stream_listeners
 from harness.command.builtins import BLOCK, FileOutput, Outcome, OutputSource, run_builtin
 from harness.command.wire import (
-    Command,
     ConnectionClosed,
     ErrorReply,
     ReplyHeader,
     RequestDecoder,
+    RequestEvent,
     encode_reply_header,
 )
 
@@ -46,16 +47,9 @@ logger = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 64 * 1024
 DEFAULT_IDLE_TIMEOUT = 30.0
-# After a bad_frame reply, read and drop what the client still sends for this long before closing:
-# closing a socket with unread data sends a reset, which can destroy the reply before it is read.
-LINGER_SECONDS = 2.0
 SHELL = "/bin/sh"
 
 Runner = Callable[[str], Awaitable[Outcome]]
-
-
-class _Hangup(Exception):
-    """The client went idle (not sending a command, or not reading a reply)."""
 
 
 async def run_builtin_command(line: str, *, root: Path) -> Outcome:
@@ -86,53 +80,24 @@ async def run_shell_command(line: str, *, root: Path) -> Outcome:
         return Outcome(status, _spooled_output(out), _spooled_output(err))
 
 
-def _peer_name(stream: trio.abc.Stream) -> str:
-    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    if not isinstance(transport, trio.SocketStream):
-        return repr(transport)
-    try:
-        host, port, *_ = transport.socket.getpeername()
-    except OSError:
-        return "?"
-    return f"{host}:{port}"
-
-
-class CommandConnection:
+class CommandConnection(FramedConnection[RequestEvent]):
     """Serves the commands of one client connection, in order."""
 
+    receive_size = RECEIVE_SIZE
+    send_timeout_reason = "the client read nothing for {:g} s"
+
     def __init__(self, stream: trio.abc.Stream, run: Runner, *, idle_timeout: float) -> None:
-        self.stream = stream
+        super().__init__(stream, logger, idle_timeout=idle_timeout)
         self.run = run
-        self.idle_timeout = idle_timeout
         self.decoder = RequestDecoder()
-        self.peer = _peer_name(stream)
 
-    async def serve(self) -> None:
-        """Serve until the client is done or breaks the protocol; never raises ``Exception``."""
-        try:
-            try:
-                await self._serve_commands()
-            except RemoteProtocolError as exc:
-                logger.info("%s: %s: %s", self.peer, exc.code, exc.message)
-                await self._send(encode_reply_header(ErrorReply(exc.code, exc.message)))
-                await self._drain()
-        except _Hangup as exc:
-            logger.info("%s: closing: %s", self.peer, exc)
-        except IncompleteStream as exc:
-            logger.info("%s: %s", self.peer, exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            logger.info("%s: connection lost: %s", self.peer, exc.__cause__ or exc)
-        except Exception:
-            logger.exception("%s: internal error; closing the connection", self.peer)
-        finally:
-            # Bounded: a TLS close_notify may wait on a client that reads nothing.
-            with trio.move_on_after(LINGER_SECONDS, shield=True):
-                try:
-                    await self.stream.aclose()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+    def _error_reply(self, exc: RemoteProtocolError) -> bytes:
+        return encode_reply_header(ErrorReply(exc.code, exc.message))
 
-    async def _serve_commands(self) -> None:
+    def _silence_reason(self) -> str:
+        return f"no command for {self.idle_timeout:g} s"
+
+    async def _serve_requests(self) -> None:
         while True:
             event = await self._next_event()
             if isinstance(event, ConnectionClosed):
@@ -144,16 +109,6 @@ class CommandConnection:
                 outcome.stdout.close()
                 outcome.stderr.close()
             logger.debug("%s: %r: exit status %d", self.peer, event.line, outcome.exit_status)
-
-    async def _next_event(self) -> Command | ConnectionClosed:
-        while True:
-            event = self.decoder.next_event()
-            if event is not NEED_DATA:
-                return event
-            with trio.move_on_after(self.idle_timeout):
-                self.decoder.receive_data(await self.stream.receive_some(RECEIVE_SIZE))
-                continue
-            raise _Hangup(f"no command for {self.idle_timeout:g} s")
 
     async def _reply(self, outcome: Outcome) -> None:
         pending = bytearray(
@@ -169,20 +124,6 @@ class CommandConnection:
         # Small replies leave in one send: a header alone would make two segments.
         if pending:
             await self._send(bytes(pending))
-
-    async def _send(self, data: bytes) -> None:
-        with trio.move_on_after(self.idle_timeout):
-            await self.stream.send_all(data)
-            return
-        raise _Hangup(f"the client read nothing for {self.idle_timeout:g} s")
-
-    async def _drain(self) -> None:
-        """After a closing reply: our EOF, then drop the client's bytes for a while (no reset)."""
-        with trio.move_on_after(min(LINGER_SECONDS, self.idle_timeout)):
-            if isinstance(self.stream, trio.abc.HalfCloseableStream):
-                await self.stream.send_eof()
-            while await self.stream.receive_some(RECEIVE_SIZE):
-                pass
 
 
 async def _next_block(source: OutputSource, blocks: Iterator[bytes]) -> bytes | None:

@@ -29,14 +29,14 @@ raises the same error again. Building an invalid event raises :class:`LocalProto
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 
 from harness._kit.framing import (
     BAD_FRAME,
     NEED_DATA,
-    Buffer,
+    FrameDecoder,
     IncompleteStream,
     LocalProtocolError,
     NeedData,
@@ -44,8 +44,9 @@ from harness._kit.framing import (
     encode_json_frame,
     frame,
     parse_json_object,
-    read_frame,
 )
+from harness._kit.framing import ConnectionClosed as ConnectionClosed
+from harness._kit.framing import ErrorReply as ErrorReply
 
 #: Exit status of a command the server does not know, as POSIX shells report it.
 NOT_FOUND_STATUS = 127
@@ -112,24 +113,6 @@ class Output:
 @dataclass(frozen=True, slots=True)
 class ReplyEnd:
     """The current reply's output is complete."""
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorReply:
-    """A refused request frame; ``error`` is kept as sent, so that unknown codes can be reported."""
-
-    ok: ClassVar[bool] = False
-    error: str
-    message: str
-
-    def __post_init__(self) -> None:
-        _require(isinstance(self.error, str), "error must be a string")
-        _require(isinstance(self.message, str), "message must be a string")
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """The peer ended its stream cleanly, between two requests or replies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,68 +196,9 @@ class DecoderState(enum.Enum):
 EventT = TypeVar("EventT", RequestEvent, ReplyEvent)
 
 
-class _Decoder(Generic[EventT]):
+class _Decoder(FrameDecoder[EventT, DecoderState]):
     def __init__(self) -> None:
-        self._buffer = Buffer()
-        self._state = DecoderState.FRAME
-        self._eof = False
-        self._error: RemoteProtocolError | IncompleteStream | None = None
-
-    @property
-    def state(self) -> DecoderState:
-        return self._state
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet turned into events."""
-        return len(self._buffer)
-
-    def receive_data(self, data: bytes | bytearray) -> None:
-        """Feed bytes from the peer; ``b""`` means the peer ended its stream."""
-        if self._eof and data:
-            raise RuntimeError("received data after EOF")
-        if data:
-            self._buffer.feed(data)
-        else:
-            self._eof = True
-
-    def next_event(self) -> EventT | NeedData:
-        if self._error is not None:
-            raise self._error
-        try:
-            return self._extract()
-        except (RemoteProtocolError, IncompleteStream) as exc:
-            self._state = DecoderState.ERROR
-            self._error = exc
-            raise
-
-    def events(self) -> Iterator[EventT]:
-        """``next_event()`` until it needs data or has reported :class:`ConnectionClosed`."""
-        while True:
-            event = self.next_event()
-            if event is NEED_DATA:
-                return
-            yield event
-            if isinstance(event, ConnectionClosed):
-                return
-
-    def _next_frame(self) -> bytes | ConnectionClosed | NeedData:
-        if self._state is DecoderState.CLOSED:
-            return ConnectionClosed()
-        if not len(self._buffer):
-            if self._eof:
-                self._state = DecoderState.CLOSED
-                return ConnectionClosed()
-            return NEED_DATA
-        body = read_frame(self._buffer)
-        if body is not None:
-            return body
-        if self._eof:
-            raise IncompleteStream(f"stream ended inside a frame ({len(self._buffer)} bytes of it)")
-        return NEED_DATA
-
-    def _extract(self) -> EventT | NeedData:
-        raise NotImplementedError
+        super().__init__(DecoderState.FRAME, closed=DecoderState.CLOSED, broken=DecoderState.ERROR)
 
 
 class RequestDecoder(_Decoder[RequestEvent]):

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from harness._kit.tls import open_client_stream
 from harness._kit.udp import open_udp_socket
 
 # Matches the server's read size; large enough that a 1 MiB payload takes few iterations.
@@ -20,28 +21,8 @@ RECEIVE_SIZE = 65536
 DATAGRAM_SIZE = 65535
 
 
-async def open_echo_stream(
-    host: str,
-    port: int,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-) -> trio.abc.Stream:
-    """Connect to an echo server; with *ssl_context*, complete the TLS handshake too.
-
-    Raises :class:`OSError` when the connection fails and :class:`trio.BrokenResourceError`
-    when the TLS handshake fails.
-    """
-    stream = await trio.open_tcp_stream(host, port)
-    if ssl_context is None:
-        return stream
-    tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
-    try:
-        await tls.do_handshake()
-    except BaseException:
-        await trio.aclose_forcefully(tls)
-        raise
-    return tls
+#: Echo needs no more than a connection: plain TCP, or TLS with the handshake done.
+open_echo_stream = open_client_stream
 
 
 async def echo_once(

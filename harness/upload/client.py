@@ -15,6 +15,7 @@ which carries the replies that did arrive.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import ssl
@@ -25,6 +26,7 @@ from pathlib import Path
 import trio
 
 from harness._kit.framing import NEED_DATA, FrameLengthError, IncompleteStream, RemoteProtocolError
+from harness._kit.tls import connect_or_fail
 from harness.upload.wire import (
     ConnectionClosed,
     PutHeader,
@@ -76,42 +78,6 @@ def hash_file(path: Path) -> tuple[int, str]:
             md5.update(block)
             size += len(block)
     return size, md5.hexdigest()
-
-
-def _connect_error(exc: OSError) -> str:
-    # trio reports "all attempts to connect ... failed" and chains the per-address errors.
-    cause = exc.__cause__
-    if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-        cause = cause.exceptions[0]
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    return exc.strerror or str(exc)
-
-
-async def open_upload_stream(
-    host: str,
-    port: int,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-) -> trio.abc.Stream:
-    """A connection to an upload server, TLS (handshake done) when ``ssl_context`` is given."""
-    try:
-        tcp = await trio.open_tcp_stream(host, port)
-    except OSError as exc:
-        raise UploadClientError(f"cannot connect to {host}:{port}: {_connect_error(exc)}") from exc
-    if ssl_context is None:
-        return tcp
-    tls = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname or host)
-    try:
-        await tls.do_handshake()
-    except trio.BrokenResourceError as exc:
-        await trio.aclose_forcefully(tls)
-        raise UploadClientError(f"TLS handshake with {host}:{port} failed: {exc.__cause__ or exc}") from exc
-    except BaseException:
-        await trio.aclose_forcefully(tls)
-        raise
-    return tls
 
 
 class _Exchange:
@@ -240,17 +206,8 @@ async def _exchange_on(
     return exchange.replies
 
 
-async def _connect(
-    host: str,
-    port: int,
-    *,
-    ssl_context: ssl.SSLContext | None,
-    server_hostname: str | None,
-    timeout: float,
-) -> trio.abc.Stream:
-    with trio.move_on_after(timeout):
-        return await open_upload_stream(host, port, ssl_context=ssl_context, server_hostname=server_hostname)
-    raise UploadTimeout(f"cannot connect to {host}:{port} within {timeout:g} s")
+# A connect that times out is an UploadTimeout, as a transfer that stalls is.
+_connect = functools.partial(connect_or_fail, failure=UploadClientError, too_slow=UploadTimeout)
 
 
 def _put_requests(files: Sequence[tuple[str | os.PathLike[str], str]]) -> list[_Put | _Stat]:

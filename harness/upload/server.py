@@ -31,8 +31,9 @@ from pathlib import Path
 import trio
 
 from harness._kit.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, ConnectionGate
+from harness._kit.connections import FramedConnection
 from harness._kit.deadlines import ProgressDeadline
-from harness._kit.framing import NEED_DATA, IncompleteStream, RemoteProtocolError
+from harness._kit.framing import RemoteProtocolError
 from harness._kit.tls import open_stream_listeners
 from harness.upload.names import path_under_root
 from harness.upload.wire import (
@@ -61,10 +62,6 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 # A request (header and body) must arrive at this many bytes a second on average, after the idle
 # timeout's grace: a client that trickled one byte a second once held a connection forever.
 DEFAULT_MIN_RATE = 1024.0
-# After an error reply that closes the connection, keep reading (and dropping) what the client still
-# sends for this long: closing a socket with unread data makes the kernel send a reset, which can
-# destroy the reply before the client reads it.
-LINGER_SECONDS = 2.0
 # Body chunks are handed to the writer thread in batches of at most this many (the writev limit).
 _IOV_MAX = 1024
 # Blocks queued for the writer thread while it writes another: the connection task keeps
@@ -79,10 +76,6 @@ DIGEST_CACHE_ENTRIES = 4096
 
 class _NameRefused(Exception):
     """The name is valid but cannot be stored (a parent is a file, the name is a folder...)."""
-
-
-class _CloseConnection(Exception):
-    """The connection is over: the client went idle, or the reply said so."""
 
 
 def _digest_key(info: os.stat_result) -> tuple[int, int, int, int]:
@@ -256,19 +249,12 @@ class _BodyWriter:
         await self._send.aclose()
 
 
-def _peer_name(stream: trio.abc.Stream) -> str:
-    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    if isinstance(transport, trio.SocketStream):
-        try:
-            host, port, *_ = transport.socket.getpeername()
-        except OSError:
-            return "?"
-        return f"{host}:{port}"
-    return repr(transport)
-
-
-class UploadConnection:
+class UploadConnection(FramedConnection[RequestEvent]):
     """Serves the requests of one client connection, in order."""
+
+    receive_size = RECEIVE_SIZE
+    send_timeout_reason = "client took more than {:g} s to accept a reply"
+    incomplete_note = "; put discarded"
 
     def __init__(
         self,
@@ -279,42 +265,16 @@ class UploadConnection:
         idle_timeout: float,
         min_rate: float = DEFAULT_MIN_RATE,
     ) -> None:
-        self.stream = stream
+        super().__init__(stream, logger, idle_timeout=idle_timeout)
         self.store = store
         self.max_size = max_size
-        self.idle_timeout = idle_timeout
         self.deadline = ProgressDeadline(timeout=idle_timeout, min_rate=min_rate, now=trio.current_time())
         self.decoder = RequestDecoder()
-        self.peer = _peer_name(stream)
         self._chunks: list[bytes] = []
         self._chunk_bytes = 0
 
-    async def serve(self) -> None:
-        """Serve until the client is done or breaks the protocol; never raises ``Exception``."""
-        try:
-            try:
-                await self._serve_requests()
-            except RemoteProtocolError as exc:
-                logger.info("%s: %s: %s", self.peer, exc.code, exc.message)
-                await self._send(ErrorReply(exc.code, exc.message))
-                await self._linger()
-        except _CloseConnection as exc:
-            logger.info("%s: closing: %s", self.peer, exc)
-        except IncompleteStream as exc:
-            logger.info("%s: %s; put discarded", self.peer, exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            # Resets and failed TLS handshakes land here.
-            logger.info("%s: connection lost: %s", self.peer, exc.__cause__ or exc)
-        except Exception:
-            logger.exception("%s: internal error; closing the connection", self.peer)
-        finally:
-            # Shielded so that a server shutdown still closes cleanly; bounded because a TLS
-            # close_notify may wait on a client that reads nothing.
-            with trio.move_on_after(LINGER_SECONDS, shield=True):
-                try:
-                    await self.stream.aclose()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+    def _error_reply(self, exc: RemoteProtocolError) -> bytes:
+        return encode_reply(ErrorReply(exc.code, exc.message))
 
     async def _serve_requests(self) -> None:
         while True:
@@ -327,30 +287,21 @@ class UploadConnection:
                 reply = await self._receive_put(event)
             else:  # the decoder's state table makes this unreachable
                 raise TypeError(f"unexpected {event!r}")
-            await self._send(reply)
+            await self._send(encode_reply(reply))
             self.deadline.restart(trio.current_time())
             if isinstance(reply, ErrorReply) and reply.closes_connection:
                 logger.info("%s: %s: %s", self.peer, reply.error, reply.message)
                 await self._linger()
                 return
 
-    async def _next_event(self) -> RequestEvent:
-        while True:
-            event = self.decoder.next_event()
-            if event is not NEED_DATA:
-                return event
-            with trio.move_on_at(self.deadline.at):
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-                self.deadline.progress(len(data))
-                self.decoder.receive_data(data)
-                continue
-            raise _CloseConnection(f"too slow: {self.deadline.describe(trio.current_time())}")
+    def _receive_deadline(self) -> float:
+        return self.deadline.at
 
-    async def _send(self, reply: Reply) -> None:
-        with trio.move_on_after(self.idle_timeout):
-            await self.stream.send_all(encode_reply(reply))
-            return
-        raise _CloseConnection(f"client took more than {self.idle_timeout:g} s to accept a reply")
+    def _received(self, nbytes: int) -> None:
+        self.deadline.progress(nbytes)
+
+    def _silence_reason(self) -> str:
+        return f"too slow: {self.deadline.describe(trio.current_time())}"
 
     async def _receive_put(self, header: PutHeader) -> Reply:
         if header.file_size > self.max_size:
@@ -414,14 +365,6 @@ class UploadConnection:
         if self._chunks:
             chunks, self._chunks, self._chunk_bytes = self._chunks, [], 0
             await writer.write(chunks)
-
-    async def _linger(self) -> None:
-        """Let the client read a closing reply: half-close, then drop its input for a while."""
-        with trio.move_on_after(min(LINGER_SECONDS, self.idle_timeout)):
-            if isinstance(self.stream, trio.abc.HalfCloseableStream):
-                await self.stream.send_eof()
-            while await self.stream.receive_some(RECEIVE_SIZE):
-                pass
 
 
 async def serve_upload(

@@ -31,21 +31,22 @@ from __future__ import annotations
 
 import enum
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
+from harness._kit import framing
 from harness._kit.framing import (
     NEED_DATA,
-    Buffer,
+    FrameDecoder,
     IncompleteStream,
     LocalProtocolError,
     NeedData,
     RemoteProtocolError,
     encode_json_frame,
     parse_json_object,
-    read_frame,
 )
+from harness._kit.framing import ConnectionClosed as ConnectionClosed
 from harness.upload.names import file_name_problem
 
 _HEX_DIGITS = frozenset(string.hexdigits)
@@ -152,11 +153,6 @@ class BodyEnd:
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """The peer ended its stream cleanly, between two requests or replies."""
-
-
-@dataclass(frozen=True, slots=True)
 class FileInfo:
     """A successful put or stat: what the server stores under ``file_name``."""
 
@@ -172,16 +168,10 @@ class FileInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class ErrorReply:
-    """A failed request. ``error`` is kept as sent, so that unknown codes can be reported."""
+class ErrorReply(framing.ErrorReply):
+    """A failed request."""
 
-    ok: ClassVar[bool] = False
-    error: str
-    message: str
-
-    def __post_init__(self) -> None:
-        _require(isinstance(self.error, str), ErrorCode.BAD_HEADER, "error must be a string")
-        _require(isinstance(self.message, str), ErrorCode.BAD_HEADER, "message must be a string")
+    invalid_code: ClassVar[str] = ErrorCode.BAD_HEADER
 
     @property
     def closes_connection(self) -> bool:
@@ -285,57 +275,14 @@ _TRANSITIONS: dict[tuple[DecoderState, type], DecoderState] = {
     (DecoderState.CLOSED, ConnectionClosed): DecoderState.CLOSED,
 }
 
+
 EventT = TypeVar("EventT", RequestEvent, ReplyEvent)
 
 
-class _Decoder(Generic[EventT]):
+class _Decoder(FrameDecoder[EventT, DecoderState]):
     def __init__(self) -> None:
-        self._buffer = Buffer()
-        self._state = DecoderState.HEADER
-        self._eof = False
+        super().__init__(DecoderState.HEADER, closed=DecoderState.CLOSED, broken=DecoderState.ERROR)
         self._body_remaining = 0
-        self._error: RemoteProtocolError | IncompleteStream | None = None
-
-    @property
-    def state(self) -> DecoderState:
-        return self._state
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet turned into events."""
-        return len(self._buffer)
-
-    def receive_data(self, data: bytes | bytearray) -> None:
-        """Feed bytes from the peer; ``b""`` means the peer ended its stream."""
-        if self._eof and data:
-            raise RuntimeError("received data after EOF")
-        if data:
-            self._buffer.feed(data)
-        else:
-            self._eof = True
-
-    def next_event(self) -> EventT | NeedData:
-        if self._error is not None:
-            raise self._error
-        try:
-            event = self._extract()
-        except (RemoteProtocolError, IncompleteStream) as exc:
-            self._state = DecoderState.ERROR
-            self._error = exc
-            raise
-        if event is not NEED_DATA:
-            self._transition(event)
-        return event
-
-    def events(self) -> Iterator[EventT]:
-        """``next_event()`` until it needs data or has reported :class:`ConnectionClosed`."""
-        while True:
-            event = self.next_event()
-            if event is NEED_DATA:
-                return
-            yield event
-            if isinstance(event, ConnectionClosed):
-                return
 
     def _transition(self, event: EventT) -> None:
         try:
@@ -346,18 +293,15 @@ class _Decoder(Generic[EventT]):
             self._body_remaining = event.file_size
 
     def _extract(self) -> EventT | NeedData:
-        if self._state is DecoderState.CLOSED:
-            return ConnectionClosed()
+        event: EventT | NeedData
         if self._state is DecoderState.BODY:
-            return self._extract_body()
-        if len(self._buffer):
-            body = read_frame(self._buffer)
-            if body is not None:
-                return self._interpret(parse_json_object(body))
-            if self._eof:
-                raise IncompleteStream(f"stream ended inside a frame ({len(self._buffer)} bytes of it)")
-            return NEED_DATA
-        return ConnectionClosed() if self._eof else NEED_DATA
+            event = self._extract_body()
+        else:
+            body = self._next_frame()
+            event = self._interpret(parse_json_object(body)) if isinstance(body, bytes) else body
+        if event is not NEED_DATA:
+            self._transition(event)
+        return event
 
     def _extract_body(self) -> EventT | NeedData:
         raise NotImplementedError

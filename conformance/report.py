@@ -169,11 +169,11 @@ def write_json(
     write_atomically(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
 
 
-# JUnit has no "failed, but not fatal". A SHOULD-level failure used to be <skipped>, which CI widgets show like
-# `unsupported`: nothing to fix. It is a <failure type="SHOULD"> whose message starts "SHOULD-level failure (not
-# fatal...)" and whose properties say level SHOULD, fatal false: widgets list it with the failures, to be read
-# and fixed, and Jenkins marks such a build unstable rather than failed. Whether the run fails is still decided
-# by the exit status alone (summarize's "ok"), which --strict alone changes.
+# JUnit has no "failed, but not fatal". A <skipped> SHOULD-level failure would look to CI widgets like an
+# `unsupported` case, with nothing to fix. So it is a <failure type="SHOULD"> whose message starts "SHOULD-level
+# failure (not fatal...)" and whose properties say level SHOULD, fatal false: widgets list it with the failures,
+# to be read and fixed, and Jenkins marks such a build unstable rather than failed. Whether the run fails is
+# still decided by the exit status alone (summarize's "ok"), which only --strict changes.
 NOT_FATAL = "SHOULD-level failure (not fatal without --strict)"
 # The child element that makes a testcase count as a failure, an error or a skipped test in the totals.
 TALLIES = {"failures": "failure", "errors": "error", "skipped": "skipped"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import shlex
 import sys
 import time
@@ -17,17 +18,23 @@ from conformance import registry, signals
 from conformance.context import RunOptions
 from conformance.hosting import TargetHost
 from conformance.launch import resolve_specs
+from conformance.markdown_report import append_step_summary, render_markdown, write_markdown
 from conformance.model import Option, Protocol, select_cases
+from conformance.provenance import provenance_now
 from conformance.report import TableWriter, summarize, write_json, write_junit
+from conformance.report_paths import prepare_report_paths, report_path
 from conformance.runner import CaseResult, run_cases
 from conformance.selection import ExpectedFailure, parse_expect_fail
 from conformance.vocabulary import TargetUnusable, UsageError
+from harness._kit.version import suite_version
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 FUZZ_EXAMPLES = 1000
 DEFAULT_DB = Path(".hypothesis") / "conformance"
 # Per protocol: the reference takes under 15 s for any; a slow or hostile target is cut off here.
 DEFAULT_RUN_BUDGET = 300.0
+# GitHub Actions names its job summary file here; a run appends its Markdown summary to it.
+STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Conformance suite for course socket protocols.",
         epilog="protocols: " + "; ".join(f"{name} (docs/{protocol.doc})" for name, protocol in protocols.items()),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     run = commands.add_parser(
@@ -145,8 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--replay", metavar="LITERAL", help="run a search case on this one input (from a failure's replay line)"
     )
-    run.add_argument("--json", type=Path, metavar="PATH", help="write a JSON report")
-    run.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report")
+    run.add_argument("--json", type=report_path("report.json"), metavar="PATH", help="write a JSON report")
+    run.add_argument("--junit", type=report_path("report.xml"), metavar="PATH", help="write a JUnit XML report")
+    run.add_argument(
+        "--markdown",
+        type=report_path("summary.md"),
+        metavar="PATH",
+        help="write a short Markdown summary: totals, verdict, the failed cases, the other reports",
+    )
+    run.add_argument(
+        "--no-step-summary",
+        dest="step_summary",
+        action="store_false",
+        help=f"do not append the Markdown summary to ${STEP_SUMMARY} (GitHub Actions sets it)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="show each case's notes (timings, examples run)")
     for option in registry.all_options():
         add_option(run, option)
@@ -228,6 +248,8 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--replay {args.replay!r} is not a Python literal; copy it from a failure's replay line"
             ) from None
+    reports = {"--json": args.json, "--junit": args.junit, "--markdown": args.markdown}
+    prepare_report_paths(reports)
     used = {case.protocol for case in cases}
     specs = [spec for spec in specs if spec.protocol in used]
     protocol_options = {option.dest: getattr(args, option.dest) for option in registry.all_options()}
@@ -243,6 +265,7 @@ def _run(args: argparse.Namespace) -> int:
         expected_failures=tuple(expected),
     )
     table = TableWriter(sys.stdout, max(len(case.id) for case in cases), strict=args.strict, verbose=args.verbose)
+    provenance = provenance_now(args.words)
     started = time.monotonic()
     results: list[CaseResult] = []
     described: dict[str, str] = {}
@@ -272,13 +295,42 @@ def _run(args: argparse.Namespace) -> int:
     summary = summarize(results, strict=args.strict, duration_s=time.monotonic() - started, interrupted=interrupted)
     table.details(results)
     table.summary(summary)
+    produced = provenance.as_dict(summary["duration_s"])
     if args.json is not None:
-        write_json(args.json, results, summary, described)
+        write_json(args.json, results, summary, described, produced)
     if args.junit is not None:
         write_junit(args.junit, results, summary)
+    _write_summaries(args, results, summary, described, produced)
     if interrupted is not None:
         return signals.exit_status()
     return EXIT_OK if summary["ok"] else EXIT_FAILED
+
+
+def _write_summaries(
+    args: argparse.Namespace,
+    results: Sequence[CaseResult],
+    summary: dict[str, Any],
+    described: Mapping[str, str],
+    produced: Mapping[str, Any],
+) -> None:
+    written = {
+        kind: path for kind, path in (("JSON", args.json), ("JUnit", args.junit), ("Markdown", args.markdown)) if path
+    }
+    others = {kind: path for kind, path in written.items() if kind != "Markdown"}
+    if args.markdown is not None:
+        text = render_markdown(results, summary, described, produced, others, links_from=args.markdown.parent)
+        write_markdown(args.markdown, text)
+    step_summary = os.environ.get(STEP_SUMMARY)
+    if args.step_summary and step_summary:
+        text = render_markdown(results, summary, described, produced, written)
+        try:
+            append_step_summary(Path(step_summary), text)
+        except OSError as exc:
+            # The verdict stands: a job summary that cannot be written is worth a line, not a different exit status.
+            print(
+                f"conformance: cannot append the summary to ${STEP_SUMMARY} ({step_summary}): {exc.strerror or exc}",
+                file=sys.stderr,
+            )
 
 
 def _expected_failures(path: Path | None, protocols: Mapping[str, Protocol]) -> list[ExpectedFailure]:
@@ -299,7 +351,10 @@ def _expected_failures(path: Path | None, protocols: Mapping[str, Protocol]) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(words)
+    # The command line as typed, for the reports to say what produced them.
+    args.words = words
     signals.interrupt_on_termination()
     try:
         result: int = args.handler(args)

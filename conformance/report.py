@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -137,7 +137,10 @@ def result_dict(result: CaseResult, *, strict: bool) -> dict[str, Any]:
 def write_atomically(path: Path, data: bytes) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    # Not mkstemp: its 0600 would hide the report from the CI uploader or web server that reads it. A report
+    # gets the mode any new file gets, 0644 under the usual umask of 022; a umask of 077 still keeps it private.
+    temp = directory / f".{path.name}.{secrets.token_hex(6)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -149,64 +152,83 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def write_json(path: Path, results: Sequence[CaseResult], summary: dict[str, Any], targets: dict[str, str]) -> None:
+def write_json(
+    path: Path,
+    results: Sequence[CaseResult],
+    summary: dict[str, Any],
+    targets: dict[str, str],
+    provenance: Mapping[str, Any] | None = None,
+) -> None:
     document = {
         "cases": [result_dict(r, strict=summary["strict"]) for r in results],
         "summary": summary,
         "targets": targets,
     }
+    if provenance is not None:
+        document["run"] = dict(provenance)
     write_atomically(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
 
 
+# JUnit has no "failed, but not fatal". A <skipped> SHOULD-level failure would look to CI widgets like an
+# `unsupported` case, with nothing to fix. So it is a <failure type="SHOULD"> whose message starts "SHOULD-level
+# failure (not fatal...)" and whose properties say level SHOULD, fatal false: widgets list it with the failures,
+# to be read and fixed, and Jenkins marks such a build unstable rather than failed. Whether the run fails is
+# still decided by the exit status alone (summarize's "ok"), which only --strict changes.
+NOT_FATAL = "SHOULD-level failure (not fatal without --strict)"
+# The child element that makes a testcase count as a failure, an error or a skipped test in the totals.
+TALLIES = {"failures": "failure", "errors": "error", "skipped": "skipped"}
+
+
+def _junit_case(parent: ET.Element, result: CaseResult, strict: bool) -> ET.Element:
+    element = ET.SubElement(
+        parent, "testcase", name=result.id, classname=result.protocol, time=f"{result.duration_s:.3f}"
+    )
+    properties = ET.SubElement(element, "properties")
+    shown = [("level", result.level.value), ("spec", result.spec), ("verdict", result.verdict)]
+    if result.outcome in (Outcome.FAILED, Outcome.ERROR) or result.unexpected_pass:
+        shown.append(("fatal", str(result.is_fatal(strict)).lower()))
+    for name, value in shown:
+        ET.SubElement(properties, "property", name=name, value=value)
+    first_line = result.message.splitlines()[0] if result.message else ""
+    if result.failed_as_expected:
+        reason = f" ({result.expected_failure})" if result.expected_failure else ""
+        ET.SubElement(element, "skipped", message=f"expected failure{reason}: {first_line}").text = result.message
+    elif result.unexpected_pass and result.is_fatal(strict):
+        ET.SubElement(element, "failure", message="passed, but --expect-fail lists it as failing")
+    elif result.outcome is Outcome.FAILED:
+        fatal = result.is_fatal(strict)
+        message = first_line if fatal else f"{NOT_FATAL}: {first_line}"
+        ET.SubElement(element, "failure", message=message, type=result.level.value).text = result.message
+    elif result.outcome is Outcome.ERROR:
+        ET.SubElement(element, "error", message=first_line).text = result.message
+    elif result.outcome in REASON_SHOWN:
+        ET.SubElement(element, "skipped", message=f"{result.outcome.value}: {first_line}")
+    if result.notes:
+        ET.SubElement(element, "system-out").text = "\n".join(result.notes)
+    if result.output:
+        ET.SubElement(element, "system-err").text = "\n".join(result.output)
+    return element
+
+
+def _tally(element: ET.Element, cases: Sequence[ET.Element], time_s: float) -> None:
+    """The totals a JUnit reader shows, counted from the elements written so that the two cannot disagree."""
+    element.set("tests", str(len(cases)))
+    for attribute, child in TALLIES.items():
+        element.set(attribute, str(sum(1 for case in cases if case.find(child) is not None)))
+    element.set("time", f"{time_s:.3f}")
+
+
 def write_junit(path: Path, results: Sequence[CaseResult], summary: dict[str, Any]) -> None:
-    suites = ET.Element("testsuites", name="conformance", tests=str(len(results)))
+    suites = ET.Element("testsuites", name="conformance")
     by_protocol: dict[str, list[CaseResult]] = {}
     for result in results:
         by_protocol.setdefault(result.protocol, []).append(result)
+    every: list[ET.Element] = []
     for protocol, members in by_protocol.items():
-        counts = Counter(r.outcome for r in members)
-        suite = ET.SubElement(
-            suites,
-            "testsuite",
-            name=protocol,
-            tests=str(len(members)),
-            failures=str(sum(1 for r in members if r.outcome is Outcome.FAILED and r.is_fatal(summary["strict"]))),
-            errors=str(sum(1 for r in members if r.outcome is Outcome.ERROR and r.is_fatal(summary["strict"]))),
-            skipped=str(
-                counts.get(Outcome.UNSUPPORTED, 0)
-                + counts.get(Outcome.SKIPPED, 0)
-                + sum(
-                    1
-                    for r in members
-                    if r.outcome in (Outcome.FAILED, Outcome.ERROR) and not r.is_fatal(summary["strict"])
-                )
-            ),
-            time=f"{sum(r.duration_s for r in members):.3f}",
-        )
-        for result in members:
-            element = ET.SubElement(
-                suite, "testcase", name=result.id, classname=protocol, time=f"{result.duration_s:.3f}"
-            )
-            ET.SubElement(ET.SubElement(element, "properties"), "property", name="spec", value=result.spec)
-            first_line = result.message.splitlines()[0] if result.message else ""
-            if result.failed_as_expected:
-                reason = f" ({result.expected_failure})" if result.expected_failure else ""
-                ET.SubElement(
-                    element, "skipped", message=f"expected failure{reason}: {first_line}"
-                ).text = result.message
-            elif result.unexpected_pass and result.is_fatal(summary["strict"]):
-                ET.SubElement(element, "failure", message="passed, but --expect-fail lists it as failing")
-            elif result.outcome is Outcome.FAILED and result.is_fatal(summary["strict"]):
-                ET.SubElement(element, "failure", message=first_line).text = result.message
-            elif result.outcome is Outcome.FAILED:
-                ET.SubElement(element, "skipped", message=f"SHOULD-level failure: {first_line}").text = result.message
-            elif result.outcome is Outcome.ERROR:
-                ET.SubElement(element, "error", message=first_line).text = result.message
-            elif result.outcome in REASON_SHOWN:
-                ET.SubElement(element, "skipped", message=f"{result.outcome.value}: {first_line}")
-            if result.notes:
-                ET.SubElement(element, "system-out").text = "\n".join(result.notes)
-            if result.output:
-                ET.SubElement(element, "system-err").text = "\n".join(result.output)
+        suite = ET.SubElement(suites, "testsuite", name=protocol)
+        cases = [_junit_case(suite, result, summary["strict"]) for result in members]
+        _tally(suite, cases, sum(r.duration_s for r in members))
+        every.extend(cases)
+    _tally(suites, every, summary["duration_s"])
     ET.indent(suites)
     write_atomically(path, ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import harness
 from harness._kit.errors import UsageError
+from harness._kit.version import suite_version
 
 
 def command_modules() -> list[str]:
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="harness",
         description="Reference servers, clients and fault tools for the course socket protocols.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run a reference server until interrupted")
     serve_commands = serve.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")

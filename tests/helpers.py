@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,16 +41,24 @@ class Run:
         return next(case for case in self.report["cases"] if case["id"] == case_id)
 
 
-def conformance(tmp_path: Path, *args: str, prefix: Sequence[str] = ()) -> Run:
-    """``conformance ARGS``, run from ``tmp_path``; ``prefix`` goes in front (``ip netns exec NS``)."""
+def conformance(
+    tmp_path: Path, *args: str, prefix: Sequence[str] = (), env: Mapping[str, str] | None = None, umask: int = -1
+) -> Run:
+    """``conformance ARGS``, run from ``tmp_path``; ``prefix`` goes in front (``ip netns exec NS``).
+
+    ``env`` adds variables to the environment; ``umask`` (when not -1) is the program's.
+    """
     report = tmp_path / "report.json"
     report.unlink(missing_ok=True)
     argv = [*prefix, sys.executable, "-m", "conformance", *args]
     if args and args[0] == "run":
         argv += ["--json", str(report), "--hypothesis-db", "none"]
     # The code under test is this checkout's, whether or not it is the installed copy.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_SECONDS, cwd=tmp_path, env=env)
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=COMMAND_SECONDS, cwd=tmp_path, env=environment, umask=umask
+    )
     loaded = json.loads(report.read_text()) if report.exists() else None
     return Run(done.returncode, done.stdout, done.stderr, loaded)
 

@@ -18,7 +18,7 @@ PACKAGE = Path(conformance.__file__).parent
 # Bottom first. A module may import from the layers below its own, never from its own or above.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # Self-contained helpers: no import of the core at all.
-    ("showbytes", "signals", "selection", "output"),
+    ("showbytes", "signals", "selection", "output", "provenance"),
     ("vocabulary",),
     ("specs",),
     ("serving",),
@@ -39,7 +39,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kit.filesystem",),
     ("registry",),
     ("runner",),
-    ("report",),
+    ("report", "report_paths"),
+    ("markdown_report",),
     ("plugin", "cli"),
     ("__main__",),
 )

@@ -47,12 +47,57 @@ def test_reports_mark_should_failures(tmp_path: Path) -> None:
     assert document["summary"]["should_failures_not_fatal"] == 1
     write_junit(tmp_path / "r.xml", RESULTS, summary)
     cases = {c.get("name"): c for c in ET.parse(tmp_path / "r.xml").getroot().iter("testcase")}
-    assert cases["p.optional"].find("skipped") is not None
-    assert cases["p.optional"].find("failure") is None
+    # A failure to read and fix, labelled as not fatal: <skipped> would hide it among the unsupported cases.
+    optional = cases["p.optional"].find("failure")
+    assert optional is not None and cases["p.optional"].find("skipped") is None
+    assert optional.get("type") == "SHOULD"
+    assert optional.get("message", "").startswith("SHOULD-level failure (not fatal without --strict): failed message")
+    assert properties(cases["p.optional"]) == {
+        "level": "SHOULD",
+        "spec": "RFC 1",
+        "verdict": "failed",
+        "fatal": "false",
+    }
     strict = summarize(RESULTS, strict=True, duration_s=1)
     write_junit(tmp_path / "s.xml", RESULTS, strict)
     cases = {c.get("name"): c for c in ET.parse(tmp_path / "s.xml").getroot().iter("testcase")}
-    assert cases["p.optional"].find("failure") is not None
+    fatal = cases["p.optional"].find("failure")
+    assert fatal is not None and fatal.get("message") == "failed message"
+    assert properties(cases["p.optional"])["fatal"] == "true"
+
+
+def properties(case: ET.Element) -> dict[str, str]:
+    return {p.get("name", ""): p.get("value", "") for p in case.iterfind("properties/property")}
+
+
+def test_junit_totals_on_every_level_agree_with_the_cases(tmp_path: Path) -> None:
+    other = result("q.must", Outcome.FAILED)
+    other.protocol = "q"
+    results = [*RESULTS, result("p.bug", Outcome.ERROR), result("p.later", Outcome.SKIPPED), other]
+    summary = summarize(results, strict=False, duration_s=2.5)
+    write_junit(tmp_path / "r.xml", results, summary)
+    root = ET.parse(tmp_path / "r.xml").getroot()
+    assert root.tag == "testsuites"
+    assert {k: root.get(k) for k in ("tests", "failures", "errors", "skipped", "time")} == {
+        "tests": "6",
+        "failures": "2",
+        "errors": "1",
+        "skipped": "2",
+        "time": "2.500",
+    }
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert {k: suites["p"].get(k) for k in ("tests", "failures", "errors", "skipped")} == {
+        "tests": "5",
+        "failures": "1",
+        "errors": "1",
+        "skipped": "2",
+    }
+    assert suites["q"].get("failures") == "1"
+    assert properties(root.find(".//testcase[@name='p.ok']")) == {  # type: ignore[arg-type]
+        "level": "MUST",
+        "spec": "RFC 1",
+        "verdict": "passed",
+    }
 
 
 def test_table_shows_levels_and_summary() -> None:

@@ -82,3 +82,23 @@ async def first_line(stream: trio.abc.ReceiveStream) -> tuple[str, bytes]:
         seen += chunk
     line, _, rest = seen.partition(b"\n")
     return line.decode(), rest
+
+
+async def closed_within(stream: trio.SocketStream, seconds: float) -> bool:
+    """True when the server ends the connection (EOF or reset) within ``seconds``."""
+    with trio.move_on_after(seconds):
+        try:
+            while await stream.receive_some(1024):
+                pass
+        except trio.BrokenResourceError:
+            pass
+        return True
+    return False
+
+
+async def connect_from(source: str, port: int) -> trio.SocketStream:
+    """A TCP connection to 127.0.0.1:``port`` from the loopback address ``source``."""
+    sock = trio.socket.socket()
+    await sock.bind((source, 0))
+    await sock.connect(("127.0.0.1", port))
+    return trio.SocketStream(sock)

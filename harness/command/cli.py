@@ -15,6 +15,7 @@ from harness._kit.addresses import parse_hostport
 from harness._kit.commands import (
     SubParsers,
     add_client_tls_option,
+    add_connection_limit_options,
     add_server_command,
     client_tls_context,
     serve_from_args,
@@ -66,6 +67,7 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
         metavar="SECONDS",
         help="close a connection that sends no command, or reads none of a reply, this long (default: %(default)s)",
     )
+    add_connection_limit_options(serve)
 
     client = commands.add_parser(
         "command",
@@ -116,7 +118,14 @@ def run_serve_command(args: argparse.Namespace) -> int:
                 "command; use a loopback address (127.0.0.1, ::1)"
             )
         print(SHELL_WARNING, file=sys.stderr, flush=True)
-    serve = partial(serve_command, root=args.root, shell=args.shell, idle_timeout=args.idle_timeout)
+    serve = partial(
+        serve_command,
+        root=args.root,
+        shell=args.shell,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_host=args.max_connections_per_host,
+    )
     details = (f"root {args.root.resolve()}", "shell" if args.shell else "built-ins")
     return serve_from_args(args, serve, what="command", details=details, tls=True)
 

@@ -9,7 +9,8 @@ By default a command line runs as one of :mod:`harness.command.builtins`, in-pro
 temporary files. Either way the output's size is known before it is sent and its bytes go out block
 by block: memory per connection is bounded by one receive, one frame and one block, whatever the
 output size. A client that stops reading for ``idle_timeout`` seconds (or stops sending while the
-server waits for a command) is disconnected.
+server waits for a command) is disconnected, and connections beyond a cap, in all and per address,
+are closed at once (:mod:`harness._kit.admission`).
 
 A malformed frame gets the ``bad_frame`` error header, and the connection is closed; an abrupt
 disconnect ends that connection only. The server itself stops only when cancelled.
@@ -30,6 +31,7 @@ from typing import BinaryIO
 
 import trio
 
+from harness._kit.admission import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, ConnectionGate
 from harness._kit.connections import FramedConnection
 from harness._kit.framing import RemoteProtocolError
 from harness._kit.tls import open_stream_listeners
@@ -142,19 +144,24 @@ async def serve_command(
     shell: bool = False,
     ssl_context: ssl.SSLContext | None = None,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+    max_connections_per_host: int = MAX_CONNECTIONS_PER_HOST,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the command protocol until cancelled; ``task_status.started(port)`` once listening.
 
     ``root`` is the folder ``cat`` reads from (and the shell's working folder with ``shell``).
+    Beyond ``max_connections`` at once, or ``max_connections_per_host`` from one address, a
+    connection is closed at once.
     """
     root = Path(root)
     runner = partial(run_shell_command if shell else run_builtin_command, root=root)
     listeners, bound_port = await open_stream_listeners(host, port, ssl_context)
+    gate = ConnectionGate(logger, max_connections, max_connections_per_host)
 
     async def handle(stream: trio.abc.Stream) -> None:
         await CommandConnection(stream, runner, idle_timeout=idle_timeout).serve()
 
     logger.debug("serving command on %s:%d (%s), root %s", host, bound_port, "TLS" if ssl_context else "TCP", root)
     task_status.started(bound_port)
-    await trio.serve_listeners(handle, listeners)
+    await trio.serve_listeners(gate.guard(handle), listeners)

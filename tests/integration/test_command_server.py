@@ -18,6 +18,7 @@ from harness._kit.framing import NEED_DATA
 from harness.command.client import CommandClientError, CommandSession, open_command_stream, run_commands_on
 from harness.command.server import serve_command
 from harness.command.wire import ConnectionClosed, ErrorReply, ReplyDecoder, Result, encode_request
+from tests.helpers import closed_within, connect_from
 
 P = ParamSpec("P")
 
@@ -176,3 +177,16 @@ async def test_tls_round_trip(nursery: trio.Nursery, tmp_path: Path, ca: trustme
 async def test_client_reports_a_refused_connection() -> None:
     with pytest.raises(CommandClientError, match="cannot connect"):
         await open_command_stream("127.0.0.1", 1)
+
+
+@deadline
+async def test_one_address_cannot_take_every_connection(nursery: trio.Nursery, tmp_path: Path) -> None:
+    port = await start_server(nursery, tmp_path / "root", max_connections_per_host=3)
+    held = [await connect_from("127.0.0.2", port) for _ in range(3)]
+    refused = await connect_from("127.0.0.2", port)
+    async with refused:
+        assert await closed_within(refused, 5.0)
+    assert await run(port, "echo still served") == [Result(0, b"still served\n", b"")]
+    for stream in held:
+        async with stream:
+            assert await run_commands_on(stream, ["true"], timeout=5.0) == [Result(0, b"", b"")]

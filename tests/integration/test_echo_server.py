@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from harness.echo.client import echo_once, open_echo_stream, relay
 from harness.echo.server import serve_echo_tcp, serve_echo_udp
 from harness.echo.wire import TRANSFORMS, get_transform, upper
+from tests.helpers import closed_within, connect_from
 
 ALL_BYTES = bytes(range(256))
 ONE_MIB = 1 << 20
@@ -281,29 +282,10 @@ async def test_udp_server_keeps_serving_after_its_client_is_gone(nursery: trio.N
 # --- limits ---------------------------------------------------------------------------------
 
 
-async def _closed_within(stream: trio.SocketStream, seconds: float) -> bool:
-    """True when the server ends the connection (EOF or reset) within ``seconds``."""
-    with trio.move_on_after(seconds):
-        try:
-            while await stream.receive_some(1024):
-                pass
-        except trio.BrokenResourceError:
-            pass
-        return True
-    return False
-
-
-async def _connect_from(source: str, port: int) -> trio.SocketStream:
-    sock = trio.socket.socket()
-    await sock.bind((source, 0))
-    await sock.connect(("127.0.0.1", port))
-    return trio.SocketStream(sock)
-
-
 async def test_an_idle_connection_is_closed(nursery: trio.Nursery) -> None:
     port = await start(nursery, serve_echo_tcp, idle_timeout=0.3)
     async with await trio.open_tcp_stream("127.0.0.1", port) as idle:
-        assert await _closed_within(idle, 5.0)
+        assert await closed_within(idle, 5.0)
 
 
 async def test_a_tls_client_that_never_shakes_hands_is_closed(
@@ -311,15 +293,15 @@ async def test_a_tls_client_that_never_shakes_hands_is_closed(
 ) -> None:
     port = await start(nursery, serve_echo_tcp, ssl_context=tls[0], handshake_timeout=0.3)
     async with await trio.open_tcp_stream("127.0.0.1", port) as silent:
-        assert await _closed_within(silent, 5.0)
+        assert await closed_within(silent, 5.0)
 
 
 async def test_one_address_cannot_take_every_echo_connection(nursery: trio.Nursery) -> None:
     port = await start(nursery, serve_echo_tcp, max_connections_per_host=3)
-    held = [await _connect_from("127.0.0.2", port) for _ in range(3)]
-    refused = await _connect_from("127.0.0.2", port)
+    held = [await connect_from("127.0.0.2", port) for _ in range(3)]
+    refused = await connect_from("127.0.0.2", port)
     async with refused:
-        assert await _closed_within(refused, 5.0)
+        assert await closed_within(refused, 5.0)
     assert await echo_once("127.0.0.1", port, b"still served\n") == b"still served\n"
     for stream in held:
         async with stream:

@@ -31,7 +31,7 @@ from harness.echo.client import (
     open_echo_stream,
     relay,
 )
-from harness.echo.server import IDLE_TIMEOUT, serve_echo_tcp, serve_echo_udp
+from harness.echo.server import HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, serve_echo_tcp, serve_echo_udp
 from harness.echo.wire import TRANSFORMS
 
 # RFC 862 reserves port 7, which needs privileges; 7007 is easy to remember and usually free.
@@ -66,6 +66,13 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
         metavar="S",
         help="TCP: close a connection that sends nothing, or reads none of its echo, this long (default: %(default)s)",
     )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=HANDSHAKE_TIMEOUT,
+        metavar="S",
+        help="TLS: close a connection whose handshake is not done this long after it opened (default: %(default)s)",
+    )
     add_connection_limit_options(serve)
 
     client = commands.add_parser(
@@ -96,12 +103,15 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
 
 def run_serve_echo(args: argparse.Namespace) -> int:
     if not args.udp:
-        if not args.idle_timeout > 0:
-            raise UsageError(f"--idle-timeout must be more than 0 seconds, not {args.idle_timeout:g}")
+        for flag in ("idle_timeout", "handshake_timeout"):
+            if not getattr(args, flag) > 0:
+                name = "--" + flag.replace("_", "-")
+                raise UsageError(f"{name} must be more than 0 seconds, not {getattr(args, flag):g}")
         serve_tcp = functools.partial(
             serve_echo_tcp,
             transform=args.transform,
             idle_timeout=args.idle_timeout,
+            handshake_timeout=args.handshake_timeout,
             max_connections=args.max_connections,
             max_connections_per_host=args.max_connections_per_host,
         )

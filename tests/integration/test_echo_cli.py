@@ -70,6 +70,8 @@ def ca() -> trustme.CA:
         (["serve", "echo", "--udp", "--tls-cert", "c", "--tls-key", "k"], "TLS needs TCP"),
         (["serve", "echo", "--port", "70000"], "out of range"),
         (["serve", "echo", "--transform", "rot13"], "invalid choice"),
+        (["serve", "echo", "--idle-timeout", "0"], "--idle-timeout must be more than 0"),
+        (["serve", "echo", "--handshake-timeout", "-1"], "--handshake-timeout must be more than 0"),
         (["echo", "no-port-here"], "not HOST:PORT"),
         (["echo", "127.0.0.1:7", "--timeout", "0"], "--timeout"),
         (["echo", "127.0.0.1:7", "--tls-ca", "missing-ca.pem"], "cannot load --tls-ca"),

@@ -38,7 +38,6 @@ import pytest
 import trio
 import trustme
 
-from harness.echo.server import HANDSHAKE_TIMEOUT
 from harness.messenger.wire import Command, Datagram, DatagramError
 from harness.messenger.wire import decode as decode_datagram
 from harness.messenger.wire import encode as encode_datagram
@@ -495,7 +494,7 @@ async def test_echo_idle_connections_and_garbage_handshakes_are_cut(
     cert, key, context = tls_files
     idle = 2.0
     tls_args = ["--tls-cert", str(cert), "--tls-key", str(key)] if tls else []
-    flags = _limits(idle_timeout=str(idle), **CAPS)
+    flags = _limits(idle_timeout=str(idle), handshake_timeout=str(idle), **CAPS)
 
     async def behave(index: int, stream: trio.SocketStream) -> None:
         if tls and index % 2:
@@ -512,10 +511,7 @@ async def test_echo_idle_connections_and_garbage_handshakes_are_cut(
     with trio.fail_after(TEST_DEADLINE):
         async with serving("echo", *tls_args, *flags, cwd=tmp_path) as server:
             name = f"echo {'tls' if tls else 'tcp'} flood"
-            # The handshake timeout is the longest a flood connection can last.
-            await _connection_flood(
-                server, name, behave, echo, fds_each=1, memory_each=MIB // 8, cut_within=HANDSHAKE_TIMEOUT + 10
-            )
+            await _connection_flood(server, name, behave, echo, fds_each=1, memory_each=MIB // 8, cut_within=idle + 10)
 
 
 # --- random and protocol-shaped datagrams at every UDP server ------------------------------------

@@ -22,6 +22,7 @@ from harness._kit.serving import STOP_SIGNALS, unwrap_single_exception
 from harness._kit.stdin import LineReader
 from harness._kit.udp import open_udp_socket
 from harness.chat.machine import (
+    DEFAULT_KEEPALIVE,
     DEFAULT_MAX_RETRANSMITS,
     DEFAULT_RETRANSMIT_INTERVAL,
     ChatMember,
@@ -162,11 +163,14 @@ async def open_chat_client(
     bind_host: str | None = None,
     retransmit_interval: float = DEFAULT_RETRANSMIT_INTERVAL,
     max_retransmits: int = DEFAULT_MAX_RETRANSMITS,
+    keepalive: float | None = DEFAULT_KEEPALIVE,
 ) -> AsyncIterator[ChatClient]:
     """Join the room at ``server`` as ``name``; leave (``BR_EXIT``) when the block ends.
 
     Raises :class:`ChatError` if the join is not answered within the retransmission schedule.
-    ``bind_host`` defaults to the wildcard address of the server's family.
+    ``bind_host`` defaults to the wildcard address of the server's family. After ``keepalive``
+    seconds without sending anything the client joins again, so that a member that only reads is
+    not forgotten by a room that forgets silent members.
     """
     infos = await trio.socket.getaddrinfo(server[0], server[1], type=trio.socket.SOCK_DGRAM)
     family, *_, sockaddr = infos[0]
@@ -180,6 +184,7 @@ async def open_chat_client(
         first_packet_no=first_packet_no(),
         retransmit_interval=retransmit_interval,
         max_retransmits=max_retransmits,
+        keepalive=keepalive,
     )
     sock = await open_udp_socket(bind_host, 0)
     with sock, unwrap_single_exception():

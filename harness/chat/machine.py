@@ -52,6 +52,7 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -109,6 +110,10 @@ DEFAULT_MAX_MEMBERS = 1024
 # Members send nothing while they only read, so this is long; `harness chat` joins again well
 # within it to stay a member.
 DEFAULT_MEMBER_TIMEOUT = 600.0
+
+# How long a member of ours stays silent before it joins again (a repeated BR_ENTRY), so that a
+# room that forgets silent members keeps it: half the room's default.
+DEFAULT_KEEPALIVE = DEFAULT_MEMBER_TIMEOUT / 2
 
 # Bind addresses that stand for every address of the host.
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
@@ -483,8 +488,12 @@ class ChatMember:
         retransmit_interval: float = DEFAULT_RETRANSMIT_INTERVAL,
         max_retransmits: int = DEFAULT_MAX_RETRANSMITS,
         max_remembered: int = 4096,
+        keepalive: float | None = None,
     ) -> None:
+        """With ``keepalive``, a joined member silent that long joins again (see :data:`DEFAULT_KEEPALIVE`)."""
         Datagram(VERSION, 0, name, host, Command.BR_ENTRY)  # validates the names up front
+        if keepalive is not None and not keepalive > 0:
+            raise ValueError(f"keepalive must be positive, not {keepalive!r}")
         self.server = server
         self.name = name
         self.host = host
@@ -494,11 +503,13 @@ class ChatMember:
         self._join: _Outstanding | None = None
         self._messages: dict[int, _Outstanding] = {}
         self._shown = Remembered(max_remembered)
+        self._keepalive = keepalive
+        self._last_sent = -math.inf
 
     def join(self, now: float) -> list[MemberEvent]:
         """Send ``BR_ENTRY``; it is retransmitted until the server answers ``ANSENTRY``."""
         self._join = _Outstanding(self.server, self._datagram(Command.BR_ENTRY, 0, self.name))
-        return [self._schedule.transmit(self._join, now)]
+        return [self._transmit(self._join, now)]
 
     def leave(self) -> list[MemberEvent]:
         """Send ``BR_EXIT`` once and forget everything outstanding."""
@@ -513,7 +524,7 @@ class ChatMember:
         encode(datagram)
         item = _Outstanding(self.server, datagram)
         self._messages[datagram.packet_no] = item
-        return datagram.packet_no, [self._schedule.transmit(item, now)]
+        return datagram.packet_no, [self._transmit(item, now)]
 
     @property
     def unacknowledged(self) -> list[int]:
@@ -533,6 +544,7 @@ class ChatMember:
             if datagram.wants_ack:
                 ack = self._datagram(Command.RECVMSG, 0, str(datagram.packet_no))
                 events.append(Send(source, ack))
+                self._last_sent = now
             if datagram.packet_no in self._shown:
                 events.append(Ignored(source, datagram, "duplicate relay"))
             else:
@@ -554,21 +566,36 @@ class ChatMember:
                 self._join = None
                 events.append(JoinFailed(self.server))
             else:
-                events.append(self._schedule.transmit(self._join, now))
+                events.append(self._transmit(self._join, now))
         for packet_no, item in list(self._messages.items()):
             if item.due <= now:
                 if self._schedule.is_spent(item):
                     del self._messages[packet_no]
                     events.append(Undelivered(packet_no, item.datagram.extra))
                 else:
-                    events.append(self._schedule.transmit(item, now))
+                    events.append(self._transmit(item, now))
+        keepalive = self._keepalive_due()
+        if keepalive is not None and keepalive <= now:
+            events += self.join(now)
         return events
 
     def next_deadline(self) -> float | None:
         dues = [item.due for item in self._messages.values()]
         if self._join is not None:
             dues.append(self._join.due)
+        keepalive = self._keepalive_due()
+        if keepalive is not None:
+            dues.append(keepalive)
         return min(dues, default=None)
+
+    def _keepalive_due(self) -> float | None:
+        if self._keepalive is None or not self.joined or self._join is not None:
+            return None
+        return self._last_sent + self._keepalive
+
+    def _transmit(self, item: _Outstanding, now: float) -> Send:
+        self._last_sent = now
+        return self._schedule.transmit(item, now)
 
     def _datagram(self, command: Command, flags: int, extra: str) -> Datagram:
         return Datagram(VERSION, next(self._packet_numbers), self.name, self.host, command, flags, extra)

@@ -368,6 +368,29 @@ def test_member_join_is_retransmitted_until_answered() -> None:
     assert alice.next_deadline() is None
 
 
+def test_a_member_that_only_reads_joins_again_before_the_room_forgets_it() -> None:
+    alice = member(keepalive=300.0)
+    [join] = sends(alice.join(0.0))
+    alice.receive(datagram(1, Command.ANSENTRY, "alice"), SERVER, 0.1)
+    # An acknowledged relay is something sent: the silence starts again from there.
+    alice.receive(Datagram(1, 900, "bob", "srv", Command.SENDMSG, SENDCHECKOPT, "yo"), SERVER, 100.0)
+    assert alice.next_deadline() == 400.0
+    assert alice.poll(399.9) == []
+    [again] = sends(alice.poll(400.0))
+    assert (again.datagram.command, again.datagram.user) == (Command.BR_ENTRY, "alice")
+    assert again.datagram.packet_no != join.datagram.packet_no
+    assert alice.receive(datagram(2, Command.ANSENTRY, "alice"), SERVER, 400.1) == [Joined(SERVER, "alice")]
+    assert alice.next_deadline() == 700.0
+
+
+def test_a_member_without_keepalive_stays_silent() -> None:
+    alice = member()
+    alice.join(0.0)
+    alice.receive(datagram(1, Command.ANSENTRY, "alice"), SERVER, 0.1)
+    assert alice.next_deadline() is None
+    assert alice.poll(10_000.0) == []
+
+
 def test_member_join_fails_after_the_schedule() -> None:
     alice = member(retransmit_interval=0.5, max_retransmits=2)
     alice.join(0.0)

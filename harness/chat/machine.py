@@ -38,6 +38,8 @@ Limits (joins are unauthenticated, so anyone can forge them):
   would relay to itself, and each relay it received would be relayed again.
 - A member not heard from (any datagram) for ``member_timeout`` seconds is forgotten
   (:class:`MemberExpired`) the next time the room handles anything.
+- At most ``max_queued_relays`` relays wait for one member (sent and unacknowledged, or queued
+  behind the window); a message beyond that is not relayed to that member (:class:`RelayDropped`).
 - The work per datagram does not grow with the member count, except the fan-out of a message:
   members are a dict in least-recently-heard order (expiry looks at the front only), and the
   retransmission deadlines are a heap of the relays in flight, not a scan of every member.
@@ -68,7 +70,9 @@ from harness.messenger.wire import (
 )
 
 __all__ = [
+    "DEFAULT_KEEPALIVE",
     "DEFAULT_MAX_MEMBERS",
+    "DEFAULT_MAX_QUEUED_RELAYS",
     "DEFAULT_MAX_RETRANSMITS",
     "DEFAULT_MEMBER_TIMEOUT",
     "DEFAULT_RETRANSMIT_INTERVAL",
@@ -84,6 +88,7 @@ __all__ = [
     "MemberEvent",
     "MemberExpired",
     "MessageReceived",
+    "RelayDropped",
     "RelayExpired",
     "RoomEvent",
     "Send",
@@ -114,6 +119,11 @@ DEFAULT_MEMBER_TIMEOUT = 600.0
 # How long a member of ours stays silent before it joins again (a repeated BR_ENTRY), so that a
 # room that forgets silent members keeps it: half the room's default.
 DEFAULT_KEEPALIVE = DEFAULT_MEMBER_TIMEOUT / 2
+
+# Relays waiting for one member, sent or not: a person types far fewer in one retransmission
+# schedule. Without a bound, a member that acknowledges nothing under ``relay_window=1``, or a
+# flood of messages to many members, made the room hold relays without end.
+DEFAULT_MAX_QUEUED_RELAYS = 64
 
 # Bind addresses that stand for every address of the host.
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
@@ -165,6 +175,16 @@ class RelayExpired:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayDropped:
+    """Room: a relay was not queued, because ``destination`` already has ``waiting`` relays waiting
+    (a member that acknowledges nothing, or a flood of messages)."""
+
+    destination: Address
+    datagram: Datagram
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
 class MessageReceived:
     """Member: a relayed message, shown once however often it is retransmitted."""
 
@@ -196,7 +216,7 @@ class JoinFailed:
     server: Address
 
 
-RoomEvent = Send | Joined | JoinRefused | Left | MemberExpired | Ignored | RelayExpired
+RoomEvent = Send | Joined | JoinRefused | Left | MemberExpired | Ignored | RelayExpired | RelayDropped
 MemberEvent = Send | Joined | JoinFailed | MessageReceived | Delivered | Undelivered | Ignored
 
 
@@ -273,7 +293,10 @@ class ChatRoom:
         max_members: int = DEFAULT_MAX_MEMBERS,
         member_timeout: float = DEFAULT_MEMBER_TIMEOUT,
         own_address: Address | None = None,
+        max_queued_relays: int = DEFAULT_MAX_QUEUED_RELAYS,
     ) -> None:
+        if max_queued_relays < 1:
+            raise ValueError(f"max_queued_relays must be >= 1, not {max_queued_relays}")
         if relay_window is not None and relay_window < 1:
             raise ValueError(f"relay_window must be None or >= 1, not {relay_window}")
         if max_members < 1:
@@ -289,6 +312,7 @@ class ChatRoom:
         self.own_address = own_address
         self._schedule = _Schedule(retransmit_interval, max_retransmits)
         self._window = relay_window
+        self.max_queued_relays = max_queued_relays
         self._packet_numbers = PacketNumbers(first_packet_no)
         # Least recently heard first: expiry only ever looks at the front.
         self._members: collections.OrderedDict[Address, _Member] = collections.OrderedDict()
@@ -429,6 +453,9 @@ class ChatRoom:
             events.append(self._ack_for(datagram, source))
         for address, other in self._members.items():
             if address != source:
+                if len(other.relays) >= self.max_queued_relays:
+                    events.append(RelayDropped(address, relay, len(other.relays)))
+                    continue
                 item = _Outstanding(address, relay)
                 other.relays.append(item)
                 # Everything ahead of it in the window is in flight already, so only it can start.

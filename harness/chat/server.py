@@ -28,6 +28,7 @@ from harness.chat.machine import (
     JoinRefused,
     Left,
     MemberExpired,
+    RelayDropped,
     RelayExpired,
     RoomEvent,
 )
@@ -121,6 +122,15 @@ async def _send_and_log(sock: trio.socket.SocketType, bursts: _Bursts, events: l
                 "%s:%d (%s) forgotten: silent too long",
                 *event.address,
                 _shown(event.nickname),
+            )
+        elif isinstance(event, RelayDropped):
+            bursts.warnings.log(
+                "dropped",
+                trio.current_time(),
+                "%s:%d has %d relays waiting; relay %d dropped",
+                *event.destination,
+                event.waiting,
+                event.datagram.packet_no,
             )
         elif isinstance(event, RelayExpired):
             bursts.warnings.log(

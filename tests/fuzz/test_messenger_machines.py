@@ -22,6 +22,8 @@ fuzz = settings.get_profile("fuzz")
 
 ROOM: Address = ("127.0.0.1", 8081)
 CAP = 4
+#: Relays waiting for one member, small so that inputs of 40 datagrams reach it.
+QUEUED = 5
 # The room's own address, another port on its host, and members on other loopback hosts.
 SOURCES: list[Address] = [ROOM, ("127.0.0.1", 8082), *[(f"127.0.0.{n}", 5000 + n) for n in range(2, 9)]]
 
@@ -74,6 +76,7 @@ def test_chat_room_holds_its_limits(
         member_timeout=30.0,
         relay_window=window,
         own_address=bound,
+        max_queued_relays=QUEUED,
     )
     now = 0.0
     for datagram, source, wait in events:
@@ -88,6 +91,7 @@ def test_chat_room_holds_its_limits(
         members = room.members
         assert len(members) <= CAP
         assert ROOM not in members
+        assert all(len(room.unacknowledged(member)) <= QUEUED for member in members)
     # Everything outstanding is retransmitted or given up: the schedule always ends.
     for _ in range(1000):
         deadline = room.next_deadline()

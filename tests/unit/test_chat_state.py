@@ -22,6 +22,7 @@ from harness.chat.machine import (
     MemberEvent,
     MemberExpired,
     MessageReceived,
+    RelayDropped,
     RelayExpired,
     RoomEvent,
     Send,
@@ -235,6 +236,20 @@ def test_window_of_one_is_stop_and_wait() -> None:
     events = room.poll(1.1)  # m1 given up: m2 starts
     assert events[0] == RelayExpired(B, m1)
     assert [d.extra for d in sends_to(events, B)] == ["m2"]
+
+
+def test_a_member_that_acknowledges_nothing_holds_a_bounded_queue() -> None:
+    room = room_with((A, "alice"), (B, "bob"), relay_window=1, max_queued_relays=3)
+    queued = [sends_to(say(room, A, n, f"m{n}"), B) for n in range(3)]
+    assert len(room.unacknowledged(B)) == 3
+    events = say(room, A, 3, "m3")
+    dropped = [event for event in events if isinstance(event, RelayDropped)]
+    assert [(event.destination, event.datagram.extra, event.waiting) for event in dropped] == [(B, "m3", 3)]
+    assert len(room.unacknowledged(B)) == 3
+    # The sender's message is still acknowledged: the room took it, and other members get it.
+    assert [send.datagram.command for send in sends(events)] == [Command.RECVMSG]
+    ack(room, B, queued[0][0], 0.1)
+    assert len(room.unacknowledged(B)) == 2
 
 
 @given(

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
+import selectors
+import shlex
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from conformance import launch
@@ -20,6 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 # Generous: a run's own deadlines bound it far below this; this only stops a broken test.
 COMMAND_SECONDS = 240
+# A fixture that has not said where it listens by then is not going to.
+START_SECONDS = 10.0
 
 
 @dataclass
@@ -53,6 +61,59 @@ def conformance(tmp_path: Path, *args: str, prefix: Sequence[str] = ()) -> Run:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_SECONDS, cwd=tmp_path, env=env)
     loaded = json.loads(report.read_text()) if report.exists() else None
     return Run(done.returncode, done.stdout, done.stderr, loaded)
+
+
+def assert_sane(run: Run) -> None:
+    """The run made a report, without a traceback or a case in error."""
+    assert run.report is not None, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    assert "error" not in run.outcomes().values(), run.stdout
+
+
+def replay_segmentation(tmp_path: Path, message: str, case_id: str) -> tuple[list[int], Run]:
+    """The cuts a segmentation failure's ``message`` shrank to, and the run of the replay it offers
+    (checked to replay exactly those cuts of ``case_id``)."""
+    shrunk = re.search(r"shrunk input: (\[[0-9, ]*\])", message)
+    assert shrunk is not None, message
+    cuts: list[int] = ast.literal_eval(shrunk.group(1))
+    replay_line = next(line for line in message.splitlines() if "replay:" in line)
+    words = shlex.split(replay_line.split("replay:", 1)[1])
+    assert words[:2] == ["conformance", "run"]
+    assert words[words.index("-k") + 1] == case_id
+    assert ast.literal_eval(words[words.index("--replay") + 1]) == cuts
+    # Longer pauses between the pieces make the replay certain to show the cut, even on a busy machine.
+    return cuts, conformance(tmp_path, *words[1:], "--timeout-scale", "4")
+
+
+def start_fixture(script: str, port: int, *args: str) -> subprocess.Popen[bytes]:
+    """``fixtures/SCRIPT.py PORT ARGS``, once it has said (within START_SECONDS) that it listens."""
+    argv = [sys.executable, str(FIXTURES / f"{script}.py"), str(port), *args]
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    assert server.stdout is not None
+    line = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(server.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + START_SECONDS
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining) or not (chunk := os.read(server.stdout.fileno(), 4096)):
+                server.kill()
+                server.communicate()
+                pytest.fail(f"{script} did not announce its port: {line!r}")
+            line += chunk
+    assert line == f"listening on 127.0.0.1:{port}\n".encode()
+    return server
+
+
+def stop_fixture(server: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then its exit status (after a kill, if it has not exited within 5 s)."""
+    server.terminate()
+    try:
+        server.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.communicate()
+    return server.returncode
 
 
 def fixture_command(protocol: str, script: str, *extra: str) -> str:

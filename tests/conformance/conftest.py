@@ -9,7 +9,7 @@ the selected tests need is started when the first of them asks, the longest firs
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
@@ -48,6 +48,35 @@ class Runs:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ModuleRuns:
+    """A test module's own runs (``runs``: key -> the arguments after ``conformance run``) on the tier's
+    pool, each under ``PREFIX-KEY``; ``get`` waits for one."""
+
+    def __init__(self, pool: Runs, prefix: str, runs: Mapping[str, Sequence[str]]) -> None:
+        self._pool = pool
+        self._prefix = prefix
+        self._runs = runs
+
+    def start(self, key: str) -> None:
+        self._pool.start(f"{self._prefix}-{key}", self._runs[key])
+
+    def get(self, key: str) -> Run:
+        return self._pool.get(f"{self._prefix}-{key}", self._runs[key])
+
+
+def start_module_runs(
+    request: pytest.FixtureRequest, pool: Runs, prefix: str, runs: Mapping[str, Sequence[str]]
+) -> ModuleRuns:
+    """The requesting module's runs, those its selected tests name (parameter ``key``) started in their
+    order: `pytest -k` on one test makes one run."""
+    started = ModuleRuns(pool, prefix, runs)
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if isinstance(item, pytest.Function) and item.module is request.module and "key" in params:
+            started.start(str(params["key"]))
+    return started
 
 
 @pytest.fixture(scope="session")

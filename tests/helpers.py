@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import re
@@ -12,16 +13,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 import pytest
 import trio
 
 from conformance import launch
 
+P = ParamSpec("P")
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 # Generous: a run's own deadlines bound it far below this; this only stops a broken test.
@@ -61,6 +63,21 @@ def conformance(tmp_path: Path, *args: str, prefix: Sequence[str] = ()) -> Run:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_SECONDS, cwd=tmp_path, env=env)
     loaded = json.loads(report.read_text()) if report.exists() else None
     return Run(done.returncode, done.stdout, done.stderr, loaded)
+
+
+def within(seconds: float) -> Callable[[Callable[P, Awaitable[None]]], Callable[P, Awaitable[None]]]:
+    """A decorator failing the async test it wraps after ``seconds`` (a fixture cannot: cancel scopes do
+    not cross tasks)."""
+
+    def decorate(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+        @functools.wraps(test)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> None:
+            with trio.fail_after(seconds):
+                await test(*args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 def assert_sane(run: Run) -> None:

@@ -6,9 +6,8 @@ import functools
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
 import trio
@@ -18,19 +17,9 @@ from harness._kit.framing import NEED_DATA
 from harness.command.client import CommandClientError, CommandSession, open_command_stream, run_commands_on
 from harness.command.server import serve_command
 from harness.command.wire import ConnectionClosed, ErrorReply, ReplyDecoder, Result, encode_request
+from tests.helpers import within
 
-P = ParamSpec("P")
-
-
-def deadline(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-    """Fail the test if it takes over 10 s (a fixture cannot: cancel scopes do not cross tasks)."""
-
-    @functools.wraps(test)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        with trio.fail_after(10):
-            await test(*args, **kwargs)
-
-    return run
+deadline = within(10)
 
 
 async def start_server(nursery: trio.Nursery, root: Path, **options: Any) -> int:

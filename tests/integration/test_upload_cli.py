@@ -8,9 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
 import trio
@@ -21,22 +20,14 @@ import harness.cli
 from harness._kit.tls import server_context_from_files
 from harness.upload.client import upload_files
 from harness.upload.server import serve_upload
+from tests.helpers import within
 
-P = ParamSpec("P")
 REPO_ROOT = Path(harness.__file__).resolve().parent.parent
 # Only this package's commands, so that these tests do not depend on the other protocol packages.
 UPLOAD_ONLY = ("harness.upload.cli",)
 
 
-def deadline(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-    """Fail the test if it takes over 10 s (a fixture cannot: cancel scopes do not cross tasks)."""
-
-    @functools.wraps(test)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        with trio.fail_after(10):
-            await test(*args, **kwargs)
-
-    return run
+deadline = within(10)
 
 
 @pytest.fixture(autouse=True)

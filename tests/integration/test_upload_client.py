@@ -9,7 +9,7 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
 import trio
@@ -38,19 +38,9 @@ from harness.upload.wire import (
     RequestDecoder,
     encode_reply,
 )
+from tests.helpers import within
 
-P = ParamSpec("P")
-
-
-def deadline(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-    """Fail the test if it takes over 5 s (a fixture cannot: cancel scopes do not cross tasks)."""
-
-    @functools.wraps(test)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        with trio.fail_after(5):
-            await test(*args, **kwargs)
-
-    return run
+deadline = within(5)
 
 
 def md5(data: bytes) -> str:

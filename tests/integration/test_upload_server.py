@@ -8,9 +8,9 @@ import os
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
 import trio
@@ -29,6 +29,7 @@ from harness.upload.wire import (
     StatRequest,
     encode_request,
 )
+from tests.helpers import within
 
 MD5_EMPTY = hashlib.md5(b"").hexdigest()
 
@@ -132,18 +133,7 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-P = ParamSpec("P")
-
-
-def deadline(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-    """Fail the test if it takes over 5 s (a fixture cannot: cancel scopes do not cross tasks)."""
-
-    @functools.wraps(test)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        with trio.fail_after(5):
-            await test(*args, **kwargs)
-
-    return run
+deadline = within(5)
 
 
 # --- puts and stats --------------------------------------------------------------------------------

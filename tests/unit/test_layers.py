@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "kit.failures",
         "kit.payloads",
         "kit.segments",
+        "kit.stream_protocols",
     ),
     ("kit.filesystem",),
     ("registry",),

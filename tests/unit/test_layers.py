@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "kit.segments",
         "kit.stream_protocols",
     ),
-    ("kit.filesystem",),
+    ("kit.filesystem", "kit.reply_streams"),
     ("registry",),
     ("runner",),
     ("report",),

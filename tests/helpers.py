@@ -10,16 +10,19 @@ import re
 import selectors
 import shlex
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec
 
 import pytest
 import trio
+import trustme
 
 from conformance import launch
 
@@ -78,6 +81,26 @@ def within(seconds: float) -> Callable[[Callable[P, Awaitable[None]]], Callable[
         return run
 
     return decorate
+
+
+def tls_contexts(ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context, client context): a certificate for 127.0.0.1 issued by ``ca``, and trust in ``ca``."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return server_context, client_context
+
+
+def assert_usage_error(argv: Sequence[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``harness ARGV`` exits 2 with one ``harness: ...`` line on stderr that says ``message``."""
+    from harness import cli
+
+    assert cli.main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness: ") and err.count("\n") == 1, err
+    assert message in err, err
+    assert "Traceback" not in err
 
 
 def assert_sane(run: Run) -> None:
@@ -141,6 +164,29 @@ def fixture_command(protocol: str, script: str, *extra: str) -> str:
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
     """A port on 127.0.0.1 that nothing was bound to a moment ago (for a program that takes a PORT)."""
     return launch.free_port("tcp" if kind == socket.SOCK_STREAM else "udp")
+
+
+@asynccontextmanager
+async def serving_process(argv: Sequence[str], **options: Any) -> AsyncIterator[trio.Process]:
+    """``argv`` with its stderr piped; killed if it is still running when the block ends, and reaped."""
+    process = await trio.lowlevel.open_process(list(argv), stderr=subprocess.PIPE, **options)
+    assert process.stderr is not None
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+            await process.stderr.aclose()
+
+
+async def read_to_eof(stream: trio.abc.ReceiveStream) -> bytes:
+    """Everything ``stream`` still gives, until its EOF (the caller bounds the wait)."""
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
 
 
 async def first_line(stream: trio.abc.ReceiveStream) -> tuple[str, bytes]:

@@ -8,16 +8,19 @@ the tier's pool of runs (conftest.py), and each test then checks its own report.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from conformance import registry
-from tests.conformance.conftest import ModuleRuns, Runs, start_module_runs
+from tests.conformance.conftest import (
+    ModuleRuns,
+    Runs,
+    assert_reference_passes,
+    start_module_runs,
+    tcp_and_tls_reference_runs,
+)
 from tests.helpers import (
     FIXTURES,
-    assert_sane,
     conformance,
     free_port,
     replay_segmentation,
@@ -26,17 +29,10 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.slow
-PYTHON = sys.executable
-SERVE = f"{PYTHON} -m harness serve command --port {{port}} --root {{root}}"
-TLS_SERVE = f"{SERVE} --tls-cert {{cert}} --tls-key {{key}}"
 
-ALL = frozenset(case.id.split(".", 2)[2] for case in registry.protocols()["command"].cases)
 
 # Every run this module makes, by key: the arguments after ``conformance run``.
-RUNS: dict[str, list[str]] = {
-    "reference-embedded": ["--target", "command=embedded", "--target", "command-tls=embedded"],
-    "reference-command": ["--target-cmd", f"command={SERVE}", "--target-cmd", f"command-tls={TLS_SERVE}"],
-}
+RUNS = tcp_and_tls_reference_runs("command")
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +42,7 @@ def runs(request: pytest.FixtureRequest, fixture_runs: Runs) -> ModuleRuns:
 
 @pytest.mark.parametrize("key", ["reference-embedded", "reference-command"])
 def test_reference_passes_everything(runs: ModuleRuns, key: str) -> None:
-    run = runs.get(key)
-    assert_sane(run)
-    assert run.status == 0, run.stdout
-    outcomes = run.outcomes()
-    assert {c for c, o in outcomes.items() if o != "passed"} == {"command.tls.half-close"}, run.stdout
-    assert outcomes["command.tls.half-close"] == "unsupported"
-    assert len(outcomes) == 2 * len(ALL)
+    assert_reference_passes(runs.get(key), "command")
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ import harness
 import harness.cli
 from harness.command.cli import CONNECTION_FAILED
 from harness.command.server import serve_command
-from tests.helpers import within
+from tests.helpers import assert_usage_error, within
 
 REPO_ROOT = Path(harness.__file__).resolve().parent.parent
 HARNESS = [sys.executable, "-m", "harness"]
@@ -118,9 +118,7 @@ def test_usage_errors_exit_2_with_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(harness.cli, "command_modules", lambda: ["harness.command.cli"])
-    assert harness.cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.startswith("harness: ") and err.count("\n") == 1, err
+    assert_usage_error(argv, message, capsys)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from harness._kit.framing import NEED_DATA
 from harness.command.client import CommandClientError, CommandSession, open_command_stream, run_commands_on
 from harness.command.server import serve_command
 from harness.command.wire import ConnectionClosed, ErrorReply, ReplyDecoder, Result, encode_request
-from tests.helpers import within
+from tests.helpers import tls_contexts, within
 
 deadline = within(10)
 
@@ -148,10 +148,7 @@ def ca() -> trustme.CA:
 
 @deadline
 async def test_tls_round_trip(nursery: trio.Nursery, tmp_path: Path, ca: trustme.CA) -> None:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts(ca)
     port = await start_server(nursery, tmp_path / "root", ssl_context=server_context)
     stream = await open_command_stream("127.0.0.1", port, ssl_context=client_context)
     async with stream:

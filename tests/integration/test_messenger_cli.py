@@ -25,6 +25,7 @@ from harness.broadcast.server import serve_presence
 from harness.chat.client import open_chat_client, run_terminal_chat
 from harness.chat.server import serve_chat
 from harness.messenger.wire import MAX_DATAGRAM_SIZE, Command, Datagram, decode, encode
+from tests.helpers import assert_usage_error
 
 ROOT = Path(__file__).resolve().parents[2]
 BROADCAST = "127.255.255.255"
@@ -64,11 +65,7 @@ def messenger_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_usage_errors_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("harness: ")
-    assert message in err
-    assert err.count("\n") == 1
+    assert_usage_error(argv, message, capsys)
 
 
 @pytest.mark.usefixtures("messenger_cli")

@@ -38,7 +38,7 @@ from harness.upload.wire import (
     RequestDecoder,
     encode_reply,
 )
-from tests.helpers import within
+from tests.helpers import tls_contexts, within
 
 deadline = within(5)
 
@@ -171,10 +171,7 @@ async def test_file_that_shrank_is_an_error(
 @deadline
 async def test_tls_upload(nursery: trio.Nursery, tmp_path: Path) -> None:
     ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts(ca)
     port = await start_server(nursery, tmp_path / "root", ssl_context=server_context)
     files = make_files(tmp_path / "src", {"a": b"over tls", "b": os.urandom(200_000)})
     replies = await upload_files("127.0.0.1", port, files, ssl_context=client_context)

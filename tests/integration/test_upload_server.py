@@ -29,7 +29,7 @@ from harness.upload.wire import (
     StatRequest,
     encode_request,
 )
-from tests.helpers import within
+from tests.helpers import tls_contexts, within
 
 MD5_EMPTY = hashlib.md5(b"").hexdigest()
 
@@ -581,10 +581,7 @@ async def test_connections_over_the_total_are_closed(nursery: trio.Nursery, tmp_
 
 @pytest.fixture
 async def tls_server(nursery: trio.Nursery, tmp_path: Path, ca: trustme.CA) -> Server:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts(ca)
     server = await start_server(nursery, tmp_path / "root", ssl_context=server_context)
     server.client_ssl = client_context
     return server

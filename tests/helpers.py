@@ -167,10 +167,10 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
 
 
 @asynccontextmanager
-async def serving_process(argv: Sequence[str], **options: Any) -> AsyncIterator[trio.Process]:
-    """``argv`` with its stderr piped; killed if it is still running when the block ends, and reaped."""
+async def piped_process(argv: Sequence[str], **options: Any) -> AsyncIterator[trio.Process]:
+    """``argv`` with its stderr piped (and what ``options`` pipe); killed if it is still running when
+    the block ends, reaped, and its pipes closed."""
     process = await trio.lowlevel.open_process(list(argv), stderr=subprocess.PIPE, **options)
-    assert process.stderr is not None
     try:
         yield process
     finally:
@@ -178,7 +178,9 @@ async def serving_process(argv: Sequence[str], **options: Any) -> AsyncIterator[
             process.kill()
         with trio.CancelScope(shield=True):
             await process.wait()
-            await process.stderr.aclose()
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    await pipe.aclose()
 
 
 async def read_to_eof(stream: trio.abc.ReceiveStream) -> bytes:

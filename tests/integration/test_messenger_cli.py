@@ -25,7 +25,7 @@ from harness.broadcast.server import serve_presence
 from harness.chat.client import open_chat_client, run_terminal_chat
 from harness.chat.server import serve_chat
 from harness.messenger.wire import MAX_DATAGRAM_SIZE, Command, Datagram, decode, encode
-from tests.helpers import assert_usage_error
+from tests.helpers import assert_usage_error, piped_process
 
 ROOT = Path(__file__).resolve().parents[2]
 BROADCAST = "127.255.255.255"
@@ -118,24 +118,9 @@ def test_peer_table_format() -> None:
 async def harness_process(*args: str) -> AsyncIterator[trio.Process]:
     """``harness ARGS`` with pipes; killed if still running when the block ends."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-c", RUN_HARNESS, *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=ROOT,
-    )
-    try:
+    argv = [sys.executable, "-c", RUN_HARNESS, *args]
+    async with piped_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=ROOT) as process:
         yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            for pipe in (process.stdin, process.stdout, process.stderr):
-                if pipe is not None:
-                    await pipe.aclose()
 
 
 async def read_until(stream: trio.abc.ReceiveStream, marker: bytes, seen: bytearray) -> None:

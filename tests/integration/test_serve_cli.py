@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.helpers import first_line, read_to_eof, serving_process
+from tests.helpers import first_line, piped_process, read_to_eof
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 15
@@ -75,7 +75,7 @@ def test_every_serve_command_is_covered() -> None:
 async def test_serving_line_then_exit_0_on_signal(name: str, signum: signal.Signals, tmp_path: Path) -> None:
     server = SERVERS[name]
     argv = server.command(0, tmp_path)
-    async with serving_process(argv, stdout=subprocess.DEVNULL, env=ENV, cwd=tmp_path) as process:
+    async with piped_process(argv, stdout=subprocess.DEVNULL, env=ENV, cwd=tmp_path) as process:
         assert process.stderr is not None
         with trio.fail_after(TIMEOUT):
             line, rest = await first_line(process.stderr)
@@ -112,7 +112,7 @@ async def test_tftp_stopped_mid_upload_leaves_no_partial_file(signum: signal.Sig
     root = tmp_path / "root"
     root.mkdir()
     argv = [sys.executable, "-m", "harness", "serve", "tftp", "--port", "0", "--root", str(root), "--allow-write"]
-    async with serving_process(argv, stdout=subprocess.DEVNULL, env=ENV) as process:
+    async with piped_process(argv, stdout=subprocess.DEVNULL, env=ENV) as process:
         assert process.stderr is not None
         with trio.fail_after(TIMEOUT):
             line, _ = await first_line(process.stderr)

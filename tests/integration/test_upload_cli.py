@@ -19,7 +19,7 @@ import harness.cli
 from harness._kit.tls import server_context_from_files
 from harness.upload.client import upload_files
 from harness.upload.server import serve_upload
-from tests.helpers import first_line, read_to_eof, serving_process, within
+from tests.helpers import first_line, piped_process, read_to_eof, within
 
 REPO_ROOT = Path(harness.__file__).resolve().parent.parent
 # Only this package's commands, so that these tests do not depend on the other protocol packages.
@@ -271,7 +271,7 @@ async def test_serve_upload_command_serves_until_interrupted(tmp_path: Path, fil
     )
     argv = [sys.executable, "-c", code, "serve", "upload", "--port", "0", "--root", str(tmp_path / "root")]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    async with serving_process(argv, env=env) as process:
+    async with piped_process(argv, env=env) as process:
         assert process.stderr is not None
         announcement, _ = await first_line(process.stderr)
         assert announcement.startswith("serving upload on 127.0.0.1:")

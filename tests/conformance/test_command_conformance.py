@@ -1,9 +1,7 @@
 """The command cases: the reference passes them all, and the broken servers' failures say what they should.
 
 (That each broken server fails exactly the cases about its flaw is test_fixture_matrix.py's business.)
-Every run is ``python -m conformance run`` as a user would type it. The runs are independent and
-mostly wait (on pauses, deadlines and sockets), so the module starts all the selected ones at once on
-the tier's pool of runs (conftest.py), and each test then checks its own report.
+The runs go on the tier's pool (conftest.py: ``start_module_runs``).
 """
 
 from __future__ import annotations

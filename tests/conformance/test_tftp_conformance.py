@@ -24,7 +24,7 @@ from conformance.protocols.tftp.files import content, fixture_names
 from conformance.protocols.tftp.target import OUTSIDE_NAME, OUTSIDE_SECRET
 from harness.tftp.server import serve_tftp
 from harness.tftp.wire import Ack, Data, OptionAck
-from tests.conformance.conftest import Runs
+from tests.conformance.conftest import ModuleRuns, Runs, start_module_runs
 from tests.helpers import Run, conformance, fixture_command, free_port
 
 HARNESS = f"{sys.executable} -m harness"
@@ -104,28 +104,9 @@ RUNS: dict[str, list[str]] = {
 }
 
 
-class ModuleRuns:
-    """This module's runs, on the tier's pool (conftest.py); ``get`` waits for one."""
-
-    def __init__(self, pool: Runs) -> None:
-        self._pool = pool
-
-    def start(self, key: str) -> None:
-        self._pool.start(f"tftp-{key}", RUNS[key])
-
-    def get(self, key: str) -> Run:
-        return self._pool.get(f"tftp-{key}", RUNS[key])
-
-
 @pytest.fixture(scope="module")
 def runs(request: pytest.FixtureRequest, fixture_runs: Runs) -> ModuleRuns:
-    # Only the runs of the tests selected, in their order: `pytest -k` on one test makes one run.
-    started = ModuleRuns(fixture_runs)
-    for item in request.session.items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        if isinstance(item, pytest.Function) and item.module is request.module and "key" in params:
-            started.start(str(params["key"]))
-    return started
+    return start_module_runs(request, fixture_runs, "tftp", RUNS)
 
 
 def outcomes(run: Run) -> dict[str, str]:

@@ -1,40 +1,42 @@
 """The upload cases: the reference passes them all, and the broken servers' failures say what they should.
 
 (That each broken server fails exactly the cases about its flaw is test_fixture_matrix.py's business.)
-Every run is ``python -m conformance run`` as a user would type it. The runs are independent and
-mostly wait (on pauses, deadlines and sockets), so the module starts all the selected ones at once on
-the tier's pool of runs (conftest.py), and each test then checks its own report.
+The runs go on the tier's pool (conftest.py: ``start_module_runs``).
 """
 
 from __future__ import annotations
 
-import ast
-import os
 import re
-import selectors
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conformance import registry
 from tests.conformance import matrix
-from tests.conformance.conftest import Runs
-from tests.helpers import FIXTURES, Run, conformance, fixture_command, free_port
+from tests.conformance.conftest import (
+    ModuleRuns,
+    Runs,
+    assert_reference_passes,
+    serve_command,
+    start_module_runs,
+    tcp_and_tls_reference_runs,
+)
+from tests.helpers import (
+    FIXTURES,
+    assert_sane,
+    conformance,
+    fixture_command,
+    free_port,
+    replay_segmentation,
+    start_fixture,
+    stop_fixture,
+)
 
 pytestmark = pytest.mark.slow
-PYTHON = sys.executable
-SERVE = f"{PYTHON} -m harness serve upload --port {{port}} --root {{root}}"
-TLS_SERVE = f"{SERVE} --tls-cert {{cert}} --tls-key {{key}}"
 # The fixtures' size limit (fixtures/upload/_common.py MAX_SIZE, and its OPTIONS), and the reference's
 # default.
 FIXTURE_LIMIT = matrix.directory_options("upload")
 REFERENCE_LIMIT = ("--upload-max-size", "1T")
-
-ALL = frozenset(case.id.split(".", 2)[2] for case in registry.protocols()["upload"].cases)
 
 
 def _base_run(*, tls: bool) -> list[str]:
@@ -47,64 +49,26 @@ def _base_run(*, tls: bool) -> list[str]:
 
 
 # Every run this module makes, by key: the arguments after ``conformance run``.
-RUNS: dict[str, list[str]] = {
-    "reference-embedded": ["--target", "upload=embedded", "--target", "upload-tls=embedded"],
-    "reference-command": [
-        "--target-cmd",
-        f"upload={SERVE}",
-        "--target-cmd",
-        f"upload-tls={TLS_SERVE}",
-        *REFERENCE_LIMIT,
-    ],
-    "reference-no-limit": ["--target-cmd", f"upload={SERVE}", "-k", "upload.tcp.too-large"],
+RUNS = {
+    **tcp_and_tls_reference_runs("upload", *REFERENCE_LIMIT),
+    "reference-no-limit": ["--target-cmd", f"upload={serve_command('upload')}", "-k", "upload.tcp.too-large"],
     "correct-base": _base_run(tls=False),
     "correct-base/tls": _base_run(tls=True),
 }
 
 
-class ModuleRuns:
-    """This module's runs, on the tier's pool (conftest.py); ``get`` waits for one."""
-
-    def __init__(self, pool: Runs) -> None:
-        self._pool = pool
-
-    def start(self, key: str) -> None:
-        self._pool.start(f"upload-{key}", RUNS[key])
-
-    def get(self, key: str) -> Run:
-        return self._pool.get(f"upload-{key}", RUNS[key])
-
-
 @pytest.fixture(scope="module")
 def runs(request: pytest.FixtureRequest, fixture_runs: Runs) -> ModuleRuns:
-    # Only the runs of the tests selected: `pytest -k` on one test makes one run.
-    started = ModuleRuns(fixture_runs)
-    for item in request.session.items:
-        callspec = getattr(item, "callspec", None)
-        if getattr(item, "module", None) is request.module and callspec is not None and "key" in callspec.params:
-            started.start(callspec.params["key"])
-    return started
+    return start_module_runs(request, fixture_runs, "upload", RUNS)
 
 
 def short(outcomes: dict[str, str], outcome: str) -> set[str]:
     return {case_id.split(".", 2)[2] for case_id, got in outcomes.items() if got == outcome}
 
 
-def assert_sane(run: Run) -> None:
-    assert run.report is not None, run.stdout + run.stderr
-    assert "Traceback" not in run.stderr, run.stderr
-    assert "error" not in run.outcomes().values(), run.stdout
-
-
 @pytest.mark.parametrize("key", ["reference-embedded", "reference-command"])
 def test_reference_passes_everything(runs: ModuleRuns, key: str) -> None:
-    run = runs.get(key)
-    assert_sane(run)
-    assert run.status == 0, run.stdout
-    outcomes = run.outcomes()
-    assert {c for c, o in outcomes.items() if o != "passed"} == {"upload.tls.half-close"}, run.stdout
-    assert outcomes["upload.tls.half-close"] == "unsupported"
-    assert len(outcomes) == 2 * len(ALL)
+    assert_reference_passes(runs.get(key), "upload")
 
 
 @pytest.mark.parametrize("key", ["reference-no-limit"])
@@ -162,59 +126,19 @@ def test_segmentation_failure_shows_the_cuts_and_replays(fixture_runs: Runs, fix
     message = fixture_runs.get(fixture).case("upload.tcp.segmentation")["message"]
     # Usually [1], the first classic cut; on a busy machine the server's recv() may not run within the
     # pause after that piece, and a later one shows the flaw instead.
-    shrunk = re.search(r"shrunk input: (\[[0-9, ]*\])", message)
-    assert shrunk is not None, message
-    cuts = ast.literal_eval(shrunk.group(1))
+    cuts, replayed = replay_segmentation(tmp_path, message, "upload.tcp.segmentation")
     where = re.search(r"cut at ([0-9]+ \(inside [^)]*\))", message)
     assert where is not None and where.group(1).startswith(f"{cuts[0]} "), message
-    replay_line = next(line for line in message.splitlines() if "replay:" in line)
-    words = shlex.split(replay_line.split("replay:", 1)[1])
-    assert words[:2] == ["conformance", "run"]
-    assert words[words.index("-k") + 1] == "upload.tcp.segmentation"
-    assert ast.literal_eval(words[words.index("--replay") + 1]) == cuts
-    # Longer pauses between the pieces make the replay certain to show the cut, even on a busy machine.
-    replayed = conformance(tmp_path, *words[1:], "--timeout-scale", "4")
     assert replayed.outcomes() == {"upload.tcp.segmentation": "failed"}
     assert f"cut at {where.group(1)}" in replayed.case("upload.tcp.segmentation")["message"]
 
 
 UPLOAD_FIXTURES = sorted(path.stem for path in (FIXTURES / "upload").glob("*.py"))
-START_SECONDS = 10.0
-
-
-def start_fixture(name: str, port: int, root: Path) -> subprocess.Popen[bytes]:
-    """Start a fixture and wait (bounded) for its ``listening on`` line."""
-    script = FIXTURES / "upload" / f"{name}.py"
-    server = subprocess.Popen([PYTHON, str(script), str(port), str(root)], stdout=subprocess.PIPE)
-    assert server.stdout is not None
-    line = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(server.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + START_SECONDS
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not selector.select(remaining) or not (chunk := os.read(server.stdout.fileno(), 4096)):
-                server.kill()
-                server.communicate()
-                pytest.fail(f"{name} did not announce its port: {line!r}")
-            line += chunk
-    assert line == f"listening on 127.0.0.1:{port}\n".encode()
-    return server
-
-
-def stop_fixture(server: subprocess.Popen[bytes]) -> int:
-    server.terminate()
-    try:
-        server.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.communicate()
-    return server.returncode
 
 
 @pytest.mark.parametrize("name", UPLOAD_FIXTURES)
 def test_fixture_announces_its_port_and_stops_on_sigterm(tmp_path: Path, name: str) -> None:
-    server = start_fixture(name, free_port(), tmp_path / "root")
+    server = start_fixture(f"upload/{name}", free_port(), str(tmp_path / "root"))
     assert stop_fixture(server) == 0
 
 
@@ -222,7 +146,7 @@ def test_upload_root_shows_writes_outside_an_address_target(tmp_path: Path) -> N
     """With --upload-root, the suite sees the file a traversing server wrote beside its root, and removes it."""
     root = tmp_path / "served"
     port = free_port()
-    server = start_fixture("path_traversal", port, root)
+    server = start_fixture("upload/path_traversal", port, str(root))
     try:
         started = time.monotonic()
         run = conformance(

@@ -11,9 +11,8 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import ParamSpec
 
 import pytest
 import trio
@@ -22,22 +21,14 @@ import harness
 import harness.cli
 from harness.command.cli import CONNECTION_FAILED
 from harness.command.server import serve_command
+from tests.helpers import assert_usage_error, within
 
-P = ParamSpec("P")
 REPO_ROOT = Path(harness.__file__).resolve().parent.parent
 HARNESS = [sys.executable, "-m", "harness"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 
-def deadline(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-    """Fail the test if it takes over 20 s (a fixture cannot: cancel scopes do not cross tasks)."""
-
-    @functools.wraps(test)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        with trio.fail_after(20):
-            await test(*args, **kwargs)
-
-    return run
+deadline = within(20)
 
 
 @pytest.fixture
@@ -127,9 +118,7 @@ def test_usage_errors_exit_2_with_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(harness.cli, "command_modules", lambda: ["harness.command.cli"])
-    assert harness.cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.startswith("harness: ") and err.count("\n") == 1, err
+    assert_usage_error(argv, message, capsys)
 
 
 @pytest.fixture

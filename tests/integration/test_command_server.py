@@ -6,9 +6,8 @@ import functools
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
 import trio
@@ -18,20 +17,9 @@ from harness._kit.framing import NEED_DATA
 from harness.command.client import CommandClientError, CommandSession, open_command_stream, run_commands_on
 from harness.command.server import serve_command
 from harness.command.wire import ConnectionClosed, ErrorReply, ReplyDecoder, Result, encode_request
-from tests.helpers import closed_within, connect_from
+from tests.helpers import closed_within, connect_from, tls_contexts, within
 
-P = ParamSpec("P")
-
-
-def deadline(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-    """Fail the test if it takes over 10 s (a fixture cannot: cancel scopes do not cross tasks)."""
-
-    @functools.wraps(test)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        with trio.fail_after(10):
-            await test(*args, **kwargs)
-
-    return run
+deadline = within(10)
 
 
 async def start_server(nursery: trio.Nursery, root: Path, **options: Any) -> int:
@@ -160,10 +148,7 @@ def ca() -> trustme.CA:
 
 @deadline
 async def test_tls_round_trip(nursery: trio.Nursery, tmp_path: Path, ca: trustme.CA) -> None:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts(ca)
     port = await start_server(nursery, tmp_path / "root", ssl_context=server_context)
     stream = await open_command_stream("127.0.0.1", port, ssl_context=client_context)
     async with stream:

@@ -25,6 +25,7 @@ from harness.broadcast.server import serve_presence
 from harness.chat.client import open_chat_client, run_terminal_chat
 from harness.chat.server import serve_chat
 from harness.messenger.wire import MAX_DATAGRAM_SIZE, Command, Datagram, decode, encode
+from tests.helpers import assert_usage_error, piped_process
 
 ROOT = Path(__file__).resolve().parents[2]
 BROADCAST = "127.255.255.255"
@@ -64,11 +65,7 @@ def messenger_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_usage_errors_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("harness: ")
-    assert message in err
-    assert err.count("\n") == 1
+    assert_usage_error(argv, message, capsys)
 
 
 @pytest.mark.usefixtures("messenger_cli")
@@ -121,24 +118,9 @@ def test_peer_table_format() -> None:
 async def harness_process(*args: str) -> AsyncIterator[trio.Process]:
     """``harness ARGS`` with pipes; killed if still running when the block ends."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-c", RUN_HARNESS, *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=ROOT,
-    )
-    try:
+    argv = [sys.executable, "-c", RUN_HARNESS, *args]
+    async with piped_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=ROOT) as process:
         yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            for pipe in (process.stdin, process.stdout, process.stderr):
-                if pipe is not None:
-                    await pipe.aclose()
 
 
 async def read_until(stream: trio.abc.ReceiveStream, marker: bytes, seen: bytearray) -> None:

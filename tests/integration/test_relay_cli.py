@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from harness import cli
+from tests.helpers import assert_usage_error
 
 
 @pytest.fixture(autouse=True)
@@ -41,12 +42,7 @@ UDP = ["relay", "udp", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"]
     ],
 )
 def test_usage_errors_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("harness: ")
-    assert message in err
-    assert err.count("\n") == 1
-    assert "Traceback" not in err
+    assert_usage_error(argv, message, capsys)
 
 
 @pytest.mark.parametrize(

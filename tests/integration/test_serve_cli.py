@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.helpers import first_line
+from tests.helpers import first_line, piped_process, read_to_eof
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 15
@@ -74,11 +74,9 @@ def test_every_serve_command_is_covered() -> None:
 @pytest.mark.parametrize("name", list(SERVERS))
 async def test_serving_line_then_exit_0_on_signal(name: str, signum: signal.Signals, tmp_path: Path) -> None:
     server = SERVERS[name]
-    process = await trio.lowlevel.open_process(
-        server.command(0, tmp_path), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=ENV, cwd=tmp_path
-    )
-    assert process.stderr is not None
-    try:
+    argv = server.command(0, tmp_path)
+    async with piped_process(argv, stdout=subprocess.DEVNULL, env=ENV, cwd=tmp_path) as process:
+        assert process.stderr is not None
         with trio.fail_after(TIMEOUT):
             line, rest = await first_line(process.stderr)
             match = SERVING.fullmatch(line)
@@ -86,16 +84,9 @@ async def test_serving_line_then_exit_0_on_signal(name: str, signum: signal.Sign
             assert (match["what"], match["host"]) == (server.what, server.host)
             assert int(match["port"]) > 0
             process.send_signal(signum)
-            while chunk := await process.stderr.receive_some():
-                rest += chunk
+            rest += await read_to_eof(process.stderr)
             assert await process.wait() == 0, rest.decode()
         assert b"Traceback" not in rest, rest.decode()
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            await process.stderr.aclose()
 
 
 @pytest.mark.parametrize("name", list(SERVERS))
@@ -121,9 +112,8 @@ async def test_tftp_stopped_mid_upload_leaves_no_partial_file(signum: signal.Sig
     root = tmp_path / "root"
     root.mkdir()
     argv = [sys.executable, "-m", "harness", "serve", "tftp", "--port", "0", "--root", str(root), "--allow-write"]
-    process = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=ENV)
-    assert process.stderr is not None
-    try:
+    async with piped_process(argv, stdout=subprocess.DEVNULL, env=ENV) as process:
+        assert process.stderr is not None
         with trio.fail_after(TIMEOUT):
             line, _ = await first_line(process.stderr)
             match = SERVING.fullmatch(line)
@@ -139,9 +129,3 @@ async def test_tftp_stopped_mid_upload_leaves_no_partial_file(signum: signal.Sig
             process.send_signal(signum)
             assert await process.wait() == 0
         assert list(root.iterdir()) == []
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            await process.stderr.aclose()

@@ -16,6 +16,7 @@ from harness import cli
 from harness.tftp.client import tftp_get
 from harness.tftp.server import serve_tftp
 from harness.tftp.wire import Data, ReadRequest, decode_packet
+from tests.helpers import assert_usage_error
 
 REPO = Path(__file__).resolve().parents[2]
 # Only our commands: the test must not depend on which other protocol packages are present.
@@ -62,10 +63,7 @@ def test_serve_help_explains_the_default_port(capsys: pytest.CaptureFixture[str]
     ],
 )
 def test_usage_errors_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("harness: ") and err.count("\n") == 1
-    assert message in err
+    assert_usage_error(argv, message, capsys)
 
 
 @pytest.fixture

@@ -6,11 +6,9 @@ import functools
 import hashlib
 import os
 import signal
-import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
 import trio
@@ -21,22 +19,14 @@ import harness.cli
 from harness._kit.tls import server_context_from_files
 from harness.upload.client import upload_files
 from harness.upload.server import serve_upload
+from tests.helpers import first_line, piped_process, read_to_eof, within
 
-P = ParamSpec("P")
 REPO_ROOT = Path(harness.__file__).resolve().parent.parent
 # Only this package's commands, so that these tests do not depend on the other protocol packages.
 UPLOAD_ONLY = ("harness.upload.cli",)
 
 
-def deadline(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-    """Fail the test if it takes over 10 s (a fixture cannot: cancel scopes do not cross tasks)."""
-
-    @functools.wraps(test)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        with trio.fail_after(10):
-            await test(*args, **kwargs)
-
-    return run
+deadline = within(10)
 
 
 @pytest.fixture(autouse=True)
@@ -281,29 +271,15 @@ async def test_serve_upload_command_serves_until_interrupted(tmp_path: Path, fil
     )
     argv = [sys.executable, "-c", code, "serve", "upload", "--port", "0", "--root", str(tmp_path / "root")]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE, env=env)
-    assert process.stderr is not None
-    try:
-        seen = b""
-        while b"\n" not in seen:
-            chunk = await process.stderr.receive_some(4096)
-            assert chunk, "the server exited before announcing its port"
-            seen += chunk
-        announcement = seen.decode().splitlines()[0]
+    async with piped_process(argv, env=env) as process:
+        assert process.stderr is not None
+        announcement, _ = await first_line(process.stderr)
         assert announcement.startswith("serving upload on 127.0.0.1:")
         port = int(announcement.split("127.0.0.1:")[1].split()[0])
         replies = await upload_files("127.0.0.1", port, [(files["a.txt"], "a.txt")])
         assert replies[0].ok
         process.send_signal(signal.SIGINT)
-        rest = b""
-        while chunk := await process.stderr.receive_some(4096):
-            rest += chunk
+        rest = await read_to_eof(process.stderr)
         assert await process.wait() == 0, rest.decode()
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            await process.stderr.aclose()
     assert b"Traceback" not in rest
     assert (tmp_path / "root" / "a.txt").read_bytes() == b"alpha"

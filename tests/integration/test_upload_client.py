@@ -9,7 +9,7 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
 import trio
@@ -38,19 +38,9 @@ from harness.upload.wire import (
     RequestDecoder,
     encode_reply,
 )
+from tests.helpers import tls_contexts, within
 
-P = ParamSpec("P")
-
-
-def deadline(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-    """Fail the test if it takes over 5 s (a fixture cannot: cancel scopes do not cross tasks)."""
-
-    @functools.wraps(test)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        with trio.fail_after(5):
-            await test(*args, **kwargs)
-
-    return run
+deadline = within(5)
 
 
 def md5(data: bytes) -> str:
@@ -181,10 +171,7 @@ async def test_file_that_shrank_is_an_error(
 @deadline
 async def test_tls_upload(nursery: trio.Nursery, tmp_path: Path) -> None:
     ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts(ca)
     port = await start_server(nursery, tmp_path / "root", ssl_context=server_context)
     files = make_files(tmp_path / "src", {"a": b"over tls", "b": os.urandom(200_000)})
     replies = await upload_files("127.0.0.1", port, files, ssl_context=client_context)

@@ -8,9 +8,9 @@ import os
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
 import trio
@@ -29,6 +29,7 @@ from harness.upload.wire import (
     StatRequest,
     encode_request,
 )
+from tests.helpers import tls_contexts, within
 
 MD5_EMPTY = hashlib.md5(b"").hexdigest()
 
@@ -132,18 +133,7 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-P = ParamSpec("P")
-
-
-def deadline(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-    """Fail the test if it takes over 5 s (a fixture cannot: cancel scopes do not cross tasks)."""
-
-    @functools.wraps(test)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        with trio.fail_after(5):
-            await test(*args, **kwargs)
-
-    return run
+deadline = within(5)
 
 
 # --- puts and stats --------------------------------------------------------------------------------
@@ -591,10 +581,7 @@ async def test_connections_over_the_total_are_closed(nursery: trio.Nursery, tmp_
 
 @pytest.fixture
 async def tls_server(nursery: trio.Nursery, tmp_path: Path, ca: trustme.CA) -> Server:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts(ca)
     server = await start_server(nursery, tmp_path / "root", ssl_context=server_context)
     server.client_ssl = client_context
     return server

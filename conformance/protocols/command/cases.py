@@ -18,8 +18,10 @@ from hypothesis import strategies as st
 
 from conformance.context import CaseContext
 from conformance.kit.search import search
+from conformance.kit.segments import check_cuts, describe_cuts, send_pieces
+from conformance.kit.stream_protocols import tcp_and_tls
 from conformance.kit.streams import require_half_close
-from conformance.model import Protocol, case
+from conformance.model import case
 from conformance.protocols.command.support import (
     BINARY_CONTENT,
     BINARY_FILE,
@@ -59,9 +61,6 @@ SLEEP_SECONDS = 2
 QUICK_REPLY_SECONDS = 1.0
 # A reply to a large output may take a while to produce (a shell runs seq), and to read.
 LARGE_REPLY_SECONDS = 10.0
-# A pause between the pieces of a cut stream, so that the server's recv() returns each piece on
-# its own: a deliberate observation window, not synchronisation.
-PIECE_PAUSE = 0.004
 
 
 def _prepare_root(env: TargetEnv) -> str:
@@ -90,21 +89,13 @@ def _prepare_command(env: TargetEnv) -> dict[str, str]:
     return {"root": _prepare_root(env)}
 
 
-async def _alive(ctx: CaseContext) -> None:
-    await ctx.connect()
-
-
-COMMAND = Protocol(
-    name="command",
-    id_prefix="command.tcp",
-    transport="tcp",
+COMMAND, COMMAND_TLS = tcp_and_tls(
+    name="command",  # what users write in --target command=HOST:PORT
     doc="command.md",
-    embedded=partial(_embedded, tls=False),
-    liveness=_alive,
+    embedded=_embedded,
     prepare_command=_prepare_command,
     write_fixtures=write_fixtures,
 )
-COMMAND_TLS = COMMAND.over_tls(partial(_embedded, tls=True))
 PROTOCOLS = (COMMAND, COMMAND_TLS)
 
 
@@ -277,21 +268,11 @@ async def segmentation(ctx: CaseContext) -> None:
     """
 
     async def check(cuts: list[int]) -> None:
-        if list(cuts) != sorted(set(cuts)) or any(not 0 < cut < len(_SEGMENT_STREAM) for cut in cuts):
-            raise CaseFailed(
-                f"replay input is inconsistent: cuts must be increasing offsets from 1 to {len(_SEGMENT_STREAM) - 1}"
-            )
-        where = ", ".join(_describe_cut(cut) for cut in cuts[:4]) + (
-            f" and {len(cuts) - 4} more" if len(cuts) > 4 else ""
-        )
+        check_cuts(cuts, len(_SEGMENT_STREAM))
+        where = describe_cuts(cuts, _describe_cut)
         conv = await Conversation.open(ctx)
         try:
-            bounds = [0, *cuts, len(_SEGMENT_STREAM)]
-            pieces = [_SEGMENT_STREAM[a:b] for a, b in itertools.pairwise(bounds)]
-            for number, piece in enumerate(pieces):
-                if number:
-                    await trio.sleep(ctx.seconds(PIECE_PAUSE))
-                await conv.send(piece, what=f"piece {number + 1} of {len(pieces)}")
+            await send_pieces(ctx, conv.send, _SEGMENT_STREAM, cuts)
             for number, (line, expected) in enumerate(SEGMENTED, 1):
                 what = f"command {number} (`{line}`)"
                 expect_result(await conv.reply(f"to {what}"), expected, after=what)

@@ -17,15 +17,11 @@ from pathlib import Path
 import trio
 
 from conformance.context import CaseContext
-from conformance.kit.streams import require_half_close
+from conformance.kit.reply_streams import ReplyStream
 from conformance.vocabulary import CaseFailed
 from harness._kit.framing import (
     LENGTH_PREFIX,
-    NEED_DATA,
     FrameLengthError,
-    IncompleteStream,
-    NeedData,
-    RemoteProtocolError,
 )
 from harness.command.wire import (
     ConnectionClosed,
@@ -46,14 +42,10 @@ SPEC = "command wire format"
 REPLY_SECONDS = 2.0
 # Without progress for this long, a server that should be reading our bytes has stopped.
 SEND_SECONDS = 5.0
-# After a reply that ends the connection, or after the client's EOF, the server closes this soon.
-CLOSE_SECONDS = 2.0
 RECEIVE_SIZE = 65536
 # No case asks for more output than a few MiB; a header announcing more is the server's mistake,
 # and the suite does not read on.
 REPLY_LIMIT = 16 << 20
-# Bytes of a reply stream shown in a failure message.
-SHOWN_BYTES = 200
 # How long to read a connection the server broke, to show what it said before.
 LAST_WORDS_SECONDS = 0.5
 
@@ -164,29 +156,25 @@ def _reason(exc: BaseException) -> str:
     return str(cause or exc)
 
 
-class Conversation:
+class Conversation(ReplyStream[ReplyEvent]):
     """One connection to the target: send bytes, read whole replies in order, expect the end.
 
     ``receive_size`` and ``pause`` make a slow reader: each read takes at most that many bytes and
     is followed by that pause (a deliberate observation window).
     """
 
+    # _receive turns a broken connection into a failure; expect_close takes it for an end.
+    abrupt_ends = (CaseFailed,)
+    connection_closed = ConnectionClosed
+
     def __init__(self, ctx: CaseContext, stream: trio.abc.Stream) -> None:
-        self.ctx = ctx
-        self.stream = stream
-        self.decoder = ReplyDecoder()
-        self.received = bytearray()  # the last SHOWN_BYTES bytes, for failure messages
-        self.received_total = 0
+        super().__init__(ctx, stream)
         self.replies = 0
         self.receive_size = RECEIVE_SIZE
         self.pause = 0.0
 
-    @classmethod
-    async def open(cls, ctx: CaseContext) -> Conversation:
-        return cls(ctx, await ctx.connect())
-
-    async def close(self) -> None:
-        await self.ctx.close(self.stream)
+    def _new_decoder(self) -> ReplyDecoder:
+        return ReplyDecoder()
 
     async def send(self, data: bytes, *, what: str) -> None:
         """Send all of ``data``; fail when the server stops reading for SEND_SECONDS or hangs up."""
@@ -198,9 +186,6 @@ class Conversation:
                 failure = exc
         summary = f"the server closed the connection ({_reason(failure)}) while the client was sending {what}"
         raise CaseFailed(summary + (f", after {self.replies} replies" if self.replies else ", without a reply"))
-
-    async def send_eof(self) -> None:
-        await require_half_close(self.stream).send_eof()
 
     async def reply(self, doing: str, *, idle: float = REPLY_SECONDS) -> Result | ErrorReply:
         """The next whole reply; fail on EOF, a malformed reply, or ``idle`` seconds without a byte."""
@@ -246,40 +231,13 @@ class Conversation:
                     summary += " (a reply header was started but never finished)"
                 raise CaseFailed(summary, actual=self._shown() or None)
 
-    async def expect_close(self, doing: str, *, idle: float = CLOSE_SECONDS) -> None:
-        """The server ends the connection without another reply: EOF (a reset is taken as an end too)."""
-        while True:
-            event = self._next_event(doing)
-            if isinstance(event, ConnectionClosed):
-                return
-            if event is not NEED_DATA:
-                raise CaseFailed(
-                    f"the server sent more {doing}, where it should close the connection", actual=self._shown()
-                )
-            try:
-                got = await self._receive(idle, doing)
-            except CaseFailed:
-                return  # a reset, or TLS without close_notify: closed, if not politely
-            if not got:
-                raise CaseFailed(
-                    f"the server kept the connection open {doing}: no EOF within {self.ctx.seconds(idle):.1f} s"
-                )
+    def _not_closed(self, event: ReplyEvent, doing: str) -> CaseFailed:
+        return CaseFailed(f"the server sent more {doing}, where it should close the connection", actual=self._shown())
 
-    def _next_event(self, doing: str) -> ReplyEvent | NeedData:
-        try:
-            return self.decoder.next_event()
-        except FrameLengthError as exc:
-            raise CaseFailed(
-                f"malformed reply {doing}: {exc.message}",
-                actual=self._shown(),
-                details=_length_hint(exc),
-            ) from None
-        except RemoteProtocolError as exc:
-            raise CaseFailed(f"malformed reply {doing}: {exc.message}", actual=self._shown()) from None
-        except IncompleteStream as exc:
-            raise CaseFailed(
-                f"the server closed the connection inside a reply {doing}: {exc}", actual=self._shown()
-            ) from None
+    def _length_failure(self, error: FrameLengthError, doing: str) -> CaseFailed:
+        return CaseFailed(
+            f"malformed reply {doing}: {error.message}", actual=self._shown(), details=_length_hint(error)
+        )
 
     async def _receive(self, idle: float, doing: str) -> bool:
         """Feed the decoder what arrives; False after ``idle`` seconds without anything."""
@@ -291,16 +249,11 @@ class Conversation:
                     f"the connection broke ({_reason(exc)}) {doing}, after {self.replies} replies",
                     actual=self._shown() or None,
                 ) from None
-            self.decoder.receive_data(data)
-            self.received_total += len(data)
-            self.received = (self.received + data[-SHOWN_BYTES:])[-SHOWN_BYTES:]
+            self._feed(data)
             if self.pause and data:
                 await trio.sleep(self.ctx.seconds(self.pause))
             return True
         return False
-
-    def _shown(self) -> bytes:
-        return bytes(self.received)
 
 
 def _length_hint(exc: FrameLengthError) -> str | None:

@@ -25,10 +25,11 @@ from conformance.kit import payloads
 from conformance.kit.filesystem import ABSOLUTE, NESTED, UP, files_under, make_root, routes_beside, routes_up
 from conformance.kit.payloads import seeded_bytes
 from conformance.kit.search import search
-from conformance.kit.segments import check_cuts, cuts, split_at
+from conformance.kit.segments import check_cuts, cuts, describe_cuts, send_pieces
 from conformance.kit.siblings import planted_sibling
+from conformance.kit.stream_protocols import tcp_and_tls
 from conformance.kit.streams import require_half_close
-from conformance.model import Option, Protocol, absolute_path, case
+from conformance.model import Option, absolute_path, case
 from conformance.protocols.upload.support import (
     EMPTY_MD5,
     SPEC,
@@ -100,9 +101,6 @@ MIB = 1 << 20
 # Deadline for the reply to a large upload after its last byte, and for stat of it: the server may
 # fsync (or hash) tens of MiB first.
 LARGE_REPLY_SECONDS = 15.0
-# A pause between the pieces of a cut stream, so that the server's recv() returns each piece on
-# its own: a deliberate observation window, not synchronisation.
-PIECE_PAUSE = 0.004
 # The slow client: pieces of these sizes in turn, a short pause after each, and a long one inside the
 # header and inside the body.
 TRICKLE_SIZES = (1, 3, 7, 16, 40)
@@ -145,21 +143,9 @@ def _prepare_command(env: TargetEnv) -> dict[str, str]:
     return {"root": str(_prepare_root(env))}
 
 
-async def _alive(ctx: CaseContext) -> None:
-    await ctx.connect()
-
-
-UPLOAD = Protocol(
-    name="upload",
-    id_prefix="upload.tcp",
-    transport="tcp",
-    doc="upload.md",
-    embedded=partial(_embedded, tls=False),
-    options=OPTIONS,
-    liveness=_alive,
-    prepare_command=_prepare_command,
+UPLOAD, UPLOAD_TLS = tcp_and_tls(
+    name="upload", doc="upload.md", embedded=_embedded, options=OPTIONS, prepare_command=_prepare_command
 )
-UPLOAD_TLS = UPLOAD.over_tls(partial(_embedded, tls=True))
 PROTOCOLS = (UPLOAD, UPLOAD_TLS)
 
 
@@ -443,16 +429,10 @@ async def segmentation(ctx: CaseContext) -> None:
 
     async def check(offsets: list[int]) -> None:
         check_cuts(offsets, len(stream.data))
-        where = ", ".join(stream.describe(cut) for cut in offsets[:4]) + (
-            f" and {len(offsets) - 4} more" if len(offsets) > 4 else ""
-        )
+        where = describe_cuts(offsets, stream.describe)
         conv = await Conversation.open(ctx)
         try:
-            pieces = split_at(stream.data, offsets)
-            for number, piece in enumerate(pieces):
-                if number:
-                    await trio.sleep(ctx.seconds(PIECE_PAUSE))
-                await conv.send(piece, what=f"piece {number + 1} of {len(pieces)}")
+            await send_pieces(ctx, conv.send, stream.data, offsets)
             for number, (op, name, data) in enumerate(_SEG_REQUESTS, 1):
                 what = f"request {number} ({op} {show_name(name)})"
                 expect_stored(await conv.reply(f"to {what}"), name, data, after=what)

@@ -20,7 +20,7 @@ import trio
 from conformance.context import CaseContext
 from conformance.kit import filesystem
 from conformance.kit.payloads import seeded_bytes
-from conformance.kit.streams import require_half_close
+from conformance.kit.reply_streams import ReplyStream
 from conformance.vocabulary import CaseFailed
 from harness._kit.framing import (
     LENGTH_PREFIX,
@@ -29,7 +29,6 @@ from harness._kit.framing import (
     NEED_DATA,
     FrameLengthError,
     IncompleteStream,
-    NeedData,
     RemoteProtocolError,
     encode_json_frame,
 )
@@ -41,8 +40,6 @@ SPEC = "upload wire format"
 REPLY_SECONDS = 2.0
 # Without progress for this long, a server that should be reading our bytes has stopped.
 SEND_SECONDS = 5.0
-# After a reply that ends the connection, or after the client's EOF, the server closes this soon.
-CLOSE_SECONDS = 2.0
 RECEIVE_SIZE = 65536
 # The most a server may send on one connection: every case expects a few KiB of replies at most, and
 # the codec lets one reply be 64 KiB. Past this the server sends what nobody asked for, and the case
@@ -52,8 +49,6 @@ RECEIVE_LIMIT = 1 << 20
 # those replies to show.
 LAST_WORDS_SECONDS = 0.5
 LAST_WORDS_KEPT = 5
-# Bytes of a reply stream shown in a failure message.
-SHOWN_BYTES = 200
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 # What a student writes for the length prefix, and what the protocol wants.
 NATIVE_PACK = "struct.pack('i', n)"
@@ -192,26 +187,18 @@ def little_endian_reply_hint(error: FrameLengthError, swapped: int) -> str:
 # -- a conversation on one connection --------------------------------------------------------------
 
 
-class Conversation:
+class Conversation(ReplyStream[Reply | ConnectionClosed]):
     """One connection to the target: send bytes, read replies in order, expect the end."""
 
+    connection_closed = ConnectionClosed
+
     def __init__(self, ctx: CaseContext, stream: trio.abc.Stream) -> None:
-        self.ctx = ctx
-        self.stream = stream
-        self.decoder = ReplyDecoder()
-        # The last SHOWN_BYTES bytes received, for failure messages, and how many came in all.
-        self.received = bytearray()
-        self.received_total = 0
+        super().__init__(ctx, stream)
         self.replies: list[Reply] = []
         self.sent = SentFrames()
 
-    @classmethod
-    async def open(cls, ctx: CaseContext) -> Conversation:
-        return cls(ctx, await ctx.connect())
-
-    async def close(self) -> None:
-        """Close politely now, so that a server serving one connection at a time can go on."""
-        await self.ctx.close(self.stream)
+    def _new_decoder(self) -> ReplyDecoder:
+        return ReplyDecoder()
 
     async def send(self, data: bytes, *, what: str) -> None:
         """Send all of ``data``; fail when the server stops reading for SEND_SECONDS."""
@@ -248,10 +235,6 @@ class Conversation:
             except (trio.BrokenResourceError, RemoteProtocolError, IncompleteStream, OSError):
                 pass
         return said
-
-    async def send_eof(self) -> None:
-        """Shut the write side (TCP); over TLS the case should have been made unsupported first."""
-        await require_half_close(self.stream).send_eof()
 
     async def reply(self, doing: str, *, idle: float = REPLY_SECONDS) -> Reply:
         """The next reply; fail on EOF, a malformed reply, or ``idle`` seconds without a byte."""
@@ -299,46 +282,23 @@ class Conversation:
         if text not in self.ctx.notes:
             self.ctx.note(text)
 
-    async def expect_close(self, doing: str, *, idle: float = CLOSE_SECONDS) -> None:
-        """The server ends the connection without another reply: EOF (a reset is taken as an end too)."""
-        while True:
-            event = self._next_event(doing)
-            if isinstance(event, ConnectionClosed):
-                return
-            if event is not NEED_DATA:
-                raise CaseFailed(
-                    f"the server sent another reply {doing}, where it should close the connection",
-                    actual=show_reply(event),
-                )
-            try:
-                got = await self._receive(idle, doing)
-            except (trio.BrokenResourceError, OSError):
-                return  # a reset, or TLS without close_notify: closed, if not politely
-            if not got:
-                raise CaseFailed(
-                    f"the server kept the connection open {doing}: no EOF within {self.ctx.seconds(idle):.1f} s"
-                )
+    def _not_closed(self, event: Reply | ConnectionClosed, doing: str) -> CaseFailed:
+        return CaseFailed(
+            f"the server sent another reply {doing}, where it should close the connection",
+            actual=show_reply(event) if not isinstance(event, ConnectionClosed) else None,
+        )
 
-    def _next_event(self, doing: str) -> Reply | ConnectionClosed | NeedData:
-        try:
-            return self.decoder.next_event()
-        except FrameLengthError as exc:
-            swapped = exc.little_endian_length
-            if swapped is None:
-                raise CaseFailed(f"malformed reply {doing}: {exc.message}", actual=self._shown()) from None
-            said = self._shown().decode("utf-8", "replace")
-            misread = self.sent.misread(said)
-            raise CaseFailed(
-                f"reply {doing} in little-endian byte order: {little_endian_reply_hint(exc, swapped)}",
-                actual=self._shown(),
-                details=f"it reads ours little-endian too: {misread_hint(*misread)}" if misread else None,
-            ) from None
-        except RemoteProtocolError as exc:
-            raise CaseFailed(f"malformed reply {doing}: {exc.message}", actual=self._shown()) from None
-        except IncompleteStream as exc:
-            raise CaseFailed(
-                f"the server closed the connection inside a reply {doing}: {exc}", actual=self._shown()
-            ) from None
+    def _length_failure(self, error: FrameLengthError, doing: str) -> CaseFailed:
+        swapped = error.little_endian_length
+        if swapped is None:
+            return super()._length_failure(error, doing)
+        said = self._shown().decode("utf-8", "replace")
+        misread = self.sent.misread(said)
+        return CaseFailed(
+            f"reply {doing} in little-endian byte order: {little_endian_reply_hint(error, swapped)}",
+            actual=self._shown(),
+            details=f"it reads ours little-endian too: {misread_hint(*misread)}" if misread else None,
+        )
 
     async def _receive(self, idle: float, doing: str) -> bool:
         """Feed the decoder what arrives; False after ``idle`` seconds without anything."""
@@ -352,15 +312,6 @@ class Conversation:
                 )
             return True
         return False
-
-    def _feed(self, data: bytes | bytearray) -> None:
-        # The decoder holds less than one frame beyond what has been asked for; only the tail is kept here.
-        self.decoder.receive_data(data)
-        self.received_total += len(data)
-        self.received = (self.received + data[-SHOWN_BYTES:])[-SHOWN_BYTES:]
-
-    def _shown(self) -> bytes:
-        return bytes(self.received[-SHOWN_BYTES:])
 
 
 def _reason(exc: BaseException) -> str:

@@ -18,8 +18,8 @@ PACKAGE = Path(conformance.__file__).parent
 # Bottom first. A module may import from the layers below its own, never from its own or above.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # Self-contained helpers: no import of the core at all.
-    ("showbytes", "signals", "selection", "output"),
-    ("vocabulary",),
+    ("showbytes", "signals", "selection", "output", "transcript"),
+    ("vocabulary", "recording"),
     ("specs",),
     ("serving",),
     ("launch",),
@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "kit.failures",
         "kit.payloads",
         "kit.segments",
+        "kit.stream_views",
     ),
     ("kit.filesystem",),
     ("registry",),

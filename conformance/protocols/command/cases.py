@@ -20,6 +20,7 @@ from conformance.context import CaseContext
 from conformance.kit.search import search
 from conformance.kit.streams import require_half_close
 from conformance.model import Protocol, case
+from conformance.protocols.command.describe import VIEWS
 from conformance.protocols.command.support import (
     BINARY_CONTENT,
     BINARY_FILE,
@@ -99,6 +100,7 @@ COMMAND = Protocol(
     id_prefix="command.tcp",
     transport="tcp",
     doc="command.md",
+    describe=VIEWS,
     embedded=partial(_embedded, tls=False),
     liveness=_alive,
     prepare_command=_prepare_command,

@@ -29,6 +29,7 @@ from conformance.kit.segments import check_cuts, cuts, split_at
 from conformance.kit.siblings import planted_sibling
 from conformance.kit.streams import require_half_close
 from conformance.model import Option, Protocol, absolute_path, case
+from conformance.protocols.upload.describe import VIEWS
 from conformance.protocols.upload.support import (
     EMPTY_MD5,
     SPEC,
@@ -154,6 +155,7 @@ UPLOAD = Protocol(
     id_prefix="upload.tcp",
     transport="tcp",
     doc="upload.md",
+    describe=VIEWS,
     embedded=partial(_embedded, tls=False),
     options=OPTIONS,
     liveness=_alive,

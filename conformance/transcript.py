@@ -87,7 +87,8 @@ def excerpt(data: bytes, width: int = 60) -> str:
 
 
 def bytes_view(data: bytes) -> str:
-    return f"{len(data)} bytes {excerpt(data)}" if data else "0 bytes"
+    """An excerpt of the bytes (the size is an entry's own field)."""
+    return excerpt(data) if data else "(empty)"
 
 
 class Describer(Protocol):
@@ -164,6 +165,9 @@ class Entry:
         return document
 
 
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
 def _host_port(address: Address | None) -> str:
     if address is None:
         return "?"
@@ -225,6 +229,12 @@ class Transcript:
         stream: int | None = None,
     ) -> None:
         """Record data sent or received, with the view the caller got from its describer."""
+        if local is not None and remote is not None and local[0] in _WILDCARDS:
+            # A socket bound to any address: over loopback, the kernel gives its packets this source.
+            if remote[0].startswith("127."):
+                local = ("127.0.0.1", local[1])
+            elif remote[0] == "::1":
+                local = ("::1", local[1])
         self.add(
             Entry(
                 self._clock() - self.started,

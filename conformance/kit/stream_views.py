@@ -34,7 +34,8 @@ Render = Callable[[object, int], str]
 
 def frame_view(consumed: int, header: object) -> str:
     """``frame 37 bytes {"op": "put", ...}``: a JSON frame as a person reads it."""
-    return f"frame {consumed - LENGTH_PREFIX.size} bytes {json.dumps(header, ensure_ascii=False)}"
+    # Cut short, so that what else the same read held (body bytes, the next frame) still fits the line.
+    return f"frame {consumed - LENGTH_PREFIX.size} bytes {escape(json.dumps(header, ensure_ascii=False), 64)}"
 
 
 class DecodedStream:

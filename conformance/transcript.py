@@ -99,17 +99,26 @@ class Describer(Protocol):
     def stream(self, sent: bool) -> StreamView: ...
 
 
-class ByteExcerpts:
-    """The default describer: each datagram or read as an escaped excerpt of its bytes."""
+def _excerpts(sent: bool) -> StreamView:
+    return bytes_view
+
+
+@dataclass(frozen=True, slots=True)
+class Views:
+    """A describer made of a datagram view and a factory of stream views; byte excerpts by default."""
+
+    datagram_view: Callable[[bytes], str] = bytes_view
+    # Called once per direction (``sent``) of each connection: a stateful decoder per direction.
+    stream_views: Callable[[bool], StreamView] = _excerpts
 
     def datagram(self, data: bytes, sent: bool) -> str:
-        return bytes_view(data)
+        return self.datagram_view(data)
 
     def stream(self, sent: bool) -> StreamView:
-        return bytes_view
+        return self.stream_views(sent)
 
 
-BYTE_EXCERPTS: Describer = ByteExcerpts()
+BYTE_EXCERPTS: Describer = Views()
 
 
 def safely(view: Callable[[], str], data: bytes) -> str:

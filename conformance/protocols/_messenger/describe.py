@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance.transcript import StreamView, bytes_view, escape
+from conformance.transcript import Views, escape
 from harness.messenger.wire import SENDCHECKOPT, Command, decode
 
 
@@ -27,12 +27,4 @@ def view(data: bytes) -> str:
     return text
 
 
-class MessengerViews:
-    def datagram(self, data: bytes, sent: bool) -> str:
-        return view(data)
-
-    def stream(self, sent: bool) -> StreamView:
-        return bytes_view
-
-
-VIEWS = MessengerViews()
+VIEWS = Views(datagram_view=view)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conformance.kit.stream_views import DecodedStream, frame_view
-from conformance.transcript import StreamView, bytes_view, excerpt
+from conformance.transcript import StreamView, Views, excerpt
 from harness.command.wire import (
     Command,
     ErrorReply,
@@ -28,14 +28,9 @@ def _render(event: object, consumed: int) -> str:
     return ""
 
 
-class CommandViews:
+def _stream(sent: bool) -> StreamView:
     """Command lines the suite sends, and replies (header, output, end) it receives."""
-
-    def datagram(self, data: bytes, sent: bool) -> str:
-        return bytes_view(data)
-
-    def stream(self, sent: bool) -> StreamView:
-        return DecodedStream(RequestDecoder() if sent else ReplyDecoder(), _render)
+    return DecodedStream(RequestDecoder() if sent else ReplyDecoder(), _render)
 
 
-VIEWS = CommandViews()
+VIEWS = Views(stream_views=_stream)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance.transcript import StreamView, bytes_view, escape
+from conformance.transcript import Views, escape
 from harness.tftp.wire import Ack, Data, ErrorPacket, OptionAck, ReadRequest, WriteRequest, decode_packet
 
 
@@ -26,12 +26,4 @@ def view(datagram: bytes) -> str:
     return "OACK" + _options(packet.options)
 
 
-class TftpViews:
-    def datagram(self, data: bytes, sent: bool) -> str:
-        return view(data)
-
-    def stream(self, sent: bool) -> StreamView:
-        return bytes_view
-
-
-VIEWS = TftpViews()
+VIEWS = Views(datagram_view=view)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conformance.kit.stream_views import DecodedStream, frame_view
-from conformance.transcript import StreamView, bytes_view
+from conformance.transcript import StreamView, Views
 from harness.upload.wire import (
     BodyChunk,
     BodyEnd,
@@ -30,14 +30,9 @@ def _render(event: object, consumed: int) -> str:
     return ""
 
 
-class UploadViews:
+def _stream(sent: bool) -> StreamView:
     """Requests the suite sends, replies it receives: frames shown when complete, body bytes counted."""
-
-    def datagram(self, data: bytes, sent: bool) -> str:
-        return bytes_view(data)
-
-    def stream(self, sent: bool) -> StreamView:
-        return DecodedStream(RequestDecoder() if sent else ReplyDecoder(), _render)
+    return DecodedStream(RequestDecoder() if sent else ReplyDecoder(), _render)
 
 
-VIEWS = UploadViews()
+VIEWS = Views(stream_views=_stream)

@@ -25,7 +25,7 @@ from conformance.report import TableWriter, summarize, write_json, write_junit
 from conformance.report_paths import prepare_report_paths, report_path
 from conformance.runner import CaseResult, run_cases
 from conformance.selection import ExpectedFailure, parse_expect_fail
-from conformance.vocabulary import TargetUnusable, UsageError
+from conformance.vocabulary import Outcome, TargetUnusable, UsageError
 from harness._kit.version import suite_version
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help=f"do not append the Markdown summary to ${STEP_SUMMARY} (GitHub Actions sets it)",
     )
+    run.add_argument(
+        "--transcripts",
+        choices=("failed", "all", "none"),
+        default="failed",
+        help="whose wire transcripts the JSON report carries (none: record nothing; default: failed)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="show each case's notes (timings, examples run)")
     for option in registry.all_options():
         add_option(run, option)
@@ -263,6 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         option_words=_option_words(args),
         run_budget=args.run_budget,
         expected_failures=tuple(expected),
+        record=args.transcripts != "none",
     )
     table = TableWriter(sys.stdout, max(len(case.id) for case in cases), strict=args.strict, verbose=args.verbose)
     provenance = provenance_now(args.words)
@@ -273,6 +280,8 @@ def _run(args: argparse.Namespace) -> int:
     def record(result: CaseResult) -> None:
         results.append(result)
         table.row(result)
+        if args.transcripts == "failed" and result.outcome not in (Outcome.FAILED, Outcome.ERROR):
+            result.transcript = None  # shown with -v; not kept for the report
 
     interrupted: str | None = None
     try:

@@ -16,8 +16,10 @@ import trio
 
 from conformance.hosting import ManagedProcess, ResolvedTarget, launch_command, wait_until_up
 from conformance.launch import free_port
+from conformance.recording import record_socket, record_stream
 from conformance.selection import ExpectedFailure
 from conformance.serving import TargetEnv
+from conformance.transcript import DEADLINE, START, STOP, Transcript, mark
 from conformance.vocabulary import CaseFailed, CaseInfo, NoAnswer, Unsupported
 
 CONNECT_SECONDS = 5.0
@@ -41,6 +43,8 @@ class RunOptions:
     run_budget: float | None = None
     # From --expect-fail: cases whose failure does not fail the run.
     expected_failures: tuple[ExpectedFailure, ...] = ()
+    # Record each case's wire transcript; False records nothing at all (--transcripts none).
+    record: bool = True
 
     @property
     def search_factor(self) -> float:
@@ -118,6 +122,8 @@ class CaseContext:
         # Where in the target's output the case reset or cut a connection on purpose (see deliberate).
         self.deliberate_acts: list[tuple[int, str]] = []
         self._resources: list[trio.abc.AsyncResource | trio.socket.SocketType] = []
+        # Set by the runner for the case itself (not for liveness checks) unless --transcripts none.
+        self.transcript: Transcript | None = None
 
     # -- facts ---------------------------------------------------------------------------------
 
@@ -158,6 +164,7 @@ class CaseContext:
             with trio.fail_after(limit):
                 yield
         except trio.TooSlowError:
+            mark(DEADLINE, f"{limit:.1f} s {doing}")
             raise NoAnswer(f"timed out after {limit:.1f} s {doing}") from None
 
     def replay_command(self, example: str) -> str:
@@ -185,12 +192,15 @@ class CaseContext:
                 except trio.BrokenResourceError as exc:
                     raise CaseFailed(f"TLS handshake failed: {exc.__cause__!r}") from None
                 stream = tls
-        return stream
+            recorded = record_stream(stream, "tls" if target.ssl_context is not None else "tcp")
+            if recorded is not stream:
+                self._resources.append(recorded)
+        return recorded
 
     async def udp_socket(self, *, receive_buffer: int | None = None) -> trio.socket.SocketType:
         """A UDP socket on an ephemeral port, closed after the case."""
         family = socket.AF_INET6 if ":" in self.target.host else socket.AF_INET
-        sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+        sock = record_socket(trio.socket.socket(family, socket.SOCK_DGRAM))
         self._resources.append(sock)
         if receive_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
@@ -228,9 +238,11 @@ class CaseContext:
                 await trio.to_thread.run_sync(
                     wait_until_up, process, port, protocol.transport, self.options.timeout_scale, target.spec.command
                 )
+                mark(START, f"a fresh instance on {instance.host}:{port}")
                 yield instance
             finally:
                 await trio.to_thread.run_sync(process.stop)
+                mark(STOP, f"the fresh instance on {instance.host}:{port}")
             return
         async with trio.open_nursery() as nursery:
             scope = trio.CancelScope()
@@ -249,10 +261,12 @@ class CaseContext:
                 scope.cancel()
                 raise RuntimeError(f"the embedded {protocol.name} reference ignored env.port {port}")
             instance = Instance(host=address[0], port=address[1], process=None, _scope=scope, _done=done)
+            mark(START, f"a fresh instance on {address[0]}:{address[1]}")
             try:
                 yield instance
             finally:
                 scope.cancel()
+                mark(STOP, f"the fresh instance on {address[0]}:{address[1]}")
 
     async def close(self, resource: trio.abc.AsyncResource) -> None:
         """Close politely (TLS close_notify) when the peer allows it quickly, else forcefully.

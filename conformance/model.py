@@ -17,6 +17,7 @@ from conformance.hosting import ResolvedTarget
 from conformance.selection import matches
 from conformance.serving import EmbeddedStarter, Serving
 from conformance.specs import Citation, render
+from conformance.transcript import BYTE_EXCERPTS, Describer
 from conformance.vocabulary import CaseInfo, Level
 
 CaseFunction = Callable[[CaseContext], Awaitable[None]]
@@ -68,6 +69,8 @@ class Protocol(Serving):
     write_fixtures: Callable[[Path], None] | None = None
     # Hard cap on each case that does not set its own, before --timeout-scale.
     budget: float = 30.0
+    # One-line views of datagrams and stream reads in a case's wire transcript, from the protocol's codec.
+    describe: Describer = BYTE_EXCERPTS
     cases: list[Case] = field(default_factory=list)
 
     def over_tls(self, embedded: EmbeddedStarter) -> Protocol:

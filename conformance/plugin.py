@@ -221,6 +221,8 @@ class CaseItem(pytest.Item):
         text = f"{self.case.id} ({self.case.spec}): {result.message}"
         if result.output:
             text += "\ntarget output during the case:\n" + "\n".join(f"| {line}" for line in result.output)
+        if result.transcript is not None:
+            text += "\n" + "\n".join(result.transcript.lines())
         if result.outcome is Outcome.FAILED and not result.is_fatal(state.options.strict):
             pytest.xfail(f"SHOULD-level failure, not fatal without --conformance-strict: {text}")
         pytest.fail(text, pytrace=False)

@@ -80,6 +80,8 @@ class TableWriter:
         if self.verbose and result.notes:
             for note in result.notes:
                 print(f"{pad}note: " + note.replace("\n", f"\n{pad}      "), file=self.out)
+        if self.verbose and result.transcript is not None:
+            print("\n".join(pad + line for line in result.transcript.lines()), file=self.out)
         self.out.flush()
 
     def details(self, results: Sequence[CaseResult]) -> None:
@@ -95,6 +97,8 @@ class TableWriter:
                 print("    target output during the case:", file=self.out)
                 for line in result.output:
                     print(f"    | {line}", file=self.out)
+            if result.transcript is not None:
+                print("\n".join("    " + line for line in result.transcript.lines()), file=self.out)
         self.out.flush()
 
     def summary(self, summary: dict[str, Any]) -> None:
@@ -131,6 +135,7 @@ def result_dict(result: CaseResult, *, strict: bool) -> dict[str, Any]:
         "description": result.description,
         "notes": result.notes,
         "output": result.output,
+        **({"transcript": result.transcript.as_json()} if result.transcript is not None else {}),
     }
 
 

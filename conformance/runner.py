@@ -16,6 +16,7 @@ from conformance.hosting import ResolvedTarget
 from conformance.launch import udp_port_bound
 from conformance.model import Case, protocol_of
 from conformance.selection import expected_failure
+from conformance.transcript import DEADLINE, RESTART, STOP, Transcript, recording
 from conformance.vocabulary import CaseFailed, Level, NoAnswer, Outcome, TargetUnusable, Unsupported
 
 OUTPUT_LINES_SHOWN = 20
@@ -49,6 +50,8 @@ class CaseResult:
     output: list[str] = field(default_factory=list)
     #: Listed in --expect-fail (with the reason given there, maybe empty); None when not listed.
     expected_failure: str | None = None
+    #: What the case did on the wire; None when the run records none (or the report drops it).
+    transcript: Transcript | None = None
 
     @property
     def failed_as_expected(self) -> bool:
@@ -192,6 +195,8 @@ async def _prepare(ctx: CaseContext) -> str | None:
             return health.given_up
         health.restarts += 1
         health.restart_after = None
+        if ctx.transcript is not None:
+            ctx.transcript.mark(RESTART, f"after it died or hung during {died_during}; port {target.port}")
         ctx.note(
             f"the suite restarted the program (restart {health.restarts} of at most {MAX_RESTARTS}) "
             f"after it died or hung during {died_during}; it now listens on port {target.port}"
@@ -226,10 +231,14 @@ async def _after(ctx: CaseContext) -> str | None:
 async def run_case(case: Case, target: ResolvedTarget, options: RunOptions) -> CaseResult:
     """Run one case, with what comes around it: restart or wait before, a liveness check after."""
     ctx = CaseContext(case, target, options)
+    if options.record:
+        ctx.transcript = Transcript(protocol_of(target).describe)
     start = trio.current_time()
     skip = await _prepare(ctx)
     if skip is not None:
-        return _result(case, options, Outcome.SKIPPED, skip, trio.current_time() - start, list(ctx.notes))
+        result = _result(case, options, Outcome.SKIPPED, skip, trio.current_time() - start, list(ctx.notes))
+        result.transcript = ctx.transcript
+        return result
     mark = target.output_mark()
     process = target.process
     outcome = Outcome.PASSED
@@ -237,12 +246,14 @@ async def run_case(case: Case, target: ResolvedTarget, options: RunOptions) -> C
     budget = ctx.seconds(case.budget) * options.search_factor
     timed_out = False
     try:
-        with trio.fail_after(budget):
+        with trio.fail_after(budget), recording(ctx.transcript):
             try:
                 await case.func(ctx)
             finally:
                 await ctx.aclose()
     except trio.TooSlowError:
+        if ctx.transcript is not None:
+            ctx.transcript.mark(DEADLINE, f"the case's budget of {budget:.0f} s")
         timed_out = True
         outcome = Outcome.FAILED
         message = (
@@ -256,9 +267,12 @@ async def run_case(case: Case, target: ResolvedTarget, options: RunOptions) -> C
     if health.slow_streak >= SLOW_STREAK and health.given_up is None:
         health.given_up = f"the target was too slow to finish the last {SLOW_STREAK} cases within their budgets"
     result = _result(case, options, outcome, message, 0.0, list(ctx.notes))
+    result.transcript = ctx.transcript
     if outcome is not Outcome.ERROR:
         trouble = await _after(ctx)
         if trouble is not None:
+            if ctx.transcript is not None:
+                ctx.transcript.mark(STOP, trouble)
             if outcome is Outcome.FAILED:
                 result.message += f"\n  ({trouble})"
             else:

@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from conformance.context import CaseContext
+from conformance.recording import record_socket
 
 __all__ = ["MAX_DATAGRAM", "Address", "address_of", "open_udp", "receive_datagram", "receive_within"]
 
@@ -57,7 +58,7 @@ async def open_udp(
     """A bound IPv4 UDP socket (the caller closes it). ``share`` lets other sockets bind the same port
     (and this one bind a port others hold, when they allow it too); ``broadcast`` lets it send to a
     broadcast address."""
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = record_socket(trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     try:
         if share:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

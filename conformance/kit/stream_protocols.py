@@ -16,6 +16,7 @@ import trio
 from conformance.context import CaseContext
 from conformance.model import Option, Protocol
 from conformance.serving import CommandPreparer, TargetEnv
+from conformance.transcript import BYTE_EXCERPTS, Describer
 
 __all__ = ["accepts", "tcp_and_tls"]
 
@@ -34,6 +35,7 @@ def tcp_and_tls(
     name: str,
     doc: str,
     embedded: TlsStarter,
+    describe: Describer = BYTE_EXCERPTS,
     options: tuple[Option, ...] = (),
     prepare_command: CommandPreparer | None = None,
     write_fixtures: Callable[[Path], None] | None = None,
@@ -44,6 +46,7 @@ def tcp_and_tls(
         id_prefix=f"{name}.tcp",
         transport="tcp",
         doc=doc,
+        describe=describe,
         embedded=partial(embedded, tls=False),
         options=options,
         liveness=accepts,

@@ -8,7 +8,9 @@ import struct
 import trio
 
 from conformance.context import CaseContext
+from conformance.recording import RecordingStream, unwrap
 from conformance.showbytes import first_difference
+from conformance.transcript import RESET
 from conformance.vocabulary import CaseFailed, Unsupported
 
 # Without progress for this long, a peer that should be sending is taken to have stalled.
@@ -91,6 +93,7 @@ async def send_eof(stream: trio.abc.Stream) -> None:
 
 
 def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType:
+    stream = unwrap(stream)
     while isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
     if not isinstance(stream, trio.SocketStream):
@@ -101,5 +104,7 @@ def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType:
 def reset(stream: trio.abc.Stream) -> None:
     """Abort the connection with a TCP RST, as a crashing client would, instead of a FIN."""
     sock = _socket_of(stream)
+    if isinstance(stream, RecordingStream):
+        stream.marker(RESET, "sent by the suite")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()

@@ -46,6 +46,7 @@ def test_a_failing_target_fails_with_the_case_message(pytester: pytest.Pytester)
     result.stdout.fnmatch_lines(
         ["*echo.tcp.round-trip (RFC 862*: the target reset the connection*", "*| hanging up on a client*"]
     )
+    result.stdout.fnmatch_lines(["*wire transcript*", "*tcp#1 connect 127.0.0.1:*", "*tcp#1 * > 127.0.0.1:* B  *"])
 
 
 def test_unreachable_target_stops_the_session(pytester: pytest.Pytester) -> None:

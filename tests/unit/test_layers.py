@@ -18,8 +18,8 @@ PACKAGE = Path(conformance.__file__).parent
 # Bottom first. A module may import from the layers below its own, never from its own or above.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # Self-contained helpers: no import of the core at all.
-    ("showbytes", "signals", "selection", "output", "provenance"),
-    ("vocabulary",),
+    ("showbytes", "signals", "selection", "output", "provenance", "transcript"),
+    ("vocabulary", "recording"),
     ("specs",),
     ("serving",),
     ("launch",),
@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "kit.payloads",
         "kit.segments",
         "kit.stream_protocols",
+        "kit.stream_views",
     ),
     ("kit.filesystem", "kit.reply_streams"),
     ("registry",),

@@ -23,6 +23,7 @@ from conformance.kit.loopback_capture import SentFromPort, capture_available
 from conformance.kit.search import search
 from conformance.launch import free_port
 from conformance.model import Protocol, case
+from conformance.protocols._messenger.describe import VIEWS
 from conformance.protocols._messenger.malformed import MALFORMED_EXAMPLES, leniently_readable, malformed_datagrams
 from conformance.protocols._messenger.peers import SETTLE_SECONDS, Peer, Received, Sockets, name_of, settle
 from conformance.protocols.broadcast import netns
@@ -186,6 +187,7 @@ BROADCAST = Protocol(
     id_prefix="broadcast",
     transport="udp",
     doc="broadcast.md",
+    describe=VIEWS,
     budget=15,
     embedded=_embedded_broadcast,
     command_host=LOOPBACK_BROADCAST,

@@ -36,6 +36,7 @@ from conformance.context import CaseContext
 from conformance.hosting import ManagedProcess
 from conformance.launch import fill_placeholders
 from conformance.protocols._messenger.peers import Peer
+from conformance.recording import record_socket
 from conformance.vocabulary import CaseFailed, Unsupported
 from harness.messenger.wire import Command
 
@@ -192,7 +193,9 @@ async def check_discovery_across_namespaces(ctx: CaseContext) -> None:
             processes.append(ManagedProcess(_responder_command(ctx, host)))
         queriers = []
         for host in hosts:
-            sock = trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(_socket_in, host.namespace))
+            sock = record_socket(
+                trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(_socket_in, host.namespace))
+            )
             sockets.append(sock)
             queriers.append(Peer(ctx, sock, (BRIDGE_BROADCAST, PORT), f"querier in {host.name}"))
         try:

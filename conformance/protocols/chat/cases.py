@@ -17,6 +17,7 @@ import trio
 from conformance.context import CaseContext
 from conformance.kit.search import search
 from conformance.model import Option, Protocol, case
+from conformance.protocols._messenger.describe import VIEWS
 from conformance.protocols._messenger.malformed import MALFORMED_EXAMPLES, malformed_datagrams
 from conformance.protocols._messenger.peers import SETTLE_SECONDS, Peer, Received, Sockets, name_of, settle
 from conformance.protocols.chat.room import (
@@ -69,6 +70,7 @@ CHAT = Protocol(
     id_prefix="chat",
     transport="udp",
     doc="chat.md",
+    describe=VIEWS,
     budget=15,
     embedded=_embedded_chat,
     options=(Option("--chat-members", help="members in the chat.many-members case", default=50, type=int),),

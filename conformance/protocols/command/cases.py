@@ -22,6 +22,7 @@ from conformance.kit.segments import check_cuts, describe_cuts, send_pieces
 from conformance.kit.stream_protocols import tcp_and_tls
 from conformance.kit.streams import require_half_close
 from conformance.model import case
+from conformance.protocols.command.describe import VIEWS
 from conformance.protocols.command.support import (
     BINARY_CONTENT,
     BINARY_FILE,
@@ -92,6 +93,7 @@ def _prepare_command(env: TargetEnv) -> dict[str, str]:
 COMMAND, COMMAND_TLS = tcp_and_tls(
     name="command",  # what users write in --target command=HOST:PORT
     doc="command.md",
+    describe=VIEWS,
     embedded=_embedded,
     prepare_command=_prepare_command,
     write_fixtures=write_fixtures,

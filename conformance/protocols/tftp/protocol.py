@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from conformance.context import CaseContext
 from conformance.model import Protocol, case
+from conformance.protocols.tftp.describe import VIEWS
 from conformance.protocols.tftp.files import (
     write_fixtures,
 )
@@ -30,6 +31,7 @@ PROTO = Protocol(
     id_prefix="tftp",
     transport="udp",
     doc="tftp.md",
+    describe=VIEWS,
     embedded=start_embedded,
     options=OPTIONS,
     liveness=check_alive,

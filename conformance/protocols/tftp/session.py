@@ -41,6 +41,7 @@ from conformance.context import CaseContext
 from conformance.kit.datagrams import MAX_DATAGRAM, Address, address_of
 from conformance.protocols.tftp.files import LARGEST_SIZE, fixture_size
 from conformance.showbytes import show
+from conformance.transcript import RECEIVED, SENT, current
 from conformance.vocabulary import CaseFailed, NoAnswer, Unsupported
 from harness.tftp.blocks import MAX_BLOCK, wire_block
 from harness.tftp.errors import ErrorCode, TftpDecodeError
@@ -182,6 +183,9 @@ class Endpoint:
         self._raw = raw
         self._sock = trio.socket.from_stdlib_socket(raw)
         self.port: int = raw.getsockname()[1]
+        # Sends and receives go to the raw socket (see the module notes), so they are recorded here.
+        self._transcript = current()
+        self._local: Address = address_of(raw.getsockname())
         #: An ICMP port unreachable came back: something the suite sent went to a closed port.
         self.refused = False
         self._quick = 0
@@ -190,6 +194,8 @@ class Endpoint:
         for _ in range(2):
             try:
                 self._raw.sendto(datagram, address)
+                if self._transcript is not None:
+                    self._transcript.datagram(SENT, datagram, local=self._local, remote=address_of(address))
                 return
             except ConnectionRefusedError:
                 # Linux reports an earlier ICMP port unreachable on the next call; it is consumed.
@@ -206,7 +212,7 @@ class Endpoint:
             await trio.lowlevel.checkpoint()  # a flood of datagrams must not starve the case's deadlines
         try:
             datagram, source = self._raw.recvfrom(MAX_DATAGRAM)
-            return datagram, address_of(source), trio.current_time()
+            return self._received(datagram, source)
         except (BlockingIOError, InterruptedError):
             pass
         except ConnectionRefusedError:
@@ -218,8 +224,14 @@ class Endpoint:
                 except ConnectionRefusedError:
                     self.refused = True
                     continue
-                return datagram, address_of(source), trio.current_time()
+                return self._received(datagram, source)
         return None
+
+    def _received(self, datagram: bytes, source: object) -> tuple[bytes, Address, float]:
+        address = address_of(source)
+        if self._transcript is not None:
+            self._transcript.datagram(RECEIVED, datagram, local=self._local, remote=address)
+        return datagram, address, trio.current_time()
 
     async def drain(self) -> list[tuple[bytes, Address]]:
         """Whatever has already arrived, without waiting."""

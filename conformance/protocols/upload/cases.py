@@ -30,6 +30,7 @@ from conformance.kit.siblings import planted_sibling
 from conformance.kit.stream_protocols import tcp_and_tls
 from conformance.kit.streams import require_half_close
 from conformance.model import Option, absolute_path, case
+from conformance.protocols.upload.describe import VIEWS
 from conformance.protocols.upload.support import (
     EMPTY_MD5,
     SPEC,
@@ -144,7 +145,12 @@ def _prepare_command(env: TargetEnv) -> dict[str, str]:
 
 
 UPLOAD, UPLOAD_TLS = tcp_and_tls(
-    name="upload", doc="upload.md", embedded=_embedded, options=OPTIONS, prepare_command=_prepare_command
+    name="upload",
+    doc="upload.md",
+    describe=VIEWS,
+    embedded=_embedded,
+    options=OPTIONS,
+    prepare_command=_prepare_command,
 )
 PROTOCOLS = (UPLOAD, UPLOAD_TLS)
 

@@ -18,6 +18,7 @@ from conformance.context import RunOptions
 from conformance.hosting import TargetHost
 from conformance.launch import resolve_specs
 from conformance.model import Option, Protocol, select_cases
+from conformance.pcapng import CaptureWriter
 from conformance.report import TableWriter, summarize, write_json, write_junit
 from conformance.runner import CaseResult, run_cases
 from conformance.selection import ExpectedFailure, parse_expect_fail
@@ -148,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, metavar="PATH", help="write a JSON report")
     run.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report")
     run.add_argument(
+        "--pcap",
+        type=Path,
+        metavar="PATH",
+        help="write the run's traffic as a pcapng capture (for Wireshark), made from the transcripts",
+    )
+    run.add_argument(
         "--transcripts",
         choices=("failed", "all", "none"),
         default="failed",
@@ -249,6 +256,9 @@ def _run(args: argparse.Namespace) -> int:
         expected_failures=tuple(expected),
         record=args.transcripts != "none",
     )
+    if args.pcap is not None and args.transcripts == "none":
+        raise UsageError("--pcap is made from the transcripts: drop --transcripts none")
+    capture = _open_capture(args.pcap)
     table = TableWriter(sys.stdout, max(len(case.id) for case in cases), strict=args.strict, verbose=args.verbose)
     started = time.monotonic()
     results: list[CaseResult] = []
@@ -257,6 +267,8 @@ def _run(args: argparse.Namespace) -> int:
     def record(result: CaseResult) -> None:
         results.append(result)
         table.row(result)
+        if capture is not None and result.transcript is not None:
+            capture.add_case(result.id, result.outcome.value, result.transcript)
         if args.transcripts == "failed" and result.outcome not in (Outcome.FAILED, Outcome.ERROR):
             result.transcript = None  # shown with -v; not kept for the report
 
@@ -278,6 +290,9 @@ def _run(args: argparse.Namespace) -> int:
         # The targets are stopped and the temporary files gone (TargetHost's exit); what ran is reported.
         interrupted = signals.received_name()
         print(f"\nconformance: interrupted by {interrupted}", file=sys.stderr)
+    finally:
+        if capture is not None:
+            capture.close()
     summary = summarize(results, strict=args.strict, duration_s=time.monotonic() - started, interrupted=interrupted)
     table.details(results)
     table.summary(summary)
@@ -288,6 +303,15 @@ def _run(args: argparse.Namespace) -> int:
     if interrupted is not None:
         return signals.exit_status()
     return EXIT_OK if summary["ok"] else EXIT_FAILED
+
+
+def _open_capture(path: Path | None) -> CaptureWriter | None:
+    if path is None:
+        return None
+    try:
+        return CaptureWriter(path)
+    except OSError as exc:
+        raise UsageError(f"--pcap {path}: {exc.strerror or exc}") from None
 
 
 def _expected_failures(path: Path | None, protocols: Mapping[str, Protocol]) -> list[ExpectedFailure]:

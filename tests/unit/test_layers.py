@@ -40,7 +40,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kit.filesystem",),
     ("registry",),
     ("runner",),
-    ("report",),
+    ("report", "pcapng"),
     ("plugin", "cli"),
     ("__main__",),
 )

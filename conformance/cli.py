@@ -20,6 +20,7 @@ from conformance.hosting import TargetHost
 from conformance.launch import resolve_specs
 from conformance.markdown_report import append_step_summary, render_markdown, write_markdown
 from conformance.model import Option, Protocol, select_cases
+from conformance.pcapng import CaptureWriter
 from conformance.provenance import provenance_now
 from conformance.report import TableWriter, summarize, write_json, write_junit
 from conformance.report_paths import prepare_report_paths, report_path
@@ -168,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"do not append the Markdown summary to ${STEP_SUMMARY} (GitHub Actions sets it)",
     )
     run.add_argument(
+        "--pcap",
+        type=report_path("run.pcapng"),
+        metavar="PATH",
+        help="write the run's traffic as a pcapng capture (for Wireshark), made from the transcripts",
+    )
+    run.add_argument(
         "--transcripts",
         choices=("failed", "all", "none"),
         default="failed",
@@ -254,7 +261,9 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--replay {args.replay!r} is not a Python literal; copy it from a failure's replay line"
             ) from None
-    reports = {"--json": args.json, "--junit": args.junit, "--markdown": args.markdown}
+    if args.pcap is not None and args.transcripts == "none":
+        raise UsageError("--pcap is made from the transcripts: drop --transcripts none")
+    reports = {"--json": args.json, "--junit": args.junit, "--markdown": args.markdown, "--pcap": args.pcap}
     prepare_report_paths(reports)
     used = {case.protocol for case in cases}
     specs = [spec for spec in specs if spec.protocol in used]
@@ -271,6 +280,7 @@ def _run(args: argparse.Namespace) -> int:
         expected_failures=tuple(expected),
         record=args.transcripts != "none",
     )
+    capture = _open_capture(args.pcap)
     table = TableWriter(sys.stdout, max(len(case.id) for case in cases), strict=args.strict, verbose=args.verbose)
     provenance = provenance_now(args.words)
     started = time.monotonic()
@@ -280,6 +290,8 @@ def _run(args: argparse.Namespace) -> int:
     def record(result: CaseResult) -> None:
         results.append(result)
         table.row(result)
+        if capture is not None and result.transcript is not None:
+            capture.add_case(result.id, result.outcome.value, result.transcript)
         if args.transcripts == "failed" and result.outcome not in (Outcome.FAILED, Outcome.ERROR):
             result.transcript = None  # shown with -v; not kept for the report
 
@@ -301,6 +313,9 @@ def _run(args: argparse.Namespace) -> int:
         # The targets are stopped and the temporary files gone (TargetHost's exit); what ran is reported.
         interrupted = signals.received_name()
         print(f"\nconformance: interrupted by {interrupted}", file=sys.stderr)
+    finally:
+        if capture is not None:
+            capture.close()
     summary = summarize(results, strict=args.strict, duration_s=time.monotonic() - started, interrupted=interrupted)
     table.details(results)
     table.summary(summary)
@@ -323,7 +338,14 @@ def _write_summaries(
     produced: Mapping[str, Any],
 ) -> None:
     written = {
-        kind: path for kind, path in (("JSON", args.json), ("JUnit", args.junit), ("Markdown", args.markdown)) if path
+        kind: path
+        for kind, path in (
+            ("JSON", args.json),
+            ("JUnit", args.junit),
+            ("pcapng", args.pcap),
+            ("Markdown", args.markdown),
+        )
+        if path
     }
     others = {kind: path for kind, path in written.items() if kind != "Markdown"}
     if args.markdown is not None:
@@ -340,6 +362,15 @@ def _write_summaries(
                 f"conformance: cannot append the summary to ${STEP_SUMMARY} ({step_summary}): {exc.strerror or exc}",
                 file=sys.stderr,
             )
+
+
+def _open_capture(path: Path | None) -> CaptureWriter | None:
+    if path is None:
+        return None
+    try:
+        return CaptureWriter(path)
+    except OSError as exc:
+        raise UsageError(f"--pcap {path}: {exc.strerror or exc}") from None
 
 
 def _expected_failures(path: Path | None, protocols: Mapping[str, Protocol]) -> list[ExpectedFailure]:

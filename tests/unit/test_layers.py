@@ -41,7 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kit.filesystem", "kit.reply_streams"),
     ("registry",),
     ("runner",),
-    ("report", "report_paths"),
+    ("report", "report_paths", "pcapng"),
     ("markdown_report",),
     ("plugin", "cli"),
     ("__main__",),

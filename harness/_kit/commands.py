@@ -125,6 +125,30 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def positive_number(text: str) -> float:
+    """An argparse ``type``: a number above 0 (seconds, a rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: it must be more than 0")
+    return value
+
+
+def add_seconds_option(
+    parser: argparse.ArgumentParser, flag: str, *, default: float | None, help: str, metavar: str = "SECONDS"
+) -> None:
+    """A timeout option: a number of seconds above 0, its default shown in the help."""
+    parser.add_argument(flag, type=positive_number, default=default, metavar=metavar, help=help)
+
+
+def add_stream_server_limits(parser: argparse.ArgumentParser, *, idle_timeout: float, idle_help: str) -> None:
+    """What every stream server bounds: ``--idle-timeout`` and the connections at once."""
+    add_seconds_option(parser, "--idle-timeout", default=idle_timeout, help=idle_help)
+    add_connection_limit_options(parser)
+
+
 def add_connection_limit_options(parser: argparse.ArgumentParser) -> None:
     """``--max-connections`` and ``--max-connections-per-host`` for a stream server (see admission)."""
     parser.add_argument(

@@ -152,6 +152,13 @@ def read_frame(buffer: Buffer) -> bytes | None:
 
 
 @dataclass(frozen=True, slots=True)
+class SuccessReply:
+    """The base of a protocol's successful replies: ``ok`` tells them from an :class:`ErrorReply`."""
+
+    ok: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorReply:
     """A refused request, ``{"error": ..., "message": ...}``; ``error`` is kept as sent, so that
     unknown codes can be reported."""

@@ -15,8 +15,9 @@ from harness._kit.addresses import parse_hostport
 from harness._kit.commands import (
     SubParsers,
     add_client_tls_option,
-    add_connection_limit_options,
+    add_seconds_option,
     add_server_command,
+    add_stream_server_limits,
     client_tls_context,
     serve_from_args,
 )
@@ -60,14 +61,13 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
         action="store_true",
         help="run command lines through /bin/sh -c in --root, as the course notes do (dangerous; loopback only)",
     )
-    serve.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=DEFAULT_IDLE_TIMEOUT,
-        metavar="SECONDS",
-        help="close a connection that sends no command, or reads none of a reply, this long (default: %(default)s)",
+    add_stream_server_limits(
+        serve,
+        idle_timeout=DEFAULT_IDLE_TIMEOUT,
+        idle_help=(
+            "close a connection that sends no command, or reads none of a reply, this long (default: %(default)s)"
+        ),
     )
-    add_connection_limit_options(serve)
 
     client = commands.add_parser(
         "command",
@@ -87,11 +87,10 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
         help="the command line: every word after HOST:PORT, joined by spaces (so options go before HOST:PORT)",
     )
     add_client_tls_option(client)
-    client.add_argument(
+    add_seconds_option(
+        client,
         "--timeout",
-        type=float,
         default=None,
-        metavar="SECONDS",
         help="give up after this long without a byte from the server (default: wait as long as the command runs)",
     )
     client.set_defaults(handler=run_command_client)
@@ -109,8 +108,6 @@ def _is_loopback(host: str) -> bool:
 def run_serve_command(args: argparse.Namespace) -> int:
     if not args.root.is_dir():
         raise UsageError(f"--root {args.root} is not a folder")
-    if not args.idle_timeout > 0:
-        raise UsageError(f"--idle-timeout must be more than 0 seconds, not {args.idle_timeout:g}")
     if args.shell:
         if not _is_loopback(args.host):
             raise UsageError(
@@ -183,8 +180,6 @@ async def _session(
 
 def run_command_client(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
-    if args.timeout is not None and not args.timeout > 0:
-        raise UsageError(f"--timeout must be more than 0 seconds, not {args.timeout:g}")
     line = " ".join(args.command) if args.command else None
     if line is not None and (problem := _check_line(line)) is not None:
         raise UsageError(problem)

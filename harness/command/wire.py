@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 
 from harness._kit.framing import (
     BAD_FRAME,
@@ -41,6 +41,7 @@ from harness._kit.framing import (
     LocalProtocolError,
     NeedData,
     RemoteProtocolError,
+    SuccessReply,
     encode_json_frame,
     frame,
     parse_json_object,
@@ -83,10 +84,9 @@ class Command:
 
 
 @dataclass(frozen=True, slots=True)
-class ReplyHeader:
+class ReplyHeader(SuccessReply):
     """The start of a reply: the command's exit status and how many output bytes follow."""
 
-    ok: ClassVar[bool] = True
     exit_status: int
     stdout_size: int
     stderr_size: int

@@ -15,8 +15,9 @@ from harness._kit.addresses import parse_hostport
 from harness._kit.commands import (
     SubParsers,
     add_client_tls_option,
-    add_connection_limit_options,
+    add_seconds_option,
     add_server_command,
+    add_stream_server_limits,
     client_tls_context,
     serve_from_args,
 )
@@ -59,21 +60,19 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
         default="identity",
         help="identity echoes bytes unchanged; upper maps ASCII a-z to A-Z and keeps every other byte",
     )
-    serve.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=IDLE_TIMEOUT,
-        metavar="S",
-        help="TCP: close a connection that sends nothing, or reads none of its echo, this long (default: %(default)s)",
+    add_stream_server_limits(
+        serve,
+        idle_timeout=IDLE_TIMEOUT,
+        idle_help=(
+            "TCP: close a connection that sends nothing, or reads none of its echo, this long (default: %(default)s)"
+        ),
     )
-    serve.add_argument(
+    add_seconds_option(
+        serve,
         "--handshake-timeout",
-        type=float,
         default=HANDSHAKE_TIMEOUT,
-        metavar="S",
         help="TLS: close a connection whose handshake is not done this long after it opened (default: %(default)s)",
     )
-    add_connection_limit_options(serve)
 
     client = commands.add_parser(
         "echo",
@@ -88,11 +87,10 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
     client.add_argument("messages", metavar="MESSAGE", nargs="*", help="messages to send (UTF-8)")
     client.add_argument("--udp", action="store_true", help="talk UDP instead of TCP")
     add_client_tls_option(client)
-    client.add_argument(
+    add_seconds_option(
+        client,
         "--timeout",
-        type=float,
         default=5.0,
-        metavar="S",
         help="seconds to wait for a connection, a reply, or the close after EOF (default: %(default)s)",
     )
     client.set_defaults(handler=run_echo_client)
@@ -103,10 +101,6 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
 
 def run_serve_echo(args: argparse.Namespace) -> int:
     if not args.udp:
-        for flag in ("idle_timeout", "handshake_timeout"):
-            if not getattr(args, flag) > 0:
-                name = "--" + flag.replace("_", "-")
-                raise UsageError(f"{name} must be more than 0 seconds, not {getattr(args, flag):g}")
         serve_tcp = functools.partial(
             serve_echo_tcp,
             transform=args.transform,
@@ -128,8 +122,6 @@ def run_serve_echo(args: argparse.Namespace) -> int:
 def run_echo_client(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.address)
     timeout: float = args.timeout
-    if not timeout > 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
     if args.udp and args.tls_ca is not None:
         raise UsageError("TLS needs TCP: drop --udp or --tls-ca")
     ssl_context = client_tls_context(args)

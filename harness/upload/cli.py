@@ -16,9 +16,10 @@ from harness._kit.addresses import parse_hostport
 from harness._kit.commands import (
     SubParsers,
     add_client_tls_option,
-    add_connection_limit_options,
     add_server_command,
+    add_stream_server_limits,
     client_tls_context,
+    positive_number,
     serve_from_args,
 )
 from harness._kit.errors import UsageError
@@ -51,16 +52,6 @@ def parse_size(text: str) -> int:
     return value
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the time must be more than 0 seconds")
-    return value
-
-
 def register(commands: SubParsers, serve_commands: SubParsers) -> None:
     serve = add_server_command(
         serve_commands,
@@ -83,24 +74,21 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
         metavar="BYTES",
         help="largest file accepted, e.g. 10M or 2G; larger puts get too_large (default: 1T)",
     )
-    serve.add_argument(
-        "--idle-timeout",
-        type=_positive_seconds,
-        default=DEFAULT_IDLE_TIMEOUT,
-        metavar="SECONDS",
-        help=(
+    add_stream_server_limits(
+        serve,
+        idle_timeout=DEFAULT_IDLE_TIMEOUT,
+        idle_help=(
             "a request must arrive within this long of the previous reply, plus 1 s per --min-rate "
             "bytes (default: %(default)s)"
         ),
     )
     serve.add_argument(
         "--min-rate",
-        type=_positive_seconds,
+        type=positive_number,
         default=DEFAULT_MIN_RATE,
         metavar="BYTES_PER_S",
         help="the slowest a request may arrive, after --idle-timeout's grace (default: %(default)g)",
     )
-    add_connection_limit_options(serve)
     serve.set_defaults(handler=run_server)
 
     upload = commands.add_parser(
@@ -119,7 +107,7 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
     upload.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     upload.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=positive_number,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help="give up after this long without progress (default: %(default)s)",

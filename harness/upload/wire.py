@@ -43,6 +43,7 @@ from harness._kit.framing import (
     LocalProtocolError,
     NeedData,
     RemoteProtocolError,
+    SuccessReply,
     encode_json_frame,
     parse_json_object,
 )
@@ -153,10 +154,9 @@ class BodyEnd:
 
 
 @dataclass(frozen=True, slots=True)
-class FileInfo:
+class FileInfo(SuccessReply):
     """A successful put or stat: what the server stores under ``file_name``."""
 
-    ok: ClassVar[bool] = True
     file_name: str
     file_size: int
     md5: str

@@ -108,7 +108,6 @@ async def test_a_malformed_reply_exits_255(nursery: trio.Nursery) -> None:
     [
         (["command", "127.0.0.1"], "is not HOST:PORT"),
         (["command", "127.0.0.1:9906", "x" * 70000], "1-65536 bytes"),
-        (["command", "--timeout", "0", "127.0.0.1:9906", "true"], "--timeout"),
         (["serve", "command", "--shell", "--host", "0.0.0.0"], "--shell refuses to listen on 0.0.0.0"),
         (["serve", "command", "--root", "/no/such/folder"], "is not a folder"),
         (["serve", "command", "--port", "70000"], "out of range"),
@@ -119,6 +118,25 @@ def test_usage_errors_exit_2_with_one_line(
 ) -> None:
     monkeypatch.setattr(harness.cli, "command_modules", lambda: ["harness.command.cli"])
     assert_usage_error(argv, message, capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["command", "--timeout", "0", "127.0.0.1:9906", "true"], "--timeout"),
+        (["serve", "command", "--idle-timeout", "-1"], "--idle-timeout"),
+    ],
+)
+def test_a_time_of_zero_or_less_is_refused_by_the_parser(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(harness.cli, "command_modules", lambda: ["harness.command.cli"])
+    with pytest.raises(SystemExit) as info:
+        harness.cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {flag}: " in err and "must be more than 0" in err, err
+    assert "Traceback" not in err
 
 
 @pytest.fixture

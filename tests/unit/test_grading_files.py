@@ -16,15 +16,9 @@ from conformance.grading.rubric import DEFAULT, parse_rubric
 from conformance.runner import CaseResult
 from conformance.transcript import SENT, Transcript
 from conformance.vocabulary import Level, Outcome, UsageError
+from tests.platforms import schema_check
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 REPLAY = "conformance run --target echo=127.0.0.1:7007 -k p.search --replay \"(b'x', [])\""
-
-
-def schema_check(platform: str, document: Any) -> None:
-    schema = json.loads((SCHEMAS / f"{platform}.json").read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.validate(document, schema, cls=jsonschema.Draft202012Validator)
 
 
 def result(case_id: str, outcome: Outcome, message: str = "", level: Level = Level.MUST, **extra: Any) -> CaseResult:
@@ -71,6 +65,19 @@ def documents(cases: list[CaseResult]) -> tuple[dict[str, Any], dict[str, Any], 
         json.loads(classroom.results_json(cases, score)),
         json.loads(prairielearn.results_json(cases, score, "overview")),
     )
+
+
+def test_the_schemas_refuse_what_the_platforms_do_not_document() -> None:
+    scope, room, learn = documents(results())
+    for platform, document, key, wrong in (
+        ("gradescope", scope, "status", "ok"),
+        ("classroom", room, "status", "passed"),
+        ("prairielearn", learn, "points", "1"),
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            schema_check(platform, {**document, "tests": [{**document["tests"][0], key: wrong}]})
+    with pytest.raises(jsonschema.ValidationError):
+        schema_check("prairielearn", {**learn, "score": 1.5})
 
 
 def test_every_platform_file_matches_its_schema_and_the_score() -> None:

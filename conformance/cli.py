@@ -27,7 +27,7 @@ from conformance.provenance import provenance_now
 from conformance.report import TableWriter, summarize, write_json, write_junit
 from conformance.report_paths import prepare_report_paths, report_path
 from conformance.runner import CaseResult, run_cases
-from conformance.selection import ExpectedFailure, parse_expect_fail
+from conformance.selection import ExpectedFailure, parse_expect_fail, read_option_file
 from conformance.vocabulary import Outcome, TargetUnusable, UsageError
 from harness._kit.version import suite_version
 
@@ -418,12 +418,7 @@ def _open_capture(path: Path | None) -> CaptureWriter | None:
 def _expected_failures(path: Path | None, protocols: Mapping[str, Protocol]) -> list[ExpectedFailure]:
     if path is None:
         return []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"--expect-fail {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"--expect-fail {path}: not a UTF-8 text file") from None
+    text = read_option_file("--expect-fail", path)
     known = [case.id for protocol in protocols.values() for case in protocol.cases]
     try:
         return parse_expect_fail(text, known, source=f"--expect-fail {path}")

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from conformance.grading.feedback import HIDDEN_TEXT, encoded, first_line, fit, test_text, unusable_text
+from conformance.grading.feedback import HIDDEN_TEXT, encoded, first_line, fit, shown_cases, test_text, unusable_text
 from conformance.grading.score import Score, number
 from conformance.report import write_atomically
 from conformance.runner import CaseResult
@@ -58,12 +58,8 @@ def _test(name: str, status: str, points: int | float, message: str, code: str, 
 
 
 def render(results: Sequence[CaseResult], score: Score, budget: int) -> dict[str, Any]:
-    by_id = score.by_id()
     tests = []
-    for result in results:
-        case = by_id[result.id]
-        if case.hidden:
-            continue
+    for result, case in shown_cases(results, score):
         status = "pass" if case.passed else "error" if result.outcome is Outcome.ERROR else "fail"
         message = "" if case.passed else first_line(result)
         code = test_text(result, case, budget, PLATFORM)

@@ -9,10 +9,10 @@ the top and the newest transcript steps at the bottom, with a note saying so.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from conformance.grading.score import CaseScore
+from conformance.grading.score import CaseScore, Score
 from conformance.runner import CaseResult
 from conformance.vocabulary import Outcome
 
@@ -51,6 +51,15 @@ def test_text(result: CaseResult, case: CaseScore, budget: int, platform: str) -
 
 def unusable_text(reason: str, platform: str) -> str:
     return clip(f"The server could not be tested, so no case ran: {reason}", REASON_CHARS, platform)
+
+
+def shown_cases(results: Iterable[CaseResult], score: Score) -> Iterator[tuple[CaseResult, CaseScore]]:
+    """Each result that is not hidden, with its score: what a platform without hidden tests lists one by one."""
+    by_id = score.by_id()
+    for result in results:
+        case = by_id[result.id]
+        if not case.hidden:
+            yield result, case
 
 
 def first_line(result: CaseResult) -> str:

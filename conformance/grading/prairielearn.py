@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from conformance.grading.feedback import HIDDEN_TEXT, encoded, first_line, fit, test_text, unusable_text
+from conformance.grading.feedback import HIDDEN_TEXT, encoded, first_line, fit, shown_cases, test_text, unusable_text
 from conformance.grading.score import Score, number
 from conformance.runner import CaseResult
 
@@ -22,12 +22,8 @@ MAX_BYTES = 1_000_000
 
 
 def render(results: Sequence[CaseResult], score: Score, overview: str, budget: int) -> dict[str, Any]:
-    by_id = score.by_id()
     tests = []
-    for result in results:
-        case = by_id[result.id]
-        if case.hidden:
-            continue
+    for result, case in shown_cases(results, score):
         tests.append(
             {
                 "name": result.id,

@@ -35,7 +35,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from conformance.selection import matches
+from conformance.selection import matches, read_option_file
 from conformance.vocabulary import Level, Outcome, UsageError
 
 # How an outcome other than passed or failed counts: "fail" keeps the case in the maximum with no
@@ -202,12 +202,7 @@ def load_rubric(path: Path | None, known: Iterable[str]) -> Rubric:
     """The rubric in ``path`` (the default when None); a file that cannot be used is a one-line UsageError."""
     if path is None:
         return DEFAULT
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"--rubric {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"--rubric {path}: not a UTF-8 text file") from None
+    text = read_option_file("--rubric", path)
     try:
         return parse_rubric(text, known, source=str(path))
     except RubricError as exc:

@@ -13,7 +13,7 @@ should = 0.5
 unsupported = "exclude"   # or "fail" (in the maximum, no points), "pass" (full points)
 skipped = "fail"          # or "exclude"
 error = "fail"            # or "exclude"
-hidden = ["tftp.window.*"]
+hidden = ["tftp.options.windowsize*"]
 hidden_visibility = "hidden"   # Gradescope: "hidden", "after_due_date" or "after_published"
 
 [points]

@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conformance import registry
 from conformance.grading.rubric import DEFAULT, RubricError, load_rubric, parse_rubric
 from conformance.grading.score import Graded, number, score_cases
 from conformance.vocabulary import Level, Outcome, UsageError
+from tests.helpers import REPO
 
 KNOWN = ["echo.tcp.round-trip", "echo.tcp.large", "echo.udp.round-trip", "tftp.rrq.small", "tftp.options.blksize"]
 
@@ -188,3 +190,13 @@ def test_points_add_up_and_never_pass_the_maximum(
     assert sum((case.points for case in grouped_cases), Fraction(0)) <= cap
     loose_max = sum((case.max_points for case in score.cases if case.group is None), Fraction(0))
     assert score.max_points == loose_max + min(sum((c.max_points for c in grouped_cases), Fraction(0)), cap)
+
+
+def test_the_readme_rubric_is_a_working_rubric() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Grading: points and platforms", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    known = [case.id for protocol in registry.protocols().values() for case in protocol.cases]
+    rubric = parse_rubric(example, known)
+    assert rubric.worth("echo.tcp.segmentation", Level.MUST) == 3
+    assert rubric.groups[0].cap == 3 and rubric.is_hidden("tftp.options.windowsize-write")

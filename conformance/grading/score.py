@@ -16,7 +16,7 @@ them the same way as the run that wrote them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -46,10 +46,6 @@ class CaseScore:
     group: str | None = None
     #: Why the points are not what the outcome alone would give (a cap, an exclusion), or "".
     note: str = ""
-
-    @property
-    def full(self) -> bool:
-        return self.points == self.max_points
 
 
 @dataclass(frozen=True)
@@ -165,14 +161,11 @@ def score_cases(cases: Sequence[Graded], rubric: Rubric) -> Score:
             note = case.note
             if allowed < case.points:
                 note = f"the group {group.name!r} earns at most {shown(group.cap)} points; its earlier cases have them"
-            scored[i] = CaseScore(
-                case.id, allowed, case.max_points, case.counted, case.passed, case.hidden, group.name, note
-            )
+            scored[i] = replace(case, points=allowed, group=group.name, note=note)
         earned = sum((scored[i].points for i in members), Fraction(0))
         ceiling = min(sum((scored[i].max_points for i in members), Fraction(0)), group.cap)
         groups.append(GroupScore(group.name, earned, ceiling, group.cap))
-    grouped = {case.id for case in scored if case.group is not None}
-    loose_max = sum((case.max_points for case in scored if case.id not in grouped), Fraction(0))
+    loose_max = sum((case.max_points for case in scored if case.group is None), Fraction(0))
     return Score(
         points=sum((case.points for case in scored), Fraction(0)),
         max_points=loose_max + sum((g.max_points for g in groups), Fraction(0)),

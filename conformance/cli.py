@@ -16,6 +16,8 @@ import trio
 
 from conformance import registry, signals
 from conformance.context import RunOptions
+from conformance.grading.outputs import GradingFiles, complete, overview, score_results, write_grading, write_unusable
+from conformance.grading.rubric import load_rubric
 from conformance.hosting import TargetHost
 from conformance.launch import resolve_specs
 from conformance.markdown_report import append_step_summary, render_markdown, write_markdown
@@ -25,7 +27,7 @@ from conformance.provenance import provenance_now
 from conformance.report import TableWriter, summarize, write_json, write_junit
 from conformance.report_paths import prepare_report_paths, report_path
 from conformance.runner import CaseResult, run_cases
-from conformance.selection import ExpectedFailure, parse_expect_fail
+from conformance.selection import ExpectedFailure, parse_expect_fail, read_option_file
 from conformance.vocabulary import Outcome, TargetUnusable, UsageError
 from harness._kit.version import suite_version
 
@@ -175,6 +177,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run's traffic as a pcapng capture (for Wireshark), made from the transcripts",
     )
     run.add_argument(
+        "--rubric",
+        type=Path,
+        metavar="FILE",
+        help="what each case is worth (TOML: case-id globs to points, capped groups, hidden cases, how "
+        "unsupported, skipped and error count); default: MUST 1 point, SHOULD 0.5, unsupported not counted",
+    )
+    run.add_argument(
+        "--gradescope",
+        type=report_path("results.json"),
+        metavar="PATH",
+        help="write Gradescope's autograder results (/autograder/results/results.json)",
+    )
+    run.add_argument(
+        "--classroom",
+        nargs="?",
+        const=True,
+        type=report_path("result.txt"),
+        metavar="PATH",
+        help="write GitHub Classroom's result=<base64> line for its grading reporter to PATH, or with no "
+        "PATH append it to $GITHUB_OUTPUT",
+    )
+    run.add_argument(
+        "--prairielearn",
+        type=report_path("results.json"),
+        metavar="PATH",
+        help="write PrairieLearn's external grader results (/grade/results/results.json)",
+    )
+    run.add_argument(
         "--transcripts",
         choices=("failed", "all", "none"),
         default="failed",
@@ -263,8 +293,10 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
     if args.pcap is not None and args.transcripts == "none":
         raise UsageError("--pcap is made from the transcripts: drop --transcripts none")
+    rubric = load_rubric(args.rubric, [case.id for protocol in protocols.values() for case in protocol.cases])
+    grading = GradingFiles.from_args(args)
     reports = {"--json": args.json, "--junit": args.junit, "--markdown": args.markdown, "--pcap": args.pcap}
-    prepare_report_paths(reports)
+    prepare_report_paths({**reports, **grading.report_paths()})
     used = {case.protocol for case in cases}
     specs = [spec for spec in specs if spec.protocol in used]
     protocol_options = {option.dest: getattr(args, option.dest) for option in registry.all_options()}
@@ -309,6 +341,9 @@ def _run(args: argparse.Namespace) -> int:
             table.header([f"target {name}: {where}" for name, where in described.items()])
             plan = [(case, targets[case.protocol]) for case in cases]
             trio.run(run_cases, plan, options, record)
+    except TargetUnusable as exc:
+        write_unusable(grading, cases, rubric, str(exc))
+        raise
     except KeyboardInterrupt:
         # The targets are stopped and the temporary files gone (TargetHost's exit); what ran is reported.
         interrupted = signals.received_name()
@@ -317,14 +352,18 @@ def _run(args: argparse.Namespace) -> int:
         if capture is not None:
             capture.close()
     summary = summarize(results, strict=args.strict, duration_s=time.monotonic() - started, interrupted=interrupted)
+    graded = complete(cases, results)
+    score = score_results(graded, rubric)
+    summary["score"] = score.totals()
     table.details(results)
     table.summary(summary)
     produced = provenance.as_dict(summary["duration_s"])
     if args.json is not None:
-        write_json(args.json, results, summary, described, produced)
+        write_json(args.json, results, summary, described, produced, score.as_json())
     if args.junit is not None:
         write_junit(args.junit, results, summary)
     _write_summaries(args, results, summary, described, produced)
+    write_grading(grading, graded, score, rubric, overview(summary, score, described, produced))
     if interrupted is not None:
         return signals.exit_status()
     return EXIT_OK if summary["ok"] else EXIT_FAILED
@@ -343,6 +382,9 @@ def _write_summaries(
             ("JSON", args.json),
             ("JUnit", args.junit),
             ("pcapng", args.pcap),
+            ("Gradescope", args.gradescope),
+            ("GitHub Classroom", args.classroom if isinstance(args.classroom, Path) else None),
+            ("PrairieLearn", args.prairielearn),
             ("Markdown", args.markdown),
         )
         if path
@@ -376,12 +418,7 @@ def _open_capture(path: Path | None) -> CaptureWriter | None:
 def _expected_failures(path: Path | None, protocols: Mapping[str, Protocol]) -> list[ExpectedFailure]:
     if path is None:
         return []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"--expect-fail {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"--expect-fail {path}: not a UTF-8 text file") from None
+    text = read_option_file("--expect-fail", path)
     known = [case.id for protocol in protocols.values() for case in protocol.cases]
     try:
         return parse_expect_fail(text, known, source=f"--expect-fail {path}")

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from conformance.report import OUTCOME_ORDER, SUMMARY_WORDS, write_atomically
+from conformance.report import OUTCOME_ORDER, SUMMARY_WORDS, score_text, write_atomically
 from conformance.runner import CaseResult
 from conformance.vocabulary import Outcome
 
@@ -40,6 +40,8 @@ def code(text: str) -> str:
 def _totals(summary: Mapping[str, Any]) -> list[str]:
     parts = [f"{summary[outcome.value]} {SUMMARY_WORDS[outcome]}" for outcome in OUTCOME_ORDER]
     lines = [f"**{summary['total']} cases**: " + ", ".join(parts) + f" in {summary['duration_s']:.1f} s."]
+    if "score" in summary:
+        lines.append(f"**Score**: {score_text(summary['score'])}, rubric {code(summary['score']['rubric'])}.")
     if summary["should_failures_not_fatal"]:
         lines.append(
             f"{summary['should_failures_not_fatal']} SHOULD-level failures do not fail the run"

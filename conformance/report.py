@@ -48,6 +48,17 @@ def summarize(
     return summary
 
 
+def totals_text(summary: Mapping[str, Any]) -> str:
+    """ "12 cases: 11 passed, 1 failed, ... in 3.2 s"."""
+    parts = [f"{summary[outcome.value]} {SUMMARY_WORDS[outcome]}" for outcome in OUTCOME_ORDER]
+    return f"{summary['total']} cases: " + ", ".join(parts) + f" in {summary['duration_s']:.1f} s"
+
+
+def score_text(score: Mapping[str, Any]) -> str:
+    """A summary's score for people: "11.5/12 points (95.8%)"."""
+    return f"{score['points']:g}/{score['max_points']:g} points ({score['percent']:g}%)"
+
+
 class TableWriter:
     """Prints one row per case as it finishes, then the details of what failed and a summary."""
 
@@ -102,8 +113,9 @@ class TableWriter:
         self.out.flush()
 
     def summary(self, summary: dict[str, Any]) -> None:
-        parts = [f"{summary[outcome.value]} {SUMMARY_WORDS[outcome]}" for outcome in OUTCOME_ORDER]
-        line = f"\n{summary['total']} cases: " + ", ".join(parts) + f" in {summary['duration_s']:.1f} s"
+        line = "\n" + totals_text(summary)
+        if "score" in summary:
+            line += f"; score {score_text(summary['score'])}"
         if summary["should_failures_not_fatal"]:
             line += f" ({summary['should_failures_not_fatal']} SHOULD-level failures not fatal; --strict makes them so)"
         print(line, file=self.out)
@@ -163,6 +175,7 @@ def write_json(
     summary: dict[str, Any],
     targets: dict[str, str],
     provenance: Mapping[str, Any] | None = None,
+    score: Mapping[str, Any] | None = None,
 ) -> None:
     document = {
         "cases": [result_dict(r, strict=summary["strict"]) for r in results],
@@ -171,6 +184,8 @@ def write_json(
     }
     if provenance is not None:
         document["run"] = dict(provenance)
+    if score is not None:
+        document["score"] = dict(score)
     write_atomically(path, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode())
 
 

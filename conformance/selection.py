@@ -5,6 +5,9 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from harness._kit.errors import UsageError
 
 
 def _globs(patterns: Sequence[str]) -> list[str]:
@@ -14,6 +17,16 @@ def _globs(patterns: Sequence[str]) -> list[str]:
 
 def matches(case_id: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(case_id, glob) for glob in _globs(patterns))
+
+
+def read_option_file(option: str, path: Path) -> str:
+    """The text of the file given to ``option`` (--expect-fail, --rubric); UsageError, one line, if unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{option} {path}: not a UTF-8 text file") from None
 
 
 @dataclass(frozen=True)

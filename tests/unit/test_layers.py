@@ -43,6 +43,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("runner",),
     ("report", "report_paths", "pcapng"),
     ("markdown_report",),
+    # Points and the grading platforms' files: a rubric, the score under it, then each platform's shape.
+    ("grading.rubric",),
+    ("grading.score",),
+    ("grading.feedback",),
+    ("grading.gradescope", "grading.classroom", "grading.prairielearn"),
+    ("grading.outputs",),
     ("plugin", "cli"),
     ("__main__",),
 )

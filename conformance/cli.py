@@ -17,6 +17,7 @@ import trio
 from conformance import registry, signals
 from conformance.context import RunOptions
 from conformance.hosting import TargetHost
+from conformance.html_report import HtmlReport
 from conformance.launch import resolve_specs
 from conformance.markdown_report import append_step_summary, render_markdown, write_markdown
 from conformance.model import Option, Protocol, select_cases
@@ -175,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run's traffic as a pcapng capture (for Wireshark), made from the transcripts",
     )
     run.add_argument(
+        "--html",
+        type=report_path("report.html"),
+        metavar="PATH",
+        help="write a self-contained HTML report: every case with its transcript, a ladder diagram for UDP",
+    )
+    run.add_argument(
         "--transcripts",
         choices=("failed", "all", "none"),
         default="failed",
@@ -263,7 +270,13 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
     if args.pcap is not None and args.transcripts == "none":
         raise UsageError("--pcap is made from the transcripts: drop --transcripts none")
-    reports = {"--json": args.json, "--junit": args.junit, "--markdown": args.markdown, "--pcap": args.pcap}
+    reports = {
+        "--json": args.json,
+        "--junit": args.junit,
+        "--markdown": args.markdown,
+        "--pcap": args.pcap,
+        "--html": args.html,
+    }
     prepare_report_paths(reports)
     used = {case.protocol for case in cases}
     specs = [spec for spec in specs if spec.protocol in used]
@@ -281,6 +294,8 @@ def _run(args: argparse.Namespace) -> int:
         record=args.transcripts != "none",
     )
     capture = _open_capture(args.pcap)
+    # Kept before the transcripts of passed cases are dropped below: the page shows every case's.
+    page = HtmlReport() if args.html is not None else None
     table = TableWriter(sys.stdout, max(len(case.id) for case in cases), strict=args.strict, verbose=args.verbose)
     provenance = provenance_now(args.words)
     started = time.monotonic()
@@ -290,6 +305,8 @@ def _run(args: argparse.Namespace) -> int:
     def record(result: CaseResult) -> None:
         results.append(result)
         table.row(result)
+        if page is not None:
+            page.add(result)
         if capture is not None and result.transcript is not None:
             capture.add_case(result.id, result.outcome.value, result.transcript)
         if args.transcripts == "failed" and result.outcome not in (Outcome.FAILED, Outcome.ERROR):
@@ -324,6 +341,8 @@ def _run(args: argparse.Namespace) -> int:
         write_json(args.json, results, summary, described, produced)
     if args.junit is not None:
         write_junit(args.junit, results, summary)
+    if page is not None:
+        page.write(args.html, summary, described, produced)
     _write_summaries(args, results, summary, described, produced)
     if interrupted is not None:
         return signals.exit_status()
@@ -343,6 +362,7 @@ def _write_summaries(
             ("JSON", args.json),
             ("JUnit", args.junit),
             ("pcapng", args.pcap),
+            ("HTML", args.html),
             ("Markdown", args.markdown),
         )
         if path

@@ -29,13 +29,16 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conformance.ladder import Ladder, Step, build_ladder, has_datagrams
 from conformance.report import OUTCOME_ORDER, SUMMARY_WORDS, write_atomically
 from conformance.runner import CaseResult
 from conformance.transcript import DEADLINE, Transcript
 from conformance.vocabulary import Outcome
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATE = "report.html.j2"
 # Bytes of a digest: enough to tell two payloads of one case apart.
@@ -162,7 +165,7 @@ def case_view(result: CaseResult, steps: list[Step] | None, dropped: int = 0, *,
     )
 
 
-def _environment() -> Any:
+def _environment() -> jinja2.Environment:
     import jinja2  # only for runs that write the page
 
     return jinja2.Environment(

@@ -212,7 +212,15 @@ def chromium(width: int = 1400, height: int = 1000) -> Any:
 
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+    # No sandbox: CI runs as root; no background requests: the tests check that the page makes none.
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--no-first-run",
+    ):
         options.add_argument(argument)
     options.add_argument(f"--window-size={width},{height}")
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -101,3 +102,17 @@ def test_the_report_of_a_failing_tftp_server_in_a_browser(tmp_path: Path) -> Non
         assert not [url for url in live if "//" in url], live
     finally:
         driver.quit()
+
+
+def test_the_page_without_transcripts_and_its_place_in_the_summary(tmp_path: Path) -> None:
+    run = conformance(
+        tmp_path, "run", "-k", "echo.tcp.round-trip", "--transcripts", "none",
+        "--html", "out/report.html", "--markdown", "out/summary.md", umask=0o022,
+    )  # fmt: skip
+    assert run.status == 0, run.stdout + run.stderr
+    report = tmp_path / "out" / "report.html"
+    page = report.read_text(encoding="utf-8")
+    assert stat.S_IMODE(report.stat().st_mode) == 0o644
+    assert 'data-case-id="echo.tcp.round-trip"' in page and ">PASS<" in page
+    assert "No transcript: this run recorded none (--transcripts none)." in page
+    assert "[HTML](report.html)" in (tmp_path / "out" / "summary.md").read_text()

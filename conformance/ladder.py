@@ -38,7 +38,10 @@ MAX_DATAGRAMS = 60
 MARKERS = (DEADLINE, RESTART, START, STOP)
 
 TIME_COLUMN = 70
-LANE_SPACING = 210
+# Between lanes: wide enough for a label such as "DATA 2035 (512 bytes) [duplicate]"; narrower past
+# three lanes (a TFTP case with several transfers), where the window's width runs short.
+LANE_SPACING = 280
+NARROW_LANE_SPACING = 220
 TOP = 56
 ROW_HEIGHT = 30
 BOTTOM = 16
@@ -198,12 +201,13 @@ def build_ladder(steps: Sequence[Step], *, failed: bool, max_datagrams: int = MA
                 target.append(entry.remote)
     lanes: list[Lane] = []
     x_of: dict[tuple[str, Address], float] = {}
+    spacing = LANE_SPACING if len(suite) + len(target) <= 3 else NARROW_LANE_SPACING
     for role, addresses in (("suite", suite), ("target", target)):
         for address in addresses:
-            x = TIME_COLUMN + LANE_SPACING * (len(lanes) + 0.5)
+            x = TIME_COLUMN + spacing * (len(lanes) + 0.5)
             lanes.append(Lane(x, role, _where(address)))
             x_of[(role, address)] = x
-    width = TIME_COLUMN + LANE_SPACING * max(len(lanes), 2)
+    width = TIME_COLUMN + spacing * max(len(lanes), 2)
     rows: list[Row] = []
     for index in drawn:
         entry = steps[index].entry

@@ -196,13 +196,14 @@ def render_html(
 
 
 def chromium(width: int = 1400, height: int = 1000) -> Any:
-    """A headless Chromium driven by selenium, from Debian's ``chromium`` and ``chromium-driver``.
+    """A headless Chromium driven by selenium, from Debian's ``chromium`` and ``chromium-driver``
+    (the variables ``CHROMIUM`` and ``CHROMEDRIVER`` name others).
 
     Raises :class:`FileNotFoundError` when either is missing; selenium is then never asked to fetch
     a browser of its own.
     """
-    browser = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
+    browser = shutil.which(os.environ.get("CHROMIUM") or "chromium") or shutil.which("chromium-browser")
+    driver = shutil.which(os.environ.get("CHROMEDRIVER") or "chromedriver")
     if browser is None or driver is None:
         raise FileNotFoundError(
             "headless Chromium needs chromium and chromedriver (apt-get install chromium chromium-driver)"

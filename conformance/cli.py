@@ -19,6 +19,7 @@ from conformance.context import RunOptions
 from conformance.grading.outputs import GradingFiles, complete, overview, score_results, write_grading, write_unusable
 from conformance.grading.rubric import load_rubric
 from conformance.hosting import TargetHost
+from conformance.html_report import HtmlReport
 from conformance.launch import resolve_specs
 from conformance.markdown_report import append_step_summary, render_markdown, write_markdown
 from conformance.model import Option, Protocol, select_cases
@@ -205,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write PrairieLearn's external grader results (/grade/results/results.json)",
     )
     run.add_argument(
+        "--html",
+        type=report_path("report.html"),
+        metavar="PATH",
+        help="write a self-contained HTML report: every case with its transcript, a ladder diagram for UDP",
+    )
+    run.add_argument(
         "--transcripts",
         choices=("failed", "all", "none"),
         default="failed",
@@ -295,7 +302,13 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--pcap is made from the transcripts: drop --transcripts none")
     rubric = load_rubric(args.rubric, [case.id for protocol in protocols.values() for case in protocol.cases])
     grading = GradingFiles.from_args(args)
-    reports = {"--json": args.json, "--junit": args.junit, "--markdown": args.markdown, "--pcap": args.pcap}
+    reports = {
+        "--json": args.json,
+        "--junit": args.junit,
+        "--markdown": args.markdown,
+        "--pcap": args.pcap,
+        "--html": args.html,
+    }
     prepare_report_paths({**reports, **grading.report_paths()})
     used = {case.protocol for case in cases}
     specs = [spec for spec in specs if spec.protocol in used]
@@ -313,6 +326,8 @@ def _run(args: argparse.Namespace) -> int:
         record=args.transcripts != "none",
     )
     capture = _open_capture(args.pcap)
+    # Kept before the transcripts of passed cases are dropped below: the page shows every case's.
+    page = HtmlReport() if args.html is not None else None
     table = TableWriter(sys.stdout, max(len(case.id) for case in cases), strict=args.strict, verbose=args.verbose)
     provenance = provenance_now(args.words)
     started = time.monotonic()
@@ -322,6 +337,8 @@ def _run(args: argparse.Namespace) -> int:
     def record(result: CaseResult) -> None:
         results.append(result)
         table.row(result)
+        if page is not None:
+            page.add(result)
         if capture is not None and result.transcript is not None:
             capture.add_case(result.id, result.outcome.value, result.transcript)
         if args.transcripts == "failed" and result.outcome not in (Outcome.FAILED, Outcome.ERROR):
@@ -362,6 +379,8 @@ def _run(args: argparse.Namespace) -> int:
         write_json(args.json, results, summary, described, produced, score.as_json())
     if args.junit is not None:
         write_junit(args.junit, results, summary)
+    if page is not None:
+        page.write(args.html, summary, described, produced)
     _write_summaries(args, results, summary, described, produced)
     write_grading(grading, graded, score, rubric, overview(summary, score, described, produced))
     if interrupted is not None:
@@ -382,6 +401,7 @@ def _write_summaries(
             ("JSON", args.json),
             ("JUnit", args.junit),
             ("pcapng", args.pcap),
+            ("HTML", args.html),
             ("Gradescope", args.gradescope),
             ("GitHub Classroom", args.classroom if isinstance(args.classroom, Path) else None),
             ("PrairieLearn", args.prairielearn),

@@ -51,6 +51,8 @@ def test_json_says_what_produced_it(tmp_path: Path) -> None:
         (["--junit", "afile/r.xml"], "--junit afile/r.xml: afile is a file, not a directory"),
         (["--markdown", "afile/sub/s.md"], "cannot create the directory afile/sub"),
         (["--junit", "r.xml", "--markdown", "./r.xml"], "--junit and --markdown both name r.xml"),
+        (["--html", "existing/"], "existing/ is a directory; give a file name, such as existing/report.html"),
+        (["--html", "r.xml", "--junit", "r.xml"], "--junit and --html both name r.xml"),
     ],
 )
 def test_a_report_path_that_cannot_be_written_stops_before_the_run(

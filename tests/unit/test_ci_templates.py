@@ -10,7 +10,13 @@ import pytest
 from conformance.cli import build_parser
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "CI"
-REPORTS = ("reports/conformance.json", "reports/conformance.xml", "reports/conformance.md")
+REPORTS = (
+    "reports/conformance.html",
+    "reports/conformance.json",
+    "reports/conformance.xml",
+    "reports/conformance.md",
+    "reports/conformance.pcapng",
+)
 
 
 def run_options() -> set[str]:
@@ -51,5 +57,7 @@ def test_gitlab_template_exposes_the_reports_and_the_junit_widget() -> None:
     text = (TEMPLATES / "gitlab-ci-grade.yml").read_text()
     artifacts = text[text.index("  artifacts:") :]
     assert "when: always" in artifacts and "expose_as:" in artifacts
-    assert "- reports/\n" in artifacts
+    # The merge request's link goes to the HTML report: the first path, a file.
+    paths = re.findall(r"^ {6}- (\S+)$", artifacts[artifacts.index("paths:") :], re.M)
+    assert paths[0] == "reports/conformance.html" and set(paths) == set(REPORTS), paths
     assert "junit: reports/conformance.xml" in artifacts

@@ -19,7 +19,7 @@ PACKAGE = Path(conformance.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
     # Self-contained helpers: no import of the core at all.
     ("showbytes", "signals", "selection", "output", "provenance", "transcript"),
-    ("vocabulary", "recording"),
+    ("vocabulary", "recording", "ladder"),
     ("specs",),
     ("serving",),
     ("launch",),
@@ -42,7 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("registry",),
     ("runner",),
     ("report", "report_paths", "pcapng"),
-    ("markdown_report",),
+    ("markdown_report", "html_report"),
     # Points and the grading platforms' files: a rubric, the score under it, then each platform's shape.
     ("grading.rubric",),
     ("grading.score",),

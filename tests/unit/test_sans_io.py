@@ -22,6 +22,7 @@ ALSO_SANS_IO = (
     "harness.tftp.options",
     "harness.upload.names",
     "harness.relay.rules",
+    "conformance.ladder",
 )
 
 # -S: without site, the interpreter has loaded none of them before the first import (a .pth file's

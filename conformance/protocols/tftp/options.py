@@ -37,6 +37,7 @@ from conformance.protocols.tftp.support import (
     unique_name,
 )
 from conformance.specs import ref
+from conformance.transcript import DEADLINE, mark
 from conformance.vocabulary import CaseFailed, Level, NoAnswer
 from harness.tftp.blocks import wire_block
 from harness.tftp.errors import ErrorCode
@@ -411,6 +412,7 @@ async def options_windowsize_write(ctx: CaseContext, client: Client) -> None:
             if isinstance(packet, ErrorPacket):
                 raise CaseFailed(f"{doing}, the server aborted the upload with {describe(packet)}")
             raise CaseFailed(f"{doing}, expected ACK {wanted}, got {describe(packet)}{why}")
+        mark(DEADLINE, f"{ctx.seconds(seconds):.1f} s for ACK {wanted} {doing}")
         raise NoAnswer(f"no ACK {wanted} within {ctx.seconds(seconds):.1f} s {doing}")
 
     for index in range(1, window + 1):

@@ -41,7 +41,7 @@ from conformance.context import CaseContext
 from conformance.kit.datagrams import MAX_DATAGRAM, Address, address_of
 from conformance.protocols.tftp.files import LARGEST_SIZE, fixture_size
 from conformance.showbytes import show
-from conformance.transcript import RECEIVED, SENT, current
+from conformance.transcript import DEADLINE, RECEIVED, SENT, current, mark
 from conformance.vocabulary import CaseFailed, NoAnswer, Unsupported
 from harness.tftp.blocks import MAX_BLOCK, wire_block
 from harness.tftp.errors import ErrorCode, TftpDecodeError
@@ -446,6 +446,7 @@ class Transfer:
         reply = await self.receive_until(trio.current_time() + limit)
         if reply is None:
             refused = " (an ICMP port unreachable came back: nothing listens there)" if self.endpoint.refused else ""
+            mark(DEADLINE, f"{limit:.1f} s {doing}")
             raise NoAnswer(f"timed out after {limit:.1f} s {doing}{refused}{self._strangers_seen()}")
         return reply
 
@@ -916,6 +917,7 @@ async def fetch_one_block(client: Client, filename: str, seconds: float) -> Pack
             if first is not None:
                 return first
             if now >= deadline:
+                mark(DEADLINE, f"{client.seconds(seconds):.1f} s for an answer to {describe(request)}")
                 raise NoAnswer(
                     f"no answer to {describe(request)} within {client.seconds(seconds):.1f} s "
                     f"(sent {sent} times, {resend:.1f} s apart)"

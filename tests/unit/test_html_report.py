@@ -253,3 +253,14 @@ def test_the_template_is_package_data() -> None:
     patterns = project["tool"]["setuptools"]["package-data"]["conformance"]
     templates = sorted(path.relative_to(REPO / "conformance") for path in (REPO / "conformance").rglob("*.j2"))
     assert templates and all(any(path.match(pattern) for pattern in patterns) for path in templates)
+
+
+def test_the_score_is_at_the_top_when_the_run_has_one() -> None:
+    results = [result("tftp.rrq.small", Outcome.PASSED), result("tftp.rrq.large", Outcome.FAILED, "short")]
+    scored = {**summary(results), "score": {"points": 1, "max_points": 2, "percent": 50.0, "rubric": "default"}}
+    report = HtmlReport()
+    for each in results:
+        report.add(each)
+    page = render_html(report.views(False), scored, {"tftp": "127.0.0.1:69"}, PROVENANCE)
+    assert "Score: <strong>1/2 points</strong>" in page and "(50%, rubric: default)" in page
+    assert 'id="score"' not in page_of(results)

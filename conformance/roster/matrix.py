@@ -19,7 +19,7 @@ from conformance.roster.gradebook import NOT_RUN, Gradebook
 
 TEMPLATE = "class.html.j2"
 # What a cell shows of its outcome: a mark that tells the outcomes apart without the colours.
-MARKS = {"passed": "✓", "failed": "✗", "error": "!", "unsupported": "–", "skipped": "·", NOT_RUN: "∅"}
+MARKS = {"passed": "✓", "failed": "✗", "error": "!", "unsupported": "\u2013", "skipped": "·", NOT_RUN: "∅"}
 # Below this pass rate a case's column is flagged: most of the class missed that requirement.
 LOW_PASS_RATE = 50.0
 

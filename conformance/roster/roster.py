@@ -96,7 +96,9 @@ def parse_roster(text: str, *, source: str, base: Path, protocols: Collection[st
             raise UsageError(f"{source} line {line}: {exc}") from None
         key = (row.student, row.protocol)
         if key in seen:
-            raise UsageError(f"{source} line {line}: {row.student} already has a {row.protocol} row (line {seen[key]})")
+            raise UsageError(
+                f"{source} line {line}: {row.student} has two {row.protocol} rows (lines {seen[key]} and {line})"
+            )
         seen[key] = line
         rows.append(row)
     if not rows:

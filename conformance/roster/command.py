@@ -87,11 +87,17 @@ def grade(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
     progress = Progress(sys.stderr, len(rows), live=sys.stderr.isatty())
     started = time.monotonic()
-    records = trio.run(
-        lambda: grade_rows(
-            rows, out.resolve(), _run_words(args), jobs=args.jobs, timeout=args.run_timeout, progress=progress
+    try:
+        records = trio.run(
+            lambda: grade_rows(
+                rows, out.resolve(), _run_words(args), jobs=args.jobs, timeout=args.run_timeout, progress=progress
+            )
         )
-    )
+    except BaseExceptionGroup as group:
+        # Ctrl-C reaches the runs' tasks as a group; the command reports it as the one interruption it is.
+        if group.subgroup(KeyboardInterrupt) is not None:
+            raise KeyboardInterrupt from None
+        raise
     wall = time.monotonic() - started
     book = build_gradebook(records, out, rubric, selected, order)
     write_grades(out / "grades.csv", book)

@@ -5,15 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import FIXTURES, conformance
+from conformance import registry
+from tests.helpers import FIXTURES, REPO, conformance
 
 PY = sys.executable
+# Ctrl-C must end the grading within this: each run gets SIGTERM, stops its program and exits.
+INTERRUPT_SECONDS = 10.0
+POLL_SECONDS = 0.05
 # Quick cases, a few per protocol, among them cases each broken fixture below fails.
 CASES = (
     "echo.tcp.round-trip",
@@ -91,3 +98,89 @@ def test_a_roster_graded_at_once_gets_the_verdicts_of_single_runs(tmp_path: Path
     assert [row["student"] for row in rows] == ["ada", "bo", "cy", "di", "ed"]
     assert {student for student, (points, maximum) in scores.items() if points == maximum} == {"ada", "di"}
     print(f"\nroster of {len(ROWS)} runs with -j 4: {wall:.1f} s; the same runs one by one: {alone_total:.1f} s")
+
+
+def test_a_bad_roster_is_a_usage_error_naming_its_line(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student,protocol,command\nada,echo,python s.py {port}\nbo,gopher,python s.py {port}\n")
+    run = conformance(tmp_path, "grade", str(roster), "--out", "out")
+    assert run.status == 2
+    assert (
+        run.stderr
+        == f"conformance: {roster} line 3: unknown protocol 'gopher'; known protocols: "
+        + ", ".join(registry.protocols())
+        + "\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_that_cannot_complete_is_exit_1_and_its_row_says_why(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    rows = [
+        ["ada", "echo", f"{PY} -m harness serve echo --port {{port}}"],
+        ["bo", "echo", f"{PY} -c 'import sys; sys.exit(\"bo never listens\")' {{port}}"],
+    ]
+    with roster.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["student", "protocol", "command"], *rows])
+    run = conformance(tmp_path, "grade", str(roster), "--out", "out", "-k", "echo.tcp.round-trip")
+    assert run.status == 1, run.stdout + run.stderr
+    assert "bo echo could not complete: exit status 2: conformance: target program exited" in run.stdout
+    grades = list(csv.reader(io.StringIO((tmp_path / "out" / "grades.csv").read_text())))
+    assert grades[1][:4] == ["ada", "1", "1", "1"]
+    assert grades[2][:4] == ["bo", "0", "1", "not run"]
+    assert "bo never listens" in grades[2][-1]
+    assert (tmp_path / "out" / "bo" / "echo.log").is_file() and (tmp_path / "out" / "index.html").is_file()
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process under ``pid``, with its command line."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in found:
+                try:
+                    found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                frontier.append(child)
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_run_and_its_program(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    trickle = _fixture("upload/trickle.py", "{root}")
+    roster.write_text(f"student,protocol,command\nada,upload,{trickle}\nbo,upload,{trickle}\n")
+    argv = [PY, "-m", "conformance", "grade", str(roster), "--out", "out", "-j", "2", "-k", "upload.tcp.segmentation"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        programs: list[int] = []
+        while len(programs) < 2:
+            assert time.monotonic() < deadline, "the two programs never started"
+            assert proc.poll() is None, proc.communicate()
+            programs = [pid for pid, line in _descendants(proc.pid).items() if "trickle.py" in line]
+            time.sleep(POLL_SECONDS)
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=INTERRUPT_SECONDS + 20)
+        assert time.monotonic() - interrupted < INTERRUPT_SECONDS, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert b"interrupted" in stderr and b"Traceback" not in stderr, stderr
+    for program in programs:
+        with pytest.raises(ProcessLookupError):
+            os.kill(program, 0)

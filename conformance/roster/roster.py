@@ -22,6 +22,8 @@ REQUIRED = ("student", "protocol")
 COLUMNS = (*REQUIRED, "command", "address", "directory")
 # A student's name becomes a folder of the output directory and a part of its links.
 STUDENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
+# The files the grading writes beside the students' folders.
+RESERVED = frozenset({"grades.csv", "index.html"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ def _row(fields: dict[str, str], line: int, base: Path, protocols: Collection[st
         raise ValueError(
             f"student {student!r} must be letters, digits and . _ @ + - (it names the student's report folder)"
         )
+    if student.lower() in RESERVED:
+        raise ValueError(f"student {student!r} would be a folder named as the grading's own file")
     if protocol not in protocols:
         raise ValueError(f"unknown protocol {protocol!r}; known protocols: {', '.join(protocols)}")
     if bool(command) == bool(address):

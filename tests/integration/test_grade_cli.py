@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conformance import registry
+from tests.browser import browser
 from tests.helpers import FIXTURES, REPO, conformance
 
 PY = sys.executable
@@ -130,6 +131,42 @@ def test_a_run_that_cannot_complete_is_exit_1_and_its_row_says_why(tmp_path: Pat
     assert grades[2][:4] == ["bo", "0", "1", "not run"]
     assert "bo never listens" in grades[2][-1]
     assert (tmp_path / "out" / "bo" / "echo.log").is_file() and (tmp_path / "out" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_the_class_matrix_in_a_browser(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text(
+        "student,protocol,command\n"
+        f"ada,echo,{PY} -m harness serve echo --port {{port}}\n"
+        f"bo,echo,{_fixture('echo/eof_drops_tail.py')}\n"
+    )
+    cases = ("echo.tcp.round-trip", "echo.tcp.half-close")
+    run = conformance(tmp_path, "grade", str(roster), "--out", "out", *(w for c in cases for w in ("-k", c)))
+    assert run.status == 0, run.stdout + run.stderr
+    driver = browser()
+    try:
+        from selenium.webdriver.common.by import By
+
+        driver.get((tmp_path / "out" / "index.html").as_uri())
+        heads = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "th.case")]
+        assert heads == list(cases)
+        students = [row.get_attribute("data-student") for row in driver.find_elements(By.CSS_SELECTOR, "tr.student")]
+        assert students == ["ada", "bo"]
+        rates = [td.text for td in driver.find_elements(By.CSS_SELECTOR, "tr.rates td.rate")]
+        assert rates == ["100%", "50%"]
+        failed = driver.find_element(By.CSS_SELECTOR, 'tr[data-student="bo"] td[data-case="echo.tcp.half-close"]')
+        assert failed.get_attribute("data-outcome") == "failed"
+        # Coloured by outcome: the failed cell's background is not the passed cell's.
+        passed = driver.find_element(By.CSS_SELECTOR, 'tr[data-student="ada"] td[data-case="echo.tcp.half-close"]')
+        assert failed.value_of_css_property("background-color") != passed.value_of_css_property("background-color")
+        assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
+        failed.find_element(By.TAG_NAME, "a").click()
+        assert driver.current_url.endswith("/out/bo/echo.html#case-echo.tcp.half-close")
+        target = driver.find_element(By.ID, "case-echo.tcp.half-close")
+        assert target.get_attribute("data-outcome") == "failed"
+    finally:
+        driver.quit()
 
 
 def _descendants(pid: int) -> dict[int, str]:

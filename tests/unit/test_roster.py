@@ -71,6 +71,7 @@ def test_columns_in_any_order_and_only_those_needed() -> None:
         ("student,protocol,address\nalice,echo,localhost\n", "line 2: --target 'echo=localhost': expected HOST:PORT"),
         ("student,protocol,command\n../x,echo,x {port}\n", "line 2: student '../x' must be letters"),
         ("student,protocol,command\n,echo,x {port}\n", "line 2: student '' must be letters"),
+        ("student,protocol,command\nindex.html,echo,x {port}\n", "line 2: student 'index.html' would be a folder"),
         ("student,protocol,command,directory\na,echo,x {port},nowhere\n", "line 2: directory 'nowhere' is not"),
         ("student,protocol,address,directory\na,echo,127.0.0.1:7,.\n", "line 2: a directory is where a command runs"),
         (

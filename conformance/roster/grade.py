@@ -94,14 +94,14 @@ def _last_words(log: Path) -> str:
     return lines[index]
 
 
-def _outcome(status: int | None, paths: RunPaths) -> tuple[dict[str, Any] | None, str]:
+def _outcome(status: int | None, paths: RunPaths, timeout: float) -> tuple[dict[str, Any] | None, str]:
     report = None
     try:
         report = json.loads(paths.file("json").read_text())
     except (OSError, ValueError):
         pass
     if status is None:
-        return report, "did not finish within the run timeout (stopped)"
+        return report, f"did not finish within --run-timeout {timeout:g} s (stopped)"
     if status in COMPLETED and report is not None:
         return report, ""
     said = _last_words(paths.file("log"))
@@ -172,7 +172,7 @@ async def _run_row(row: Row, out: Path, run_words: Sequence[str], timeout: float
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         status = done.returncode
-    report, reason = _outcome(status, paths)
+    report, reason = _outcome(status, paths, timeout)
     record = RunRecord(row, status, round(time.monotonic() - started, 3), report, reason)
     progress.finished(record)
     return record

@@ -251,3 +251,15 @@ def test_ctrl_c_stops_every_run_and_its_program(tmp_path: Path) -> None:
     for program in programs:
         with pytest.raises(ProcessLookupError):
             os.kill(program, 0)
+
+
+def test_a_run_past_the_run_timeout_is_stopped_and_said_so(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text(f"student,protocol,command\nada,upload,{_fixture('upload/trickle.py', '{root}')}\n")
+    started = time.monotonic()
+    run = conformance(
+        tmp_path, "grade", str(roster), "--out", "out", "--run-timeout", "2", "-k", "upload.tcp.segmentation"
+    )
+    assert run.status == 1, run.stdout + run.stderr
+    assert "ada upload could not complete: did not finish within --run-timeout 2 s (stopped)" in run.stdout
+    assert time.monotonic() - started < 2 + INTERRUPT_SECONDS + 5

@@ -200,3 +200,17 @@ def test_progress_is_a_line_per_event_off_a_terminal() -> None:
     progress.finished(RunRecord(row, 1, 2.5, {"score": {"points": 1, "max_points": 2}}, ""))
     progress.close()
     assert out.getvalue().splitlines() == ["[0/2] started ann echo", "[1/2] done ann echo: 1/2 points in 2.5 s"]
+
+
+def test_progress_on_a_terminal_rewrites_one_status_line() -> None:
+    out = io.StringIO()
+    progress = Progress(out, 1, live=True)
+    row = _row("ann", "echo")
+    progress.started(row)
+    assert out.getvalue() == "\r\x1b[Kgraded 0/1; running: ann/echo"
+    progress.finished(RunRecord(row, 2, 1.0, None, "exit status 2: no server"))
+    progress.close()
+    assert out.getvalue().split("\r\x1b[K")[2:] == [
+        "[1/1] done ann echo: could not complete: exit status 2: no server in 1.0 s\ngraded 1/1; running: -",
+        "",
+    ]

@@ -2,8 +2,9 @@
 
 A CSV file with a header row naming its columns, in any order: ``student``, ``protocol``, and
 ``command`` (as ``--target-cmd`` takes it, with ``{port}`` and the protocol's other placeholders) or
-``address`` (``HOST:PORT``, as ``--target``), with an optional ``directory`` where the command runs
-(relative to the roster's folder). A student graded on several protocols has one row for each.
+``address`` (``HOST:PORT``, or ``embedded`` for the reference server, as ``--target``), with an
+optional ``directory`` where the command runs (relative to the roster's folder). A student graded on
+several protocols has one row for each.
 Every problem is a :class:`UsageError` naming the roster's line, raised before anything runs.
 """
 
@@ -43,6 +44,8 @@ class Row:
         """The ``conformance run`` options that name this row's target."""
         if self.target.kind == "command":
             return ["--target-cmd", f"{self.protocol}={self.target.command}"]
+        if self.target.kind == "embedded":
+            return ["--target", f"{self.protocol}=embedded"]
         return ["--target", f"{self.protocol}={self.target.host}:{self.target.port}"]
 
 

@@ -48,8 +48,9 @@ def test_a_good_roster(tmp_path: Path) -> None:
 
 
 def test_columns_in_any_order_and_only_those_needed() -> None:
-    rows = parse("address,protocol,student\n127.0.0.1:7,echo,carol\n")
+    rows = parse("address,protocol,student\n127.0.0.1:7,echo,carol\nembedded,echo,reference\n")
     assert rows[0].target.port == 7
+    assert rows[1].target_words() == ["--target", "echo=embedded"]
 
 
 @pytest.mark.parametrize(

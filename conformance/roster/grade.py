@@ -170,6 +170,9 @@ async def _run_row(row: Row, out: Path, run_words: Sequence[str], timeout: float
             stderr=subprocess.STDOUT,
             check=False,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # Out of the terminal's process group: Ctrl-C reaches the grading alone, which then stops
+            # each run once (SIGTERM), rather than each run getting SIGINT and SIGTERM as it cleans up.
+            start_new_session=True,
         )
         status = done.returncode
     report, reason = _outcome(status, paths, timeout)

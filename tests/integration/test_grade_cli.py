@@ -229,7 +229,9 @@ def test_ctrl_c_stops_every_run_and_its_program(tmp_path: Path) -> None:
     roster.write_text(f"student,protocol,command\nada,upload,{trickle}\nbo,upload,{trickle}\n")
     argv = [PY, "-m", "conformance", "grade", str(roster), "--out", "out", "-j", "2", "-k", "upload.tcp.segmentation"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 30
         programs: list[int] = []
@@ -239,7 +241,8 @@ def test_ctrl_c_stops_every_run_and_its_program(tmp_path: Path) -> None:
             programs = [pid for pid, line in _descendants(proc.pid).items() if "trickle.py" in line]
             time.sleep(POLL_SECONDS)
         interrupted = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        # As Ctrl-C in a terminal: to the whole foreground process group.
+        os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=INTERRUPT_SECONDS + 20)
         assert time.monotonic() - interrupted < INTERRUPT_SECONDS, stderr
     finally:

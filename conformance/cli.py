@@ -27,6 +27,7 @@ from conformance.pcapng import CaptureWriter
 from conformance.provenance import provenance_now
 from conformance.report import TableWriter, summarize, write_json, write_junit
 from conformance.report_paths import prepare_report_paths, report_path
+from conformance.roster.command import add_grade_arguments, grade
 from conformance.runner import CaseResult, run_cases
 from conformance.selection import ExpectedFailure, parse_expect_fail, read_option_file
 from conformance.vocabulary import Outcome, TargetUnusable, UsageError
@@ -238,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     fixtures.add_argument("protocol", metavar="PROTOCOL")
     fixtures.add_argument("directory", type=Path, metavar="DIR")
     fixtures.set_defaults(handler=_fixtures)
+
+    grading = commands.add_parser(
+        "grade",
+        help="grade a class: run every row of a roster, write grades.csv and a class matrix",
+        description="Run each row of ROSTER (a CSV file: student, protocol, command or address, optional "
+        "directory) as its own 'conformance run', several at once, and write DIR/<student>/ with each run's "
+        "reports, DIR/grades.csv and DIR/index.html. Exit status: 0 when every run completed (whatever the "
+        "grades), 1 when some run could not, 2 for bad usage.",
+    )
+    add_grade_arguments(grading)
+    grading.set_defaults(handler=grade)
     return parser
 
 

@@ -165,7 +165,7 @@ def case_view(result: CaseResult, steps: list[Step] | None, dropped: int = 0, *,
     )
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     import jinja2  # only for runs that write the page
 
     return jinja2.Environment(
@@ -186,7 +186,7 @@ def render_html(
     """The whole page: run facts and totals at the top, then one row and one details block per case."""
     protocols = list(dict.fromkeys(case.result.protocol for case in cases))
     totals = [(outcome.value, SUMMARY_WORDS[outcome], summary.get(outcome.value, 0)) for outcome in OUTCOME_ORDER]
-    template = _environment().get_template(TEMPLATE)
+    template = environment().get_template(TEMPLATE)
     return template.render(
         cases=cases, summary=summary, targets=targets, run=provenance, protocols=protocols, totals=totals
     )

@@ -49,6 +49,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("grading.feedback",),
     ("grading.gradescope", "grading.classroom", "grading.prairielearn"),
     ("grading.outputs",),
+    # A roster graded at once: the file, the runs, the gradebook from their reports, the class matrix.
+    ("roster.roster",),
+    ("roster.grade",),
+    ("roster.gradebook",),
+    ("roster.matrix",),
+    ("roster.command",),
     ("plugin", "cli"),
     ("__main__",),
 )

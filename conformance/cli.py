@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"--timeout-scale; the rest are reported as skipped (default: {DEFAULT_RUN_BUDGET:.0f})",
     )
     run.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="test up to N protocols at once, each protocol's cases still one at a time and the reports in "
+        "the same order (default: every protocol of the run at once; 1: one after another)",
+    )
+    run.add_argument(
         "--tls-ca", type=Path, metavar="PATH", help="CA certificate that signed an outside TLS server's certificate"
     )
     run.add_argument(
@@ -300,6 +307,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--timeout-scale must be positive")
     if args.run_budget <= 0:
         raise UsageError("--run-budget must be positive")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
     expected = _expected_failures(args.expect_fail, protocols)
     if args.examples is not None and args.examples < 1:
         raise UsageError("--examples must be at least 1")
@@ -369,7 +378,7 @@ def _run(args: argparse.Namespace) -> int:
             described = {name: target.describe() for name, target in targets.items()}
             table.header([f"target {name}: {where}" for name, where in described.items()])
             plan = [(case, targets[case.protocol]) for case in cases]
-            trio.run(run_cases, plan, options, record)
+            trio.run(run_cases, plan, options, record, args.jobs or len(targets))
     except TargetUnusable as exc:
         write_unusable(grading, cases, rubric, str(exc))
         raise

@@ -1,4 +1,4 @@
-"""Running cases: one at a time, each bounded in time, each failure contained in its own result."""
+"""Running cases: a target's one at a time, each bounded in time, each failure contained in its own result."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from conformance.context import CaseContext, RunOptions, describe_target_error
 from conformance.hosting import ResolvedTarget
 from conformance.launch import udp_port_bound
 from conformance.model import Case, protocol_of
+from conformance.scheduling import InOrder, group_plan, leaves, run_groups
 from conformance.selection import expected_failure
 from conformance.transcript import DEADLINE, RESTART, STOP, Transcript, recording
 from conformance.vocabulary import CaseFailed, Level, NoAnswer, Outcome, TargetUnusable, Unsupported
@@ -82,28 +83,23 @@ class CaseResult:
         return False
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
 def _classify(exc: BaseException) -> tuple[Outcome, str]:
-    leaves = _leaves(exc)
-    for leaf in leaves:
-        # Ctrl-C (or SIGTERM) wins over any failure it arrived with.
-        if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
+    found = leaves(exc)
+    for leaf in found:
+        # Ctrl-C (or SIGTERM) wins over any failure it arrived with; so does a cancellation from outside
+        # the case (another target's failure or interrupt in a concurrent run), which is no verdict.
+        if isinstance(leaf, (KeyboardInterrupt, SystemExit, trio.Cancelled)):
             raise leaf
-    for leaf in leaves:
+    for leaf in found:
         if isinstance(leaf, CaseFailed):
             return Outcome.FAILED, str(leaf)
-    for leaf in leaves:
+    for leaf in found:
         message = describe_target_error(leaf)
         if message is not None:
             return Outcome.FAILED, message
-    if all(isinstance(leaf, Unsupported) for leaf in leaves):
-        return Outcome.UNSUPPORTED, str(leaves[0])
-    first = next(leaf for leaf in leaves if not isinstance(leaf, Unsupported))
+    if all(isinstance(leaf, Unsupported) for leaf in found):
+        return Outcome.UNSUPPORTED, str(found[0])
+    first = next(leaf for leaf in found if not isinstance(leaf, Unsupported))
     text = "".join(traceback.format_exception(first, limit=-6)).rstrip()
     return Outcome.ERROR, f"the harness itself broke: {first!r}\n{text}"
 
@@ -323,14 +319,14 @@ async def _reach(ctx: CaseContext) -> None:
                 await protocol.liveness(attempt)
             return
         except (trio.TooSlowError, CaseFailed, OSError, BaseExceptionGroup) as exc:
-            leaves = _leaves(exc)
-            if not all(isinstance(leaf, (trio.TooSlowError, CaseFailed, OSError)) for leaf in leaves):
+            found = leaves(exc)
+            if not all(isinstance(leaf, (trio.TooSlowError, CaseFailed, OSError)) for leaf in found):
                 raise
             unreachable = [
-                leaf for leaf in leaves if isinstance(leaf, ConnectionRefusedError) or "port unreachable" in str(leaf)
+                leaf for leaf in found if isinstance(leaf, ConnectionRefusedError) or "port unreachable" in str(leaf)
             ]
             refused = refused or bool(unreachable)
-            if not unreachable and not all(isinstance(leaf, (trio.TooSlowError, NoAnswer)) for leaf in leaves):
+            if not unreachable and not all(isinstance(leaf, (trio.TooSlowError, NoAnswer)) for leaf in found):
                 return  # it answers, if wrongly: the cases will say how
         finally:
             await attempt.aclose()
@@ -371,11 +367,33 @@ async def run_cases(
     plan: Sequence[tuple[Case, ResolvedTarget]],
     options: RunOptions,
     on_result: Callable[[CaseResult], None] = lambda result: None,
+    jobs: int = 1,
 ) -> list[CaseResult]:
-    results = []
-    for case, target in plan:
-        await run_preflight(CaseContext(case, target, options))
-        result = await run_case(case, target, options)
-        on_result(result)
-        results.append(result)
-    return results
+    """Run the plan; with ``jobs`` above 1, up to that many targets at once, each target's cases in order.
+
+    ``on_result`` sees every result in the plan's order, and the list comes back in it too, however
+    the targets' cases interleave.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
+    results: list[CaseResult | None] = [None] * len(plan)
+    in_order = InOrder(on_result)
+
+    async def run_group(indices: Sequence[int]) -> None:
+        for index in indices:
+            case, target = plan[index]
+            await run_preflight(CaseContext(case, target, options))
+            result = await run_case(case, target, options)
+            results[index] = result
+            in_order.done(index, result)
+
+    groups = group_plan([id(target) for _, target in plan])
+    try:
+        if jobs == 1:
+            # One after another in the plan's order, as the plan was written.
+            await run_group(range(len(plan)))
+        else:
+            await run_groups(groups, run_group, jobs)
+    finally:
+        in_order.flush()
+    return [result for result in results if result is not None]

@@ -45,6 +45,7 @@ def test_list_shows_ids_descriptions_and_specs(tmp_path: Path) -> None:
         (["run", "--target", "echo-tls=127.0.0.1:1"], "--tls-ca"),
         (["run", "--replay", "[1, 2"], "not a Python literal"),
         (["run", "--timeout-scale", "0"], "positive"),
+        (["run", "--jobs", "0"], "--jobs must be at least 1"),
         (["run", "--echo-transform", "lower"], "invalid choice"),
         (["list", "-k", "zzz"], "no case matches"),
     ],
@@ -135,6 +136,25 @@ def test_protocols_not_named_are_not_run(tmp_path: Path) -> None:
         "echo.udp.interleaved",
         "echo.udp.burst",
     }
+
+
+def test_protocols_run_side_by_side_with_the_verdicts_and_order_of_one_at_a_time(tmp_path: Path) -> None:
+    # chat and broadcast both send to loopback broadcast: side by side, neither may see the other's traffic.
+    targets = [word for name in ("chat", "broadcast", "udp-echo") for word in ("--target", f"{name}=embedded")]
+    serial = conformance(tmp_path, "run", *targets, "--jobs", "1")
+    concurrent = conformance(tmp_path, "run", *targets)
+    assert serial.report is not None and concurrent.report is not None, serial.stderr + concurrent.stderr
+    assert concurrent.status == serial.status == 0, concurrent.stdout + serial.stdout
+    # The same verdicts, and the JSON and the table in the same (the plan's) order.
+    assert list(concurrent.outcomes().items()) == list(serial.outcomes().items())
+    assert _rows(concurrent.stdout) == _rows(serial.stdout) == list(serial.outcomes())
+    summary = concurrent.report["summary"]
+    # The cases overlapped: the run took well under the sum of their times.
+    assert summary["duration_s"] < 0.8 * sum(case["duration_s"] for case in concurrent.report["cases"]), summary
+
+
+def _rows(stdout: str) -> list[str]:
+    return [line.split()[0] for line in stdout.splitlines() if line.startswith(("chat.", "broadcast.", "echo."))]
 
 
 def _alive(pid: int) -> bool:

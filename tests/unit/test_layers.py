@@ -18,7 +18,7 @@ PACKAGE = Path(conformance.__file__).parent
 # Bottom first. A module may import from the layers below its own, never from its own or above.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # Self-contained helpers: no import of the core at all.
-    ("showbytes", "signals", "selection", "output", "provenance", "transcript"),
+    ("showbytes", "signals", "selection", "output", "provenance", "transcript", "scheduling"),
     ("vocabulary", "recording", "ladder"),
     ("specs",),
     ("serving",),

@@ -28,6 +28,8 @@ from conformance.provenance import provenance_now
 from conformance.report import TableWriter, summarize, write_json, write_junit
 from conformance.report_paths import prepare_report_paths, report_path
 from conformance.roster.command import add_grade_arguments, grade
+from conformance.roster.merge import add_merge_arguments, merge
+from conformance.roster.reports import student_argument
 from conformance.runner import CaseResult, run_cases
 from conformance.selection import ExpectedFailure, parse_expect_fail, read_option_file
 from conformance.vocabulary import Outcome, TargetUnusable, UsageError
@@ -166,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--replay", metavar="LITERAL", help="run a search case on this one input (from a failure's replay line)"
     )
     run.add_argument("--json", type=report_path("report.json"), metavar="PATH", help="write a JSON report")
+    run.add_argument(
+        "--student",
+        type=student_argument,
+        metavar="NAME",
+        help="whose server this is: kept in the JSON report, for 'conformance merge' to name the student",
+    )
     run.add_argument("--junit", type=report_path("report.xml"), metavar="PATH", help="write a JUnit XML report")
     run.add_argument(
         "--markdown",
@@ -257,6 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_grade_arguments(grading)
     grading.set_defaults(handler=grade)
+
+    merging = commands.add_parser(
+        "merge",
+        help="grade a class from reports made anywhere: write grades.csv and a class matrix",
+        description="Read 'conformance run --json' reports, from one machine or many, and write DIR/grades.csv "
+        "and DIR/index.html as 'grade' does, each report (and its HTML page, the same name with .html, when "
+        "there is one) copied to DIR/<student>/ for the matrix to link to. Whose report it is: the name "
+        "'conformance run --student NAME' recorded in it; else, for a file named for its protocol "
+        "(<student>/echo.json, as 'grade' writes), its folder's name; else its file name without .json. "
+        "Exit status: 0 when written, 2 for bad usage (a report missing, unreadable or not a run's report).",
+    )
+    add_merge_arguments(merging)
+    merging.set_defaults(handler=merge)
     return parser
 
 
@@ -396,6 +417,8 @@ def _run(args: argparse.Namespace) -> int:
     table.details(results)
     table.summary(summary)
     produced = provenance.as_dict(summary["duration_s"])
+    if args.student is not None:
+        produced["student"] = args.student
     if args.json is not None:
         write_json(args.json, results, summary, described, produced, score.as_json())
     if args.junit is not None:

@@ -15,8 +15,7 @@ from conformance import registry
 from conformance.grading.rubric import load_rubric
 from conformance.model import Case, select_cases
 from conformance.roster.grade import Progress, grade_rows
-from conformance.roster.gradebook import build_gradebook, write_grades
-from conformance.roster.matrix import write_matrix
+from conformance.roster.merge import make_out, write_class
 from conformance.roster.roster import read_roster
 from conformance.vocabulary import UsageError
 
@@ -81,10 +80,7 @@ def grade(args: argparse.Namespace) -> int:
         if not selected[name]:
             raise UsageError(f"the roster grades {name}, but -k/--skip leave none of its cases")
     out: Path = args.out
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
+    make_out(out)
     progress = Progress(sys.stderr, len(rows), live=sys.stderr.isatty())
     started = time.monotonic()
     try:
@@ -99,18 +95,16 @@ def grade(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt from None
         raise
     wall = time.monotonic() - started
-    book = build_gradebook(records, out, rubric, selected, order)
-    write_grades(out / "grades.csv", book)
     incomplete = [record for record in records if not record.completed]
     facts = {
         "roster": str(args.roster),
-        "students": len(book.students),
+        "students": len({row.student for row in rows}),
         "runs": f"{len(records)} ({len(incomplete)} could not complete), {args.jobs} at once",
         "rubric": rubric.source,
         "wall time": f"{wall:.1f} s (the runs' own times add up to {sum(r.duration_s for r in records):.1f} s)",
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    write_matrix(out / "index.html", book, facts)
+    book = write_class(out, [record.sheet() for record in records], rubric, selected, order, facts)
     print(
         f"graded {len(records)} runs of {len(book.students)} students in {wall:.1f} s: "
         f"{out / 'grades.csv'}, {out / 'index.html'}"

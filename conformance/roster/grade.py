@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import trio
 
+from conformance.roster.gradebook import Sheet
 from conformance.roster.roster import Row
 
 # Protocols whose cases send to 127.255.255.255 and listen there: two such runs at once cross-talk.
@@ -47,6 +48,11 @@ class RunRecord:
     def completed(self) -> bool:
         return not self.reason
 
+    def sheet(self) -> Sheet:
+        """The run's part in the gradebook, as ``merge`` would read it from ``DIR/<student>/<protocol>.json``."""
+        report = self.report if self.completed else None
+        return Sheet(self.row.student, self.row.protocol, report, self.reason, self.row.protocol)
+
 
 @dataclass(frozen=True)
 class RunPaths:
@@ -57,10 +63,6 @@ class RunPaths:
 
     def file(self, suffix: str) -> Path:
         return self.out / self.row.student / f"{self.row.protocol}.{suffix}"
-
-    def link(self, suffix: str) -> str:
-        """The file's address relative to ``DIR``, for the class matrix."""
-        return f"{self.row.student}/{self.row.protocol}.{suffix}"
 
 
 def run_argv(row: Row, paths: RunPaths, run_words: Sequence[str]) -> list[str]:
@@ -74,6 +76,8 @@ def run_argv(row: Row, paths: RunPaths, run_words: Sequence[str]) -> list[str]:
         str(paths.file("json")),
         "--html",
         str(paths.file("html")),
+        "--student",
+        row.student,
         *run_words,
     ]
 

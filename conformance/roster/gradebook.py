@@ -14,17 +14,37 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from conformance.grading.rubric import Rubric
 from conformance.grading.score import Graded, Score, score_cases, shown
 from conformance.model import Case
 from conformance.report import write_atomically
-from conformance.roster.grade import RunPaths, RunRecord
 from conformance.vocabulary import Level, Outcome
 
 NOT_RUN = "not run"
 # Outcomes that say whether a server meets a requirement; the pass rate is taken over these.
 JUDGED = frozenset({Outcome.PASSED.value, Outcome.FAILED.value, Outcome.ERROR.value})
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """One report's part in the gradebook, whether a run of ``grade`` or a file given to ``merge``."""
+
+    student: str
+    #: The protocol of a run that could not complete; a report's cases name their own.
+    protocol: str
+    #: The JSON report, or None when the run could not complete.
+    report: dict[str, Any] | None
+    #: Why the run could not complete, or "".
+    reason: str
+    #: The student's files are ``<student>/<stem>.{html,log}``, relative to the output directory.
+    stem: str
+    #: What a completed report's cells link to: its HTML page, or its JSON when it has no page.
+    page: str = "html"
+
+    def link(self, suffix: str) -> str:
+        return f"{self.student}/{self.stem}.{suffix}"
 
 
 @dataclass(frozen=True)
@@ -67,48 +87,47 @@ class Gradebook:
         return PassRate(sum(1 for o in outcomes if o == Outcome.PASSED.value), sum(1 for o in outcomes if o in JUDGED))
 
 
-def _cells(record: RunRecord, out: Path, selected: Sequence[Case]) -> dict[str, tuple[Cell, Graded]]:
-    paths = RunPaths(out, record.row)
-    cells: dict[str, tuple[Cell, Graded]] = {}
-    if record.completed and record.report is not None:
-        for case in record.report["cases"]:
+def _cells(sheet: Sheet, selected: Sequence[Case]) -> dict[str, tuple[Cell, Graded, str]]:
+    """Each case's cell, what the rubric scores, and its protocol."""
+    cells: dict[str, tuple[Cell, Graded, str]] = {}
+    if sheet.report is not None:
+        for case in sheet.report["cases"]:
             graded = Graded(case["id"], Level(case["level"]), Outcome(case["outcome"]))
             first = (case.get("message") or "").splitlines()[:1]
-            cell = Cell(case["outcome"], Fraction(0), True, f"{paths.link('html')}#case-{case['id']}", "".join(first))
-            cells[case["id"]] = (cell, graded)
+            link = sheet.link(sheet.page) + (f"#case-{case['id']}" if sheet.page == "html" else "")
+            protocol = case.get("protocol") or sheet.protocol or case["id"].split(".")[0]
+            cells[case["id"]] = (Cell(case["outcome"], Fraction(0), True, link, "".join(first)), graded, protocol)
         return cells
     for case in selected:
-        cell = Cell(NOT_RUN, Fraction(0), True, paths.link("log"), record.reason)
-        cells[case.id] = (cell, Graded(case.id, case.level, Outcome.FAILED))
+        cell = Cell(NOT_RUN, Fraction(0), True, sheet.link("log"), sheet.reason)
+        cells[case.id] = (cell, Graded(case.id, case.level, Outcome.FAILED), sheet.protocol)
     return cells
 
 
 def build_gradebook(
-    records: Sequence[RunRecord],
-    out: Path,
+    sheets: Sequence[Sheet],
     rubric: Rubric,
     selected: Mapping[str, Sequence[Case]],
     order: Sequence[str],
 ) -> Gradebook:
     """``selected``: each protocol's cases the runs were to make; ``order``: every case id, in run order."""
-    by_student: dict[str, list[RunRecord]] = {}
-    for record in records:
-        by_student.setdefault(record.row.student, []).append(record)
+    by_student: dict[str, list[Sheet]] = {}
+    for sheet in sheets:
+        by_student.setdefault(sheet.student, []).append(sheet)
     students = []
     protocols: dict[str, str] = {}
     for student, own in by_student.items():
-        found: dict[str, tuple[Cell, Graded]] = {}
-        for record in own:
-            cells = _cells(record, out, selected.get(record.row.protocol, ()))
-            protocols.update(dict.fromkeys(cells, record.row.protocol))
-            found.update(cells)
-        score = score_cases([graded for _, graded in found.values()], rubric)
+        found: dict[str, tuple[Cell, Graded, str]] = {}
+        for sheet in own:
+            found.update(_cells(sheet, selected.get(sheet.protocol, ())))
+        protocols.update({case_id: protocol for case_id, (_, _, protocol) in found.items()})
+        score = score_cases([graded for _, graded, _ in found.values()], rubric)
         scored = score.by_id()
         final = {
             case_id: Cell(cell.outcome, scored[case_id].points, scored[case_id].counted, cell.link, cell.message)
-            for case_id, (cell, _) in found.items()
+            for case_id, (cell, _, _) in found.items()
         }
-        notes = tuple(f"{r.row.protocol}: {r.reason}" for r in own if not r.completed)
+        notes = tuple(f"{s.protocol}: {s.reason}" for s in own if s.reason)
         students.append(StudentGrade(student, score, final, notes))
     rank = {case_id: index for index, case_id in enumerate(order)}
     case_ids = tuple(sorted(protocols, key=lambda case_id: (rank.get(case_id, len(rank)), case_id)))

@@ -27,6 +27,17 @@ STUDENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
 RESERVED = frozenset({"grades.csv", "index.html"})
 
 
+def check_student(student: str) -> str:
+    """The name, if it can name the student's folder of the output directory; else a ValueError saying why."""
+    if not STUDENT_NAME.fullmatch(student):
+        raise ValueError(
+            f"student {student!r} must be letters, digits and . _ @ + - (it names the student's report folder)"
+        )
+    if student.lower() in RESERVED:
+        raise ValueError(f"student {student!r} would be a folder named as the grading's own file")
+    return student
+
+
 @dataclass(frozen=True)
 class Row:
     """One run of the roster: a student's server for one protocol."""
@@ -52,12 +63,7 @@ class Row:
 def _row(fields: dict[str, str], line: int, base: Path, protocols: Collection[str]) -> Row:
     student, protocol = fields["student"], fields["protocol"]
     command, address = fields.get("command", ""), fields.get("address", "")
-    if not STUDENT_NAME.fullmatch(student):
-        raise ValueError(
-            f"student {student!r} must be letters, digits and . _ @ + - (it names the student's report folder)"
-        )
-    if student.lower() in RESERVED:
-        raise ValueError(f"student {student!r} would be a folder named as the grading's own file")
+    check_student(student)
     if protocol not in protocols:
         raise ValueError(f"unknown protocol {protocol!r}; known protocols: {', '.join(protocols)}")
     if bool(command) == bool(address):

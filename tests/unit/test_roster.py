@@ -108,7 +108,7 @@ def _book(tmp_path: Path) -> Gradebook:
     ]
     selected = {"echo": select_cases([PROTOCOLS["echo"]], ECHO), "chat": []}
     order = [case.id for protocol in PROTOCOLS.values() for case in protocol.cases]
-    return build_gradebook(records, tmp_path, DEFAULT, selected, order)
+    return build_gradebook([record.sheet() for record in records], DEFAULT, selected, order)
 
 
 def test_the_gradebook_scores_each_student_over_all_their_rows(tmp_path: Path) -> None:

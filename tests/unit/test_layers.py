@@ -49,11 +49,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("grading.feedback",),
     ("grading.gradescope", "grading.classroom", "grading.prairielearn"),
     ("grading.outputs",),
-    # A roster graded at once: the file, the runs, the gradebook from their reports, the class matrix.
+    # A roster graded at once: the file, the gradebook from reports, the runs, the class matrix, the
+    # reports merge reads, the one path grade and merge write through, the grade command.
     ("roster.roster",),
-    ("roster.grade",),
     ("roster.gradebook",),
+    ("roster.grade",),
     ("roster.matrix",),
+    ("roster.reports",),
+    ("roster.merge",),
     ("roster.command",),
     ("plugin", "cli"),
     ("__main__",),

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 import trio
+import trio.testing
 
 from conformance import transcript
 from conformance.context import CaseContext, RunOptions
@@ -23,6 +24,11 @@ from tests.fakes import make_protocol
 MEET_SECONDS = 2.0
 
 
+def _clock() -> trio.testing.MockClock:
+    # Deadlines and budgets are Trio's: virtual time makes the waits instant and the order exact.
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
 def run_protocols(
     protocols: Sequence[Protocol], jobs: int, options: RunOptions | None = None
 ) -> tuple[list[CaseResult], list[str]]:
@@ -31,7 +37,9 @@ def run_protocols(
     specs = [TargetSpec(p.name, "embedded") for p in protocols]
     with TargetHost(specs, {p.name: p for p in protocols}, options={}) as targets:
         plan = [(c, targets[p.name]) for p in protocols for c in p.cases]
-        results = trio.run(run_cases, plan, options or RunOptions(), lambda result: delivered.append(result.id), jobs)
+        results = trio.run(
+            run_cases, plan, options or RunOptions(), lambda result: delivered.append(result.id), jobs, clock=_clock()
+        )
     return results, delivered
 
 
@@ -172,7 +180,7 @@ def run_protocols_into(protocols: Sequence[Protocol], delivered: list[str]) -> N
     specs = [TargetSpec(p.name, "embedded") for p in protocols]
     with TargetHost(specs, {p.name: p for p in protocols}, options={}) as targets:
         plan = [(c, targets[p.name]) for p in protocols for c in p.cases]
-        trio.run(run_cases, plan, RunOptions(), lambda result: delivered.append(result.id), 2)
+        trio.run(run_cases, plan, RunOptions(), lambda result: delivered.append(result.id), 2, clock=_clock())
 
 
 def test_each_case_records_into_its_own_transcript_while_another_target_runs() -> None:

@@ -29,6 +29,7 @@ from conformance.report import TableWriter, summarize, write_json, write_junit
 from conformance.report_paths import prepare_report_paths, report_path
 from conformance.roster.command import add_grade_arguments, grade
 from conformance.roster.merge import add_merge_arguments, merge
+from conformance.roster.plan import add_plan_arguments, plan
 from conformance.roster.reports import student_argument
 from conformance.runner import CaseResult, run_cases
 from conformance.selection import ExpectedFailure, parse_expect_fail, read_option_file
@@ -278,6 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_merge_arguments(merging)
     merging.set_defaults(handler=merge)
+
+    planning = commands.add_parser(
+        "plan",
+        help="split a roster among CI jobs: print the job matrix, one share of the students per job",
+        description="Print, as one line of JSON, the matrix a CI platform fans ROSTER out over: one job per "
+        "student, or as many jobs as the platform allows with the students shared evenly among them. Each "
+        "job then runs 'conformance grade ROSTER --shard K/N', and a last job runs 'conformance merge' on "
+        "their reports. The templates in CI/ do this for GitHub Actions and GitLab CI. Exit status: 0, or 2 "
+        "for bad usage (the roster's mistakes among them).",
+    )
+    add_plan_arguments(planning)
+    planning.set_defaults(handler=plan)
     return parser
 
 

@@ -17,6 +17,7 @@ from conformance.model import Case, select_cases
 from conformance.roster.grade import Progress, grade_rows
 from conformance.roster.merge import make_out, write_class
 from conformance.roster.roster import read_roster
+from conformance.roster.shards import parse_shard, shard_rows
 from conformance.vocabulary import UsageError
 
 # A run stops starting cases after --run-budget (300 s); this only ends one that hangs anyway.
@@ -35,6 +36,11 @@ def add_grade_arguments(parser: argparse.ArgumentParser | Any) -> None:
         help="runs at once (default: the number of cores); chat and broadcast runs never overlap",
     )
     parser.add_argument("--rubric", type=Path, metavar="FILE", help="what each case is worth (as for run)")
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="grade only the K-th of N even shares of the students (one CI job's share: see 'conformance plan')",
+    )
     parser.add_argument(
         "-k", dest="patterns", action="append", default=[], metavar="GLOB", help="only cases matching GLOB (as for run)"
     )
@@ -68,6 +74,9 @@ def _run_words(args: argparse.Namespace) -> list[str]:
 def grade(args: argparse.Namespace) -> int:
     protocols = registry.protocols()
     rows = read_roster(args.roster, protocols)
+    shard = None if args.shard is None else parse_shard(args.shard)
+    if shard is not None:
+        rows = shard_rows(rows, shard)
     if args.jobs < 1:
         raise UsageError("-j must be at least 1")
     if args.timeout_scale <= 0 or args.run_timeout <= 0:
@@ -97,7 +106,7 @@ def grade(args: argparse.Namespace) -> int:
     wall = time.monotonic() - started
     incomplete = [record for record in records if not record.completed]
     facts = {
-        "roster": str(args.roster),
+        "roster": str(args.roster) + (f" (shard {shard})" if shard is not None else ""),
         "students": len({row.student for row in rows}),
         "runs": f"{len(records)} ({len(incomplete)} could not complete), {args.jobs} at once",
         "rubric": rubric.source,

@@ -50,14 +50,16 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("grading.gradescope", "grading.classroom", "grading.prairielearn"),
     ("grading.outputs",),
     # A roster graded at once: the file, the gradebook from reports, the runs, the class matrix, the
-    # reports merge reads, the one path grade and merge write through, the grade command.
+    # reports merge reads, the one path grade and merge write through, the shares CI jobs grade, the
+    # grade and plan commands.
     ("roster.roster",),
     ("roster.gradebook",),
     ("roster.grade",),
     ("roster.matrix",),
     ("roster.reports",),
     ("roster.merge",),
-    ("roster.command",),
+    ("roster.shards",),
+    ("roster.command", "roster.plan"),
     ("plugin", "cli"),
     ("__main__",),
 )

@@ -102,3 +102,24 @@ def test_reports_and_their_pages_are_copied_where_the_matrix_links(tmp_path: Pat
     for report in find_reports([out / "ada" / "echo.json"], PROTOCOLS):
         copy_beside(report, out)
     assert (out / "ada" / "echo.html").read_text() == "<p>ada</p>"
+
+
+def test_a_roster_row_without_a_report_is_not_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conformance.cli import main
+
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student,protocol,address\nada,echo,127.0.0.1:7\nbo,echo,127.0.0.1:8\nbo,tftp,127.0.0.1:9\n")
+    ada = _write(tmp_path / "reports" / "ada" / "echo.json", _report("passed", "failed"))
+    assert main(["merge", str(ada), "--roster", str(roster), "--out", str(tmp_path / "class")]) == 1
+    said = capsys.readouterr().out
+    assert "bo echo: no report" in said and "bo tftp: no report" in said and "ada" not in said.split("\n", 1)[1]
+    grades = (tmp_path / "class" / "grades.csv").read_text().splitlines()
+    # bo's echo row is judged on the cases the class's echo reports ran; tftp, which none ran, on all of them.
+    assert grades[0].startswith("student,score,maximum,echo.tcp.round-trip,echo.tcp.half-close,tftp.")
+    assert grades[1].startswith("ada,1,2,1,0,,")
+    assert grades[2].startswith("bo,0,") and grades[2].count("not run") == 2 + len(PROTOCOLS["tftp"].cases)
+    assert "no report" in (tmp_path / "class" / "bo" / "tftp.log").read_text()
+    # With no report at all, the roster alone lists every row as not run; with neither, nothing to merge.
+    assert main(["merge", "--roster", str(roster), "--out", str(tmp_path / "empty")]) == 1
+    assert main(["merge", "--out", str(tmp_path / "none")]) == 2
+    assert "no report to merge" in capsys.readouterr().err

@@ -71,6 +71,9 @@ class Protocol(Serving):
     budget: float = 30.0
     # One-line views of datagrams and stream reads in a case's wire transcript, from the protocol's codec.
     describe: Describer = BYTE_EXCERPTS
+    #: Runs of this protocol may hear one another's loopback broadcasts (127.255.255.255): ``grade`` never
+    #: runs two such runs at once on one machine.
+    shares_broadcast: bool = False
     cases: list[Case] = field(default_factory=list)
 
     def over_tls(self, embedded: EmbeddedStarter) -> Protocol:

@@ -4,10 +4,10 @@ Theory of operation: every row is one child process ``python -m conformance run`
 directory, writing its JSON and HTML reports under ``DIR/<student>/``. A process per run is the
 isolation: its own free ports, temporary folders and programs, and the run's own cleanup when it
 ends or is stopped. A :class:`trio.CapacityLimiter` holds the number of runs at ``-j``; the runs of
-protocols that share loopback broadcast also take one lock first, so two of them never run at the
-same time (they would hear each other's broadcasts). When the grading is cancelled (Ctrl-C), trio
-stops each child with SIGTERM, which a run handles as Ctrl-C (:mod:`conformance.signals`): it stops
-its programs and removes its files before it exits.
+protocols that share loopback broadcast (``Protocol.shares_broadcast``) also take one lock first, so
+two of them never run at the same time (they would hear each other's broadcasts). When the grading
+is cancelled (Ctrl-C), trio stops each child with SIGTERM, which a run handles as Ctrl-C
+(:mod:`conformance.signals`): it stops its programs and removes its files before it exits.
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from typing import Any, TextIO
 
 import trio
 
+from conformance import registry
 from conformance.roster.gradebook import Sheet
 from conformance.roster.roster import Row
 
-# Protocols whose cases send to 127.255.255.255 and listen there: two such runs at once cross-talk.
-SHARED_BROADCAST = frozenset({"chat", "broadcast"})
 # A run's exit statuses when it tested its target to the end: all passed, or some case failed.
 COMPLETED = (0, 1)
 
@@ -189,13 +188,14 @@ async def grade_rows(
     rows: Sequence[Row], out: Path, run_words: Sequence[str], *, jobs: int, timeout: float, progress: Progress
 ) -> list[RunRecord]:
     """Run every row, at most ``jobs`` at once; the records come back in the roster's order."""
+    protocols = registry.protocols()
     limiter = trio.CapacityLimiter(jobs)
     broadcast = trio.Lock()
     records: dict[int, RunRecord] = {}
 
     async def one(index: int, row: Row) -> None:
         # The lock before a slot: a run waiting for the lock must not hold a slot others could use.
-        if row.protocol in SHARED_BROADCAST:
+        if protocols[row.protocol].shares_broadcast:
             async with broadcast, limiter:
                 records[index] = await _run_row(row, out, run_words, timeout, progress)
         else:

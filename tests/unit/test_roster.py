@@ -215,3 +215,42 @@ def test_progress_on_a_terminal_rewrites_one_status_line() -> None:
         "[1/1] done ann echo: could not complete: exit status 2: no server in 1.0 s\ngraded 1/1; running: -",
         "",
     ]
+
+
+def test_runs_that_share_loopback_broadcast_never_overlap(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With slots to spare, chat and broadcast runs still go one at a time; the others run beside them."""
+    import io as _io
+
+    import trio
+    import trio.testing
+
+    from conformance.roster import grade
+
+    running: list[str] = []
+    overlaps: list[tuple[str, ...]] = []
+    peak = 0
+
+    async def fake_run(row: Row, out: Path, words: Any, timeout: float, progress: Progress) -> RunRecord:
+        nonlocal peak
+        running.append(row.protocol)
+        peak = max(peak, len(running))
+        sharing = [name for name in running if PROTOCOLS[name].shares_broadcast]
+        if len(sharing) > 1:
+            overlaps.append(tuple(sharing))
+        await trio.sleep(1)
+        running.remove(row.protocol)
+        return RunRecord(row, 0, 1.0, None, "")
+
+    monkeypatch.setattr(grade, "_run_row", fake_run)
+    rows = parse(
+        "student,protocol,address\n"
+        + "".join(f"{s},{p},127.0.0.1:9\n" for s in ("a", "b", "c") for p in ("chat", "broadcast", "echo"))
+    )
+    progress = Progress(_io.StringIO(), len(rows), live=False)
+    records = trio.run(
+        lambda: grade.grade_rows(rows, tmp_path, [], jobs=9, timeout=10, progress=progress),
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
+    assert [record.row for record in records] == rows
+    assert overlaps == [] and peak >= 4  # three echo runs beside one chat or broadcast run
+    assert {p for p in PROTOCOLS if PROTOCOLS[p].shares_broadcast} == {"chat", "broadcast"}

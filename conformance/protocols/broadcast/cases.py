@@ -192,6 +192,7 @@ BROADCAST = Protocol(
     embedded=_embedded_broadcast,
     command_host=LOOPBACK_BROADCAST,
     liveness=_broadcast_alive,
+    shares_broadcast=True,
 )
 PROTOCOLS = (BROADCAST,)
 

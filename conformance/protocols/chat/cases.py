@@ -75,6 +75,9 @@ CHAT = Protocol(
     embedded=_embedded_chat,
     options=(Option("--chat-members", help="members in the chat.many-members case", default=50, type=int),),
     liveness=_chat_alive,
+    # Chat servers are written from IP Messenger code, which announces itself with a broadcast BR_ENTRY: a
+    # broadcast run beside it would hear the announcement as a member of its own network.
+    shares_broadcast=True,
 )
 PROTOCOLS = (CHAT,)
 

@@ -68,7 +68,7 @@ def register(commands: SubParsers, serve_commands: SubParsers) -> None:
         default=5,
         metavar="N",
         help=(
-            "retransmissions in a row without progress before a transfer is abandoned "
+            "retransmissions in a row without progress before a transfer is abandoned with ERROR 0 "
             "(default: %(default)s; with --timeout 1, after 31 s of silence)"
         ),
     )

@@ -212,7 +212,8 @@ async def tftp_get(
     retransmission comes that long after the last send, each further one after twice the
     previous wait, up to ``max(timeout, MAX_BACKOFF)`` (RFC 1123 4.2.3.2; see
     :mod:`harness.tftp.machine`). ``retries`` is how many retransmissions without progress
-    are tried before giving up: 1 + 2 + 4 + 8 + 8 + 8 = 31 s of silence with the defaults.
+    are tried before giving up: 1 + 2 + 4 + 8 + 8 + 8 = 31 s of silence with the defaults
+    (once the server has answered, it is told with ERROR 0 "timed out: ...").
     ``rollover`` is the block number expected after 65535.
     """
     netascii = _check_common(mode, rollover, timeout, retries)

@@ -41,8 +41,11 @@ Retransmission rules
   for the Sender, a new in-order DATA for the Receiver, the OACK exchange) arms the timer
   with one ``timeout`` again and refills the retry budget. ``retries`` timeouts in a row
   without progress end the transfer with :class:`~harness.tftp.errors.TftpTimeoutError`:
-  31 s of silence with the defaults. After the final ACK the receiver dallies for one
-  ``timeout``, ACKing a repeated final block (RFC 1350 section 6).
+  31 s of silence with the defaults. The machine then sends the peer ERROR 0 ("timed out:
+  ..."), as many servers do: RFC 1350 lets an ERROR end any transfer, and a peer that is
+  still there, or is watching for the end, learns it at once instead of after a silence.
+  After the final ACK the receiver dallies for one ``timeout``, ACKing a repeated final
+  block (RFC 1350 section 6).
 """
 
 from __future__ import annotations
@@ -178,7 +181,7 @@ class _Machine:
 
     def _spend_try(self) -> bool:
         """Count one timeout and double :attr:`_wait` for the retransmission it brings (RFC 1123
-        4.2.3.2); False (and FAILED) once the budget is spent.
+        4.2.3.2); False (and FAILED) once the budget is spent: see :meth:`_give_up`.
 
         The wait is derived from ``_tries`` so that progress only has to reset ``_tries``: the
         per-block paths arm the timer with one base ``timeout`` and never touch ``_wait``."""
@@ -192,6 +195,10 @@ class _Machine:
         self._wait = min(wait * 2, max(self.timeout, self.max_interval))
         self._tries = tries + 1
         return True
+
+    def _give_up(self) -> list[bytes]:
+        """The ERROR that tells the peer the transfer timed out (after :meth:`_spend_try` failed)."""
+        return [encode_error(ErrorCode.NOT_DEFINED, f"timed out: {self.error}")]
 
     def receive(self, packet: Packet, now: float) -> list[bytes]:
         raise NotImplementedError
@@ -323,8 +330,10 @@ class Sender(_Machine):
         return super().receive_datagram(datagram, now)
 
     def timer_fired(self, now: float) -> list[bytes]:
-        if self.finished or not self._spend_try():
+        if self.finished:
             return []
+        if not self._spend_try():
+            return self._give_up()
         if self._acked < 0:
             assert self._first is not None
             self.retransmissions += 1
@@ -486,8 +495,10 @@ class Receiver(_Machine):
             self.state = State.DONE
             self.deadline = None
             return []
-        if self.finished or not self._spend_try():
+        if self.finished:
             return []
+        if not self._spend_try():
+            return self._give_up()
         self.retransmissions += 1
         self._in_window = 0
         self.deadline = now + self._wait

@@ -177,9 +177,10 @@ async def serve_tftp(
     waits twice as long as the previous, up to ``max(timeout, MAX_BACKOFF)`` (8 s), and
     progress resets the wait to ``timeout`` (:mod:`harness.tftp.machine`). After ``retries``
     retransmissions in a row without progress a transfer is abandoned: 31 s of silence with
-    the defaults. ``rollover`` is the block number that follows 65535. ``max_blksize`` caps
-    a negotiated blksize. ``transfer_threads`` transfers at most run in worker threads
-    (fast); the others, and all with 0, run in Trio. Beyond ``max_transfers`` at once, or
+    the defaults, then ERROR 0 "timed out: ..." to the client. ``rollover`` is the block
+    number that follows 65535. ``max_blksize`` caps a negotiated blksize.
+    ``transfer_threads`` transfers at most run in worker threads (fast); the others, and all
+    with 0, run in Trio. Beyond ``max_transfers`` at once, or
     ``max_transfers_per_host`` from one IP address, a request gets ERROR 0 "server busy".
     """
     resolved_root = Path(root).resolve()

@@ -21,7 +21,7 @@ import trio
 from conformance.cli import build_parser
 from conformance.protocols.tftp.errors import _fresh_name, _request_prefix, _starts_transfer
 from conformance.protocols.tftp.files import content, fixture_names
-from conformance.protocols.tftp.target import OUTSIDE_NAME, OUTSIDE_SECRET
+from conformance.protocols.tftp.target import EMBEDDED_RETRIES, OUTSIDE_NAME, OUTSIDE_SECRET
 from harness.tftp.server import serve_tftp
 from harness.tftp.wire import Ack, Data, OptionAck
 from tests.conformance.conftest import ModuleRuns, Runs, start_module_runs
@@ -134,13 +134,19 @@ def test_reference_passes_every_case(runs: ModuleRuns, key: str) -> None:
     assert set(results.values()) == {"passed"}, run.stdout
     assert len(results) >= 30
     assert "DATA 2 was sent again after" in notes(run, "rrq.lost-ack")
-    # The reference's schedule (1, 2, 4, 8, 8 s apart); a loaded machine adds a little to each.
+    # The reference's schedule (1, 2, 4, 8, 8 s apart; the embedded one stops after 4 s), and the
+    # ERROR that ends it; a loaded machine adds a little to each time.
+    retries, silence = (EMBEDDED_RETRIES, 15) if key == "reference-embedded" else (5, 31)
     resent = re.search(
-        r"DATA 1 was resent at ([0-9., ]+) s after the first; then nothing: gave up after 5", notes(run, "rrq.give-up")
+        rf"DATA 1 was resent at ([0-9., ]+) s after the first; then ERROR 0 'timed out: peer silent for {silence} s "
+        rf"\({retries} retries, 1 s doubling up to 8 s\)': gave up after {retries} retransmissions",
+        notes(run, "rrq.give-up"),
     )
     assert resent, notes(run, "rrq.give-up")
     times = [float(t) for t in resent[1].split(", ")]
-    assert times == pytest.approx([1.0, 3.0, 7.0, 15.0, 23.0], abs=0.5), times
+    assert times == pytest.approx([1.0, 3.0, 7.0, 15.0, 23.0][:retries], abs=0.5), times
+    # The case ends at the ERROR, not a silence after the last copy.
+    assert run.case("tftp.rrq.give-up")["duration_s"] < silence + 5
     assert "followed by block 0" in notes(run, "wrap.blksize8")
 
 

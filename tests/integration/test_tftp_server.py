@@ -269,14 +269,18 @@ async def test_server_gives_up_after_its_retries(
     await peer.send(ReadRequest("f", "octet"), server)
     arrivals = []
     for _ in range(3):  # the original and two retransmissions, 0.1 s and 0.2 s apart (backoff)
-        packet, _ = await peer.recv()
+        packet, tid = await peer.recv()
         arrivals.append(trio.current_time())
         assert packet == Data(1, b"x")
+    ended, source = await peer.recv()
     message = await server_log.wait_for("failed")
     # Lower bounds only: a timer never fires early, but a loaded machine may deliver late.
     assert arrivals[2] - arrivals[1] > 0.15
     assert trio.current_time() - arrivals[2] > 0.35  # it gave up 0.4 s after the last one
     assert message.endswith("failed: peer silent for 0.7 s (2 retries, 0.1 s doubling up to 8 s)")
+    # The client learns that the transfer is over from the transfer's own port, not from a silence.
+    assert ended == ErrorPacket(0, "timed out: peer silent for 0.7 s (2 retries, 0.1 s doubling up to 8 s)")
+    assert source == tid
     assert await peer.silent_for(0.3)
 
 

@@ -183,10 +183,14 @@ def test_sender_retransmits_on_timeout_then_gives_up() -> None:
     assert sender.deadline == 1.5
     assert sender.timer_fired(1.5) == [Data(1, b"abc").encode()]
     assert sender.deadline == 3.5
-    assert sender.timer_fired(3.5) == []
-    assert sender.state is State.FAILED
+    # Giving up is said to the peer, so that it need not wait out a silence to learn it.
+    assert sender.timer_fired(3.5) == [
+        ErrorPacket(0, "timed out: peer silent for 3.5 s (2 retries, 0.5 s doubling up to 8 s)").encode()
+    ]
+    assert sender.state is State.FAILED and sender.deadline is None
     assert isinstance(sender.error, TftpTimeoutError)
     assert str(sender.error) == "peer silent for 3.5 s (2 retries, 0.5 s doubling up to 8 s)"
+    assert sender.timer_fired(4.0) == []
     assert sender.retransmissions == 2
 
 
@@ -333,7 +337,7 @@ def test_receiver_resends_its_last_ack_on_timeout_then_gives_up() -> None:
     assert receiver.deadline == 1.1
     assert receiver.timer_fired(1.1) == [encode_ack(1)]
     assert receiver.deadline == 2.1
-    assert receiver.timer_fired(2.1) == []
+    assert receiver.timer_fired(2.1) == [ErrorPacket(0, f"timed out: {receiver.error}").encode()]
     assert isinstance(receiver.error, TftpTimeoutError)
     assert str(receiver.error) == "peer silent for 1.5 s (1 retry, 0.5 s doubling up to 8 s)"
 
@@ -417,7 +421,7 @@ def _time_out(machine: Sender | Receiver, sent_at: float, sent: list[bytes]) -> 
         waits.append(now - sent_at)
         out = machine.timer_fired(now)
         if machine.state is State.FAILED:
-            assert out == [] and machine.deadline is None
+            assert out == [ErrorPacket(0, f"timed out: {machine.error}").encode()] and machine.deadline is None
             return waits, now
         assert out == sent
         sent_at = now

@@ -166,8 +166,8 @@ async def rrq_duplicate_ack(ctx: CaseContext, client: Client) -> None:
 
 # How long a server may go on resending a DATA that is never ACKed. RFC 1123 §4.2.3.2 and RFC
 # 7440 §6 ask for a bounded number of retries without a figure; common servers stop after 5 tries
-# (the reference after 31 s: repeats 1, 2, 4, 8 and 8 s apart, then one more wait). Generous, so
-# that any bounded schedule passes and only a server that never stops fails.
+# (`harness serve tftp` after 31 s: repeats 1, 2, 4, 8 and 8 s apart, then one more wait and an
+# ERROR). Generous, so that any bounded schedule passes and only a server that never stops fails.
 GIVE_UP_SECONDS = 60.0
 # Silence after the last copy that counts as having given up: this many times the longest gap
 # between copies so far, and at least GIVE_UP_QUIET_SECONDS (scaled), so that a backoff that

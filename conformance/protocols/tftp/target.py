@@ -20,6 +20,7 @@ from harness.tftp.server import serve_tftp
 from harness.tftp.wire import ErrorPacket, OptionAck, ReadRequest
 
 __all__ = [
+    "EMBEDDED_RETRIES",
     "LIVENESS_FILE",
     "LIVENESS_SECONDS",
     "OPTIONS",
@@ -88,6 +89,12 @@ PREFLIGHT_SECONDS = 3.0
 PREFLIGHT_READ_BYTES = 1 << 20
 # Answers to an RRQ that mean the file is not there to read.
 _MISSING = (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION)
+# Retransmissions the embedded reference tries before it gives up a silent transfer: 3 gives up
+# after 15 s (repeats 1, 2 and 4 s apart, then 8 s), not the 31 s of `harness serve tftp`'s 5.
+# tftp.rrq.give-up waits for the give-up, and at 31 s it was half the TFTP run. Any bounded
+# schedule is correct (the case allows 60 s); no other case keeps a transfer silent for more than
+# a few seconds (the longest wait is a 7 s one for a re-ACK that the reference sends at once).
+EMBEDDED_RETRIES = 3
 
 
 def local_root(ctx: CaseContext) -> Path | None:
@@ -105,7 +112,13 @@ async def start_embedded(nursery: trio.Nursery, env: TargetEnv) -> tuple[str, in
     root = await trio.to_thread.run_sync(fill_root, env)
     port: int = await nursery.start(
         functools.partial(
-            serve_tftp, host="127.0.0.1", port=0, root=root, allow_write=True, rollover=env.options["tftp_rollover"]
+            serve_tftp,
+            host="127.0.0.1",
+            port=0,
+            root=root,
+            allow_write=True,
+            rollover=env.options["tftp_rollover"],
+            retries=EMBEDDED_RETRIES,
         )
     )
     return ("127.0.0.1", port)

@@ -286,3 +286,21 @@ def test_grade_templates_run_a_server_here(tmp_path: Path, how: str) -> None:
         if server is not None:
             server.terminate()
             server.communicate(timeout=10)
+
+
+def test_the_readmes_kubernetes_job_grades_a_roster_here(tmp_path: Path, one_machine: str) -> None:
+    """The README's Indexed Job snippet: each pod's share by JOB_COMPLETION_INDEX, then one merge."""
+    readme = (TEMPLATES.parent / "README.md").read_text()
+    (snippet,) = [block for block in re.findall(r"```sh\n(.*?)```", readme, re.S) if "JOB_COMPLETION_INDEX" in block]
+    pods, merge = snippet.split("# after the Job completes, once:\n")
+    storage = tmp_path / "reports"
+    repository = _repository(tmp_path / "repo")
+    pods = re.sub(r"^N=\d+", f"N={MAX_JOBS}", pods, flags=re.M).replace("/reports", str(storage))
+    pods = pods.replace("conformance grade roster.csv", f"conformance grade roster.csv -k '{CASES}'")
+    for index in range(MAX_JOBS):
+        pod = _checkout(repository, tmp_path / f"pod-{index}")
+        step = {"run": pods}
+        _ok(run_github_step({"jobs": {"pod": {}}}, "pod", step, pod, {"JOB_COMPLETION_INDEX": index}))
+    step = {"run": merge.replace("/reports", str(storage))}
+    _ok(run_github_step({"jobs": {"merge": {}}}, "merge", step, repository, {}))
+    assert (storage / "class" / "grades.csv").read_text() == one_machine

@@ -388,8 +388,15 @@ def _ranges(numbers: list[int]) -> str:
 # Clients connect in their own tasks, so a serial server with listen(5) still takes them in turn.
 SIMULTANEOUS_CLIENTS = 8
 SIMULTANEOUS_SIZE = 512 * 1024
-SIMULTANEOUS_CHUNK = 4096
+# Writes big enough that every connection has data waiting in the server at once, whatever the pace
+# of the suite's own process: bytes cross over only when the server handles two connections' reads
+# and writes interleaved, and with 4 KiB writes a busy machine fed one connection at a time.
+SIMULTANEOUS_CHUNK = 64 * 1024
 SIMULTANEOUS_ROUNDS = 3
+# The clients start sending together once all are connected, or this long after the round began: a
+# server that serves one client at a time connects (over TLS, handshakes) the others only as earlier
+# ones leave, so a late client starts at once.
+SIMULTANEOUS_START_SECONDS = 1.0
 
 
 @case(*STREAMS, slug="simultaneous", spec=ref("RFC 862", "1", note="each connection echoes its own data"))
@@ -401,11 +408,19 @@ async def simultaneous(ctx: CaseContext) -> None:
     ]
     expected = [_transformed(ctx, payload) for payload in payloads]
     echoes: list[bytes | None] = [None] * SIMULTANEOUS_CLIENTS
+    # Each round's: how many have connected, and whether all have or the round's start time has passed.
+    connected, start, start_by = 0, trio.Event(), 0.0
 
     async def client(index: int) -> None:
+        nonlocal connected
         # Each connects in its own task: a TLS server that serves one client at a time completes a
         # handshake only when the client before has gone.
         stream = await ctx.connect()
+        connected += 1
+        if connected == SIMULTANEOUS_CLIENTS:
+            start.set()
+        with trio.move_on_at(start_by):
+            await start.wait()
 
         async def send() -> None:
             for offset in range(0, SIMULTANEOUS_SIZE, SIMULTANEOUS_CHUNK):
@@ -433,6 +448,8 @@ async def simultaneous(ctx: CaseContext) -> None:
     # Bytes cross over only when two connections' reads and writes interleave in the server, which a
     # busy machine can keep from happening in one round: a shared buffer passed a whole round once.
     for _ in range(SIMULTANEOUS_ROUNDS):
+        connected, start = 0, trio.Event()
+        start_by = trio.current_time() + ctx.seconds(SIMULTANEOUS_START_SECONDS)
         async with trio.open_nursery() as nursery:
             for index in range(SIMULTANEOUS_CLIENTS):
                 nursery.start_soon(client, index)
